@@ -1,0 +1,77 @@
+"""The FastAPI application: `create_app` wires routers, middleware, error handlers and lifespan.
+
+Run it with `ttc-server`, or `uvicorn --factory server.app:create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from server.backends.base import Backend
+from server.errors import install_error_handlers
+from server.metrics import Metrics
+from server.request_id import RequestIdMiddleware
+from server.routes import chat, completions, health, models
+from server.serving import Serving
+from server.settings import Settings
+
+__all__ = ["create_app", "create_backend"]
+
+logger = logging.getLogger(__name__)
+
+
+async def create_backend(settings: Settings) -> Backend:
+    """The backend the settings name, loaded and ready to take calls."""
+    if settings.backend == "vllm":
+        from server.backends.vllm import VLLMBackend, create_client
+
+        return VLLMBackend(create_client(settings.vllm), settings.vllm_url, settings.model)
+    # Imported only here: torch and transformers are the embedded extra, not a gateway need.
+    from server.backends.embedded import EmbeddedBackend
+
+    return await EmbeddedBackend.load(settings.embedded)
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+    """Build the app; `backend` replaces the configured one (tests, benchmarks)."""
+    settings = settings or Settings()
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        active = backend or await create_backend(settings)
+        app.state.serving = Serving(active, settings.limits, metrics)
+        logger.info(
+            "serving %s on the %s backend", await _model_or_pending(active), settings.backend
+        )
+        try:
+            yield
+        finally:
+            await active.aclose()
+
+    app = FastAPI(title="ttc-server", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    for module in (chat, completions, models, health):
+        app.include_router(module.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _model_or_pending(backend: Backend) -> str:
+    # vLLM may still be starting; the gateway starts anyway and /ready tells when it can serve.
+    try:
+        return await backend.model_name()
+    except Exception as exc:  # noqa: BLE001 - only for the start-up log line
+        return f"(model not known yet: {exc})"

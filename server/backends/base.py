@@ -1,0 +1,207 @@
+"""The backend protocol: what strategies may ask of a model server, and what comes back.
+
+Every result carries the token counts the model server reported, so usage is counted where
+tokens are produced and never estimated.
+
+Errors::
+
+    BackendError                 a model server call failed
+    ├── BackendUnavailable       no replica could be reached, or the embedded queue is full
+    ├── BackendTimeout           a call ran past its timeout
+    └── BackendResponseError     the server answered with an error status or a malformed body
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendResponseError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "ChatMessage",
+    "ChatPrompt",
+    "Completion",
+    "FinishReason",
+    "Generation",
+    "Prompt",
+    "PromptScore",
+    "SamplingParams",
+    "StreamDelta",
+    "StreamEnd",
+    "StreamEvent",
+    "TextPrompt",
+    "TokenLogprob",
+]
+
+FinishReason = Literal["stop", "length"]
+
+
+class BackendError(Exception):
+    """A model server call failed."""
+
+
+class BackendUnavailable(BackendError):
+    """No replica could be reached, or the embedded model's queue is full."""
+
+
+class BackendTimeout(BackendError):
+    """A model server call ran past its timeout."""
+
+
+class BackendResponseError(BackendError):
+    """The model server answered with an error status or a body we could not read."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One chat turn; content is plain text (multi-part content is flattened at the edge)."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A conversation to answer, or, with `continue_final_message`, an assistant turn to extend."""
+
+    messages: tuple[ChatMessage, ...]
+    continue_final_message: bool = False
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    """Raw text handed to the model as is (the completions API)."""
+
+    text: str
+
+
+Prompt = ChatPrompt | TextPrompt
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample; `logprobs=None` asks for none, `0` for the chosen token's only."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    include_stop: bool = False
+    seed: int | None = None
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated (or scored) token with its log-probability and the top alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation."""
+
+    text: str
+    finish_reason: FinishReason
+    tokens: int
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The `n` completions of one prompt, with the prompt's token count."""
+
+    completions: tuple[Completion, ...]
+    prompt_tokens: int
+
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens generated over all completions."""
+        return sum(c.tokens for c in self.completions)
+
+
+@dataclass(frozen=True)
+class PromptScore:
+    """Log-probabilities of a continuation's tokens given a prompt."""
+
+    logprobs: tuple[TokenLogprob, ...]
+    prompt_tokens: int
+
+    @property
+    def total_logprob(self) -> float:
+        """Sum of the continuation's token log-probabilities."""
+        return sum(t.logprob for t in self.logprobs)
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """New text of completion `index`, with the log-probabilities of its tokens if asked."""
+
+    index: int
+    text: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """The stream's last event: how each completion ended and the exact token counts."""
+
+    finish_reasons: tuple[FinishReason, ...]
+    prompt_tokens: int
+    completion_tokens: tuple[int, ...] = field(default=())
+
+
+StreamEvent = StreamDelta | StreamEnd
+
+
+class Backend(Protocol):
+    """A model server. Implementations: vLLM over HTTP, the embedded CPU model, a script."""
+
+    async def model_name(self) -> str:
+        """The model name clients address (a vLLM backend may ask the server for it)."""
+        ...
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        """Sample `params.n` completions of one prompt in one call."""
+        ...
+
+    def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamEvent]:
+        """Sample as `generate` does, yielding text as it is produced; ends with `StreamEnd`."""
+        ...
+
+    async def score(self, prompt: Prompt, continuation: str) -> PromptScore:
+        """Log-probabilities of `continuation`'s tokens following `prompt`, without sampling."""
+        ...
+
+    async def render(self, prompt: Prompt) -> str:
+        """The exact text the model sees for `prompt` (chat template applied)."""
+        ...
+
+    async def count_tokens(self, text: str) -> int:
+        """How many tokens `text` is, without special tokens."""
+        ...
+
+    def session(self, request_id: str | None = None) -> Backend:
+        """A view for one request: its calls go to one replica, tagged with its id."""
+        ...
+
+    async def check_ready(self) -> None:
+        """Raise `BackendError` unless the model is loaded and answering."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads and memory."""
+        ...

@@ -1,0 +1,415 @@
+"""The embedded backend: SmolLM2 on the CPU build of torch, inside the gateway's process.
+
+Generation runs on one worker thread, so the event loop (health checks, other requests,
+streams) stays responsive while the model works; requests wait their turn in a bounded queue
+(a full queue is a 503, never a silent drop). The `n` samples of one request come from one
+batched `generate` call.
+
+A per-step hook (`_StepHook`) sees every token as it is produced. It ends each sequence on its
+end-of-sequence token or first stop string, records exactly how many tokens each sequence
+generated, gathers log-probabilities when asked, forwards new text to a streaming client and
+stops the whole batch when the request is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from server.backends.base import (
+    BackendResponseError,
+    BackendUnavailable,
+    ChatPrompt,
+    Completion,
+    FinishReason,
+    Generation,
+    Prompt,
+    PromptScore,
+    SamplingParams,
+    StreamDelta,
+    StreamEnd,
+    StreamEvent,
+    TextPrompt,
+    TokenLogprob,
+)
+from server.backends.smollm2 import MODEL_NAME, converted_model_dir
+from server.backends.stops import find_stop, holdback
+from server.settings import EmbeddedSettings
+
+__all__ = ["EmbeddedBackend"]
+
+logger = logging.getLogger(__name__)
+
+# Characters of already-decoded text searched again for a stop string each step: a stop string
+# can straddle the boundary between the previous step's text and the new token.
+_STOP_OVERLAP = 64
+
+DeltaSink = Callable[[StreamEvent], None]
+_T = TypeVar("_T")
+
+
+class _Cancelled(Exception):
+    """Raised on the worker thread when the request that queued the work has gone."""
+
+
+@dataclass
+class _Sequence:
+    """What one of the `n` sequences has produced so far."""
+
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    emitted: int = 0
+    finish_reason: FinishReason | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+class _LogprobStash:
+    """A logits processor that keeps the step's raw log-softmax and applies temperature and top-p.
+
+    Owning the warping here (instead of generate's own warpers) is what lets the hook read
+    log-probabilities of the unwarped distribution, as vLLM reports them, without keeping
+    every step's full logits.
+    """
+
+    def __init__(self, temperature: float, top_p: float, keep: bool) -> None:
+        self.temperature = temperature
+        self.top_p = top_p
+        self.keep = keep
+        self.last: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.keep:
+            self.last = torch.log_softmax(scores.float(), dim=-1)
+        if self.temperature > 0 and self.temperature != 1.0:
+            scores = scores / self.temperature
+        if self.temperature > 0 and self.top_p < 1.0:
+            ordered, order = torch.sort(scores, descending=True, dim=-1)
+            cumulative = torch.softmax(ordered.float(), dim=-1).cumsum(dim=-1)
+            # Drop a token once the mass before it already reaches top_p; the first always stays.
+            drop = (cumulative - torch.softmax(ordered.float(), dim=-1)) >= self.top_p
+            scores = scores.masked_fill(
+                torch.zeros_like(drop).scatter(-1, order, drop), float("-inf")
+            )
+        return scores
+
+
+class _StepHook:
+    """A stopping criterion that does the per-token bookkeeping of one batched generate call."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        params: SamplingParams,
+        prompt_len: int,
+        stash: _LogprobStash,
+        cancel: threading.Event,
+        sink: DeltaSink | None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.params = params
+        self.prompt_len = prompt_len
+        self.stash = stash
+        self.cancel = cancel
+        self.sink = sink
+        self.eos_ids = _eos_ids(tokenizer)
+        self.sequences = [_Sequence() for _ in range(params.n)]
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        for row, seq in enumerate(self.sequences):
+            if seq.finish_reason is None:
+                self._advance(row, seq, int(input_ids[row, -1]))
+            done[row] = seq.finish_reason is not None
+        if self.cancel.is_set():
+            done[:] = True
+        return done
+
+    def _advance(self, row: int, seq: _Sequence, token: int) -> None:
+        seq.ids.append(token)
+        new_logprobs: tuple[TokenLogprob, ...] | None = None
+        if self.params.logprobs is not None:
+            new_logprobs = (self._logprob(row, token),)
+            seq.logprobs.extend(new_logprobs)
+        seq.text = self.tokenizer.decode(seq.ids, skip_special_tokens=True)
+        if token in self.eos_ids:
+            seq.finish_reason = "stop"
+        elif self.params.stop:
+            found = find_stop(seq.text, self.params.stop, max(0, seq.emitted - _STOP_OVERLAP))
+            if found is not None:
+                at, stop = found
+                seq.text = seq.text[: at + len(stop)] if self.params.include_stop else seq.text[:at]
+                seq.finish_reason = "stop"
+        if seq.finish_reason is None and len(seq.ids) >= self.params.max_tokens:
+            seq.finish_reason = "length"
+        if self.sink is not None:
+            self._emit(row, seq, new_logprobs)
+
+    def _logprob(self, row: int, token: int) -> TokenLogprob:
+        import torch
+
+        dist = self.stash.last[row]
+        top: tuple[tuple[str, float], ...] = ()
+        k = self.params.logprobs or 0
+        if k > 0:
+            values, indices = torch.topk(dist, k)
+            top = tuple(
+                (self.tokenizer.decode([int(i)]), float(v))
+                for v, i in zip(values, indices, strict=True)
+            )
+        return TokenLogprob(self.tokenizer.decode([token]), float(dist[token]), top)
+
+    def _emit(self, row: int, seq: _Sequence, logprobs: tuple[TokenLogprob, ...] | None) -> None:
+        assert self.sink is not None
+        end = len(seq.text)
+        if seq.finish_reason is None:
+            # A multi-byte character split over tokens decodes to U+FFFD until it completes.
+            while end > seq.emitted and seq.text[end - 1] == "\ufffd":
+                end -= 1
+            end -= holdback(seq.text[:end], self.params.stop)
+        if end > seq.emitted or logprobs:
+            self.sink(StreamDelta(row, seq.text[seq.emitted : end], logprobs))
+            seq.emitted = max(seq.emitted, end)
+
+    def completions(self) -> tuple[Completion, ...]:
+        """The finished sequences; one never finished by the hook ran out of tokens."""
+        return tuple(
+            Completion(
+                text=seq.text,
+                finish_reason=seq.finish_reason or "length",
+                tokens=len(seq.ids),
+                logprobs=tuple(seq.logprobs) if self.params.logprobs is not None else None,
+            )
+            for seq in self.sequences
+        )
+
+
+def _eos_ids(tokenizer: Any) -> frozenset[int]:
+    ids = {tokenizer.eos_token_id}
+    # ChatML models end a turn with <|im_end|>, which may differ from the tokenizer's eos.
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    return frozenset(i for i in ids if i is not None)
+
+
+class _Model:
+    """The loaded model and tokenizer; every method here blocks and runs on the worker thread."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_len = int(getattr(model.config, "max_position_embeddings", 2048))
+
+    @classmethod
+    def load(cls, settings: EmbeddedSettings) -> _Model:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        path = converted_model_dir(settings.cache_dir)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+        model.eval()
+        return cls(model, tokenizer)
+
+    def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, TextPrompt):
+            return prompt.text
+        messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        text: str = self.tokenizer.apply_chat_template(
+            messages,
+            tokenize=False,
+            add_generation_prompt=not prompt.continue_final_message,
+            continue_final_message=prompt.continue_final_message,
+        )
+        return text
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        # Chat templates carry their own special tokens; raw prompts get the tokenizer's, as
+        # vLLM does for /v1/chat/completions and /v1/completions respectively.
+        ids: list[int] = self.tokenizer(
+            self.render(prompt), add_special_tokens=isinstance(prompt, TextPrompt)
+        )["input_ids"]
+        return ids
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        cancel: threading.Event,
+        sink: DeltaSink | None,
+    ) -> Generation:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        ids = self.encode(prompt)
+        self._check_length(len(ids), params.max_tokens)
+        if cancel.is_set():
+            raise _Cancelled
+        is_sampling = params.temperature > 0
+        stash = _LogprobStash(params.temperature, params.top_p, params.logprobs is not None)
+        hook = _StepHook(self.tokenizer, params, len(ids), stash, cancel, sink)
+        config = GenerationConfig(
+            max_new_tokens=params.max_tokens,
+            do_sample=is_sampling,
+            eos_token_id=sorted(hook.eos_ids),
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        )
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        # One row per sample (rather than num_return_sequences) also serves greedy n > 1.
+        inputs = torch.tensor([ids] * params.n)
+        with torch.inference_mode():
+            self.model.generate(
+                inputs,
+                attention_mask=torch.ones_like(inputs),
+                generation_config=config,
+                logits_processor=LogitsProcessorList([stash]),
+                stopping_criteria=StoppingCriteriaList([hook]),
+            )
+        if cancel.is_set():
+            raise _Cancelled
+        return Generation(hook.completions(), prompt_tokens=len(ids))
+
+    def score(self, prompt: Prompt, continuation: str) -> PromptScore:
+        import torch
+
+        prompt_text = self.render(prompt)
+        encoded = self.tokenizer(
+            prompt_text + continuation,
+            add_special_tokens=isinstance(prompt, TextPrompt),
+            return_offsets_mapping=True,
+        )
+        ids: list[int] = encoded["input_ids"]
+        self._check_length(len(ids), 0)
+        # A token belongs to the continuation when it ends past the prompt text, as vLLM's echo
+        # scoring reads it from text offsets.
+        first = next(
+            (i for i, (_, end) in enumerate(encoded["offset_mapping"]) if end > len(prompt_text)),
+            len(ids),
+        )
+        with torch.inference_mode():
+            logits = self.model(torch.tensor([ids])).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        scored = tuple(
+            TokenLogprob(self.tokenizer.decode([ids[i]]), float(logprobs[i - 1, ids[i]]))
+            for i in range(max(first, 1), len(ids))
+        )
+        return PromptScore(scored, prompt_tokens=len(ids))
+
+    def _check_length(self, prompt_tokens: int, max_tokens: int) -> None:
+        if prompt_tokens + max_tokens > self.max_len:
+            raise BackendResponseError(
+                f"This model's maximum context length is {self.max_len} tokens; the prompt has "
+                f"{prompt_tokens} tokens and max_tokens asks for {max_tokens} more.",
+                status_code=400,
+            )
+
+
+class EmbeddedBackend:
+    """The in-process CPU model behind the `Backend` protocol."""
+
+    def __init__(self, model: _Model, max_queue: int) -> None:
+        self._model = model
+        self._max_queue = max_queue
+        self._pending = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-model")
+
+    @classmethod
+    async def load(cls, settings: EmbeddedSettings) -> EmbeddedBackend:
+        """Convert (first time only) and load the model off the event loop."""
+        model = await asyncio.to_thread(_Model.load, settings)
+        logger.info("embedded model %s loaded", MODEL_NAME)
+        return cls(model, settings.max_queue)
+
+    async def model_name(self) -> str:
+        return MODEL_NAME
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        return await self._submit(prompt, params, None)
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamEvent]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+
+        def sink(event: StreamEvent) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        job = asyncio.ensure_future(self._submit(prompt, params, sink))
+        # The job finishes after the worker's last call_soon_threadsafe, so this sentinel is
+        # queued behind every delta.
+        job.add_done_callback(lambda _: events.put_nowait(None))
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+            generation = job.result()
+            yield StreamEnd(
+                finish_reasons=tuple(c.finish_reason for c in generation.completions),
+                prompt_tokens=generation.prompt_tokens,
+                completion_tokens=tuple(c.tokens for c in generation.completions),
+            )
+        finally:
+            job.cancel()
+
+    async def score(self, prompt: Prompt, continuation: str) -> PromptScore:
+        return await self._run(lambda: self._model.score(prompt, continuation), None)
+
+    async def render(self, prompt: Prompt) -> str:
+        # Rendering a template takes microseconds: no need to queue behind generation.
+        return self._model.render(prompt)
+
+    async def count_tokens(self, text: str) -> int:
+        return self._model.count_tokens(text)
+
+    def session(self, request_id: str | None = None) -> EmbeddedBackend:
+        return self
+
+    async def check_ready(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _submit(
+        self, prompt: Prompt, params: SamplingParams, sink: DeltaSink | None
+    ) -> Generation:
+        if isinstance(prompt, ChatPrompt) and not prompt.messages:
+            raise BackendResponseError("messages must not be empty", status_code=400)
+        cancel = threading.Event()
+        return await self._run(lambda: self._model.generate(prompt, params, cancel, sink), cancel)
+
+    async def _run(self, work: Callable[[], _T], cancel: threading.Event | None) -> _T:
+        if self._pending >= self._max_queue:
+            raise BackendUnavailable(
+                f"the embedded model has {self._pending} requests queued (limit {self._max_queue})"
+            )
+        self._pending += 1
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        # Counted until the worker is really done with it, even when the caller gave up early.
+        future.add_done_callback(self._release)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Tell the worker to stop at its next token, then let the cancellation through.
+            if cancel is not None:
+                cancel.set()
+            raise
+
+    def _release(self, future: asyncio.Future[Any]) -> None:
+        self._pending -= 1
+        if not future.cancelled():
+            # Mark the outcome as seen: when the caller was cancelled nobody else will read it.
+            future.exception()

@@ -1,0 +1,159 @@
+"""A backend that answers from a script: exact control of what candidates say, for tests.
+
+It tokenizes by whitespace-led words (`"a b"` is two tokens, `"a"` and `" b"`), so its token
+counts are exact by its own definition, and records every call so tests can assert how many
+requests a strategy made and with what parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+from server.backends.base import (
+    BackendError,
+    ChatPrompt,
+    Completion,
+    FinishReason,
+    Generation,
+    Prompt,
+    PromptScore,
+    SamplingParams,
+    StreamDelta,
+    StreamEnd,
+    StreamEvent,
+    TextPrompt,
+    TokenLogprob,
+)
+from server.backends.stops import truncate_at_stop
+
+__all__ = ["Call", "Script", "ScriptedBackend", "tokenize"]
+
+Script = Callable[[Prompt, SamplingParams], Iterable[str]]
+
+_TOKEN = re.compile(r"\s*\S+|\s+")
+
+
+def tokenize(text: str) -> list[str]:
+    """The scripted backend's tokens: whitespace-led words."""
+    return _TOKEN.findall(text)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One recorded call: which method, the prompt and the sampling parameters."""
+
+    method: str
+    prompt: Prompt
+    params: SamplingParams | None
+
+
+class ScriptedBackend:
+    """Answers `generate` and `stream` with scripted texts, in order, cycling when exhausted."""
+
+    def __init__(
+        self,
+        texts: Iterable[str] | Script = ("scripted answer",),
+        *,
+        model: str = "scripted-model",
+        delay_s: float = 0.0,
+        error: BackendError | None = None,
+        logprob: float = -0.5,
+    ) -> None:
+        if callable(texts):
+            self._script: Script = texts
+        else:
+            pool = itertools.cycle(list(texts))
+            self._script = lambda prompt, params: (next(pool) for _ in range(params.n))
+        self._model = model
+        self.delay_s = delay_s
+        self.error = error
+        self.logprob = logprob
+        self.calls: list[Call] = []
+
+    async def model_name(self) -> str:
+        return self._model
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        self.calls.append(Call("generate", prompt, params))
+        await self._wait()
+        return Generation(self._completions(prompt, params), self._prompt_tokens(prompt))
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamEvent]:
+        self.calls.append(Call("stream", prompt, params))
+        await self._wait()
+        completions = self._completions(prompt, params)
+        for index, completion in enumerate(completions):
+            for token in tokenize(completion.text):
+                await asyncio.sleep(self.delay_s)
+                yield StreamDelta(index, token, self._token_logprobs([token], params))
+        yield StreamEnd(
+            finish_reasons=tuple(c.finish_reason for c in completions),
+            prompt_tokens=self._prompt_tokens(prompt),
+            completion_tokens=tuple(c.tokens for c in completions),
+        )
+
+    async def score(self, prompt: Prompt, continuation: str) -> PromptScore:
+        self.calls.append(Call("score", prompt, None))
+        await self._wait()
+        scored = tuple(TokenLogprob(t, self.logprob) for t in tokenize(continuation))
+        return PromptScore(scored, self._prompt_tokens(prompt) + len(scored))
+
+    async def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, TextPrompt):
+            return prompt.text
+        turns = "".join(f"<{m.role}>{m.content}</{m.role}>" for m in prompt.messages)
+        return turns if prompt.continue_final_message else turns + "<assistant>"
+
+    async def count_tokens(self, text: str) -> int:
+        return len(tokenize(text))
+
+    def session(self, request_id: str | None = None) -> ScriptedBackend:
+        return self
+
+    async def check_ready(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    async def aclose(self) -> None:
+        return None
+
+    async def _wait(self) -> None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+
+    def _completions(self, prompt: Prompt, params: SamplingParams) -> tuple[Completion, ...]:
+        texts = list(itertools.islice(self._script(prompt, params), params.n))
+        return tuple(self._completion(text, params) for text in texts)
+
+    def _completion(self, text: str, params: SamplingParams) -> Completion:
+        text, _ = truncate_at_stop(text, params.stop, params.include_stop)
+        tokens = tokenize(text)
+        finish: FinishReason = "stop"
+        if len(tokens) > params.max_tokens:
+            tokens = tokens[: params.max_tokens]
+            text = "".join(tokens)
+            finish = "length"
+        return Completion(
+            text=text,
+            finish_reason=finish,
+            tokens=len(tokens),
+            logprobs=self._token_logprobs(tokens, params),
+        )
+
+    def _token_logprobs(
+        self, tokens: list[str], params: SamplingParams
+    ) -> tuple[TokenLogprob, ...] | None:
+        if params.logprobs is None:
+            return None
+        return tuple(TokenLogprob(t, self.logprob) for t in tokens)
+
+    def _prompt_tokens(self, prompt: Prompt) -> int:
+        if isinstance(prompt, ChatPrompt):
+            return sum(len(tokenize(m.content)) + 2 for m in prompt.messages)
+        return len(tokenize(prompt.text))

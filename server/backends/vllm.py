@@ -1,0 +1,410 @@
+"""The vLLM backend: vLLM's OpenAI-compatible HTTP API over one pooled `httpx.AsyncClient`.
+
+Calls used (vLLM's extensions to OpenAI's fields are marked *):
+- `POST /v1/chat/completions`: chat prompts; continuation of an assistant turn with
+  `continue_final_message`* and `add_generation_prompt`*=false.
+- `POST /v1/completions`: raw prompts; `echo` with `logprobs` for scoring given text.
+- `POST /tokenize`* and `POST /detokenize`*: rendering a chat template, counting tokens.
+- `GET /v1/models`: readiness and discovery of the served model's name.
+Every generation asks for `return_token_ids`* so each sample's token count is exact, and
+`include_stop_str_in_output`* when the caller keeps stop strings.
+
+With several replicas, `session()` pins one request's calls to one replica (its prefix cache
+then serves shared prefixes) and successive sessions go round-robin over the replicas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import httpx
+
+from server.backends.base import (
+    BackendResponseError,
+    BackendTimeout,
+    BackendUnavailable,
+    ChatPrompt,
+    Completion,
+    FinishReason,
+    Generation,
+    Prompt,
+    PromptScore,
+    SamplingParams,
+    StreamDelta,
+    StreamEnd,
+    StreamEvent,
+    TextPrompt,
+    TokenLogprob,
+)
+from server.settings import VLLMSettings
+
+__all__ = ["VLLMBackend", "create_client"]
+
+logger = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+
+def create_client(settings: VLLMSettings) -> httpx.AsyncClient:
+    """The one pooled client shared by every replica and request."""
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
+        limits=httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_connections,
+        ),
+        headers=headers,
+    )
+
+
+@contextlib.contextmanager
+def _map_httpx_errors(url: str) -> Iterator[None]:
+    """Translate httpx's exceptions into the backend error tree, once, at the boundary."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise BackendTimeout(
+            f"vLLM at {url} did not answer in time ({type(exc).__name__})"
+        ) from exc
+    except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+        raise BackendUnavailable(f"vLLM at {url} is unreachable: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise BackendResponseError(f"vLLM call to {url} failed: {exc}") from exc
+
+
+class _Replicas:
+    """The replica URLs, whose turn is next, and the served model's name once known."""
+
+    def __init__(self, urls: Sequence[str], model: str | None) -> None:
+        if not urls:
+            raise ValueError("the vLLM backend needs at least one replica URL")
+        self.urls = tuple(urls)
+        self.model = model
+        self._turn = itertools.cycle(self.urls)
+
+    def next(self) -> str:
+        return next(self._turn)
+
+
+class VLLMBackend:
+    """vLLM servers behind the `Backend` protocol."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        urls: Sequence[str],
+        model: str | None = None,
+        *,
+        _replicas: _Replicas | None = None,
+        _pinned: str | None = None,
+        _request_id: str | None = None,
+    ) -> None:
+        self._client = client
+        self._replicas = _replicas or _Replicas(urls, model)
+        self._pinned = _pinned
+        self._headers = {"X-Request-Id": _request_id} if _request_id else {}
+
+    async def model_name(self) -> str:
+        if self._replicas.model is None:
+            served = await self._served_models(self._url())
+            if not served:
+                raise BackendUnavailable("vLLM serves no model")
+            self._replicas.model = served[0]
+        return self._replicas.model
+
+    def session(self, request_id: str | None = None) -> VLLMBackend:
+        return VLLMBackend(
+            self._client,
+            self._replicas.urls,
+            _replicas=self._replicas,
+            _pinned=self._replicas.next(),
+            _request_id=request_id,
+        )
+
+    async def check_ready(self) -> None:
+        for url in self._replicas.urls:
+            served = await self._served_models(url)
+            wanted = self._replicas.model
+            if wanted is None and served:
+                self._replicas.model = wanted = served[0]
+            if wanted not in served:
+                raise BackendUnavailable(f"vLLM at {url} serves {served}, not {wanted!r}")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # Generation
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        path, body = await self._generation_request(prompt, params)
+        data = await self._post(path, body)
+        choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
+        usage = data.get("usage") or {}
+        completions = tuple(
+            self._completion(choice, params, usage, len(choices)) for choice in choices
+        )
+        return Generation(completions, prompt_tokens=_int(usage, "prompt_tokens"))
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamEvent]:
+        path, body = await self._generation_request(prompt, params)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        finish: dict[int, FinishReason] = {}
+        tokens = [0] * params.n
+        has_token_ids = False
+        usage: JSON = {}
+        async for chunk in self._sse(path, body):
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices", []):
+                index = int(choice.get("index", 0))
+                if "token_ids" in choice and choice["token_ids"] is not None:
+                    has_token_ids = True
+                    tokens[index] += len(choice["token_ids"])
+                text, logprobs = _delta(choice, params)
+                if text or logprobs:
+                    yield StreamDelta(index, text, logprobs)
+                if choice.get("finish_reason"):
+                    finish[index] = _finish_reason(choice["finish_reason"])
+        if not has_token_ids:
+            tokens = self._split_usage(usage, params.n)
+        yield StreamEnd(
+            finish_reasons=tuple(finish.get(i, "length") for i in range(params.n)),
+            prompt_tokens=_int(usage, "prompt_tokens"),
+            completion_tokens=tuple(tokens),
+        )
+
+    async def score(self, prompt: Prompt, continuation: str) -> PromptScore:
+        prompt_text = await self.render(prompt)
+        text = prompt_text + continuation
+        body: JSON = {
+            "model": await self.model_name(),
+            "prompt": text,
+            "max_tokens": 1,
+            "temperature": 0,
+            "echo": True,
+            "logprobs": 0,
+            # A rendered chat template already holds its special tokens.
+            "add_special_tokens": isinstance(prompt, TextPrompt),
+        }
+        data = await self._post("/v1/completions", body)
+        prompt_tokens = _int(data.get("usage") or {}, "prompt_tokens")
+        try:
+            lp = data["choices"][0]["logprobs"]
+            tokens, values, offsets = lp["tokens"], lp["token_logprobs"], lp["text_offset"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise BackendResponseError(f"vLLM echo response lacks logprobs: {exc!r}") from exc
+        # The echo covers the prompt's tokens, then the one generated token we discard. A token
+        # belongs to the continuation when it ends past the prompt text.
+        ends = [*offsets[1:prompt_tokens], len(text)]
+        scored = tuple(
+            TokenLogprob(tokens[i], float(values[i]))
+            for i in range(prompt_tokens)
+            if ends[i] > len(prompt_text) and values[i] is not None
+        )
+        return PromptScore(scored, prompt_tokens=prompt_tokens)
+
+    async def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, TextPrompt):
+            return prompt.text
+        model = await self.model_name()
+        tokenized = await self._post(
+            "/tokenize",
+            {
+                "model": model,
+                "messages": _messages(prompt),
+                "add_generation_prompt": not prompt.continue_final_message,
+                "continue_final_message": prompt.continue_final_message,
+            },
+        )
+        detokenized = await self._post(
+            "/detokenize", {"model": model, "tokens": tokenized["tokens"]}
+        )
+        return str(detokenized["prompt"])
+
+    async def count_tokens(self, text: str) -> int:
+        body = {"model": await self.model_name(), "prompt": text, "add_special_tokens": False}
+        return _int(await self._post("/tokenize", body), "count")
+
+    # Request building and parsing
+
+    async def _generation_request(self, prompt: Prompt, params: SamplingParams) -> tuple[str, JSON]:
+        body: JSON = {
+            "model": await self.model_name(),
+            "n": params.n,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "return_token_ids": True,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+            body["include_stop_str_in_output"] = params.include_stop
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if isinstance(prompt, ChatPrompt):
+            body["messages"] = _messages(prompt)
+            if prompt.continue_final_message:
+                body["continue_final_message"] = True
+                body["add_generation_prompt"] = False
+            if params.logprobs is not None:
+                body["logprobs"] = True
+                body["top_logprobs"] = params.logprobs
+            return "/v1/chat/completions", body
+        body["prompt"] = prompt.text
+        if params.logprobs is not None:
+            body["logprobs"] = params.logprobs
+        return "/v1/completions", body
+
+    def _completion(
+        self, choice: JSON, params: SamplingParams, usage: JSON, n_choices: int
+    ) -> Completion:
+        if "message" in choice:
+            text = (choice.get("message") or {}).get("content") or ""
+        else:
+            text = choice.get("text") or ""
+        logprobs = _logprobs(choice.get("logprobs"))
+        if choice.get("token_ids") is not None:
+            tokens = len(choice["token_ids"])
+        elif logprobs is not None:
+            tokens = len(logprobs)
+        else:
+            tokens = self._split_usage(usage, n_choices)[0]
+        return Completion(
+            text=text,
+            finish_reason=_finish_reason(choice.get("finish_reason")),
+            tokens=tokens,
+            logprobs=logprobs if params.logprobs is not None else None,
+        )
+
+    def _split_usage(self, usage: JSON, n: int) -> list[int]:
+        # Without per-sample token ids only a single sample's count is exact.
+        if n != 1:
+            raise BackendResponseError(
+                "vLLM returned no token_ids for n > 1; the gateway needs vLLM >= 0.10.2 "
+                "(return_token_ids) to count each sample's tokens exactly"
+            )
+        return [_int(usage, "completion_tokens")]
+
+    # HTTP
+
+    def _url(self) -> str:
+        return self._pinned or self._replicas.next()
+
+    async def _served_models(self, url: str) -> list[str]:
+        with _map_httpx_errors(url):
+            response = await self._client.get(f"{url}/v1/models", headers=self._headers)
+        data = _json_body(response, url)
+        return [str(m["id"]) for m in data.get("data", []) if "id" in m]
+
+    async def _post(self, path: str, body: JSON) -> JSON:
+        url = self._url()
+        with _map_httpx_errors(url):
+            response = await self._client.post(f"{url}{path}", json=body, headers=self._headers)
+        return _json_body(response, url)
+
+    async def _sse(self, path: str, body: JSON) -> AsyncIterator[JSON]:
+        url = self._url()
+        with _map_httpx_errors(url):
+            async with self._client.stream(
+                "POST", f"{url}{path}", json=body, headers=self._headers
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _json_body(response, url)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[len("data:") :].strip()
+                    if payload == "[DONE]":
+                        return
+                    chunk = _loads(payload, url)
+                    if "error" in chunk:
+                        raise BackendResponseError(_error_message(chunk, url))
+                    yield chunk
+
+
+def _json_body(response: httpx.Response, url: str) -> JSON:
+    if response.status_code >= 400:
+        try:
+            message = _error_message(response.json(), url)
+        except ValueError:
+            message = f"vLLM at {url} answered {response.status_code}: {response.text[:200]}"
+        if response.status_code == 503:
+            raise BackendUnavailable(message)
+        raise BackendResponseError(message, status_code=response.status_code)
+    return _loads(response.text, url)
+
+
+def _loads(text: str, url: str) -> JSON:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BackendResponseError(f"vLLM at {url} sent a body that is not JSON") from exc
+    if not isinstance(data, dict):
+        raise BackendResponseError(f"vLLM at {url} sent JSON that is not an object")
+    return data
+
+
+def _error_message(data: Any, url: str) -> str:
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"])
+    return f"vLLM at {url} answered with an error: {str(data)[:200]}"
+
+
+def _messages(prompt: ChatPrompt) -> list[JSON]:
+    return [{"role": m.role, "content": m.content} for m in prompt.messages]
+
+
+def _finish_reason(value: Any) -> FinishReason:
+    return "length" if value == "length" else "stop"
+
+
+def _int(data: JSON, key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int):
+        raise BackendResponseError(f"vLLM response lacks an integer {key!r}")
+    return value
+
+
+def _delta(choice: JSON, params: SamplingParams) -> tuple[str, tuple[TokenLogprob, ...] | None]:
+    if "delta" in choice:
+        text = (choice.get("delta") or {}).get("content") or ""
+    else:
+        text = choice.get("text") or ""
+    logprobs = _logprobs(choice.get("logprobs")) if params.logprobs is not None else None
+    return text, logprobs
+
+
+def _logprobs(data: Any) -> tuple[TokenLogprob, ...] | None:
+    """Both of vLLM's logprob shapes: chat's `content` list and completions' parallel lists."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        if "content" in data:
+            return tuple(
+                TokenLogprob(
+                    item["token"],
+                    float(item["logprob"]),
+                    tuple(
+                        (t["token"], float(t["logprob"])) for t in item.get("top_logprobs") or ()
+                    ),
+                )
+                for item in data["content"] or ()
+            )
+        tops = data.get("top_logprobs") or [None] * len(data["tokens"])
+        return tuple(
+            TokenLogprob(token, float(value), tuple((t, float(v)) for t, v in (top or {}).items()))
+            for token, value, top in zip(data["tokens"], data["token_logprobs"], tops, strict=True)
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackendResponseError(f"vLLM sent logprobs in an unexpected shape: {exc!r}") from exc

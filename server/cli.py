@@ -1,0 +1,45 @@
+"""The `ttc-server` command: read settings from flags and `TTC_*` variables, then serve."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+from pydantic_settings import CliApp
+
+from server.app import create_app
+from server.request_id import RequestIdFilter
+from server.settings import Settings
+
+__all__ = ["main"]
+
+
+def configure_logging(level: str) -> None:
+    """One format for our logs and uvicorn's, with the request id on every line."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    try:
+        settings = CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
+    except ValidationError as exc:
+        sys.exit(f"ttc-server: invalid settings:\n{exc}")
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,60 @@
+"""Every request gets an id: the client's `X-Request-Id` when it sends a sane one, else a new one.
+
+The id is echoed in the response header, forwarded to vLLM, and added to every log line
+written while the request is served.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["RequestIdFilter", "RequestIdMiddleware", "current_request_id"]
+
+_current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def current_request_id() -> str:
+    """The id of the request being served, or "-" outside one."""
+    return _current.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to log records so formats can print it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _current.get()
+        return True
+
+
+class RequestIdMiddleware:
+    """Pure ASGI (no per-request task), so it costs nothing on the streaming path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _SANE.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = _current.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _current.reset(token)

@@ -1,0 +1,27 @@
+"""`POST /v1/chat/completions`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from server.deps import RequestIdDep, ServingDep
+from server.protocol import ChatChunks, ChatCompletionRequest, ChatCompletionResponse
+from server.routes.responses import ERROR_RESPONSES, answer
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["chat"])
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses=ERROR_RESPONSES,
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest, raw: Request, serving: ServingDep, request_id: RequestIdDep
+) -> JSONResponse | StreamingResponse:
+    """Answer a conversation with the requested reasoning strategy."""
+    run = await serving.prepare(body, f"chatcmpl-{request_id}")
+    return await answer(raw, serving, run, ChatCompletionResponse.build, ChatChunks, body.stream)

@@ -1,0 +1,25 @@
+"""`GET /health` (the process is alive) and `GET /ready` (the backend can answer)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.deps import BackendDep
+from server.routes.responses import ERROR_RESPONSES
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: answers as long as the event loop runs."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses=ERROR_RESPONSES)
+async def ready(backend: BackendDep) -> dict[str, str]:
+    """Readiness: the backend is reachable and its model loaded (503 otherwise)."""
+    await backend.check_ready()
+    return {"status": "ready", "model": await backend.model_name()}

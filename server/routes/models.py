@@ -1,0 +1,19 @@
+"""`GET /v1/models`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.deps import BackendDep
+from server.protocol import ModelCard, ModelList
+from server.routes.responses import ERROR_RESPONSES
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
+async def list_models(backend: BackendDep) -> ModelList:
+    """The model this gateway serves."""
+    return ModelList(data=[ModelCard(id=await backend.model_name())])

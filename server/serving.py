@@ -1,0 +1,241 @@
+"""Serving one request: resolve the strategy, run it as one task under the deadline, answer.
+
+The same flow serves both endpoints; what differs (request parsing, response and chunk
+shapes) comes from `server.protocol`. A strategy runs as a single task: when the deadline
+passes or the client goes away, cancelling it cancels every backend call it has in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from server.backends.base import Backend
+from server.errors import ModelNotFound, RequestTimeout, error_response, error_status
+from server.metrics import Metrics
+from server.protocol import ChatCompletionRequest, CompletionRequest, UsageInfo
+from server.settings import LimitsSettings
+from strategies.base import (
+    Budget,
+    ChoiceDelta,
+    Strategy,
+    StrategyContext,
+    StrategyRequest,
+    StrategyResult,
+)
+from strategies.registry import STRATEGIES, get_strategy, parse_params
+from verifiers.base import Verifier
+
+__all__ = ["ChunkBuilder", "PreparedRun", "Serving", "run_until_disconnected"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+# Deltas a strategy may get ahead of a slow streaming client before it waits.
+_STREAM_BUFFER = 256
+
+
+class ChunkBuilder(Protocol):
+    """Builds one endpoint's stream chunks (see `ChatChunks`, `CompletionChunks`)."""
+
+    def opening(self, n: int) -> list[BaseModel]: ...
+    def delta(self, delta: ChoiceDelta) -> BaseModel: ...
+    def finish(self, index: int, reason: Any) -> BaseModel: ...
+    def tail(self, usage: UsageInfo | None, trace: dict[str, Any] | None) -> BaseModel: ...
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A validated request, ready to run."""
+
+    strategy: Strategy[Any]
+    params: BaseModel
+    request: StrategyRequest
+    model: str
+    request_id: str
+    with_trace: bool
+    include_usage: bool
+
+
+class Serving:
+    """Runs strategies for the routes; built once per app in its lifespan."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        limits: LimitsSettings,
+        metrics: Metrics,
+        verifiers: Mapping[str, Verifier] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.limits = limits
+        self.metrics = metrics
+        self.verifiers = dict(verifiers or {})
+
+    async def prepare(
+        self, body: ChatCompletionRequest | CompletionRequest, request_id: str
+    ) -> PreparedRun:
+        """Check the model, the limits, the strategy and its params; 4xx errors come from here."""
+        started = time.perf_counter()
+        label = body.reasoning_strategy if body.reasoning_strategy in STRATEGIES else "invalid"
+        model = "unknown"
+        try:
+            model = await self.backend.model_name()
+            if body.model != model:
+                raise ModelNotFound(body.model, model)
+            request = body.to_strategy_request(self.limits)
+            strategy = get_strategy(body.reasoning_strategy)
+            params = parse_params(strategy, body.reasoning_params)
+        except Exception as exc:
+            self._observe(label, model, exc, started)
+            raise
+        return PreparedRun(
+            strategy=strategy,
+            params=params,
+            request=request,
+            model=model,
+            request_id=request_id,
+            with_trace=bool(getattr(params, "return_trace", False)),
+            include_usage=body.include_usage,
+        )
+
+    async def complete(self, run: PreparedRun) -> StrategyResult:
+        """Run to the end and return the result."""
+        started = time.perf_counter()
+        try:
+            result = await self._run(run, sink=None)
+        except BaseException as exc:
+            self._observe(run.strategy.name, run.model, exc, started)
+            raise
+        self._observe(run.strategy.name, run.model, None, started, result)
+        return result
+
+    async def stream(self, run: PreparedRun, chunks: ChunkBuilder) -> AsyncIterator[str]:
+        """Server-Sent Events: deltas as the strategy produces them, then usage, then [DONE]."""
+        started = time.perf_counter()
+        deltas: asyncio.Queue[ChoiceDelta | None] = asyncio.Queue(_STREAM_BUFFER)
+        task = asyncio.create_task(self._run(run, sink=deltas.put))
+        # Queued behind every delta the strategy emitted, so the loop below sees them all.
+        task.add_done_callback(lambda _: deltas.put_nowait(None))
+        outcome: BaseException | None = None
+        try:
+            for chunk in chunks.opening(run.request.sampling.n):
+                yield _sse(chunk)
+            streamed: set[int] = set()
+            while (delta := await deltas.get()) is not None:
+                streamed.add(delta.index)
+                yield _sse(chunks.delta(delta))
+            result = task.result()
+            for index, choice in enumerate(result.choices):
+                if index not in streamed:
+                    # A strategy that decides only at the end sends its answer in one piece.
+                    whole = ChoiceDelta(
+                        index, choice.content, choice.reasoning or "", choice.logprobs
+                    )
+                    yield _sse(chunks.delta(whole))
+                yield _sse(chunks.finish(index, choice.finish_reason))
+            trace = dict(result.trace) if run.with_trace and result.trace else None
+            if run.include_usage or trace is not None:
+                usage = UsageInfo.build(result) if run.include_usage else None
+                yield _sse(chunks.tail(usage, trace))
+            self._observe(run.strategy.name, run.model, None, started, result)
+        except Exception as exc:
+            outcome = exc
+            status, body = error_response(exc)
+            logger.info("stream %s failed with %d: %s", run.request_id, status, body.error.message)
+            yield _sse(body)
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            task.cancel()
+            if outcome is not None:
+                self._observe(run.strategy.name, run.model, outcome, started)
+        yield "data: [DONE]\n\n"
+
+    async def _run(
+        self, run: PreparedRun, sink: Callable[[ChoiceDelta], Awaitable[None]] | None
+    ) -> StrategyResult:
+        loop = asyncio.get_running_loop()
+        timeout = self.limits.request_timeout_s
+        ctx = StrategyContext(
+            backend=self.backend.session(run.request_id),
+            request_id=run.request_id,
+            verifiers=self.verifiers,
+            budget=Budget(deadline=loop.time() + timeout),
+            sink=sink,
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                return await run.strategy.run(run.request, run.params, ctx)
+        except TimeoutError as exc:
+            raise RequestTimeout(f"The request did not finish within {timeout:g} s.") from exc
+
+    def _observe(
+        self,
+        strategy: str,
+        model: str,
+        exc: BaseException | None,
+        started: float,
+        result: StrategyResult | None = None,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        status = _status(exc)
+        self.metrics.observe(strategy, model, status, seconds)
+        if result is not None:
+            usage = result.usage
+            logger.info(
+                "strategy=%s status=%s calls=%d prompt_tokens=%d completion_tokens=%d "
+                "duration=%.3fs",
+                strategy,
+                status,
+                usage.calls,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                seconds,
+            )
+        else:
+            logger.info("strategy=%s status=%s duration=%.3fs", strategy, status, seconds)
+
+
+def _status(exc: BaseException | None) -> str:
+    if exc is None:
+        return "ok"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    code = error_status(exc)
+    if code == 504:
+        return "timeout"
+    if code in (502, 503):
+        return "backend_error"
+    return "client_error" if code < 500 else "server_error"
+
+
+def _sse(model: BaseModel) -> str:
+    return f"data: {json.dumps(model.model_dump(exclude_none=True), separators=(',', ':'))}\n\n"
+
+
+async def run_until_disconnected(request: Request, work: Awaitable[_T]) -> _T:
+    """Await `work`, cancelling it if the client disconnects first (the body is already read)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    return await task

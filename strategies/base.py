@@ -1,0 +1,253 @@
+"""The strategy contract: what a strategy receives, what it may touch, what it returns.
+
+A strategy is an object with a `name`, a pydantic `params_model` and an async `run`. It sees
+the parsed request, its own validated params and a `StrategyContext`; it never sees HTTP,
+settings or metrics. Every model call goes through the context, which adds the token counts
+the backend reported to the request's usage, so no strategy can forget to count a call.
+
+Errors::
+
+    StrategyError               a strategy could not be chosen, configured or run
+    ├── UnknownStrategyError    `reasoning_strategy` names no registered strategy
+    └── InvalidParamsError      `reasoning_params` does not validate against the strategy's model
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from server.backends.base import (
+    Backend,
+    BackendResponseError,
+    Completion,
+    FinishReason,
+    Generation,
+    Prompt,
+    PromptScore,
+    SamplingParams,
+    StreamDelta,
+    StreamEnd,
+    TokenLogprob,
+)
+from verifiers.base import Verifier
+
+__all__ = [
+    "Budget",
+    "Choice",
+    "ChoiceDelta",
+    "EventSink",
+    "InvalidParamsError",
+    "NoParams",
+    "ReasoningEffort",
+    "Strategy",
+    "StrategyContext",
+    "StrategyError",
+    "StrategyRequest",
+    "StrategyResult",
+    "UnknownStrategyError",
+    "Usage",
+]
+
+ReasoningEffort = Literal["low", "medium", "high"]
+
+
+class StrategyError(Exception):
+    """A strategy could not be chosen, configured or run."""
+
+
+class UnknownStrategyError(StrategyError):
+    """`reasoning_strategy` names no registered strategy."""
+
+    def __init__(self, name: str, valid: list[str]) -> None:
+        super().__init__(
+            f"Unknown reasoning_strategy {name!r}; valid strategies are: {', '.join(valid)}"
+        )
+        self.name = name
+        self.valid = valid
+
+
+class InvalidParamsError(StrategyError):
+    """`reasoning_params` does not validate against the strategy's params model."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class NoParams(BaseModel):
+    """Params of a strategy that takes none: any field given is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class StrategyRequest:
+    """The client's request as a strategy sees it: a prompt and how to sample."""
+
+    prompt: Prompt
+    sampling: SamplingParams
+    reasoning_effort: ReasoningEffort | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits on one request's work: generated tokens over all calls, and a deadline."""
+
+    max_generated_tokens: int | None = None
+    deadline: float | None = None
+
+    def seconds_left(self) -> float | None:
+        """Time until the deadline on the running loop's clock, or None without one."""
+        if self.deadline is None:
+            return None
+        return self.deadline - asyncio.get_running_loop().time()
+
+
+@dataclass
+class Usage:
+    """Token counts of one request, as the model servers reported them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    verifier_tokens: int = 0
+    calls: int = 0
+
+    def add_generation(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """Count one generation call."""
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.calls += 1
+
+
+@dataclass(frozen=True)
+class ChoiceDelta:
+    """New text of one choice, sent to a streaming client as it is produced."""
+
+    index: int
+    content: str = ""
+    reasoning: str = ""
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+EventSink = Callable[[ChoiceDelta], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One returned answer; `content_tokens` is how many generated tokens `content` holds."""
+
+    content: str
+    finish_reason: FinishReason
+    content_tokens: int
+    reasoning: str | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StrategyResult:
+    """What a run returns; `trace` is shown to the client only when it asks."""
+
+    choices: tuple[Choice, ...]
+    usage: Usage
+    stopped_early: str | None = None
+    trace: Mapping[str, Any] | None = None
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Generated tokens that are not in any returned `content`."""
+        return max(0, self.usage.completion_tokens - sum(c.content_tokens for c in self.choices))
+
+
+@dataclass
+class StrategyContext:
+    """Everything a run may touch: the backend (through counting wrappers), verifiers, budget."""
+
+    backend: Backend
+    request_id: str
+    verifiers: Mapping[str, Verifier] = field(default_factory=dict)
+    budget: Budget = field(default_factory=Budget)
+    sink: EventSink | None = None
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def is_streaming(self) -> bool:
+        """Whether the client reads the answer as it is produced."""
+        return self.sink is not None
+
+    async def emit(self, delta: ChoiceDelta) -> None:
+        """Send new text to a streaming client; a no-op otherwise."""
+        if self.sink is not None:
+            await self.sink(delta)
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        """Sample `params.n` completions and count their tokens."""
+        generation = await self.backend.generate(prompt, params)
+        self.usage.add_generation(generation.prompt_tokens, generation.completion_tokens)
+        return generation
+
+    async def generate_streamed(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        on_delta: Callable[[StreamDelta], Awaitable[None]],
+    ) -> Generation:
+        """Sample as `generate` does, handing each piece of text to `on_delta` as it arrives."""
+        texts = [""] * params.n
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(params.n)]
+        end: StreamEnd | None = None
+        async for event in self.backend.stream(prompt, params):
+            if isinstance(event, StreamEnd):
+                end = event
+                continue
+            texts[event.index] += event.text
+            logprobs[event.index].extend(event.logprobs or ())
+            await on_delta(event)
+        if end is None:
+            raise BackendResponseError("the backend's stream ended without its final event")
+        self.usage.add_generation(end.prompt_tokens, sum(end.completion_tokens))
+        completions = tuple(
+            Completion(
+                text=texts[i],
+                finish_reason=end.finish_reasons[i],
+                tokens=end.completion_tokens[i],
+                logprobs=tuple(logprobs[i]) if params.logprobs is not None else None,
+            )
+            for i in range(params.n)
+        )
+        return Generation(completions, prompt_tokens=end.prompt_tokens)
+
+    async def score(self, prompt: Prompt, continuation: str) -> PromptScore:
+        """Log-probabilities of given text; its tokens count as verifier tokens."""
+        scored = await self.backend.score(prompt, continuation)
+        self.usage.verifier_tokens += scored.prompt_tokens
+        self.usage.calls += 1
+        return scored
+
+    async def render(self, prompt: Prompt) -> str:
+        """The text the model sees for `prompt`."""
+        return await self.backend.render(prompt)
+
+    async def count_tokens(self, text: str) -> int:
+        """How many tokens `text` is in the backend's tokenizer."""
+        return await self.backend.count_tokens(text)
+
+
+P_contra = TypeVar("P_contra", bound=BaseModel, contravariant=True)
+
+
+class Strategy(Protocol, Generic[P_contra]):
+    """A test-time compute algorithm, registered under `name`."""
+
+    name: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+
+    async def run(
+        self, request: StrategyRequest, params: P_contra, ctx: StrategyContext
+    ) -> StrategyResult:
+        """Answer `request`, calling the model only through `ctx`."""
+        ...

@@ -1,0 +1,160 @@
+"""`cot`: zero-shot chain-of-thought prompting.
+
+After Kojima et al., "Large Language Models are Zero-Shot Reasoners" (2022), and Wei et al.,
+"Chain-of-Thought Prompting Elicits Reasoning in Large Language Models" (2022):
+
+1. Ask for step-by-step reasoning that ends in a marked answer line. Chat requests get the
+   instruction in their system message; raw prompts get it appended.
+2. Sample the request's `n` completions (streamed token by token when the client streams).
+3. Split each completion at the first answer marker (case-insensitive): the text before it is
+   the reasoning (`message.reasoning`), the text after it the answer (`message.content`).
+   A completion with no marker keeps all of its text as reasoning, and its last non-empty line
+   becomes the answer: small models often state the answer without the marker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.backends.base import ChatMessage, Prompt, StreamDelta, TextPrompt
+from strategies.base import (
+    Choice,
+    ChoiceDelta,
+    StrategyContext,
+    StrategyRequest,
+    StrategyResult,
+)
+
+__all__ = ["AnswerSplitter", "ChainOfThought", "CoTParams"]
+
+DEFAULT_INSTRUCTION = (
+    "Think step by step. Write out your reasoning, then give the final answer on its own "
+    "line, starting with 'Answer:'."
+)
+
+
+class CoTParams(BaseModel):
+    """Params of `cot`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instruction: str = Field(
+        default=DEFAULT_INSTRUCTION, min_length=1, description="The step-by-step instruction."
+    )
+    answer_marker: str = Field(
+        default="Answer:", min_length=1, description="Text that introduces the final answer."
+    )
+
+
+class AnswerSplitter:
+    """Splits a completion, fed piece by piece, into reasoning and answer text.
+
+    Fed the same text in one piece or in many, it produces the same concatenated output, so a
+    streamed answer equals the one a non-streaming client gets.
+    """
+
+    def __init__(self, marker: str) -> None:
+        self._marker = marker.lower()
+        self._pending = ""
+        self._has_marker = False
+        self._answer_started = False
+        self.reasoning = ""
+        self.answer = ""
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """Take new text; returns the (reasoning, answer) text that is now final."""
+        if self._has_marker:
+            return "", self._add_answer(text)
+        self._pending += text
+        at = self._pending.lower().find(self._marker)
+        if at != -1:
+            before, after = self._pending[:at], self._pending[at + len(self._marker) :]
+            self._pending = ""
+            self._has_marker = True
+            self.reasoning += before
+            return before, self._add_answer(after)
+        # Hold back a tail that could still grow into the marker.
+        keep = _partial_marker(self._pending.lower(), self._marker)
+        released = self._pending[: len(self._pending) - keep]
+        self._pending = self._pending[len(released) :]
+        self.reasoning += released
+        return released, ""
+
+    def finish(self) -> tuple[str, str]:
+        """End of text: flush what was held back and, without a marker, pick the last line."""
+        if self._has_marker:
+            return "", ""
+        released, self._pending = self._pending, ""
+        self.reasoning += released
+        lines = [line.strip() for line in self.reasoning.splitlines() if line.strip()]
+        self.answer = lines[-1] if lines else ""
+        return released, self.answer
+
+    def _add_answer(self, text: str) -> str:
+        if not self._answer_started:
+            text = text.lstrip()
+            self._answer_started = bool(text)
+        self.answer += text
+        return text
+
+
+def _partial_marker(text: str, marker: str) -> int:
+    """Length of the longest end of `text` that is a proper start of `marker`."""
+    return max((k for k in range(1, len(marker)) if text.endswith(marker[:k])), default=0)
+
+
+def with_instruction(prompt: Prompt, instruction: str) -> Prompt:
+    """The prompt with the step-by-step instruction added where the model will heed it."""
+    if isinstance(prompt, TextPrompt):
+        return TextPrompt(f"{prompt.text}\n{instruction}\n")
+    messages = prompt.messages
+    if messages and messages[0].role == "system":
+        system = ChatMessage("system", f"{messages[0].content}\n\n{instruction}")
+        return dataclasses.replace(prompt, messages=(system, *messages[1:]))
+    return dataclasses.replace(prompt, messages=(ChatMessage("system", instruction), *messages))
+
+
+class ChainOfThought:
+    """Step-by-step prompting with the reasoning and the answer returned apart."""
+
+    name: ClassVar[str] = "cot"
+    params_model: ClassVar[type[BaseModel]] = CoTParams
+
+    async def run(
+        self, request: StrategyRequest, params: CoTParams, ctx: StrategyContext
+    ) -> StrategyResult:
+        prompt = with_instruction(request.prompt, params.instruction)
+        splitters = [AnswerSplitter(params.answer_marker) for _ in range(request.sampling.n)]
+
+        async def split(delta: StreamDelta) -> None:
+            reasoning, answer = splitters[delta.index].feed(delta.text)
+            await ctx.emit(ChoiceDelta(delta.index, answer, reasoning, delta.logprobs))
+
+        if ctx.is_streaming:
+            generation = await ctx.generate_streamed(prompt, request.sampling, split)
+        else:
+            generation = await ctx.generate(prompt, request.sampling)
+            for splitter, completion in zip(splitters, generation.completions, strict=True):
+                splitter.feed(completion.text)
+
+        choices = []
+        for index, (splitter, completion) in enumerate(
+            zip(splitters, generation.completions, strict=True)
+        ):
+            reasoning, answer = splitter.finish()
+            if reasoning or answer:
+                await ctx.emit(ChoiceDelta(index, answer, reasoning))
+            answer_tokens = await ctx.count_tokens(splitter.answer) if splitter.answer else 0
+            choices.append(
+                Choice(
+                    content=splitter.answer,
+                    finish_reason=completion.finish_reason,
+                    content_tokens=min(answer_tokens, completion.tokens),
+                    reasoning=splitter.reasoning or None,
+                    logprobs=completion.logprobs,
+                )
+            )
+        return StrategyResult(tuple(choices), ctx.usage)

@@ -1,0 +1,45 @@
+"""`none`: plain generation. The request goes to the model as it came; nothing is added."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from server.backends.base import StreamDelta
+from strategies.base import (
+    Choice,
+    ChoiceDelta,
+    NoParams,
+    StrategyContext,
+    StrategyRequest,
+    StrategyResult,
+)
+
+__all__ = ["PlainGeneration"]
+
+
+class PlainGeneration:
+    """Sample the request's `n` completions and return them unchanged."""
+
+    name: ClassVar[str] = "none"
+    params_model: ClassVar[type[BaseModel]] = NoParams
+
+    async def run(
+        self, request: StrategyRequest, params: NoParams, ctx: StrategyContext
+    ) -> StrategyResult:
+        if ctx.is_streaming:
+
+            async def forward(delta: StreamDelta) -> None:
+                await ctx.emit(
+                    ChoiceDelta(delta.index, content=delta.text, logprobs=delta.logprobs)
+                )
+
+            generation = await ctx.generate_streamed(request.prompt, request.sampling, forward)
+        else:
+            generation = await ctx.generate(request.prompt, request.sampling)
+        choices = tuple(
+            Choice(c.text, c.finish_reason, content_tokens=c.tokens, logprobs=c.logprobs)
+            for c in generation.completions
+        )
+        return StrategyResult(choices, ctx.usage)

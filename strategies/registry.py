@@ -1,0 +1,39 @@
+"""The registered strategies, by the name a request gives in `reasoning_strategy`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from strategies.base import InvalidParamsError, Strategy, UnknownStrategyError
+from strategies.cot import ChainOfThought
+from strategies.none import PlainGeneration
+
+__all__ = ["STRATEGIES", "get_strategy", "parse_params"]
+
+STRATEGIES: Mapping[str, Strategy[Any]] = {
+    strategy.name: strategy for strategy in (PlainGeneration(), ChainOfThought())
+}
+
+
+def get_strategy(name: str) -> Strategy[Any]:
+    """The strategy registered as `name`; `UnknownStrategyError` lists the valid names."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise UnknownStrategyError(name, sorted(STRATEGIES)) from None
+
+
+def parse_params(strategy: Strategy[Any], raw: Mapping[str, Any] | None) -> BaseModel:
+    """Validate `reasoning_params` with the strategy's own model; errors name the field."""
+    try:
+        return strategy.params_model.model_validate(raw or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        param = f"reasoning_params.{where}" if where else "reasoning_params"
+        raise InvalidParamsError(
+            f"Invalid {param} for strategy {strategy.name!r}: {first['msg']}", param=param
+        ) from exc
