@@ -132,8 +132,22 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     return _json(exc.status_code, ErrorResponse(error=info))
 
 
+# Handled like HTTP errors: answered and done. Anything else reaches the `Exception` handler,
+# which Starlette runs in its outermost middleware and then re-raises so the server logs it.
+_EXPECTED = (
+    InvalidRequest,
+    StrategyError,
+    ModelNotFound,
+    RequestTimeout,
+    BackendError,
+    VerifierError,
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception through the one table above."""
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(HTTPException, _handle_http)
+    for kind in _EXPECTED:
+        app.add_exception_handler(kind, _handle_error)
     app.add_exception_handler(Exception, _handle_error)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -95,6 +96,19 @@ class ModelList(BaseModel):
 
 # Shared request pieces
 
+# OpenAI fields the gateway cannot honour, with the values that mean "not used".
+_UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "tools": lambda v: not v,
+    "functions": lambda v: not v,
+    "tool_choice": lambda v: v in (None, "none"),
+    "function_call": lambda v: v in (None, "none"),
+    "response_format": lambda v: v is None or (isinstance(v, dict) and v.get("type") == "text"),
+    "logit_bias": lambda v: not v,
+    "frequency_penalty": lambda v: v in (None, 0, 0.0),
+    "presence_penalty": lambda v: v in (None, 0, 0.0),
+    "best_of": lambda v: v in (None, 1),
+}
+
 
 class StreamOptions(OpenAIBaseModel):
     """`stream_options`."""
@@ -130,6 +144,18 @@ class _SamplingFields(OpenAIBaseModel):
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         return self
+
+    def unsupported_field(self) -> str | None:
+        """An OpenAI field set to something we cannot honour (it would change the answer)."""
+        extra = self.model_extra or {}
+        for name, is_default in _UNSUPPORTED.items():
+            if name in extra and not is_default(extra[name]):
+                return name
+        return None
+
+    def ignored_fields(self) -> list[str]:
+        """Fields we do not know and leave alone, as vLLM does; worth a log line."""
+        return sorted(name for name in self.model_extra or {} if name not in _UNSUPPORTED)
 
     def _stops(self) -> tuple[str, ...]:
         if self.stop is None:

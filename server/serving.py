@@ -21,7 +21,7 @@ from starlette.requests import Request
 from server.backends.base import Backend
 from server.errors import ModelNotFound, RequestTimeout, error_response, error_status
 from server.metrics import Metrics
-from server.protocol import ChatCompletionRequest, CompletionRequest, UsageInfo
+from server.protocol import ChatCompletionRequest, CompletionRequest, InvalidRequest, UsageInfo
 from server.settings import LimitsSettings
 from strategies.base import (
     Budget,
@@ -91,6 +91,11 @@ class Serving:
             model = await self.backend.model_name()
             if body.model != model:
                 raise ModelNotFound(body.model, model)
+            unsupported = body.unsupported_field()
+            if unsupported is not None:
+                raise InvalidRequest(f"{unsupported} is not supported by this server", unsupported)
+            if ignored := body.ignored_fields():
+                logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
             request = body.to_strategy_request(self.limits)
             strategy = get_strategy(body.reasoning_strategy)
             params = parse_params(strategy, body.reasoning_params)

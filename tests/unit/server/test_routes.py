@@ -1,0 +1,331 @@
+"""The HTTP surface against the scripted backend: shapes, streaming, and every error path."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server.backends.base import BackendResponseError, BackendTimeout, BackendUnavailable
+from server.backends.scripted import ScriptedBackend
+from server.settings import LimitsSettings
+from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sse_events
+
+
+async def test_chat_completion_shape_and_exact_usage() -> None:
+    backend = ScriptedBackend(["The answer is 4."])
+    async with app_client(backend) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body())
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["id"].startswith("chatcmpl-")
+    assert body["model"] == SCRIPTED_MODEL
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "The answer is 4.", "reasoning": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    # Scripted tokens are whitespace-led words; the chat prompt counts content words + 2 per turn.
+    assert body["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 4,
+        "total_tokens": 11,
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+    assert "reasoning_trace" not in body
+    assert response.headers["x-request-id"]
+
+
+async def test_request_fields_reach_the_backend() -> None:
+    backend = ScriptedBackend(["a b c"])
+    body = chat_body(
+        n=3,
+        max_completion_tokens=7,
+        temperature=0.3,
+        top_p=0.9,
+        stop=["x"],
+        seed=11,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    async with app_client(backend) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    params = backend.calls[0].params
+    assert params is not None
+    assert (params.n, params.max_tokens, params.temperature, params.top_p) == (3, 7, 0.3, 0.9)
+    assert (params.stop, params.seed, params.logprobs) == (("x",), 11, 2)
+    choices = response.json()["choices"]
+    assert len(choices) == 3
+    assert [t["token"] for t in choices[0]["logprobs"]["content"]] == ["a", " b", " c"]
+
+
+async def test_assistant_last_turn_is_continued() -> None:
+    backend = ScriptedBackend(["more"])
+    body = chat_body()
+    body["messages"].append({"role": "assistant", "content": "The answer"})
+    async with app_client(backend) as client:
+        await client.post("/v1/chat/completions", json=body)
+    assert backend.calls[0].prompt.continue_final_message is True  # type: ignore[union-attr]
+
+
+async def test_completions_endpoint() -> None:
+    backend = ScriptedBackend(["four"])
+    async with app_client(backend) as client:
+        response = await client.post(
+            "/v1/completions",
+            json={"model": SCRIPTED_MODEL, "prompt": "2 + 2 =", "logprobs": 1},
+        )
+    body = response.json()
+    assert response.status_code == 200
+    assert body["object"] == "text_completion"
+    assert body["choices"][0]["text"] == "four"
+    assert body["choices"][0]["logprobs"]["tokens"] == ["four"]
+    assert body["usage"]["prompt_tokens"] == 4
+    assert backend.calls[0].params.max_tokens == 16  # type: ignore[union-attr]
+
+
+async def test_chat_stream_chunks_usage_and_done() -> None:
+    backend = ScriptedBackend(["one two three"])
+    body = chat_body(stream=True, stream_options={"include_usage": True})
+    async with app_client(backend) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "one two three"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+async def test_stream_without_usage_has_no_usage_chunk() -> None:
+    async with app_client(ScriptedBackend(["x y"])) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(stream=True))
+    chunks = sse_events(response.text)[:-1]
+    assert all("usage" not in chunk for chunk in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_completions_stream() -> None:
+    backend = ScriptedBackend(["a b"])
+    body = {"model": SCRIPTED_MODEL, "prompt": "p", "stream": True, "logprobs": 0}
+    async with app_client(backend) as client:
+        response = await client.post("/v1/completions", json=body)
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    texts = [c["choices"][0]["text"] for c in events[:-1] if c["choices"]]
+    assert "".join(texts) == "a b"
+    offsets = [c["choices"][0]["logprobs"]["text_offset"] for c in events[:-2]]
+    assert offsets == [[0], [1]]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"temperature": 5}, "temperature"),
+        ({"n": 0}, "n"),
+        ({"max_tokens": "many"}, "max_tokens"),
+        ({"messages": []}, "messages"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"stream_options": {"include_usage": True}}, None),
+        ({"stop": [""]}, "stop"),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+    ],
+)
+async def test_bad_fields_are_400_naming_the_field(
+    fields: dict[str, object], param: str | None
+) -> None:
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(**fields))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert set(error) == {"message", "type", "param", "code"}
+    if param is not None:
+        assert error["param"] == param
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"response_format": {"type": "json_object"}},
+        {"logit_bias": {"42": 5}},
+        {"presence_penalty": 0.5},
+    ],
+)
+async def test_fields_we_cannot_honour_are_400(fields: dict[str, object]) -> None:
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(**fields))
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == next(iter(fields))
+
+
+async def test_unused_and_unknown_fields_are_accepted() -> None:
+    fields = {"tools": [], "presence_penalty": 0, "response_format": {"type": "text"}, "foo": 1}
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(**fields))
+    assert response.status_code == 200
+
+
+async def test_unknown_strategy_lists_valid_names() -> None:
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post(
+            "/v1/chat/completions", json=chat_body(reasoning_strategy="tree_of_magic")
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "reasoning_strategy"
+    assert error["code"] == "unknown_strategy"
+    assert "cot" in error["message"] and "none" in error["message"]
+
+
+async def test_bad_strategy_params_name_the_field() -> None:
+    body = chat_body(reasoning_strategy="cot", reasoning_params={"answer_marker": ""})
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "reasoning_params.answer_marker"
+
+
+async def test_params_for_a_strategy_without_params_are_rejected() -> None:
+    body = chat_body(reasoning_params={"n": 4})
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "reasoning_params.n"
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"), [({"n": 5}, "n"), ({"max_tokens": 101}, "max_tokens")]
+)
+async def test_limits_are_enforced(fields: dict[str, int], param: str) -> None:
+    limits = LimitsSettings(max_n=4, max_tokens=100, default_max_tokens=50)
+    async with app_client(ScriptedBackend(), limits) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(**fields))
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
+async def test_unknown_model_is_404() -> None:
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body() | {"model": "gpt-9"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+
+
+async def test_invalid_json_is_400() -> None:
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post(
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_unsupported_completion_fields_are_400() -> None:
+    async with app_client(ScriptedBackend()) as client:
+        for fields, param in (({"echo": True}, "echo"), ({"prompt": ["a", "b"]}, "prompt")):
+            body = {"model": SCRIPTED_MODEL, "prompt": "p", **fields}
+            response = await client.post("/v1/completions", json=body)
+            assert response.status_code == 400
+            assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (BackendUnavailable("down"), 503, "backend_unavailable"),
+        (BackendTimeout("slow"), 504, "backend_timeout"),
+        (BackendResponseError("broken", status_code=500), 502, "backend_error"),
+        (BackendResponseError("prompt too long", status_code=400), 400, "backend_rejected"),
+    ],
+)
+async def test_backend_errors_map_to_status(error: Exception, status: int, code: str) -> None:
+    backend = ScriptedBackend()
+    async with app_client(backend) as client:
+        backend.error = error  # type: ignore[assignment]
+        response = await client.post("/v1/chat/completions", json=chat_body())
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+async def test_request_deadline_is_504() -> None:
+    limits = LimitsSettings(request_timeout_s=0.05)
+    async with app_client(ScriptedBackend(delay_s=5), limits) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body())
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "request_timeout"
+
+
+async def test_error_mid_stream_is_one_error_chunk_then_done() -> None:
+    backend = ScriptedBackend()
+    async with app_client(backend) as client:
+        backend.error = BackendUnavailable("vLLM went away")
+        response = await client.post("/v1/chat/completions", json=chat_body(stream=True))
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    assert events[-2]["error"]["code"] == "backend_unavailable"
+    assert "vLLM went away" in events[-2]["error"]["message"]
+
+
+async def test_unknown_route_uses_error_envelope() -> None:
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.get("/v1/nothing")
+    assert response.status_code == 404
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_models_health_ready() -> None:
+    backend = ScriptedBackend()
+    async with app_client(backend) as client:
+        models = (await client.get("/v1/models")).json()
+        assert [m["id"] for m in models["data"]] == [SCRIPTED_MODEL]
+        assert (await client.get("/health")).json() == {"status": "ok"}
+        assert (await client.get("/ready")).status_code == 200
+        backend.error = BackendUnavailable("not loaded")
+        ready = await client.get("/ready")
+        assert ready.status_code == 503
+        assert (await client.get("/health")).status_code == 200
+
+
+async def test_metrics_count_requests_by_strategy_and_status() -> None:
+    async with app_client(ScriptedBackend(["x"])) as client:
+        await client.post("/v1/chat/completions", json=chat_body())
+        await client.post("/v1/chat/completions", json=chat_body(reasoning_strategy="cot"))
+        await client.post("/v1/chat/completions", json=chat_body(reasoning_strategy="nope"))
+        text = (await client.get("/metrics")).text
+    labels = 'model="scripted-model",status="ok",strategy="none"'
+    assert f"ttc_requests_total{{{labels}}} 1.0" in text
+    assert 'ttc_requests_total{model="scripted-model",status="ok",strategy="cot"} 1.0' in text
+    assert 'status="client_error",strategy="invalid"} 1.0' in text
+    assert 'ttc_request_duration_seconds_count{model="scripted-model",strategy="none"} 1.0' in text
+
+
+async def test_client_supplied_request_id_is_echoed() -> None:
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post(
+            "/v1/chat/completions", json=chat_body(), headers={"X-Request-Id": "abc-123"}
+        )
+    assert response.headers["x-request-id"] == "abc-123"
+    assert response.json()["id"] == "chatcmpl-abc-123"
+
+
+async def test_concurrent_requests_all_answered() -> None:
+    backend = ScriptedBackend(["ok"], delay_s=0.01)
+    async with app_client(backend) as client:
+        responses = await asyncio.gather(
+            *(client.post("/v1/chat/completions", json=chat_body()) for _ in range(50))
+        )
+    assert [r.status_code for r in responses] == [200] * 50
+    assert len(backend.calls) == 50
