@@ -13,7 +13,10 @@ from server.app import create_app
 from server.request_id import RequestIdFilter
 from server.settings import Settings
 
-__all__ = ["main"]
+__all__ = [
+    "configure_logging",
+    "main",
+]
 
 
 def configure_logging(level: str) -> None:

@@ -28,7 +28,13 @@ from strategies.base import (
     StrategyResult,
 )
 
-__all__ = ["AnswerSplitter", "ChainOfThought", "CoTParams"]
+__all__ = [
+    "DEFAULT_INSTRUCTION",
+    "AnswerSplitter",
+    "ChainOfThought",
+    "CoTParams",
+    "with_instruction",
+]
 
 DEFAULT_INSTRUCTION = (
     "Think step by step. Write out your reasoning, then give the final answer on its own "

@@ -9,7 +9,10 @@ from server.deps import RequestIdDep, ServingDep
 from server.protocol import ChatChunks, ChatCompletionRequest, ChatCompletionResponse
 from server.routes.responses import ERROR_RESPONSES, answer
 
-__all__ = ["router"]
+__all__ = [
+    "create_chat_completion",
+    "router",
+]
 
 router = APIRouter(tags=["chat"])
 

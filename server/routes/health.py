@@ -7,7 +7,11 @@ from fastapi import APIRouter
 from server.deps import BackendDep
 from server.routes.responses import ERROR_RESPONSES
 
-__all__ = ["router"]
+__all__ = [
+    "health",
+    "ready",
+    "router",
+]
 
 router = APIRouter(tags=["health"])
 

@@ -8,7 +8,10 @@ from server.deps import BackendDep
 from server.protocol import ModelCard, ModelList
 from server.routes.responses import ERROR_RESPONSES
 
-__all__ = ["router"]
+__all__ = [
+    "list_models",
+    "router",
+]
 
 router = APIRouter(tags=["models"])
 

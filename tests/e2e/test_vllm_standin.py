@@ -1,0 +1,192 @@
+"""The gateway's vLLM backend over real loopback HTTP against two stand-in vLLM replicas.
+
+The stand-in checks every request's shape (see tests/standin_vllm.py); these tests drive the
+gateway process with the openai client and then read what the stand-ins received.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.factories import free_port
+from tests.servers import gateway_process
+from tests.standin_vllm import ANSWER, SERVED_MODEL, StandIn, run_standin
+
+pytestmark = pytest.mark.e2e
+
+QUESTION = [{"role": "user", "content": "What is 3 + 4?"}]
+
+
+@pytest.fixture(scope="module")
+def replicas() -> Iterator[tuple[StandIn, StandIn]]:
+    with run_standin() as first, run_standin() as second:
+        yield first, second
+
+
+@pytest.fixture(scope="module")
+def gateway(replicas: tuple[StandIn, StandIn]) -> Iterator[str]:
+    first, second = replicas
+    # No --model: the gateway discovers the served name from /v1/models.
+    with gateway_process(
+        "--backend",
+        "vllm",
+        "--vllm-url",
+        first.url,
+        "--vllm-url",
+        second.url,
+        "--vllm.timeout-s",
+        "1",
+    ) as url:
+        yield url
+
+
+@pytest.fixture
+async def client(
+    gateway: str, replicas: tuple[StandIn, StandIn]
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    for replica in replicas:
+        replica.requests.clear()
+    async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="x", max_retries=0) as c:
+        yield c
+    for replica in replicas:
+        assert replica.violations == []
+
+
+def received(replicas: tuple[StandIn, StandIn], path: str) -> list[dict[str, object]]:
+    return [r.body for replica in replicas for r in replica.requests if r.path == path]
+
+
+async def test_chat_reaches_vllm_with_the_right_shape(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    response = await client.chat.completions.create(
+        model=SERVED_MODEL,
+        messages=QUESTION,
+        max_tokens=50,
+        temperature=0.5,
+        n=2,
+        seed=1,
+        stop=["\n\n"],
+        extra_headers={"X-Request-Id": "trace-me"},
+    )
+    assert [c.message.content for c in response.choices] == [ANSWER, ANSWER]
+    assert response.usage is not None
+    assert response.usage.prompt_tokens == 5
+    assert response.usage.completion_tokens == 2 * len(ANSWER.split(" "))
+    (body,) = received(replicas, "/v1/chat/completions")
+    assert body == {
+        "model": SERVED_MODEL,
+        "messages": QUESTION,
+        "n": 2,
+        "max_tokens": 50,
+        "temperature": 0.5,
+        "top_p": 1.0,
+        "return_token_ids": True,
+        "stop": ["\n\n"],
+        "include_stop_str_in_output": False,
+        "seed": 1,
+    }
+    headers = [r.headers for replica in replicas for r in replica.requests]
+    assert headers[0]["x-request-id"] == "chatcmpl-trace-me"
+
+
+async def test_stream_through_vllm(client: openai.AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(
+        model=SERVED_MODEL,
+        messages=QUESTION,
+        max_tokens=50,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage = "", None
+    async for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+    assert text == ANSWER
+    assert usage is not None and usage.completion_tokens == len(ANSWER.split(" "))
+
+
+async def test_completions_through_vllm(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    response = await client.completions.create(model=SERVED_MODEL, prompt="3 + 4 =", max_tokens=3)
+    assert response.choices[0].text == " ".join(ANSWER.split(" ")[:3])
+    assert response.choices[0].finish_reason == "length"
+    (body,) = received(replicas, "/v1/completions")
+    assert body["prompt"] == "3 + 4 =" and body["max_tokens"] == 3
+
+
+async def test_cot_through_vllm(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    response = await client.chat.completions.create(
+        model=SERVED_MODEL,
+        messages=QUESTION,
+        max_tokens=50,
+        extra_body={"reasoning_strategy": "cot"},
+    )
+    message = response.choices[0].message
+    assert message.content == "7"
+    assert (message.model_extra or {}).get("reasoning") == "First add the numbers.\n"
+    (body,) = received(replicas, "/v1/chat/completions")
+    messages = body["messages"]
+    assert isinstance(messages, list) and messages[0]["role"] == "system"
+    assert received(replicas, "/tokenize") == [
+        {"model": SERVED_MODEL, "prompt": "7", "add_special_tokens": False}
+    ]
+    assert response.usage is not None and response.usage.completion_tokens_details is not None
+    generated = len(ANSWER.split(" "))
+    assert response.usage.completion_tokens_details.reasoning_tokens == generated - 1
+
+
+async def test_assistant_prefix_is_continued(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    messages = [*QUESTION, {"role": "assistant", "content": "Let me think."}]
+    await client.chat.completions.create(model=SERVED_MODEL, messages=messages, max_tokens=5)  # type: ignore[arg-type]
+    (body,) = received(replicas, "/v1/chat/completions")
+    assert body["continue_final_message"] is True
+    assert body["add_generation_prompt"] is False
+
+
+async def test_requests_spread_over_replicas(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    for _ in range(4):
+        await client.chat.completions.create(model=SERVED_MODEL, messages=QUESTION, max_tokens=5)
+    assert [len(r.requests) for r in replicas] == [2, 2]
+
+
+async def test_vllm_rejection_is_400_with_its_message(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(
+            model=SERVED_MODEL, messages=[{"role": "user", "content": "TOO_LONG"}]
+        )
+    assert "maximum context length" in str(info.value)
+
+
+async def test_vllm_timeout_is_504(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.chat.completions.create(
+            model=SERVED_MODEL, messages=[{"role": "user", "content": "SLOW"}]
+        )
+    assert info.value.status_code == 504
+
+
+async def test_unreachable_vllm_is_503() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with gateway_process("--backend", "vllm", "--vllm-url", dead, "--model", "m") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            ready = await http.get("/ready")
+            assert (await http.get("/health")).status_code == 200
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client:
+            with pytest.raises(openai.APIStatusError) as info:
+                await client.chat.completions.create(model="m", messages=QUESTION)  # type: ignore[arg-type]
+    assert ready.status_code == 503
+    assert ready.json()["error"]["code"] == "backend_unavailable"
+    assert info.value.status_code == 503

@@ -1,0 +1,57 @@
+"""Settings from flags and TTC_* variables."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from pydantic_settings import CliApp
+
+from server.settings import Settings
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert (settings.host, settings.port, settings.backend) == ("127.0.0.1", 8000, "embedded")
+
+
+def test_flags_with_repeated_urls() -> None:
+    settings = CliApp.run(
+        Settings,
+        cli_args=[
+            "--backend",
+            "vllm",
+            "--vllm-url",
+            "http://a:8000/",
+            "--vllm-url",
+            "http://b:8000",
+            "--port",
+            "9000",
+            "--limits.max-n",
+            "16",
+        ],
+    )
+    assert settings.vllm_url == ["http://a:8000", "http://b:8000"]
+    assert (settings.port, settings.limits.max_n) == (9000, 16)
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTC_BACKEND", "vllm")
+    monkeypatch.setenv("TTC_VLLM_URL", "http://a:1, http://b:2")
+    monkeypatch.setenv("TTC_LIMITS__MAX_TOKENS", "1024")
+    settings = Settings()
+    assert settings.vllm_url == ["http://a:1", "http://b:2"]
+    assert settings.limits.max_tokens == 1024
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"backend": "vllm"},
+        {"vllm_url": ["vllm:8000"]},
+        {"limits": {"max_tokens": 10, "default_max_tokens": 20}},
+        {"no_such_setting": 1},
+    ],
+)
+def test_contradictions_fail_at_start_up(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**fields)  # type: ignore[arg-type]
