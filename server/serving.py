@@ -39,8 +39,6 @@ __all__ = ["ChunkBuilder", "PreparedRun", "Serving", "run_until_disconnected"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-# Deltas a strategy may get ahead of a slow streaming client before it waits.
-_STREAM_BUFFER = 256
 
 
 class ChunkBuilder(Protocol):
@@ -126,7 +124,9 @@ class Serving:
     async def stream(self, run: PreparedRun, chunks: ChunkBuilder) -> AsyncIterator[str]:
         """Server-Sent Events: deltas as the strategy produces them, then usage, then [DONE]."""
         started = time.perf_counter()
-        deltas: asyncio.Queue[ChoiceDelta | None] = asyncio.Queue(_STREAM_BUFFER)
+        # Unbounded: a request's deltas are bounded by its own max_tokens and n, and the end
+        # sentinel below must never find the queue full.
+        deltas: asyncio.Queue[ChoiceDelta | None] = asyncio.Queue()
         task = asyncio.create_task(self._run(run, sink=deltas.put))
         # Queued behind every delta the strategy emitted, so the loop below sees them all.
         task.add_done_callback(lambda _: deltas.put_nowait(None))
@@ -214,7 +214,8 @@ class Serving:
 def _status(exc: BaseException | None) -> str:
     if exc is None:
         return "ok"
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        # The client went away (a stream's generator is closed with GeneratorExit).
         return "cancelled"
     code = error_status(exc)
     if code == 504:

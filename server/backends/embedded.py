@@ -120,6 +120,8 @@ class _StepHook:
         self.sink = sink
         self.eos_ids = _eos_ids(tokenizer)
         self.sequences = [_Sequence() for _ in range(params.n)]
+        # Text is needed while generating only to find stop strings or to stream it.
+        self.needs_text = bool(params.stop) or sink is not None
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
@@ -139,7 +141,8 @@ class _StepHook:
         if self.params.logprobs is not None:
             new_logprobs = (self._logprob(row, token),)
             seq.logprobs.extend(new_logprobs)
-        seq.text = self.tokenizer.decode(seq.ids, skip_special_tokens=True)
+        if self.needs_text:
+            seq.text = self.tokenizer.decode(seq.ids, skip_special_tokens=True)
         if token in self.eos_ids:
             seq.finish_reason = "stop"
         elif self.params.stop:
@@ -181,6 +184,9 @@ class _StepHook:
 
     def completions(self) -> tuple[Completion, ...]:
         """The finished sequences; one never finished by the hook ran out of tokens."""
+        if not self.needs_text:
+            for seq in self.sequences:
+                seq.text = self.tokenizer.decode(seq.ids, skip_special_tokens=True)
         return tuple(
             Completion(
                 text=seq.text,

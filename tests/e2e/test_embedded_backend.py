@@ -1,0 +1,103 @@
+"""The embedded backend itself on the real SmolLM2 weights: the operations strategies build on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from server.backends.base import (
+    ChatMessage,
+    ChatPrompt,
+    SamplingParams,
+    StreamDelta,
+    StreamEnd,
+    TextPrompt,
+)
+from server.backends.embedded import EmbeddedBackend
+from server.settings import EmbeddedSettings
+
+pytestmark = pytest.mark.e2e
+
+QUESTION = ChatPrompt((ChatMessage("user", "What is 3 + 4?"),))
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[EmbeddedBackend]:
+    # Loaded once for the module; it holds a thread pool, nothing tied to one event loop.
+    loaded = asyncio.run(EmbeddedBackend.load(EmbeddedSettings()))
+    yield loaded
+    asyncio.run(loaded.aclose())
+
+
+async def test_score_agrees_with_generation_logprobs(backend: EmbeddedBackend) -> None:
+    generated = await backend.generate(
+        QUESTION, SamplingParams(max_tokens=12, temperature=0, logprobs=0)
+    )
+    completion = generated.completions[0]
+    assert completion.logprobs is not None and len(completion.logprobs) == completion.tokens
+    scored = await backend.score(QUESTION, completion.text)
+    # This greedy text re-tokenizes to the same tokens, so teacher forcing sees the same
+    # distribution; bf16 differs between cached decoding and one full pass by ~0.03 on average.
+    assert [t.token for t in scored.logprobs] == [t.token for t in completion.logprobs]
+    gaps = [
+        abs(a.logprob - b.logprob)
+        for a, b in zip(scored.logprobs, completion.logprobs, strict=True)
+    ]
+    assert max(gaps) < 0.2
+    assert sum(gaps) / len(gaps) < 0.06
+    assert scored.prompt_tokens == generated.prompt_tokens + completion.tokens
+
+
+async def test_top_logprobs_are_sorted_and_contain_greedy_choice(backend: EmbeddedBackend) -> None:
+    generated = await backend.generate(
+        QUESTION, SamplingParams(max_tokens=4, temperature=0, logprobs=3)
+    )
+    for lp in generated.completions[0].logprobs or ():
+        values = [v for _, v in lp.top]
+        assert len(lp.top) == 3 and values == sorted(values, reverse=True)
+        assert lp.top[0] == (lp.token, lp.logprob)
+
+
+async def test_continuation_renders_an_open_assistant_turn(backend: EmbeddedBackend) -> None:
+    partial = ChatPrompt(
+        (*QUESTION.messages, ChatMessage("assistant", "Step 1:")), continue_final_message=True
+    )
+    rendered = await backend.render(partial)
+    assert rendered.endswith("<|im_start|>assistant\nStep 1:")
+    fresh = await backend.render(QUESTION)
+    assert fresh.endswith("<|im_start|>assistant\n")
+    continued = await backend.generate(partial, SamplingParams(max_tokens=6, temperature=0))
+    assert continued.completions[0].tokens > 0
+
+
+async def test_stop_strings_cut_or_keep(backend: EmbeddedBackend) -> None:
+    prompt = TextPrompt("1, 2, 3, 4,")
+    free = await backend.generate(prompt, SamplingParams(max_tokens=10, temperature=0))
+    text = free.completions[0].text
+    assert "," in text
+    cut = await backend.generate(prompt, SamplingParams(max_tokens=10, temperature=0, stop=(",",)))
+    kept = await backend.generate(
+        prompt, SamplingParams(max_tokens=10, temperature=0, stop=(",",), include_stop=True)
+    )
+    assert cut.completions[0].text == text.split(",")[0]
+    assert kept.completions[0].text == text.split(",")[0] + ","
+    assert cut.completions[0].finish_reason == "stop"
+    assert cut.completions[0].tokens < free.completions[0].tokens
+
+
+async def test_stream_equals_generate_for_each_sample(backend: EmbeddedBackend) -> None:
+    params = SamplingParams(max_tokens=16, temperature=0.9, n=3, seed=5)
+    whole = await backend.generate(QUESTION, params)
+    texts = ["", "", ""]
+    end = None
+    async for event in backend.stream(QUESTION, params):
+        if isinstance(event, StreamDelta):
+            texts[event.index] += event.text
+        else:
+            end = event
+    assert isinstance(end, StreamEnd)
+    assert texts == [c.text for c in whole.completions]
+    assert end.completion_tokens == tuple(c.tokens for c in whole.completions)
+    assert end.prompt_tokens == whole.prompt_tokens
