@@ -25,6 +25,7 @@ from server.settings import LimitsSettings
 from strategies.base import Choice, ChoiceDelta, ReasoningEffort, StrategyRequest, StrategyResult
 
 __all__ = [
+    "EFFORT_MAX_TOKENS",
     "ChatChoiceLogprobs",
     "ChatChunks",
     "ChatCompletionChoice",
@@ -109,6 +110,9 @@ class ModelList(BaseModel):
 
 
 # Shared request pieces
+
+# The token budget `reasoning_effort` gives a request that sets no max_tokens of its own.
+EFFORT_MAX_TOKENS: dict[str, int] = {"low": 256, "medium": 1024, "high": 4096}
 
 # OpenAI fields the gateway cannot honour, with the values that mean "not used".
 _UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
@@ -199,6 +203,11 @@ class _SamplingFields(OpenAIBaseModel):
             logprobs=logprobs,
         )
 
+    def _default_max_tokens(self, default: int, limits: LimitsSettings) -> int:
+        if self.reasoning_effort is None:
+            return default
+        return min(EFFORT_MAX_TOKENS[self.reasoning_effort], limits.max_tokens)
+
     @property
     def include_usage(self) -> bool:
         """Whether a stream ends with a usage chunk."""
@@ -245,7 +254,11 @@ class ChatCompletionRequest(_SamplingFields):
         """Validate against the server's limits and convert for the strategies."""
         if self.top_logprobs is not None and not self.logprobs:
             raise InvalidRequest("top_logprobs requires logprobs to be true", "top_logprobs")
-        max_tokens = self.max_completion_tokens or self.max_tokens or limits.default_max_tokens
+        max_tokens = (
+            self.max_completion_tokens
+            or self.max_tokens
+            or self._default_max_tokens(limits.default_max_tokens, limits)
+        )
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
         messages = tuple(m.to_message() for m in self.messages)
         # A conversation that ends with an assistant turn is a prefix to continue, as in vLLM.
@@ -417,7 +430,7 @@ class CompletionRequest(_SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=5)
-    max_tokens: int = Field(default=16, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, description="OpenAI's default is 16.")
     suffix: str | None = None
 
     def to_strategy_request(self, limits: LimitsSettings) -> StrategyRequest:
@@ -437,7 +450,9 @@ class CompletionRequest(_SamplingFields):
         assert isinstance(prompt, str)
         return StrategyRequest(
             TextPrompt(prompt),
-            self._sampling(self.max_tokens, limits, self.logprobs),
+            self._sampling(
+                self.max_tokens or self._default_max_tokens(16, limits), limits, self.logprobs
+            ),
             self.reasoning_effort,
         )
 

@@ -64,6 +64,26 @@ async def test_request_fields_reach_the_backend() -> None:
     assert [t["token"] for t in choices[0]["logprobs"]["content"]] == ["a", " b", " c"]
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, 50),
+        ({"reasoning_effort": "low"}, 256),
+        ({"reasoning_effort": "high"}, 1000),
+        ({"reasoning_effort": "high", "max_tokens": 9}, 9),
+    ],
+)
+async def test_reasoning_effort_sets_the_budget_a_request_leaves_open(
+    fields: dict[str, object], expected: int
+) -> None:
+    backend = ScriptedBackend()
+    limits = LimitsSettings(max_tokens=1000, default_max_tokens=50)
+    async with app_client(backend, limits) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(**fields))
+    assert response.status_code == 200
+    assert backend.calls[0].params.max_tokens == expected  # type: ignore[union-attr]
+
+
 async def test_assistant_last_turn_is_continued() -> None:
     backend = ScriptedBackend(["more"])
     body = chat_body()
