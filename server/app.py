@@ -19,6 +19,7 @@ from server.request_id import RequestIdMiddleware
 from server.routes import chat, completions, health, models
 from server.serving import Serving
 from server.settings import Settings
+from server.verifier_registry import create_verifiers
 
 __all__ = ["create_app", "create_backend"]
 
@@ -28,7 +29,8 @@ logger = logging.getLogger(__name__)
 async def create_backend(settings: Settings) -> Backend:
     """The backend the settings name, loaded and ready to take calls."""
     if settings.backend == "vllm":
-        from server.backends.vllm import VLLMBackend, create_client
+        from server.backends.http import create_client
+        from server.backends.vllm import VLLMBackend
 
         return VLLMBackend(create_client(settings.vllm), settings.vllm_url, settings.model)
     # Imported only here: torch and transformers are the embedded extra, not a gateway need.
@@ -46,13 +48,18 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         active = backend or await create_backend(settings)
-        app.state.serving = Serving(active, settings.limits, metrics)
+        verifiers = create_verifiers(settings.verifiers, active, settings.vllm)
+        app.state.serving = Serving(active, settings.limits, metrics, verifiers.verifiers)
         logger.info(
-            "serving %s on the %s backend", await _model_or_pending(active), settings.backend
+            "serving %s on the %s backend; verifiers: %s",
+            await _model_or_pending(active),
+            settings.backend,
+            ", ".join(sorted(verifiers.verifiers)),
         )
         try:
             yield
         finally:
+            await verifiers.aclose()
             await active.aclose()
 
     app = FastAPI(title="ttc-server", version="0.1.0", lifespan=lifespan)

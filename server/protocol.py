@@ -322,12 +322,18 @@ class CompletionTokensDetails(BaseModel):
 
 
 class UsageInfo(BaseModel):
-    """Token counts reported by the model servers, summed over every call of the request."""
+    """Token counts reported by the model servers, summed over every call of the request.
+
+    `prompt_tokens`, `completion_tokens` and `total_tokens` are the generator's, as OpenAI's;
+    `verifier_tokens` (our extension) counts every token verifiers processed (reward-model
+    inputs, judge prompts and answers), so generator and verifier cost can be priced apart.
+    """
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     completion_tokens_details: CompletionTokensDetails
+    verifier_tokens: int = 0
 
     @classmethod
     def build(cls, result: StrategyResult) -> UsageInfo:
@@ -340,6 +346,7 @@ class UsageInfo(BaseModel):
             completion_tokens_details=CompletionTokensDetails(
                 reasoning_tokens=result.reasoning_tokens
             ),
+            verifier_tokens=usage.verifier_tokens,
         )
 
 
@@ -368,6 +375,9 @@ class ChatCompletionResponse(BaseModel):
     reasoning_trace: dict[str, Any] | None = Field(
         default=None, description="The strategy's trace, present only when asked for."
     )
+    reasoning_fallback: str | None = Field(
+        default=None, description="Set when a verifier failed and another strategy answered."
+    )
 
     @classmethod
     def build(
@@ -389,6 +399,7 @@ class ChatCompletionResponse(BaseModel):
             ],
             usage=UsageInfo.build(result),
             reasoning_trace=dict(result.trace) if with_trace and result.trace else None,
+            reasoning_fallback=result.fallback,
         )
 
 
@@ -419,6 +430,7 @@ class ChatCompletionStreamResponse(BaseModel):
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
     reasoning_trace: dict[str, Any] | None = None
+    reasoning_fallback: str | None = None
 
 
 # Completions
@@ -504,6 +516,7 @@ class CompletionResponse(BaseModel):
     choices: list[CompletionChoice]
     usage: UsageInfo | None = None
     reasoning_trace: dict[str, Any] | None = None
+    reasoning_fallback: str | None = None
 
     @classmethod
     def build(
@@ -517,6 +530,7 @@ class CompletionResponse(BaseModel):
             choices=[_completion_choice(i, c) for i, c in enumerate(result.choices)],
             usage=UsageInfo.build(result),
             reasoning_trace=dict(result.trace) if with_trace and result.trace else None,
+            reasoning_fallback=result.fallback,
         )
 
 
@@ -581,9 +595,11 @@ class ChatChunks:
             [ChatCompletionStreamChoice(index=index, delta=DeltaMessage(), finish_reason=reason)]
         )
 
-    def tail(self, usage: UsageInfo | None, trace: dict[str, Any] | None) -> BaseModel:
-        """The closing chunk with no choices: usage and, when asked, the trace."""
-        return self._chunk([], usage=usage, reasoning_trace=trace)
+    def tail(
+        self, usage: UsageInfo | None, trace: dict[str, Any] | None, fallback: str | None
+    ) -> BaseModel:
+        """The closing chunk with no choices: usage, the trace when asked, any fallback."""
+        return self._chunk([], usage=usage, reasoning_trace=trace, reasoning_fallback=fallback)
 
 
 class CompletionChunks:
@@ -621,6 +637,8 @@ class CompletionChunks:
         """The chunk that ends one choice."""
         return self._chunk([CompletionChoice(index=index, text="", finish_reason=reason)])
 
-    def tail(self, usage: UsageInfo | None, trace: dict[str, Any] | None) -> BaseModel:
-        """The closing chunk with no choices: usage and, when asked, the trace."""
-        return self._chunk([], usage=usage, reasoning_trace=trace)
+    def tail(
+        self, usage: UsageInfo | None, trace: dict[str, Any] | None, fallback: str | None
+    ) -> BaseModel:
+        """The closing chunk with no choices: usage, the trace when asked, any fallback."""
+        return self._chunk([], usage=usage, reasoning_trace=trace, reasoning_fallback=fallback)

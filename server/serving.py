@@ -26,6 +26,7 @@ from server.settings import LimitsSettings
 from strategies.base import (
     Budget,
     ChoiceDelta,
+    ParamsContext,
     Strategy,
     StrategyContext,
     StrategyRequest,
@@ -47,7 +48,9 @@ class ChunkBuilder(Protocol):
     def opening(self, n: int) -> list[BaseModel]: ...
     def delta(self, delta: ChoiceDelta) -> BaseModel: ...
     def finish(self, index: int, reason: Any) -> BaseModel: ...
-    def tail(self, usage: UsageInfo | None, trace: dict[str, Any] | None) -> BaseModel: ...
+    def tail(
+        self, usage: UsageInfo | None, trace: dict[str, Any] | None, fallback: str | None
+    ) -> BaseModel: ...
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class Serving:
         self.limits = limits
         self.metrics = metrics
         self.verifiers = dict(verifiers or {})
+        self._params_context = ParamsContext(
+            verifiers=frozenset(self.verifiers), max_n=limits.max_n, max_tokens=limits.max_tokens
+        )
 
     async def prepare(
         self, body: ChatCompletionRequest | CompletionRequest, request_id: str
@@ -96,7 +102,7 @@ class Serving:
                 logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
             request = body.to_strategy_request(self.limits)
             strategy = get_strategy(body.reasoning_strategy)
-            params = parse_params(strategy, body.reasoning_params)
+            params = parse_params(strategy, body.reasoning_params, self._params_context)
         except Exception as exc:
             self._observe(label, model, exc, started)
             raise
@@ -148,9 +154,9 @@ class Serving:
                     yield _sse(chunks.delta(whole))
                 yield _sse(chunks.finish(index, choice.finish_reason))
             trace = dict(result.trace) if run.with_trace and result.trace else None
-            if run.include_usage or trace is not None:
+            if run.include_usage or trace is not None or result.fallback:
                 usage = UsageInfo.build(result) if run.include_usage else None
-                yield _sse(chunks.tail(usage, trace))
+                yield _sse(chunks.tail(usage, trace, result.fallback))
             self._observe(run.strategy.name, run.model, None, started, result)
         except Exception as exc:
             outcome = exc
@@ -175,7 +181,7 @@ class Serving:
             backend=self.backend.session(run.request_id),
             request_id=run.request_id,
             verifiers=self.verifiers,
-            budget=Budget(deadline=loop.time() + timeout),
+            budget=Budget(deadline=loop.time() + timeout, max_candidates=self.limits.max_n),
             sink=sink,
         )
         try:

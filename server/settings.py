@@ -13,7 +13,29 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["EmbeddedSettings", "LimitsSettings", "Settings", "VLLMSettings"]
+from verifiers.confidence import ConfidenceConfig
+from verifiers.llm_judge import LLMJudgeConfig
+from verifiers.orm import ORMConfig
+from verifiers.prm import PRMConfig
+
+__all__ = [
+    "DEFAULT_VERIFIERS",
+    "EmbeddedSettings",
+    "LimitsSettings",
+    "Settings",
+    "VLLMSettings",
+    "VerifierConfig",
+]
+
+VerifierConfig = Annotated[
+    PRMConfig | ORMConfig | LLMJudgeConfig | ConfidenceConfig, Field(discriminator="kind")
+]
+
+# Configured out of the box on every backend; a setting of the same name replaces one.
+DEFAULT_VERIFIERS: dict[str, VerifierConfig] = {
+    "llm_judge": LLMJudgeConfig(),
+    "confidence": ConfidenceConfig(),
+}
 
 
 class LimitsSettings(BaseModel):
@@ -88,6 +110,13 @@ class Settings(BaseSettings):
         description="Model name served by vLLM; discovered from /v1/models when not set.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    verifiers: dict[str, VerifierConfig] = Field(
+        default_factory=dict,
+        description=(
+            'Verifiers by name, as JSON: {"prm": {"kind": "vllm_prm", "url": ..., "model": ...}}. '
+            "llm_judge and confidence are always configured unless replaced."
+        ),
+    )
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
@@ -110,6 +139,11 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"vLLM URL must start with http:// or https://: {url!r}")
         return urls
+
+    @field_validator("verifiers")
+    @classmethod
+    def _with_defaults(cls, verifiers: dict[str, VerifierConfig]) -> dict[str, VerifierConfig]:
+        return {**DEFAULT_VERIFIERS, **verifiers}
 
     @model_validator(mode="after")
     def _vllm_needs_urls(self) -> Settings:

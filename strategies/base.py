@@ -15,7 +15,7 @@ Errors::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -34,7 +34,7 @@ from server.backends.base import (
     StreamEnd,
     TokenLogprob,
 )
-from verifiers.base import Verifier
+from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
 
 __all__ = [
     "Budget",
@@ -43,6 +43,7 @@ __all__ = [
     "EventSink",
     "InvalidParamsError",
     "NoParams",
+    "ParamsContext",
     "ReasoningEffort",
     "Strategy",
     "StrategyContext",
@@ -79,6 +80,18 @@ class InvalidParamsError(StrategyError):
         self.param = param
 
 
+@dataclass(frozen=True)
+class ParamsContext:
+    """What params validators may check against: the configured verifiers and the limits.
+
+    Passed as pydantic's validation context, so a bad param is a 400 before anything runs.
+    """
+
+    verifiers: frozenset[str] = frozenset()
+    max_n: int = 64
+    max_tokens: int = 4096
+
+
 class NoParams(BaseModel):
     """Params of a strategy that takes none: any field given is an error."""
 
@@ -100,6 +113,7 @@ class Budget:
 
     max_generated_tokens: int | None = None
     deadline: float | None = None
+    max_candidates: int = 64
 
     def seconds_left(self) -> float | None:
         """Time until the deadline on the running loop's clock, or None without one."""
@@ -116,6 +130,7 @@ class Usage:
     completion_tokens: int = 0
     verifier_tokens: int = 0
     calls: int = 0
+    verifier_calls: int = 0
 
     def add_generation(self, prompt_tokens: int, completion_tokens: int) -> None:
         """Count one generation call."""
@@ -156,6 +171,7 @@ class StrategyResult:
     usage: Usage
     stopped_early: str | None = None
     trace: Mapping[str, Any] | None = None
+    fallback: str | None = None
 
     @property
     def reasoning_tokens(self) -> int:
@@ -227,6 +243,20 @@ class StrategyContext:
         self.usage.verifier_tokens += scored.prompt_tokens
         self.usage.calls += 1
         return scored
+
+    async def verify(
+        self, name: str, question: str, candidates: Sequence[Candidate]
+    ) -> tuple[CandidateScore, ...]:
+        """Score candidates with the verifier configured as `name`; its tokens are counted."""
+        scores = await self.verifiers[name].score(question, candidates)
+        if len(scores.candidates) != len(candidates):
+            raise VerifierError(
+                f"verifier {name!r} returned {len(scores.candidates)} scores "
+                f"for {len(candidates)} candidates"
+            )
+        self.usage.verifier_tokens += scores.tokens
+        self.usage.verifier_calls += 1
+        return scores.candidates
 
     async def render(self, prompt: Prompt) -> str:
         """The text the model sees for `prompt`."""

@@ -7,14 +7,24 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from strategies.base import InvalidParamsError, Strategy, UnknownStrategyError
+from strategies.base import InvalidParamsError, ParamsContext, Strategy, UnknownStrategyError
+from strategies.best_of_n import BestOfN
 from strategies.cot import ChainOfThought
+from strategies.majority_vote import MajorityVote
 from strategies.none import PlainGeneration
+from strategies.weighted_vote import WeightedVote
 
 __all__ = ["STRATEGIES", "get_strategy", "parse_params"]
 
 STRATEGIES: Mapping[str, Strategy[Any]] = {
-    strategy.name: strategy for strategy in (PlainGeneration(), ChainOfThought())
+    strategy.name: strategy
+    for strategy in (
+        PlainGeneration(),
+        ChainOfThought(),
+        MajorityVote(),
+        WeightedVote(),
+        BestOfN(),
+    )
 }
 
 
@@ -26,10 +36,12 @@ def get_strategy(name: str) -> Strategy[Any]:
         raise UnknownStrategyError(name, sorted(STRATEGIES)) from None
 
 
-def parse_params(strategy: Strategy[Any], raw: Mapping[str, Any] | None) -> BaseModel:
+def parse_params(
+    strategy: Strategy[Any], raw: Mapping[str, Any] | None, context: ParamsContext | None = None
+) -> BaseModel:
     """Validate `reasoning_params` with the strategy's own model; errors name the field."""
     try:
-        return strategy.params_model.model_validate(raw or {})
+        return strategy.params_model.model_validate(raw or {}, context=context or ParamsContext())
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])

@@ -14,6 +14,7 @@ from server.app import create_app
 from server.backends.base import Backend, ChatMessage, ChatPrompt, SamplingParams
 from server.settings import LimitsSettings, Settings
 from strategies.base import StrategyRequest
+from verifiers.base import Candidate, CandidateScore, Scores, VerifierError
 
 SCRIPTED_MODEL = "scripted-model"
 
@@ -22,6 +23,41 @@ def chat_request(text: str = "What is 2 + 2?", **sampling: Any) -> StrategyReque
     """A one-turn chat request with the given sampling fields."""
     sampling.setdefault("max_tokens", 64)
     return StrategyRequest(ChatPrompt((ChatMessage("user", text),)), SamplingParams(**sampling))
+
+
+class TableVerifier:
+    """A verifier that scores by table: candidate text to score (or to step scores)."""
+
+    def __init__(
+        self,
+        table: dict[str, float | tuple[float, ...]],
+        *,
+        logprobs: int | None = None,
+        error: VerifierError | None = None,
+        tokens_per_candidate: int = 10,
+    ) -> None:
+        self.table = table
+        self._logprobs = logprobs
+        self.error = error
+        self.tokens_per_candidate = tokens_per_candidate
+        self.calls: list[tuple[str, list[Candidate]]] = []
+
+    @property
+    def logprobs(self) -> int | None:
+        return self._logprobs
+
+    async def score(self, question: str, candidates: Any) -> Scores:
+        self.calls.append((question, list(candidates)))
+        if self.error is not None:
+            raise self.error
+        scored = []
+        for candidate in candidates:
+            value = self.table[candidate.text]
+            if isinstance(value, tuple):
+                scored.append(CandidateScore(value[-1], value))
+            else:
+                scored.append(CandidateScore(value))
+        return Scores(tuple(scored), tokens=self.tokens_per_candidate * len(scored))
 
 
 def chat_body(content: str = "What is 2 + 2?", **fields: Any) -> dict[str, Any]:

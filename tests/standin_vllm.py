@@ -27,6 +27,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from tests.factories import free_port
 
 SERVED_MODEL = "standin/SmolLM2-135M-Instruct"
+PRM_MODEL = "standin/Qwen2.5-Math-PRM-7B"
+PRM_STEP_TAG = "<extra_0>"
 ANSWER = "First add the numbers.\nAnswer: 7"
 
 _GENERATION_FIELDS = {
@@ -144,6 +146,60 @@ def create_standin(state: StandIn) -> FastAPI:
         check_generation(body, _COMPLETION_FIELDS)
         check(isinstance(body.get("prompt"), str), "prompt must be a string")
         return await answer(body, body["prompt"], len(_words(body["prompt"])), chat=False)
+
+    @app.post("/pooling")
+    async def pooling(request: Request) -> dict[str, Any]:
+        # A STEP pooler answers one [negative, positive] row per step tag; here the n-th tag's
+        # positive probability is 0.9 - 0.1 * n, so tests can tell the rows apart.
+        body = await record(request)
+        check(set(body) <= {"model", "input", "task"}, f"pooling fields {sorted(body)}")
+        check(body.get("model") == PRM_MODEL, f"pooling model {body.get('model')!r}")
+        check(body.get("task") == "token_classify", "PRMs are pooled with task token_classify")
+        inputs = body.get("input")
+        check(isinstance(inputs, list) and all(isinstance(t, str) for t in inputs), "input list")
+        data = []
+        for index, text in enumerate(inputs):
+            tags = text.count(PRM_STEP_TAG)
+            check(tags > 0, "every PRM input needs its step tags")
+            rows = [[round(0.1 + 0.1 * n, 4), round(0.9 - 0.1 * n, 4)] for n in range(tags)]
+            data.append({"index": index, "object": "pooling", "data": rows})
+        tokens = sum(len(_words(t)) for t in inputs)
+        return {
+            "id": "pool-1",
+            "object": "list",
+            "created": int(time.time()),
+            "model": PRM_MODEL,
+            "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    @app.post("/classify")
+    async def classify(request: Request) -> dict[str, Any]:
+        # A sequence classifier: the positive probability grows with the input's length.
+        body = await record(request)
+        check(set(body) <= {"model", "input"}, f"classify fields {sorted(body)}")
+        inputs = body.get("input")
+        check(isinstance(inputs, list) and all(isinstance(t, str) for t in inputs), "input list")
+        data = []
+        for index, text in enumerate(inputs):
+            positive = min(0.99, len(text) / 1000)
+            data.append(
+                {
+                    "index": index,
+                    "label": "LABEL_1",
+                    "num_classes": 2,
+                    "probs": [1 - positive, positive],
+                }
+            )
+        tokens = sum(len(_words(t)) for t in inputs)
+        return {
+            "id": "classify-1",
+            "object": "list",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     async def answer(body: dict[str, Any], text: str, prompt_tokens: int, chat: bool) -> Any:
         if "TOO_LONG" in text:

@@ -1,5 +1,23 @@
 """Verifiers: reward models and judges that score candidate answers."""
 
-from verifiers.base import Scores, Verifier, VerifierError
+from verifiers.base import (
+    Aggregation,
+    Candidate,
+    CandidateScore,
+    Scores,
+    Verifier,
+    VerifierError,
+    aggregate,
+    split_steps,
+)
 
-__all__ = ["Scores", "Verifier", "VerifierError"]
+__all__ = [
+    "Aggregation",
+    "Candidate",
+    "CandidateScore",
+    "Scores",
+    "Verifier",
+    "VerifierError",
+    "aggregate",
+    "split_steps",
+]

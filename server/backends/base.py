@@ -13,7 +13,7 @@ Errors::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -30,6 +30,8 @@ __all__ = [
     "Generation",
     "Prompt",
     "PromptScore",
+    "RewardModel",
+    "RewardOutputs",
     "SamplingParams",
     "StreamDelta",
     "StreamEnd",
@@ -204,4 +206,28 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release connections, threads and memory."""
+        ...
+
+
+@dataclass(frozen=True)
+class RewardOutputs:
+    """A reward model's outputs: per input, its rows (one per step tag, token or class vector)."""
+
+    rows: tuple[tuple[tuple[float, ...], ...], ...]
+    prompt_tokens: int
+
+
+class RewardModel(Protocol):
+    """A reward model server: pooled outputs or class probabilities for a batch of texts."""
+
+    async def pool(self, texts: Sequence[str]) -> RewardOutputs:
+        """Per-step (or per-token) output vectors of each text, in one call."""
+        ...
+
+    async def classify(self, texts: Sequence[str]) -> RewardOutputs:
+        """One class-probability row per text, in one call."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
         ...

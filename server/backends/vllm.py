@@ -15,18 +15,15 @@ then serves shared prefixes) and successive sessions go round-robin over the rep
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
 
 from server.backends.base import (
     BackendResponseError,
-    BackendTimeout,
     BackendUnavailable,
     ChatPrompt,
     Completion,
@@ -41,41 +38,11 @@ from server.backends.base import (
     TextPrompt,
     TokenLogprob,
 )
-from server.settings import VLLMSettings
+from server.backends.http import JSON, error_message, json_body, loads, map_httpx_errors
 
-__all__ = ["VLLMBackend", "create_client"]
+__all__ = ["VLLMBackend"]
 
 logger = logging.getLogger(__name__)
-
-JSON = dict[str, Any]
-
-
-def create_client(settings: VLLMSettings) -> httpx.AsyncClient:
-    """The one pooled client shared by every replica and request."""
-    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
-        limits=httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-        ),
-        headers=headers,
-    )
-
-
-@contextlib.contextmanager
-def _map_httpx_errors(url: str) -> Iterator[None]:
-    """Translate httpx's exceptions into the backend error tree, once, at the boundary."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise BackendTimeout(
-            f"vLLM at {url} did not answer in time ({type(exc).__name__})"
-        ) from exc
-    except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-        raise BackendUnavailable(f"vLLM at {url} is unreachable: {exc}") from exc
-    except httpx.HTTPError as exc:
-        raise BackendResponseError(f"vLLM call to {url} failed: {exc}") from exc
 
 
 class _Replicas:
@@ -298,67 +265,36 @@ class VLLMBackend:
         return self._pinned or self._replicas.next()
 
     async def _served_models(self, url: str) -> list[str]:
-        with _map_httpx_errors(url):
+        with map_httpx_errors(url):
             response = await self._client.get(f"{url}/v1/models", headers=self._headers)
-        data = _json_body(response, url)
+        data = json_body(response, url)
         return [str(m["id"]) for m in data.get("data", []) if "id" in m]
 
     async def _post(self, path: str, body: JSON) -> JSON:
         url = self._url()
-        with _map_httpx_errors(url):
+        with map_httpx_errors(url):
             response = await self._client.post(f"{url}{path}", json=body, headers=self._headers)
-        return _json_body(response, url)
+        return json_body(response, url)
 
     async def _sse(self, path: str, body: JSON) -> AsyncIterator[JSON]:
         url = self._url()
-        with _map_httpx_errors(url):
+        with map_httpx_errors(url):
             async with self._client.stream(
                 "POST", f"{url}{path}", json=body, headers=self._headers
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    _json_body(response, url)
+                    json_body(response, url)
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
                     payload = line[len("data:") :].strip()
                     if payload == "[DONE]":
                         return
-                    chunk = _loads(payload, url)
+                    chunk = loads(payload, url)
                     if "error" in chunk:
-                        raise BackendResponseError(_error_message(chunk, url))
+                        raise BackendResponseError(error_message(chunk, url))
                     yield chunk
-
-
-def _json_body(response: httpx.Response, url: str) -> JSON:
-    if response.status_code >= 400:
-        try:
-            message = _error_message(response.json(), url)
-        except ValueError:
-            message = f"vLLM at {url} answered {response.status_code}: {response.text[:200]}"
-        if response.status_code == 503:
-            raise BackendUnavailable(message)
-        raise BackendResponseError(message, status_code=response.status_code)
-    return _loads(response.text, url)
-
-
-def _loads(text: str, url: str) -> JSON:
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise BackendResponseError(f"vLLM at {url} sent a body that is not JSON") from exc
-    if not isinstance(data, dict):
-        raise BackendResponseError(f"vLLM at {url} sent JSON that is not an object")
-    return data
-
-
-def _error_message(data: Any, url: str) -> str:
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    if isinstance(data, dict) and data.get("message"):
-        return str(data["message"])
-    return f"vLLM at {url} answered with an error: {str(data)[:200]}"
 
 
 def _messages(prompt: ChatPrompt) -> list[JSON]:

@@ -36,6 +36,7 @@ async def answer(
         return StreamingResponse(events, media_type="text/event-stream")
     result = await run_until_disconnected(request, serving.complete(run))
     body = build(result, run.model, run.request_id, run.with_trace).model_dump()
-    if body.get("reasoning_trace") is None:
-        body.pop("reasoning_trace", None)
+    for extension in ("reasoning_trace", "reasoning_fallback"):
+        if body.get(extension) is None:
+            body.pop(extension, None)
     return JSONResponse(body)

@@ -6,6 +6,7 @@ gateway process with the openai client and then read what the stand-ins received
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -14,7 +15,7 @@ import pytest
 
 from tests.factories import free_port
 from tests.servers import gateway_process
-from tests.standin_vllm import ANSWER, SERVED_MODEL, StandIn, run_standin
+from tests.standin_vllm import ANSWER, PRM_MODEL, SERVED_MODEL, StandIn, run_standin
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +32,10 @@ def replicas() -> Iterator[tuple[StandIn, StandIn]]:
 def gateway(replicas: tuple[StandIn, StandIn]) -> Iterator[str]:
     first, second = replicas
     # No --model: the gateway discovers the served name from /v1/models.
+    verifiers = {
+        "prm": {"kind": "vllm_prm", "url": first.url, "model": PRM_MODEL},
+        "dead_prm": {"kind": "vllm_prm", "url": f"http://127.0.0.1:{free_port()}", "model": "m"},
+    }
     with gateway_process(
         "--backend",
         "vllm",
@@ -40,6 +45,8 @@ def gateway(replicas: tuple[StandIn, StandIn]) -> Iterator[str]:
         second.url,
         "--vllm.timeout-s",
         "1",
+        "--verifiers",
+        json.dumps(verifiers),
     ) as url:
         yield url
 
@@ -190,3 +197,53 @@ async def test_unreachable_vllm_is_503() -> None:
     assert ready.status_code == 503
     assert ready.json()["error"]["code"] == "backend_unavailable"
     assert info.value.status_code == 503
+
+
+async def test_best_of_n_scores_with_the_vllm_prm(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    response = await client.chat.completions.create(
+        model=SERVED_MODEL,
+        messages=QUESTION,
+        max_tokens=50,
+        extra_body={
+            "reasoning_strategy": "best_of_n",
+            "reasoning_params": {
+                "n": 4,
+                "verifier": "prm",
+                "aggregation": "min",
+                "return_trace": True,
+            },
+        },
+    )
+    assert response.choices[0].message.content == ANSWER
+    (generation,) = received(replicas, "/v1/chat/completions")
+    assert generation["n"] == 4
+    (pooling,) = received(replicas, "/pooling")
+    inputs = pooling["input"]
+    assert isinstance(inputs, list) and len(inputs) == 4
+    # ANSWER has one blank-line-free step, so one tag after it, inside the Qwen template.
+    assert all(text.count("<extra_0>") == 1 for text in inputs)
+    trace = (response.model_extra or {})["reasoning_trace"]
+    assert [c["step_scores"] for c in trace["candidates"]] == [[0.9]] * 4
+    usage = response.usage
+    assert usage is not None and (usage.model_extra or {})["verifier_tokens"] > 0
+
+
+async def test_dead_verifier_is_502_or_a_flagged_vote(client: openai.AsyncOpenAI) -> None:
+    body = {
+        "reasoning_strategy": "weighted_vote",
+        "reasoning_params": {"n": 3, "verifier": "dead_prm"},
+    }
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.chat.completions.create(
+            model=SERVED_MODEL, messages=QUESTION, max_tokens=50, extra_body=body
+        )
+    assert info.value.status_code == 502
+    body["reasoning_params"]["on_verifier_error"] = "vote"  # type: ignore[index]
+    response = await client.chat.completions.create(
+        model=SERVED_MODEL, messages=QUESTION, max_tokens=50, extra_body=body
+    )
+    assert response.choices[0].message.content == ANSWER
+    fallback = (response.model_extra or {}).get("reasoning_fallback")
+    assert isinstance(fallback, str) and "dead_prm" in fallback and "majority vote" in fallback

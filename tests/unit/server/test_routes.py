@@ -35,8 +35,10 @@ async def test_chat_completion_shape_and_exact_usage() -> None:
         "completion_tokens": 4,
         "total_tokens": 11,
         "completion_tokens_details": {"reasoning_tokens": 0},
+        "verifier_tokens": 0,
     }
     assert "reasoning_trace" not in body
+    assert "reasoning_fallback" not in body
     assert response.headers["x-request-id"]
 
 

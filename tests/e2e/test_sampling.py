@@ -1,0 +1,115 @@
+"""Sampling strategies end to end: the openai client, a real gateway, the embedded model and
+its out-of-the-box verifiers (llm_judge and confidence)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import openai
+import pytest
+
+from tests.e2e.conftest import MODEL
+
+pytestmark = pytest.mark.e2e
+
+SYSTEM = "Think step by step, then give the final answer as a number."
+QUESTION = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 3 + 5?"}]
+
+
+def trace_of(response: Any) -> dict[str, Any]:
+    trace = (response.model_extra or {}).get("reasoning_trace")
+    assert isinstance(trace, dict)
+    return trace
+
+
+async def test_majority_vote_answers_with_the_largest_group(client: openai.AsyncOpenAI) -> None:
+    response = await client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,  # type: ignore[arg-type]
+        max_tokens=40,
+        temperature=0.8,
+        seed=3,
+        extra_body={
+            "reasoning_strategy": "majority_vote",
+            "reasoning_params": {"n": 8, "return_trace": True, "answer_format": "last_number"},
+        },
+    )
+    trace = trace_of(response)
+    candidates = trace["candidates"]
+    assert trace["strategy"] == "majority_vote" and len(candidates) == 8
+    answers = [c["answer"] for c in candidates if c["answer"] is not None]
+    assert answers, "SmolLM2 should state some number"
+    counts = Counter(trace["votes"]).most_common()
+    assert counts[0][1] == max(trace["votes"].values())
+    # The returned message is a candidate whose answer is in the top group.
+    content = response.choices[0].message.content
+    winner = next(c for c in candidates if c["text"] == content)
+    assert trace["answer"] == winner["answer"]
+    assert trace["votes"][trace["answer"]] == max(trace["votes"].values())
+    # Usage counts all eight candidates; the seven not returned are reasoning tokens.
+    usage = response.usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    assert usage.completion_tokens == sum(c["tokens"] for c in candidates)
+    assert (
+        usage.completion_tokens_details.reasoning_tokens
+        == usage.completion_tokens - winner["tokens"]
+    )
+
+
+async def test_best_of_n_with_the_llm_judge(client: openai.AsyncOpenAI) -> None:
+    response = await client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,  # type: ignore[arg-type]
+        max_tokens=24,
+        temperature=0.8,
+        extra_body={
+            "reasoning_strategy": "best_of_n",
+            "reasoning_params": {"n": 4, "verifier": "llm_judge", "return_trace": True},
+        },
+    )
+    trace = trace_of(response)
+    scores = [c["score"] for c in trace["candidates"]]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    best = max(range(4), key=lambda i: (scores[i], -i))
+    assert response.choices[0].message.content == trace["candidates"][best]["text"]
+    verifier_tokens = (response.usage.model_extra or {}).get("verifier_tokens")  # type: ignore[union-attr]
+    assert isinstance(verifier_tokens, int) and verifier_tokens > 0
+
+
+async def test_weighted_vote_with_confidence_streams_the_trace(client: openai.AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,  # type: ignore[arg-type]
+        max_tokens=24,
+        temperature=0.8,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={
+            "reasoning_strategy": "weighted_vote",
+            "reasoning_params": {"n": 4, "verifier": "confidence", "return_trace": True},
+        },
+    )
+    content, trace, usage = "", None, None
+    async for chunk in stream:
+        trace = (chunk.model_extra or {}).get("reasoning_trace") or trace
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+    assert trace is not None and trace["strategy"] == "weighted_vote"
+    scores = [c["score"] for c in trace["candidates"]]
+    assert all(0.0 < s <= 1.0 for s in scores)
+    assert content in [c["text"] for c in trace["candidates"]]
+    assert usage is not None and usage.completion_tokens == sum(
+        c["tokens"] for c in trace["candidates"]
+    )
+
+
+async def test_unknown_verifier_is_400_listing_configured(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(
+            model=MODEL,
+            messages=QUESTION,  # type: ignore[arg-type]
+            extra_body={"reasoning_strategy": "best_of_n", "reasoning_params": {"verifier": "prm"}},
+        )
+    assert "confidence" in str(info.value) and "llm_judge" in str(info.value)

@@ -1,0 +1,54 @@
+"""Answer extraction formats and equivalence grouping."""
+
+from __future__ import annotations
+
+import pytest
+
+from verifiers.answer_match import extract_answer, group_answers, normalize
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "answer"),
+    [
+        ("so \\boxed{\\frac{1}{2}} and \\boxed{3}", "boxed", "3"),
+        ("\\boxed{\\frac{a}{\\sqrt{b}}}", "boxed", "\\frac{a}{\\sqrt{b}}"),
+        ("no box", "boxed", None),
+        ("it costs 1,250.5 dollars, not 3", "last_number", "3"),
+        ("total: 1,250.5", "last_number", "1250.5"),
+        ("x = -7", "last_number", "-7"),
+        ("half is 1 / 2", "last_number", "1/2"),
+        ("nothing here", "last_number", None),
+        ("  Paris.  ", "full_text", "Paris."),
+        ("\\boxed{5} or 6", "auto", "5"),
+        ("maybe 6", "auto", "6"),
+        ("Paris", "auto", "Paris"),
+        ("", "auto", None),
+    ],
+)
+def test_extract(text: str, fmt: str, answer: str | None) -> None:
+    assert extract_answer(text, fmt, None) == answer  # type: ignore[arg-type]
+
+
+def test_regex_uses_the_first_group_of_the_last_match() -> None:
+    assert extract_answer("A: x then A: y", "regex", r"A: (\w)") == "y"
+    assert extract_answer("A: x then A: y", "regex", r"A: \w") == "A: y"
+
+
+def test_normalize() -> None:
+    assert normalize(" $\\text{Paris}$. ") == "paris"
+
+
+async def test_math_equivalents_share_a_group_in_first_seen_order() -> None:
+    groups = await group_answers(
+        ["7", "1/2", "0.5", None, "\\frac{1}{2}", "7.0", "Paris", "paris."]
+    )
+    assert [(g.answer, g.members) for g in groups] == [
+        ("7", [0, 5]),
+        ("1/2", [1, 2, 4]),
+        ("Paris", [6, 7]),
+    ]
+
+
+async def test_text_only_grouping_when_math_verify_is_too_slow() -> None:
+    groups = await group_answers(["1/2", "0.5", "1/2"], timeout_s=0)
+    assert [(g.answer, g.members) for g in groups] == [("1/2", [0, 2]), ("0.5", [1])]

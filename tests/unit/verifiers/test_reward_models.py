@@ -1,0 +1,128 @@
+"""PRM and ORM verifiers over real loopback HTTP against the vLLM stand-in's /pooling and
+/classify, which check the exact request shapes and answer in vLLM's response shapes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from server.backends.vllm_pooling import VLLMRewardModel
+from server.settings import Settings
+from server.verifier_registry import GuardedVerifier, create_verifiers
+from tests.factories import free_port
+from tests.standin_vllm import PRM_MODEL, StandIn, run_standin
+from verifiers.base import Candidate, Scores, VerifierError
+from verifiers.orm import ORMConfig, ORMVerifier
+from verifiers.prm import PRESETS, PRMConfig, PRMVerifier
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[StandIn]:
+    with run_standin() as server:
+        yield server
+
+
+@pytest.fixture
+async def client(standin: StandIn) -> AsyncIterator[httpx.AsyncClient]:
+    standin.requests.clear()
+    async with httpx.AsyncClient() as c:
+        yield c
+    assert standin.violations == []
+
+
+def test_qwen_preset_puts_the_tag_after_each_step() -> None:
+    text = PRESETS["qwen2.5-math-prm"].render("What is 1+1?", ["1+1 is 2.", "So \\boxed{2}."])
+    assert text == (
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within "
+        "\\boxed{}.<|im_end|>\n<|im_start|>user\nWhat is 1+1?<|im_end|>\n<|im_start|>assistant\n"
+        "1+1 is 2.<extra_0>So \\boxed{2}.<extra_0><|im_end|><|endoftext|>"
+    )
+
+
+def test_math_shepherd_preset() -> None:
+    text = PRESETS["math-shepherd"].render("Q?", ["Step 1: a", "Step 2: b"])
+    assert text == "Q? Step 1: a ки\nStep 2: b ки"
+
+
+async def test_prm_sends_one_batched_request_and_reads_positive_step_scores(
+    standin: StandIn, client: httpx.AsyncClient
+) -> None:
+    prm = PRMVerifier(VLLMRewardModel(client, standin.url, PRM_MODEL), PRESETS["qwen2.5-math-prm"])
+    scores = await prm.score(
+        "What is 1+1?",
+        [Candidate("1+1 is 2.\n\nSo \\boxed{2}."), Candidate("It is 3.\n\n\n\nSo 3.\n\nDone.")],
+    )
+    (request,) = standin.requests
+    assert request.path == "/pooling"
+    inputs = request.body["input"]
+    assert isinstance(inputs, list) and len(inputs) == 2
+    assert inputs[0].count("<extra_0>") == 2 and inputs[1].count("<extra_0>") == 3
+    assert "1+1 is 2.<extra_0>So \\boxed{2}.<extra_0>" in inputs[0]
+    # The stand-in's n-th step scores 0.9 - 0.1 n at the positive index (1).
+    assert scores.candidates[0].steps == pytest.approx((0.9, 0.8))
+    assert scores.candidates[1].steps == pytest.approx((0.9, 0.8, 0.7))
+    assert scores.candidates[1].value == pytest.approx(0.7)
+    assert scores.tokens > 0
+
+
+async def test_prm_rejects_a_model_without_the_step_tag(
+    standin: StandIn, client: httpx.AsyncClient
+) -> None:
+    wrong = PRMConfig(url=standin.url, model=PRM_MODEL, step_tag="[STEP]").format()
+    prm = PRMVerifier(VLLMRewardModel(client, standin.url, PRM_MODEL), wrong)
+    with pytest.raises(VerifierError):
+        await prm.score("q", [Candidate("a\n\nb")])
+    standin.violations.clear()
+
+
+async def test_orm_classify(standin: StandIn, client: httpx.AsyncClient) -> None:
+    config = ORMConfig(url=standin.url, model="rm")
+    orm = ORMVerifier(VLLMRewardModel(client, standin.url, "rm"), config)
+    scores = await orm.score("q", [Candidate("short"), Candidate("a much longer answer " * 5)])
+    (request,) = standin.requests
+    assert request.path == "/classify"
+    assert request.body == {
+        "model": "rm",
+        "input": ["q\n\nshort", "q\n\n" + "a much longer answer " * 5],
+    }
+    assert scores.candidates[1].value > scores.candidates[0].value
+
+
+async def test_unreachable_reward_model_is_a_verifier_error() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with httpx.AsyncClient() as client:
+        prm = PRMVerifier(VLLMRewardModel(client, dead, PRM_MODEL), PRESETS["qwen2.5-math-prm"])
+        guarded = GuardedVerifier("prm", prm, timeout_s=5)
+        with pytest.raises(VerifierError, match="unreachable"):
+            await guarded.score("q", [Candidate("a")])
+
+
+async def test_slow_verifier_times_out_as_a_verifier_error() -> None:
+    class Slow:
+        logprobs = None
+
+        async def score(self, question: str, candidates: object) -> Scores:
+            await asyncio.sleep(10)
+            raise AssertionError("unreachable")
+
+    with pytest.raises(VerifierError, match="timed out"):
+        await GuardedVerifier("slow", Slow(), timeout_s=0.05).score("q", [])
+
+
+async def test_settings_build_every_kind(standin: StandIn) -> None:
+    settings = Settings(
+        verifiers={  # type: ignore[arg-type]
+            "prm": {"kind": "vllm_prm", "url": standin.url, "model": PRM_MODEL},
+            "orm": {"kind": "vllm_orm", "url": standin.url, "model": "rm"},
+        }
+    )
+    assert set(settings.verifiers) == {"prm", "orm", "llm_judge", "confidence"}
+    built = create_verifiers(settings.verifiers, backend=None, http=settings.vllm)  # type: ignore[arg-type]
+    try:
+        scores = await built.verifiers["prm"].score("q", [Candidate("a\n\nb")])
+        assert scores.candidates[0].steps == pytest.approx((0.9, 0.8))
+    finally:
+        await built.aclose()

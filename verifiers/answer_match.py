@@ -1,0 +1,147 @@
+"""Final answers: extract them from a candidate's text and group the equivalent ones.
+
+Extraction formats:
+- `boxed`: the content of the last `\\boxed{...}` (nested braces kept);
+- `last_number`: the last number (`-3`, `1,000`, `2.5`, `1/2`), thousands separators dropped;
+- `regex`: the last match of a pattern (its first group, if it has one);
+- `full_text`: the whole text;
+- `auto`: `boxed` if there is one, else `last_number`, else `full_text`.
+
+Equivalence: answers are first normalised (case, surrounding `$`, trailing period, spaces);
+those math-verify can parse are then merged when math-verify finds them equal, so `1/2`, `0.5`
+and `\\frac{1}{2}` form one group. math-verify is sympy underneath and can be slow, so grouping
+runs in a worker thread with its signal-based timeouts off; a grouping that takes longer than
+`timeout_s` falls back to the normalised text alone.
+
+Groups keep the order in which their first member appeared, which is what the voting
+strategies use to break ties: the earliest answer wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["AnswerFormat", "AnswerGroup", "extract_answer", "group_answers", "normalize"]
+
+logger = logging.getLogger(__name__)
+# math-verify warns on every call made with its timeouts off, which is how we must call it.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+AnswerFormat = Literal["auto", "boxed", "last_number", "regex", "full_text"]
+
+_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:\s*/\s*\d+)?")
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def extract_answer(text: str, fmt: AnswerFormat, pattern: str | None = None) -> str | None:
+    """The final answer in `text`, or None when the format finds none."""
+    match fmt:
+        case "boxed":
+            return _last_boxed(text)
+        case "last_number":
+            return _last_number(text)
+        case "regex":
+            if pattern is None:
+                raise ValueError("the regex answer format needs a pattern")
+            return _last_regex(text, pattern)
+        case "full_text":
+            return text.strip() or None
+        case "auto":
+            return _last_boxed(text) or _last_number(text) or (text.strip() or None)
+
+
+def _last_boxed(text: str) -> str | None:
+    starts = [m.end() for m in _BOXED.finditer(text)]
+    if not starts:
+        return None
+    depth, start = 1, starts[-1]
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i].strip() or None
+    return None
+
+
+def _last_number(text: str) -> str | None:
+    numbers = _NUMBER.findall(text)
+    if not numbers:
+        return None
+    return re.sub(r"\s+", "", numbers[-1]).replace(",", "")
+
+
+def _last_regex(text: str, pattern: str) -> str | None:
+    matches = list(re.finditer(pattern, text))
+    if not matches:
+        return None
+    last = matches[-1]
+    value = last.group(1) if last.re.groups else last.group(0)
+    return value.strip() if value else None
+
+
+def normalize(answer: str) -> str:
+    """The answer with case, surrounding `$`, `\\text{}`, a trailing period and spaces folded."""
+    value = answer.strip().rstrip(".").strip().strip("$").strip()
+    value = re.sub(r"\\text\{([^{}]*)\}", r"\1", value)
+    value = value.rstrip(".").strip()
+    return re.sub(r"\s+", " ", value).lower()
+
+
+@dataclass
+class AnswerGroup:
+    """Equivalent answers: the first one seen stands for the group."""
+
+    answer: str
+    members: list[int] = field(default_factory=list)
+
+
+async def group_answers(
+    answers: Sequence[str | None], timeout_s: float = 10.0
+) -> list[AnswerGroup]:
+    """Group candidate indices by equivalent answer; candidates with no answer are left out."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.to_thread(_group, answers, True)
+    except TimeoutError:
+        logger.warning("math-verify took over %.0f s; grouping answers by text only", timeout_s)
+        return _group(answers, False)
+
+
+def _group(answers: Sequence[str | None], use_math: bool) -> list[AnswerGroup]:
+    # Exact normalised text first: cheap, and it bounds the math comparisons to distinct keys.
+    by_key: dict[str, AnswerGroup] = {}
+    for index, answer in enumerate(answers):
+        if answer is None:
+            continue
+        by_key.setdefault(normalize(answer), AnswerGroup(answer)).members.append(index)
+    groups = list(by_key.values())
+    if not use_math or len(groups) < 2:
+        return groups
+    parsed = [_parse(group.answer) for group in groups]
+    merged: list[tuple[AnswerGroup, Any]] = []
+    for group, value in zip(groups, parsed, strict=True):
+        home = next((m for m, v in merged if value and v and _equal(v, value)), None)
+        if home is None:
+            merged.append((group, value))
+        else:
+            home.members.extend(group.members)
+    for group, _ in merged:
+        group.members.sort()
+    return sorted((g for g, _ in merged), key=lambda g: g.members[0])
+
+
+def _parse(answer: str) -> Any:
+    from math_verify import parse
+
+    text = answer if "$" in answer or "\\" not in answer else f"${answer}$"
+    return parse(text, parsing_timeout=None)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    from math_verify import verify
+
+    return bool(verify(a, b, timeout_seconds=None))

@@ -1,0 +1,78 @@
+"""`confidence`: training-free self-certainty from a candidate's own token log-probabilities.
+
+Two measures, chosen by `metric`:
+- `mean_logprob`: the geometric-mean probability of the chosen tokens, exp(mean logprob),
+  in (0, 1].
+- `lowest_group`: DeepConf's lowest group confidence (Fu et al., "Deep Think with Confidence",
+  2025). A token's confidence is minus the mean of its top-k log-probabilities; a group's is
+  the mean over a sliding window of tokens; the candidate's score is its least confident
+  window, so one stretch of guessing marks the whole candidate. Higher is more confident.
+
+It costs no model call: the generator returns the log-probabilities with the candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.backends.base import TokenLogprob
+from verifiers.base import Candidate, CandidateScore, Scores, VerifierError
+
+__all__ = ["ConfidenceConfig", "ConfidenceVerifier", "lowest_group_confidence", "mean_probability"]
+
+
+class ConfidenceConfig(BaseModel):
+    """Settings of a `confidence` verifier."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["confidence"] = "confidence"
+    metric: Literal["mean_logprob", "lowest_group"] = "mean_logprob"
+    window: int = Field(default=16, ge=1, description="Tokens per group (lowest_group).")
+    top_k: int = Field(default=5, ge=1, le=20, description="Alternatives per token (lowest_group).")
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+def mean_probability(logprobs: Sequence[TokenLogprob]) -> float:
+    """exp of the mean chosen-token log-probability."""
+    return math.exp(sum(t.logprob for t in logprobs) / len(logprobs))
+
+
+def lowest_group_confidence(logprobs: Sequence[TokenLogprob], window: int) -> float:
+    """The lowest mean token confidence over any `window` consecutive tokens."""
+    confidences = [
+        -sum(v for _, v in t.top) / len(t.top) if t.top else -t.logprob for t in logprobs
+    ]
+    size = min(window, len(confidences))
+    running = sum(confidences[:size])
+    lowest = running
+    for i in range(size, len(confidences)):
+        running += confidences[i] - confidences[i - size]
+        lowest = min(lowest, running)
+    return lowest / size
+
+
+class ConfidenceVerifier:
+    """Scores candidates by how sure the generator was while writing them."""
+
+    def __init__(self, config: ConfidenceConfig) -> None:
+        self._config = config
+
+    @property
+    def logprobs(self) -> int | None:
+        return self._config.top_k if self._config.metric == "lowest_group" else 0
+
+    async def score(self, question: str, candidates: Sequence[Candidate]) -> Scores:
+        values = []
+        for candidate in candidates:
+            if not candidate.logprobs:
+                raise VerifierError("the confidence verifier needs each candidate's logprobs")
+            if self._config.metric == "mean_logprob":
+                values.append(mean_probability(candidate.logprobs))
+            else:
+                values.append(lowest_group_confidence(candidate.logprobs, self._config.window))
+        return Scores(tuple(CandidateScore(v) for v in values))

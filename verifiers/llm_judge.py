@@ -1,0 +1,118 @@
+"""`llm_judge`: a generative verifier. Any instruct model is asked whether a solution is correct;
+the score is the probability it gives to "Yes", read from its log-probabilities.
+
+In `outcome` mode each candidate is judged whole. In `process` mode every prefix of its steps
+is judged ("is the last step correct?"), which makes a process reward model out of a plain
+LLM. The judge answers with one token; the probabilities of the "Yes" and "No" spellings among
+its top alternatives give P(yes) / (P(yes) + P(no)); if neither appears, the score is 0.5.
+All judgements of a request run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.backends.base import (
+    Backend,
+    BackendError,
+    ChatMessage,
+    ChatPrompt,
+    Generation,
+    SamplingParams,
+)
+from verifiers.base import Candidate, CandidateScore, Scores, VerifierError, split_steps
+
+__all__ = ["LLMJudgeConfig", "LLMJudgeVerifier", "yes_probability"]
+
+_SYSTEM = "You check solutions. Reply with one word: Yes or No."
+_OUTCOME = "Question: {question}\n\nProposed solution:\n{solution}\n\nIs this solution correct?"
+_PROCESS = (
+    "Question: {question}\n\nSolution so far:\n{solution}\n\nIs the last step of this solution "
+    "correct?"
+)
+
+
+class LLMJudgeConfig(BaseModel):
+    """Settings of an `llm_judge` verifier."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["llm_judge"] = "llm_judge"
+    mode: Literal["outcome", "process"] = "outcome"
+    step_separator: str = "\n\n"
+    top_logprobs: int = Field(default=20, ge=2, le=20)
+    url: str | None = Field(
+        default=None, description="A vLLM server for the judge; default: the gateway's backend."
+    )
+    model: str | None = None
+    timeout_s: float = Field(default=120.0, gt=0)
+
+
+def yes_probability(alternatives: Sequence[tuple[str, float]]) -> float:
+    """P(yes) / (P(yes) + P(no)) over the answer token's alternatives; 0.5 if neither appears."""
+    yes = sum(math.exp(v) for t, v in alternatives if t.strip().lower() == "yes")
+    no = sum(math.exp(v) for t, v in alternatives if t.strip().lower() == "no")
+    return yes / (yes + no) if yes + no > 0 else 0.5
+
+
+class LLMJudgeVerifier:
+    """Asks an LLM whether each candidate (or each step) is correct."""
+
+    def __init__(self, backend: Backend, config: LLMJudgeConfig) -> None:
+        self._backend = backend
+        self._config = config
+
+    @property
+    def logprobs(self) -> int | None:
+        return None
+
+    async def score(self, question: str, candidates: Sequence[Candidate]) -> Scores:
+        solutions = [self._solutions(c.text) for c in candidates]
+        template = _OUTCOME if self._config.mode == "outcome" else _PROCESS
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    [group.create_task(self._judge(template, question, text)) for text in texts]
+                    for texts in solutions
+                ]
+        except* BackendError as errors:
+            raise VerifierError(f"judge call failed: {errors.exceptions[0]}") from errors
+        scored, tokens = [], 0
+        for per_candidate in tasks:
+            judged = [task.result() for task in per_candidate]
+            tokens += sum(g.prompt_tokens + g.completion_tokens for g in judged)
+            values = tuple(yes_probability(_alternatives(g)) for g in judged)
+            scored.append(
+                CandidateScore(values[-1], values if self._config.mode == "process" else None)
+            )
+        return Scores(tuple(scored), tokens=tokens)
+
+    def _solutions(self, text: str) -> list[str]:
+        """What is judged: the whole text, or every prefix of its steps."""
+        if self._config.mode == "outcome":
+            return [text.strip()]
+        steps = split_steps(text, self._config.step_separator)
+        return [self._config.step_separator.join(steps[: k + 1]) for k in range(len(steps))]
+
+    async def _judge(self, template: str, question: str, solution: str) -> Generation:
+        prompt = ChatPrompt(
+            (
+                ChatMessage("system", _SYSTEM),
+                ChatMessage("user", template.format(question=question, solution=solution)),
+            )
+        )
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=self._config.top_logprobs)
+        return await self._backend.generate(prompt, params)
+
+
+def _alternatives(generation: Generation) -> Sequence[tuple[str, float]]:
+    logprobs = generation.completions[0].logprobs
+    if not logprobs:
+        return ()
+    first = logprobs[0]
+    return first.top or ((first.token, first.logprob),)
