@@ -67,9 +67,24 @@ class InvalidRequest(ValueError):
 
 
 class OpenAIBaseModel(BaseModel):
-    """Accepts fields it does not know, as OpenAI's API does, so newer clients keep working."""
+    """Accepts fields it does not know, as OpenAI's API does, so newer clients keep working.
+
+    An explicit `null` means "the default", as in OpenAI's API (some clients send every field).
+    """
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        defaulted = {
+            name
+            for name, info in cls.model_fields.items()
+            if not info.is_required() and info.get_default(call_default_factory=True) is not None
+        }
+        return {k: v for k, v in data.items() if not (v is None and k in defaulted)}
 
 
 # Errors

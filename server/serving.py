@@ -184,10 +184,13 @@ class Serving:
             budget=Budget(deadline=loop.time() + timeout, max_candidates=self.limits.max_n),
             sink=sink,
         )
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 return await run.strategy.run(run.request, run.params, ctx)
         except TimeoutError as exc:
+            if not deadline.expired():
+                raise  # some call inside timed out on its own; that error says which
             raise RequestTimeout(f"The request did not finish within {timeout:g} s.") from exc
 
     def _observe(
@@ -235,8 +238,9 @@ def _sse(model: BaseModel) -> str:
     return f"data: {json.dumps(model.model_dump(exclude_none=True), separators=(',', ':'))}\n\n"
 
 
-async def run_until_disconnected(request: Request, work: Awaitable[_T]) -> _T:
-    """Await `work`, cancelling it if the client disconnects first (the body is already read)."""
+async def run_until_disconnected(request: Request, work: Awaitable[_T]) -> _T | None:
+    """Await `work`; if the client disconnects first (the body is already read), cancel it and
+    return None."""
     task = asyncio.ensure_future(work)
 
     async def disconnected() -> None:
@@ -250,4 +254,8 @@ async def run_until_disconnected(request: Request, work: Awaitable[_T]) -> _T:
         watcher.cancel()
         if not task.done():
             task.cancel()
-    return await task
+    if not task.done() or task.cancelled():
+        # The client is gone: let the cancellation finish, and answer nobody.
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    return task.result()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response
 
 from server.deps import RequestIdDep, ServingDep
 from server.protocol import ChatChunks, ChatCompletionRequest, ChatCompletionResponse
@@ -24,7 +24,7 @@ router = APIRouter(tags=["chat"])
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, raw: Request, serving: ServingDep, request_id: RequestIdDep
-) -> JSONResponse | StreamingResponse:
+) -> Response:
     """Answer a conversation with the requested reasoning strategy."""
     run = await serving.prepare(body, f"chatcmpl-{request_id}")
     return await answer(raw, serving, run, ChatCompletionResponse.build, ChatChunks, body.stream)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response
 
 from server.deps import RequestIdDep, ServingDep
 from server.protocol import CompletionChunks, CompletionRequest, CompletionResponse
@@ -20,7 +20,7 @@ router = APIRouter(tags=["completions"])
 @router.post("/v1/completions", response_model=CompletionResponse, responses=ERROR_RESPONSES)
 async def create_completion(
     body: CompletionRequest, raw: Request, serving: ServingDep, request_id: RequestIdDep
-) -> JSONResponse | StreamingResponse:
+) -> Response:
     """Continue a raw prompt with the requested reasoning strategy."""
     run = await serving.prepare(body, f"cmpl-{request_id}")
     return await answer(raw, serving, run, CompletionResponse.build, CompletionChunks, body.stream)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from server.protocol import ErrorResponse
@@ -19,6 +19,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 404, 500, 502, 503, 504)
 }
 
+# Proxies must pass events on as they come rather than buffer the stream.
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
 ResponseBuilder = Callable[[StrategyResult, str, str, bool], BaseModel]
 
 
@@ -29,12 +32,15 @@ async def answer(
     build: ResponseBuilder,
     chunks: Callable[[str, str], ChunkBuilder],
     stream: bool,
-) -> JSONResponse | StreamingResponse:
+) -> Response:
     """Stream Server-Sent Events, or run to the end and return one JSON body."""
     if stream:
         events: AsyncIterator[str] = serving.stream(run, chunks(run.request_id, run.model))
-        return StreamingResponse(events, media_type="text/event-stream")
+        return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
     result = await run_until_disconnected(request, serving.complete(run))
+    if result is None:
+        # nginx's code for "client closed request": only logs will ever see it.
+        return Response(status_code=499)
     body = build(result, run.model, run.request_id, run.with_trace).model_dump()
     for extension in ("reasoning_trace", "reasoning_fallback"):
         if body.get(extension) is None:

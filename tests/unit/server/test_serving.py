@@ -1,0 +1,83 @@
+"""Serving details: disconnects, explicit nulls, stream headers, whose timeout a timeout is."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from server.backends.base import Generation, Prompt, SamplingParams
+from server.backends.scripted import ScriptedBackend
+from server.serving import run_until_disconnected
+from tests.factories import app_client, chat_body
+
+
+class DisconnectingRequest:
+    """Enough of a Starlette request: the client hangs up after `after` seconds."""
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+
+    async def receive(self) -> dict[str, Any]:
+        await asyncio.sleep(self.after)
+        return {"type": "http.disconnect"}
+
+
+async def test_disconnect_cancels_the_work_and_answers_nobody() -> None:
+    cancelled = asyncio.Event()
+
+    async def work() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "done"
+
+    result = await run_until_disconnected(DisconnectingRequest(0.01), work())  # type: ignore[arg-type]
+    assert result is None
+    assert cancelled.is_set()
+
+
+async def test_finished_work_is_returned() -> None:
+    async def work() -> str:
+        return "done"
+
+    assert await run_until_disconnected(DisconnectingRequest(30), work()) == "done"  # type: ignore[arg-type]
+
+
+async def test_explicit_nulls_mean_defaults() -> None:
+    backend = ScriptedBackend(["ok"])
+    nulls = {k: None for k in ("temperature", "top_p", "n", "stream", "logprobs", "stop", "seed")}
+    async with app_client(backend) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(**nulls))
+    assert response.status_code == 200
+    params = backend.calls[0].params
+    assert params is not None and (params.temperature, params.top_p, params.n) == (1.0, 1.0, 1)
+
+
+async def test_streams_ask_proxies_not_to_buffer() -> None:
+    async with app_client(ScriptedBackend(["a"])) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(stream=True))
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+
+
+async def test_a_timeout_inside_is_not_reported_as_the_request_deadline() -> None:
+    class RaisesTimeout(ScriptedBackend):
+        async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+            raise TimeoutError("some library's own timeout")
+
+    async with app_client(RaisesTimeout(), raise_app_exceptions=False) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body())
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+
+
+@pytest.mark.parametrize("delay", [0.0])
+async def test_nothing_leaks_between_requests(delay: float) -> None:
+    async with app_client(ScriptedBackend(["x"], delay_s=delay)) as client:
+        for _ in range(3):
+            assert (await client.post("/v1/chat/completions", json=chat_body())).status_code == 200
+    assert not [t for t in asyncio.all_tasks() if "strategy" in repr(t)]
