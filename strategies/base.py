@@ -214,6 +214,7 @@ class StrategyContext:
     ) -> Generation:
         """Sample as `generate` does, handing each piece of text to `on_delta` as it arrives."""
         texts = [""] * params.n
+        reasonings = [""] * params.n
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(params.n)]
         end: StreamEnd | None = None
         async for event in self.backend.stream(prompt, params):
@@ -221,6 +222,7 @@ class StrategyContext:
                 end = event
                 continue
             texts[event.index] += event.text
+            reasonings[event.index] += event.reasoning
             logprobs[event.index].extend(event.logprobs or ())
             await on_delta(event)
         if end is None:
@@ -232,6 +234,7 @@ class StrategyContext:
                 finish_reason=end.finish_reasons[i],
                 tokens=end.completion_tokens[i],
                 logprobs=tuple(logprobs[i]) if params.logprobs is not None else None,
+                reasoning=reasonings[i] or None,
             )
             for i in range(params.n)
         )

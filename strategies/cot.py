@@ -15,6 +15,7 @@ After Kojima et al., "Large Language Models are Zero-Shot Reasoners" (2022), and
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,7 +64,9 @@ class AnswerSplitter:
     """
 
     def __init__(self, marker: str) -> None:
-        self._marker = marker.lower()
+        # Matched on the original text: lower-casing can change a string's length ("İ").
+        self._marker = marker
+        self._pattern = re.compile(re.escape(marker), re.IGNORECASE)
         self._pending = ""
         self._has_marker = False
         self._answer_started = False
@@ -75,15 +78,15 @@ class AnswerSplitter:
         if self._has_marker:
             return "", self._add_answer(text)
         self._pending += text
-        at = self._pending.lower().find(self._marker)
-        if at != -1:
-            before, after = self._pending[:at], self._pending[at + len(self._marker) :]
+        found = self._pattern.search(self._pending)
+        if found is not None:
+            before, after = self._pending[: found.start()], self._pending[found.end() :]
             self._pending = ""
             self._has_marker = True
             self.reasoning += before
             return before, self._add_answer(after)
         # Hold back a tail that could still grow into the marker.
-        keep = _partial_marker(self._pending.lower(), self._marker)
+        keep = _partial_marker(self._pending, self._marker)
         released = self._pending[: len(self._pending) - keep]
         self._pending = self._pending[len(released) :]
         self.reasoning += released
@@ -108,8 +111,11 @@ class AnswerSplitter:
 
 
 def _partial_marker(text: str, marker: str) -> int:
-    """Length of the longest end of `text` that is a proper start of `marker`."""
-    return max((k for k in range(1, len(marker)) if text.endswith(marker[:k])), default=0)
+    """Length of the longest end of `text` that is a proper start of `marker`, ignoring case."""
+    return max(
+        (k for k in range(1, len(marker)) if text[-k:].casefold() == marker[:k].casefold()),
+        default=0,
+    )
 
 
 def with_instruction(prompt: Prompt, instruction: str) -> Prompt:

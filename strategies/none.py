@@ -1,4 +1,7 @@
-"""`none`: plain generation. The request goes to the model as it came; nothing is added."""
+"""`none`: plain generation. The request goes to the model as it came; nothing is added.
+
+Reasoning that a vLLM reasoning parser split off is passed through in `message.reasoning`.
+"""
 
 from __future__ import annotations
 
@@ -32,14 +35,20 @@ class PlainGeneration:
 
             async def forward(delta: StreamDelta) -> None:
                 await ctx.emit(
-                    ChoiceDelta(delta.index, content=delta.text, logprobs=delta.logprobs)
+                    ChoiceDelta(delta.index, delta.text, delta.reasoning, delta.logprobs)
                 )
 
             generation = await ctx.generate_streamed(request.prompt, request.sampling, forward)
         else:
             generation = await ctx.generate(request.prompt, request.sampling)
         choices = tuple(
-            Choice(c.text, c.finish_reason, content_tokens=c.tokens, logprobs=c.logprobs)
+            Choice(
+                c.text,
+                c.finish_reason,
+                content_tokens=c.tokens,
+                reasoning=c.reasoning,
+                logprobs=c.logprobs,
+            )
             for c in generation.completions
         )
         return StrategyResult(choices, ctx.usage)

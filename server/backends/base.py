@@ -114,12 +114,13 @@ class TokenLogprob:
 
 @dataclass(frozen=True)
 class Completion:
-    """One sampled continuation."""
+    """One sampled continuation; `reasoning` is what a server-side reasoning parser split off."""
 
     text: str
     finish_reason: FinishReason
     tokens: int
     logprobs: tuple[TokenLogprob, ...] | None = None
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,11 +151,15 @@ class PromptScore:
 
 @dataclass(frozen=True)
 class StreamDelta:
-    """New text of completion `index`, with the log-probabilities of its tokens if asked."""
+    """New text of completion `index`, with the log-probabilities of its tokens if asked.
+
+    `reasoning` is text a vLLM reasoning parser split off the answer, kept apart likewise.
+    """
 
     index: int
     text: str
     logprobs: tuple[TokenLogprob, ...] | None = None
+    reasoning: str = ""
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,8 @@ __all__ = ["EmbeddedBackend"]
 
 logger = logging.getLogger(__name__)
 
-# Characters of already-decoded text searched again for a stop string each step: a stop string
-# can straddle the boundary between the previous step's text and the new token.
-_STOP_OVERLAP = 64
+# Below this a temperature means greedy decoding, as in vLLM (dividing by it overflows).
+_MIN_TEMPERATURE = 1e-5
 
 DeltaSink = Callable[[StreamEvent], None]
 _T = TypeVar("_T")
@@ -64,6 +63,10 @@ class _Sequence:
     ids: list[int] = field(default_factory=list)
     text: str = ""
     emitted: int = 0
+    # Incremental detokenization: text of ids[prefix:read] is already in `text`; decoding
+    # from `prefix` gives the new tokens the context they need (spaces, merged bytes).
+    prefix: int = 0
+    read: int = 0
     finish_reason: FinishReason | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
@@ -122,6 +125,7 @@ class _StepHook:
         self.sequences = [_Sequence() for _ in range(params.n)]
         # Text is needed while generating only to find stop strings or to stream it.
         self.needs_text = bool(params.stop) or sink is not None
+        self._longest_stop = max((len(s) for s in params.stop), default=0)
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
@@ -141,20 +145,33 @@ class _StepHook:
         if self.params.logprobs is not None:
             new_logprobs = (self._logprob(row, token),)
             seq.logprobs.extend(new_logprobs)
+        before = len(seq.text)
         if self.needs_text:
-            seq.text = self.tokenizer.decode(seq.ids, skip_special_tokens=True)
+            self._detokenize(seq)
         if token in self.eos_ids:
             seq.finish_reason = "stop"
         elif self.params.stop:
-            found = find_stop(seq.text, self.params.stop, max(0, seq.emitted - _STOP_OVERLAP))
+            # Only the new text, and the tail a stop string could straddle, is searched again.
+            found = find_stop(seq.text, self.params.stop, max(0, before - self._longest_stop))
             if found is not None:
                 at, stop = found
                 seq.text = seq.text[: at + len(stop)] if self.params.include_stop else seq.text[:at]
                 seq.finish_reason = "stop"
+                seq.prefix = seq.read = len(seq.ids)  # nothing after the stop string is text
         if seq.finish_reason is None and len(seq.ids) >= self.params.max_tokens:
             seq.finish_reason = "length"
         if self.sink is not None:
             self._emit(row, seq, new_logprobs)
+
+    def _detokenize(self, seq: _Sequence, final: bool = False) -> None:
+        """Append the text of tokens not yet decoded: work per step is independent of length."""
+        decode = self.tokenizer.decode
+        settled = decode(seq.ids[seq.prefix : seq.read], skip_special_tokens=True)
+        current = decode(seq.ids[seq.prefix :], skip_special_tokens=True)
+        # A character split over tokens decodes to U+FFFD until its last byte arrives.
+        if len(current) > len(settled) and (final or not current.endswith("\ufffd")):
+            seq.text += current[len(settled) :]
+            seq.prefix, seq.read = seq.read, len(seq.ids)
 
     def _logprob(self, row: int, token: int) -> TokenLogprob:
         import torch
@@ -184,9 +201,11 @@ class _StepHook:
 
     def completions(self) -> tuple[Completion, ...]:
         """The finished sequences; one never finished by the hook ran out of tokens."""
-        if not self.needs_text:
-            for seq in self.sequences:
+        for seq in self.sequences:
+            if not self.needs_text:
                 seq.text = self.tokenizer.decode(seq.ids, skip_special_tokens=True)
+            else:
+                self._detokenize(seq, final=True)
         return tuple(
             Completion(
                 text=seq.text,
@@ -265,12 +284,17 @@ class _Model:
         self._check_length(len(ids), params.max_tokens)
         if cancel.is_set():
             raise _Cancelled
-        is_sampling = params.temperature > 0
-        stash = _LogprobStash(params.temperature, params.top_p, params.logprobs is not None)
+        is_sampling = params.temperature >= _MIN_TEMPERATURE
+        stash = _LogprobStash(
+            params.temperature if is_sampling else 0.0, params.top_p, params.logprobs is not None
+        )
         hook = _StepHook(self.tokenizer, params, len(ids), stash, cancel, sink)
         config = GenerationConfig(
             max_new_tokens=params.max_tokens,
             do_sample=is_sampling,
+            # Otherwise transformers' default top_k=50 silently truncates every sample; vLLM and
+            # OpenAI sample from the whole vocabulary (top_p is applied by the stash).
+            top_k=0 if is_sampling else None,
             eos_token_id=sorted(hook.eos_ids),
             pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from server.settings import VLLMSettings
 __all__ = ["JSON", "create_client", "error_message", "json_body", "loads", "map_httpx_errors"]
 
 JSON = dict[str, Any]
+
+logger = logging.getLogger(__name__)
 
 
 def create_client(settings: VLLMSettings) -> httpx.AsyncClient:
@@ -36,48 +39,55 @@ def create_client(settings: VLLMSettings) -> httpx.AsyncClient:
 
 @contextlib.contextmanager
 def map_httpx_errors(url: str) -> Iterator[None]:
-    """Translate httpx's exceptions into the backend error tree, once, at the boundary."""
+    """Translate httpx's exceptions into the backend error tree, once, at the boundary.
+
+    Messages reach clients, so they name no internal address; the log line does.
+    """
     try:
         yield
     except httpx.TimeoutException as exc:
+        logger.warning("model server %s timed out: %r", url, exc)
         raise BackendTimeout(
-            f"vLLM at {url} did not answer in time ({type(exc).__name__})"
+            f"the model server did not answer in time ({type(exc).__name__})"
         ) from exc
     except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-        raise BackendUnavailable(f"vLLM at {url} is unreachable: {exc}") from exc
+        logger.warning("model server %s unreachable: %r", url, exc)
+        raise BackendUnavailable("the model server is unreachable") from exc
     except httpx.HTTPError as exc:
-        raise BackendResponseError(f"vLLM call to {url} failed: {exc}") from exc
+        logger.warning("call to model server %s failed: %r", url, exc)
+        raise BackendResponseError(f"the model server call failed ({type(exc).__name__})") from exc
 
 
 def json_body(response: httpx.Response, url: str) -> JSON:
     """The JSON object of a successful response; an error status raises the mapped error."""
     if response.status_code >= 400:
         try:
-            message = error_message(response.json(), url)
+            message = error_message(response.json())
         except ValueError:
-            message = f"vLLM at {url} answered {response.status_code}: {response.text[:200]}"
+            message = f"the model server answered {response.status_code}: {response.text[:200]}"
+        logger.warning("model server %s answered %d: %s", url, response.status_code, message)
         if response.status_code == 503:
             raise BackendUnavailable(message)
         raise BackendResponseError(message, status_code=response.status_code)
-    return loads(response.text, url)
+    return loads(response.text)
 
 
-def loads(text: str, url: str) -> JSON:
+def loads(text: str) -> JSON:
     """Parse a body that must be a JSON object."""
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise BackendResponseError(f"vLLM at {url} sent a body that is not JSON") from exc
+        raise BackendResponseError("the model server sent a body that is not JSON") from exc
     if not isinstance(data, dict):
-        raise BackendResponseError(f"vLLM at {url} sent JSON that is not an object")
+        raise BackendResponseError("the model server sent JSON that is not an object")
     return data
 
 
-def error_message(data: Any, url: str) -> str:
+def error_message(data: Any) -> str:
     """The message of a vLLM (or FastAPI) error body."""
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and error.get("message"):
         return str(error["message"])
     if isinstance(data, dict) and data.get("message"):
         return str(data["message"])
-    return f"vLLM at {url} answered with an error: {str(data)[:200]}"
+    return f"the model server answered with an error: {str(data)[:200]}"

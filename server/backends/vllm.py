@@ -15,6 +15,7 @@ then serves shared prefixes) and successive sessions go round-robin over the rep
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -43,6 +44,8 @@ from server.backends.http import JSON, error_message, json_body, loads, map_http
 __all__ = ["VLLMBackend"]
 
 logger = logging.getLogger(__name__)
+
+_PROBE_TIMEOUT_S = 5.0
 
 
 class _Replicas:
@@ -75,7 +78,8 @@ class VLLMBackend:
         self._client = client
         self._replicas = _replicas or _Replicas(urls, model)
         self._pinned = _pinned
-        self._headers = {"X-Request-Id": _request_id} if _request_id else {}
+        self._request_id = _request_id
+        self._calls = itertools.count()
 
     async def model_name(self) -> str:
         if self._replicas.model is None:
@@ -95,13 +99,29 @@ class VLLMBackend:
         )
 
     async def check_ready(self) -> None:
-        for url in self._replicas.urls:
-            served = await self._served_models(url)
-            wanted = self._replicas.model
-            if wanted is None and served:
-                self._replicas.model = wanted = served[0]
-            if wanted not in served:
-                raise BackendUnavailable(f"vLLM at {url} serves {served}, not {wanted!r}")
+        # All replicas at once, each briefly: one hung replica must not hang the probe, and
+        # one dead replica must not take the gateway out of service while others serve.
+        probes = await asyncio.gather(
+            *(self._probe(url) for url in self._replicas.urls), return_exceptions=True
+        )
+        problems = []
+        for url, probe in zip(self._replicas.urls, probes, strict=True):
+            if isinstance(probe, BaseException):
+                problems.append(f"{url}: {probe}")
+                continue
+            if self._replicas.model is None and probe:
+                self._replicas.model = probe[0]
+            if self._replicas.model in probe:
+                continue
+            problems.append(f"{url} serves {probe}, not {self._replicas.model!r}")
+        if len(problems) == len(self._replicas.urls):
+            raise BackendUnavailable("no vLLM replica is ready: " + "; ".join(problems))
+        for problem in problems:
+            logger.warning("vLLM replica not ready: %s", problem)
+
+    async def _probe(self, url: str) -> list[str]:
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            return await self._served_models(url)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -134,9 +154,9 @@ class VLLMBackend:
                 if "token_ids" in choice and choice["token_ids"] is not None:
                     has_token_ids = True
                     tokens[index] += len(choice["token_ids"])
-                text, logprobs = _delta(choice, params)
-                if text or logprobs:
-                    yield StreamDelta(index, text, logprobs)
+                delta = _delta(choice, params)
+                if delta.text or delta.logprobs or delta.reasoning:
+                    yield delta
                 if choice.get("finish_reason"):
                     finish[index] = _finish_reason(choice["finish_reason"])
         if not has_token_ids:
@@ -232,8 +252,11 @@ class VLLMBackend:
     def _completion(
         self, choice: JSON, params: SamplingParams, usage: JSON, n_choices: int
     ) -> Completion:
+        reasoning = None
         if "message" in choice:
-            text = (choice.get("message") or {}).get("content") or ""
+            message = choice.get("message") or {}
+            text = message.get("content") or ""
+            reasoning = _reasoning(message)
         else:
             text = choice.get("text") or ""
         logprobs = _logprobs(choice.get("logprobs"))
@@ -248,6 +271,7 @@ class VLLMBackend:
             finish_reason=_finish_reason(choice.get("finish_reason")),
             tokens=tokens,
             logprobs=logprobs if params.logprobs is not None else None,
+            reasoning=reasoning,
         )
 
     def _split_usage(self, usage: JSON, n: int) -> list[int]:
@@ -264,23 +288,32 @@ class VLLMBackend:
     def _url(self) -> str:
         return self._pinned or self._replicas.next()
 
+    def _call_headers(self) -> dict[str, str]:
+        # vLLM uses X-Request-Id as its engine request id, which must be unique among running
+        # requests: each call of a request gets its own, prefixed with the request's for tracing.
+        if self._request_id is None:
+            return {}
+        return {"X-Request-Id": f"{self._request_id}-{next(self._calls)}"}
+
     async def _served_models(self, url: str) -> list[str]:
         with map_httpx_errors(url):
-            response = await self._client.get(f"{url}/v1/models", headers=self._headers)
+            response = await self._client.get(f"{url}/v1/models", headers=self._call_headers())
         data = json_body(response, url)
         return [str(m["id"]) for m in data.get("data", []) if "id" in m]
 
     async def _post(self, path: str, body: JSON) -> JSON:
         url = self._url()
         with map_httpx_errors(url):
-            response = await self._client.post(f"{url}{path}", json=body, headers=self._headers)
+            response = await self._client.post(
+                f"{url}{path}", json=body, headers=self._call_headers()
+            )
         return json_body(response, url)
 
     async def _sse(self, path: str, body: JSON) -> AsyncIterator[JSON]:
         url = self._url()
         with map_httpx_errors(url):
             async with self._client.stream(
-                "POST", f"{url}{path}", json=body, headers=self._headers
+                "POST", f"{url}{path}", json=body, headers=self._call_headers()
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -291,9 +324,9 @@ class VLLMBackend:
                     payload = line[len("data:") :].strip()
                     if payload == "[DONE]":
                         return
-                    chunk = loads(payload, url)
-                    if "error" in chunk:
-                        raise BackendResponseError(error_message(chunk, url))
+                    chunk = loads(payload)
+                    if "error" in chunk or chunk.get("object") == "error":
+                        raise BackendResponseError(error_message(chunk))
                     yield chunk
 
 
@@ -312,13 +345,22 @@ def _int(data: JSON, key: str) -> int:
     return value
 
 
-def _delta(choice: JSON, params: SamplingParams) -> tuple[str, tuple[TokenLogprob, ...] | None]:
+def _delta(choice: JSON, params: SamplingParams) -> StreamDelta:
+    reasoning = None
     if "delta" in choice:
-        text = (choice.get("delta") or {}).get("content") or ""
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or ""
+        reasoning = _reasoning(delta)
     else:
         text = choice.get("text") or ""
     logprobs = _logprobs(choice.get("logprobs")) if params.logprobs is not None else None
-    return text, logprobs
+    return StreamDelta(int(choice.get("index", 0)), text, logprobs, reasoning or "")
+
+
+def _reasoning(message: JSON) -> str | None:
+    """What a reasoning parser split off (`reasoning`; `reasoning_content` before vLLM 0.11)."""
+    value = message.get("reasoning") or message.get("reasoning_content")
+    return str(value) if value else None
 
 
 def _logprobs(data: Any) -> tuple[TokenLogprob, ...] | None:

@@ -101,3 +101,9 @@ async def test_stream_equals_generate_for_each_sample(backend: EmbeddedBackend) 
     assert texts == [c.text for c in whole.completions]
     assert end.completion_tokens == tuple(c.tokens for c in whole.completions)
     assert end.prompt_tokens == whole.prompt_tokens
+
+
+async def test_tiny_temperature_is_greedy(backend: EmbeddedBackend) -> None:
+    greedy = await backend.generate(QUESTION, SamplingParams(max_tokens=8, temperature=0))
+    tiny = await backend.generate(QUESTION, SamplingParams(max_tokens=8, temperature=1e-40))
+    assert tiny.completions[0].text == greedy.completions[0].text

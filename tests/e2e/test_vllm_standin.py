@@ -98,7 +98,7 @@ async def test_chat_reaches_vllm_with_the_right_shape(
         "seed": 1,
     }
     headers = [r.headers for replica in replicas for r in replica.requests]
-    assert headers[0]["x-request-id"] == "chatcmpl-trace-me"
+    assert headers[0]["x-request-id"] == "chatcmpl-trace-me-0"
 
 
 async def test_stream_through_vllm(client: openai.AsyncOpenAI) -> None:

@@ -74,7 +74,8 @@ async def test_chat_generation_request_and_parse() -> None:
     generation = await backend(handler).session("req-1").generate(CHAT, params)
     (request,) = seen
     assert request.url == "http://vllm-a:8000/v1/chat/completions"
-    assert request.headers["x-request-id"] == "req-1"
+    # Each call gets its own id under the request's: vLLM rejects ids already running.
+    assert request.headers["x-request-id"] == "req-1-0"
     assert body(request) == {
         "model": MODEL,
         "messages": [{"role": "user", "content": "2+2?"}],
@@ -330,10 +331,63 @@ async def test_errors_are_mapped(
         assert getattr(info.value, "status_code", None) == status
 
 
-async def test_ready_fails_when_a_replica_serves_another_model() -> None:
+async def test_ready_while_any_replica_serves_the_model() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "c":
+            raise httpx.ConnectError("refused")
         model = MODEL if request.url.host == "a" else "other"
         return httpx.Response(200, json={"data": [{"id": model}]})
 
+    await backend(handler, ("http://a:1", "http://b:1", "http://c:1")).check_ready()
     with pytest.raises(BackendUnavailable, match="other"):
-        await backend(handler, ("http://a:1", "http://b:1")).check_ready()
+        await backend(handler, ("http://b:1", "http://c:1")).check_ready()
+
+
+async def test_ready_does_not_hang_on_a_hung_replica(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from server.backends import vllm
+
+    monkeypatch.setattr(vllm, "_PROBE_TIMEOUT_S", 0.05)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "hung":
+            await asyncio.sleep(30)
+        return httpx.Response(200, json={"data": [{"id": MODEL}]})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    await asyncio.wait_for(
+        VLLMBackend(client, ["http://hung:1", "http://a:1"], MODEL).check_ready(), 5
+    )
+
+
+async def test_flat_error_chunk_is_raised() -> None:
+    payload = 'data: {"object": "error", "message": "overloaded", "code": 503}\n\n'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=payload)
+
+    with pytest.raises(BackendResponseError, match="overloaded"):
+        async for _ in backend(handler).stream(CHAT, SamplingParams(max_tokens=2)):
+            pass
+
+
+async def test_reasoning_parser_output_is_kept() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        response = chat_response("4")
+        response["choices"][0]["message"]["reasoning"] = "2 and 2 make 4"
+        return httpx.Response(200, json=response)
+
+    generation = await backend(handler).generate(CHAT, SamplingParams(max_tokens=8))
+    assert generation.completions[0].reasoning == "2 and 2 make 4"
+
+
+async def test_error_messages_name_no_internal_address() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(BackendUnavailable) as info:
+        await backend(handler, ("http://10.1.2.3:8000",)).generate(
+            CHAT, SamplingParams(max_tokens=1)
+        )
+    assert "10.1.2.3" not in str(info.value)

@@ -27,6 +27,7 @@ REASONING = "First add 2 and 2.\nThat makes 4.\n"
         ("Answer: 4. Answer: 5", "", "4. Answer: 5"),
         ("It is 4.\nSo the result is 4", "It is 4.\nSo the result is 4", "So the result is 4"),
         ("", "", ""),
+        ("İstanbul is big. ANSWER: 7", "İstanbul is big. ", "7"),
     ],
 )
 def test_split_whole_and_streamed_agree(text: str, reasoning: str, answer: str) -> None:
