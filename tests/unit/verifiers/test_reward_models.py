@@ -126,3 +126,19 @@ async def test_settings_build_every_kind(standin: StandIn) -> None:
         assert scores.candidates[0].steps == pytest.approx((0.9, 0.8))
     finally:
         await built.aclose()
+
+
+async def test_orm_token_head_reads_the_last_token() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = request.read().decode()
+        assert '"task": "token_classify"' in body or '"task":"token_classify"' in body
+        rows = [[[0.9, 0.1], [0.2, 0.8]], [[0.5, 0.5], [0.7, 0.3]]]
+        data = [{"index": i, "object": "pooling", "data": r} for i, r in enumerate(rows)]
+        return httpx.Response(200, json={"data": data, "usage": {"prompt_tokens": 8}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        config = ORMConfig(url="http://rm:8000", model="rm", endpoint="pooling", positive_index=1)
+        orm = ORMVerifier(VLLMRewardModel(client, config.url, "rm"), config)
+        scores = await orm.score("q", [Candidate("a"), Candidate("b")])
+    assert [s.value for s in scores.candidates] == [0.8, 0.3]
+    assert scores.tokens == 8
