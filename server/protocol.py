@@ -393,6 +393,9 @@ class ChatCompletionResponse(BaseModel):
     reasoning_fallback: str | None = Field(
         default=None, description="Set when a verifier failed and another strategy answered."
     )
+    reasoning_stopped_early: str | None = Field(
+        default=None, description="Why a search stopped at its budget with its best answer so far."
+    )
 
     @classmethod
     def build(
@@ -415,6 +418,7 @@ class ChatCompletionResponse(BaseModel):
             usage=UsageInfo.build(result),
             reasoning_trace=dict(result.trace) if with_trace and result.trace else None,
             reasoning_fallback=result.fallback,
+            reasoning_stopped_early=result.stopped_early,
         )
 
 
@@ -446,6 +450,7 @@ class ChatCompletionStreamResponse(BaseModel):
     usage: UsageInfo | None = None
     reasoning_trace: dict[str, Any] | None = None
     reasoning_fallback: str | None = None
+    reasoning_stopped_early: str | None = None
 
 
 # Completions
@@ -532,6 +537,7 @@ class CompletionResponse(BaseModel):
     usage: UsageInfo | None = None
     reasoning_trace: dict[str, Any] | None = None
     reasoning_fallback: str | None = None
+    reasoning_stopped_early: str | None = None
 
     @classmethod
     def build(
@@ -546,6 +552,7 @@ class CompletionResponse(BaseModel):
             usage=UsageInfo.build(result),
             reasoning_trace=dict(result.trace) if with_trace and result.trace else None,
             reasoning_fallback=result.fallback,
+            reasoning_stopped_early=result.stopped_early,
         )
 
 
@@ -610,11 +617,15 @@ class ChatChunks:
             [ChatCompletionStreamChoice(index=index, delta=DeltaMessage(), finish_reason=reason)]
         )
 
-    def tail(
-        self, usage: UsageInfo | None, trace: dict[str, Any] | None, fallback: str | None
-    ) -> BaseModel:
-        """The closing chunk with no choices: usage, the trace when asked, any fallback."""
-        return self._chunk([], usage=usage, reasoning_trace=trace, reasoning_fallback=fallback)
+    def tail(self, usage: UsageInfo | None, result: StrategyResult, with_trace: bool) -> BaseModel:
+        """The last chunk, with no choices: usage, the trace if asked, fallback and stop notes."""
+        return self._chunk(
+            [],
+            usage=usage,
+            reasoning_trace=dict(result.trace) if with_trace and result.trace else None,
+            reasoning_fallback=result.fallback,
+            reasoning_stopped_early=result.stopped_early,
+        )
 
 
 class CompletionChunks:
@@ -652,8 +663,12 @@ class CompletionChunks:
         """The chunk that ends one choice."""
         return self._chunk([CompletionChoice(index=index, text="", finish_reason=reason)])
 
-    def tail(
-        self, usage: UsageInfo | None, trace: dict[str, Any] | None, fallback: str | None
-    ) -> BaseModel:
-        """The closing chunk with no choices: usage, the trace when asked, any fallback."""
-        return self._chunk([], usage=usage, reasoning_trace=trace, reasoning_fallback=fallback)
+    def tail(self, usage: UsageInfo | None, result: StrategyResult, with_trace: bool) -> BaseModel:
+        """The last chunk, with no choices: usage, the trace if asked, fallback and stop notes."""
+        return self._chunk(
+            [],
+            usage=usage,
+            reasoning_trace=dict(result.trace) if with_trace and result.trace else None,
+            reasoning_fallback=result.fallback,
+            reasoning_stopped_early=result.stopped_early,
+        )

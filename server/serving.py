@@ -49,7 +49,7 @@ class ChunkBuilder(Protocol):
     def delta(self, delta: ChoiceDelta) -> BaseModel: ...
     def finish(self, index: int, reason: Any) -> BaseModel: ...
     def tail(
-        self, usage: UsageInfo | None, trace: dict[str, Any] | None, fallback: str | None
+        self, usage: UsageInfo | None, result: StrategyResult, with_trace: bool
     ) -> BaseModel: ...
 
 
@@ -81,7 +81,11 @@ class Serving:
         self.metrics = metrics
         self.verifiers = dict(verifiers or {})
         self._params_context = ParamsContext(
-            verifiers=frozenset(self.verifiers), max_n=limits.max_n, max_tokens=limits.max_tokens
+            verifiers=frozenset(self.verifiers),
+            max_n=limits.max_n,
+            max_tokens=limits.max_tokens,
+            search_max_tokens=limits.search_max_tokens,
+            search_max_seconds=limits.search_max_seconds,
         )
 
     async def prepare(
@@ -153,10 +157,10 @@ class Serving:
                     )
                     yield _sse(chunks.delta(whole))
                 yield _sse(chunks.finish(index, choice.finish_reason))
-            trace = dict(result.trace) if run.with_trace and result.trace else None
-            if run.include_usage or trace is not None or result.fallback:
+            has_trace = run.with_trace and bool(result.trace)
+            if run.include_usage or has_trace or result.fallback or result.stopped_early:
                 usage = UsageInfo.build(result) if run.include_usage else None
-                yield _sse(chunks.tail(usage, trace, result.fallback))
+                yield _sse(chunks.tail(usage, result, run.with_trace))
             self._observe(run.strategy.name, run.model, None, started, result)
         except Exception as exc:
             outcome = exc
@@ -181,7 +185,12 @@ class Serving:
             backend=self.backend.session(run.request_id),
             request_id=run.request_id,
             verifiers=self.verifiers,
-            budget=Budget(deadline=loop.time() + timeout, max_candidates=self.limits.max_n),
+            budget=Budget(
+                deadline=loop.time() + timeout,
+                max_candidates=self.limits.max_n,
+                search_tokens=self.limits.search_default_tokens,
+                search_seconds=self.limits.search_default_seconds,
+            ),
             sink=sink,
         )
         deadline = asyncio.timeout(timeout)

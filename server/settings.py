@@ -52,10 +52,27 @@ class LimitsSettings(BaseModel):
         description="Deadline for a whole request; past it the client gets 504.",
     )
 
+    search_default_tokens: int = Field(
+        default=8192, ge=1, description="Tokens a search may generate when its params don't say."
+    )
+    search_max_tokens: int = Field(
+        default=65536, ge=1, description="Most tokens one search may be allowed to generate."
+    )
+    search_default_seconds: float = Field(
+        default=120.0, gt=0, description="Time a search may take when its params don't say."
+    )
+    search_max_seconds: float = Field(
+        default=540.0, gt=0, description="Most time one search may be allowed."
+    )
+
     @model_validator(mode="after")
     def _default_within_ceiling(self) -> LimitsSettings:
         if self.default_max_tokens > self.max_tokens:
             raise ValueError("default_max_tokens must not exceed max_tokens")
+        if self.search_default_tokens > self.search_max_tokens:
+            raise ValueError("search_default_tokens must not exceed search_max_tokens")
+        if self.search_default_seconds > self.search_max_seconds:
+            raise ValueError("search_default_seconds must not exceed search_max_seconds")
         return self
 
 

@@ -90,6 +90,8 @@ class ParamsContext:
     verifiers: frozenset[str] = frozenset()
     max_n: int = 64
     max_tokens: int = 4096
+    search_max_tokens: int = 65536
+    search_max_seconds: float = 540.0
 
 
 class NoParams(BaseModel):
@@ -109,11 +111,16 @@ class StrategyRequest:
 
 @dataclass(frozen=True)
 class Budget:
-    """Limits on one request's work: generated tokens over all calls, and a deadline."""
+    """Limits on one request's work: generated tokens over all calls, and a deadline.
+
+    `search_tokens` and `search_seconds` are what a search may spend when its params don't say.
+    """
 
     max_generated_tokens: int | None = None
     deadline: float | None = None
     max_candidates: int = 64
+    search_tokens: int = 8192
+    search_seconds: float = 120.0
 
     def seconds_left(self) -> float | None:
         """Time until the deadline on the running loop's clock, or None without one."""

@@ -8,9 +8,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from strategies.base import InvalidParamsError, ParamsContext, Strategy, UnknownStrategyError
+from strategies.beam_search import BeamSearch
 from strategies.best_of_n import BestOfN
 from strategies.cot import ChainOfThought
+from strategies.dvts import DVTS
 from strategies.majority_vote import MajorityVote
+from strategies.mcts import MCTS
 from strategies.none import PlainGeneration
 from strategies.weighted_vote import WeightedVote
 
@@ -24,6 +27,9 @@ STRATEGIES: Mapping[str, Strategy[Any]] = {
         MajorityVote(),
         WeightedVote(),
         BestOfN(),
+        BeamSearch(),
+        DVTS(),
+        MCTS(),
     )
 }
 

@@ -138,7 +138,8 @@ def create_standin(state: StandIn) -> FastAPI:
             check(messages[-1]["role"] == "assistant", "only an assistant turn can be continued")
         text = " ".join(m["content"] for m in messages)
         prompt_tokens = len(_words(text))
-        return await answer(body, text, prompt_tokens, chat=True)
+        prefix = messages[-1]["content"] if body.get("continue_final_message") else ""
+        return await answer(body, text, prompt_tokens, chat=True, prefix=prefix)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> Any:
@@ -201,13 +202,24 @@ def create_standin(state: StandIn) -> FastAPI:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    async def answer(body: dict[str, Any], text: str, prompt_tokens: int, chat: bool) -> Any:
+    async def answer(
+        body: dict[str, Any], text: str, prompt_tokens: int, chat: bool, prefix: str = ""
+    ) -> Any:
         if "TOO_LONG" in text:
             return _error("This model's maximum context length is 2048 tokens.")
         if "SLOW" in text:
             await asyncio.sleep(state.slow_s)
-        words = _words(ANSWER)[: body["max_tokens"]]
-        finish = "stop" if len(words) == len(_words(ANSWER)) else "length"
+        # A deterministic model: it always writes ANSWER, continuing it after a prefix of it.
+        rest = ANSWER[len(prefix) :] if ANSWER.startswith(prefix) else ANSWER
+        finish = "stop"
+        for stop in body.get("stop") or ():
+            # vLLM's stop semantics: cut at the first stop string, keeping it if asked.
+            if stop in rest:
+                keep = len(stop) if body.get("include_stop_str_in_output") else 0
+                rest = rest[: rest.index(stop) + keep]
+        words = _words(rest)
+        if len(words) > body["max_tokens"]:
+            words, finish = words[: body["max_tokens"]], "length"
         n = body["n"]
         usage = {
             "prompt_tokens": prompt_tokens,

@@ -73,6 +73,7 @@ class ScriptedBackend:
         self.error = error
         self.logprob = logprob
         self.calls: list[Call] = []
+        self.generated_tokens = 0
 
     async def model_name(self) -> str:
         return self._model
@@ -129,7 +130,9 @@ class ScriptedBackend:
 
     def _completions(self, prompt: Prompt, params: SamplingParams) -> tuple[Completion, ...]:
         texts = list(itertools.islice(self._script(prompt, params), params.n))
-        return tuple(self._completion(text, params) for text in texts)
+        completions = tuple(self._completion(text, params) for text in texts)
+        self.generated_tokens += sum(c.tokens for c in completions)
+        return completions
 
     def _completion(self, text: str, params: SamplingParams) -> Completion:
         text, _ = truncate_at_stop(text, params.stop, params.include_stop)

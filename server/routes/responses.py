@@ -42,7 +42,7 @@ async def answer(
         # nginx's code for "client closed request": only logs will ever see it.
         return Response(status_code=499)
     body = build(result, run.model, run.request_id, run.with_trace).model_dump()
-    for extension in ("reasoning_trace", "reasoning_fallback"):
+    for extension in ("reasoning_trace", "reasoning_fallback", "reasoning_stopped_early"):
         if body.get(extension) is None:
             body.pop(extension, None)
     return JSONResponse(body)

@@ -247,3 +247,44 @@ async def test_dead_verifier_is_502_or_a_flagged_vote(client: openai.AsyncOpenAI
     assert response.choices[0].message.content == ANSWER
     fallback = (response.model_extra or {}).get("reasoning_fallback")
     assert isinstance(fallback, str) and "dead_prm" in fallback and "majority vote" in fallback
+
+
+async def test_beam_search_continues_prefixes_one_request_each(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    response = await client.chat.completions.create(
+        model=SERVED_MODEL,
+        messages=QUESTION,
+        max_tokens=50,
+        extra_body={
+            "reasoning_strategy": "beam_search",
+            "reasoning_params": {
+                "n": 4,
+                "beam_width": 2,
+                "verifier": "prm",
+                "step_separator": "\n",
+                "return_trace": True,
+            },
+        },
+    )
+    assert response.choices[0].message.content == ANSWER
+    generations = received(replicas, "/v1/chat/completions")
+    # First step: one request for all four beams, no prefix.
+    assert generations[0]["n"] == 4 and "continue_final_message" not in generations[0]
+    assert generations[0]["stop"] == ["\n"] and generations[0]["include_stop_str_in_output"] is True
+    # Second step: the two kept beams share one prefix, so one request carries all 2 x 2 children,
+    # and it continues that prefix as the assistant's own message.
+    assert len(generations) == 2
+    assert generations[1]["n"] == 4
+    assert generations[1]["messages"][-1] == {
+        "role": "assistant",
+        "content": "First add the numbers.\n",
+    }
+    assert generations[1]["continue_final_message"] is True
+    # One verifier request per step, and all calls of the search on one replica.
+    assert len(received(replicas, "/pooling")) == 2
+    assert (
+        sum(1 for r in replicas if any(q.path == "/v1/chat/completions" for q in r.requests)) == 1
+    )
+    trace = (response.model_extra or {})["reasoning_trace"]
+    assert response.usage is not None and response.usage.completion_tokens == trace["tokens"]

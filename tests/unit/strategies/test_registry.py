@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from server.backends.scripted import ScriptedBackend, tokenize
+from server.backends.scripted import ScriptedBackend
 from strategies.base import (
     InvalidParamsError,
     ParamsContext,
@@ -18,14 +19,24 @@ from tests.factories import TableVerifier, chat_request
 
 NAMES = sorted(STRATEGIES)
 TEXTS = ["step one\nAnswer: 4", "just 5", "six seven 8"]
-PARAMS = ParamsContext(verifiers=frozenset({"confidence"}))
+SAMPLERS = {"majority_vote", "weighted_vote", "best_of_n"}
+SEARCHES = {"beam_search", "dvts", "mcts"}
+# The default verifiers of the sampling (confidence) and search (llm_judge) strategies.
+PARAMS = ParamsContext(verifiers=frozenset({"confidence", "llm_judge"}))
 
 
-def context(backend: ScriptedBackend, **fields: object) -> StrategyContext:
-    verifier = TableVerifier(dict.fromkeys(TEXTS, 0.5) | {"slow": 0.5})
-    return StrategyContext(
-        backend=backend, request_id="r", verifiers={"confidence": verifier}, **fields
-    )  # type: ignore[arg-type]
+def context(backend: ScriptedBackend, **fields: Any) -> StrategyContext:
+    verifier = TableVerifier(dict.fromkeys([*TEXTS, "slow"], 0.5))
+    verifiers = {"confidence": verifier, "llm_judge": verifier}
+    return StrategyContext(backend=backend, request_id="r", verifiers=verifiers, **fields)  # type: ignore[arg-type]
+
+
+def params_for(name: str) -> dict[str, Any] | None:
+    if name in SAMPLERS:
+        return {"n": 3}
+    if name in ("beam_search", "dvts"):
+        return {"n": 3, "beam_width": 1}
+    return None
 
 
 def test_names_match_registry_keys_and_modules() -> None:
@@ -51,27 +62,22 @@ def test_unknown_params_are_rejected(name: str) -> None:
 async def test_usage_adds_up_to_every_generated_token(name: str) -> None:
     backend = ScriptedBackend(TEXTS)
     strategy = get_strategy(name)
-    params = parse_params(strategy, {"n": 3} if name in SAMPLERS else None, PARAMS)
-    n = 3 if name in SAMPLERS else 1
-    request = chat_request(n=1 if name in SAMPLERS else 3)
-    ctx = context(backend)
-    result = await strategy.run(request, params, ctx)
+    params = parse_params(strategy, params_for(name), PARAMS)
+    request = chat_request(n=3 if name in ("none", "cot") else 1)
+    result = await strategy.run(request, params, context(backend))
     assert len(result.choices) >= 1
-    generated = sum(len(tokenize(t)) for t in TEXTS[:3])
-    assert result.usage.completion_tokens == generated
+    # Every token the backend generated is counted, and no other.
+    assert backend.generated_tokens > 0
+    assert result.usage.completion_tokens == backend.generated_tokens
     assert result.usage.prompt_tokens > 0
-    assert 0 <= result.reasoning_tokens <= generated
-    assert len(backend.calls) == 1 and backend.calls[0].params is not None
-    assert backend.calls[0].params.n == 3
-    assert all(c.finish_reason == "stop" for c in result.choices)
-    if name in ("weighted_vote", "best_of_n"):
-        assert result.usage.verifier_tokens == 30
-    else:
-        assert result.usage.verifier_tokens == 0
-    del n
-
-
-SAMPLERS = {"majority_vote", "weighted_vote", "best_of_n"}
+    assert 0 <= result.reasoning_tokens <= backend.generated_tokens
+    if name not in SEARCHES:
+        # Sampling is one call with n for all candidates.
+        assert len(backend.calls) == 1 and backend.calls[0].params is not None
+        assert backend.calls[0].params.n == 3
+        assert all(c.finish_reason == "stop" for c in result.choices)
+    scored = name in SEARCHES or name in ("weighted_vote", "best_of_n")
+    assert (result.usage.verifier_tokens > 0) == scored
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -84,8 +90,9 @@ async def test_cancelling_the_run_cancels_the_backend_call(name: str, streaming:
 
     strategy = get_strategy(name)
     ctx = context(backend, sink=sink if streaming else None)
-    params = parse_params(strategy, None, PARAMS)
-    task = asyncio.create_task(strategy.run(chat_request(), params, ctx))
+    task = asyncio.create_task(
+        strategy.run(chat_request(), parse_params(strategy, None, PARAMS), ctx)
+    )
     while not backend.calls:
         await asyncio.sleep(0)
     task.cancel()

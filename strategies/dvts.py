@@ -1,0 +1,109 @@
+"""`dvts`: diverse verifier tree search.
+
+From Beeching, Tunstall and Rush, "Scaling test-time compute with open models" (Hugging Face,
+2024): beam search spends its N beams on one crowded region of the tree; DVTS splits them into
+N/M independent subtrees, each searched greedily by the PRM, so the solutions stay diverse.
+
+1. Start N/M subtrees at the prompt. Every live subtree expands its current node M ways (one
+   request per distinct prefix: at first, one request with `n` = N for all subtrees).
+2. Score all new steps with the PRM in one verifier call.
+3. In each subtree, set finished solutions aside and keep only its own best unfinished step;
+   no subtree ever takes a step from another.
+4. Repeat until `num_iterations` or until every subtree has finished.
+
+The answer is the best-scored among the subtrees' best finished solutions (ties: the earlier
+subtree). Without finished ones, or at the token or time budget, the best unfinished step is
+returned and the response says why in `reasoning_stopped_early`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pydantic import BaseModel, Field, model_validator
+
+from strategies.base import StrategyContext, StrategyRequest, StrategyResult
+from strategies.steps import (
+    BudgetSpent,
+    Node,
+    SearchBudget,
+    SearchParams,
+    best,
+    expand,
+    score,
+    search_candidates,
+    search_result,
+)
+
+__all__ = ["DVTS", "DVTSParams", "Subtree"]
+
+
+class DVTSParams(SearchParams):
+    """Params of `dvts`; `n` must be a multiple of `beam_width`."""
+
+    n: int | None = Field(default=None, ge=1, description="Total beams (default from effort).")
+    beam_width: int = Field(default=4, ge=1, description="M: expansions per subtree per step.")
+    num_iterations: int = Field(default=10, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _beams_divide(self) -> DVTSParams:
+        if self.n is not None and self.n % self.beam_width:
+            raise ValueError(f"n ({self.n}) must be a multiple of beam_width ({self.beam_width})")
+        return self
+
+
+@dataclass(eq=False)
+class Subtree:
+    """One independent search: its current node and the solutions it finished."""
+
+    live: Node | None
+    finished: list[Node] = field(default_factory=list)
+
+
+class DVTS:
+    """N/M independent PRM-greedy subtrees; the best of their finished solutions wins."""
+
+    name: ClassVar[str] = "dvts"
+    params_model: ClassVar[type[BaseModel]] = DVTSParams
+
+    async def run(
+        self, request: StrategyRequest, params: DVTSParams, ctx: StrategyContext
+    ) -> StrategyResult:
+        budget = SearchBudget(ctx, params)
+        n = search_candidates(request, params.n, ctx.budget.max_candidates)
+        width = min(params.beam_width, n)
+        sampling = dataclasses.replace(request.sampling, temperature=params.temperature)
+        root = Node(step="", tokens=0)
+        subtrees = [Subtree(live=root) for _ in range(max(1, n // width))]
+        stopped: str | None = None
+        for _ in range(params.num_iterations):
+            active = [tree for tree in subtrees if tree.live is not None]
+            if not active:
+                break
+            try:
+                async with budget.guard():
+                    # Expand every subtree's node M ways.
+                    nodes = [tree.live for tree in active if tree.live is not None]
+                    children = await expand(
+                        ctx, request.prompt, nodes, [width] * len(nodes), sampling, params
+                    )
+                    # Score all new steps at once.
+                    await score(ctx, request, [c for cs in children for c in cs], params)
+            except BudgetSpent as spent:
+                stopped = str(spent)
+                break
+            # Keep each subtree's own best step; finished ones are set aside.
+            for tree, own in zip(active, children, strict=True):
+                tree.finished += [node for node in own if node.is_final]
+                tree.live = best([node for node in own if not node.is_final])
+        leaves = [leaf for tree in subtrees if (leaf := best(tree.finished)) is not None]
+        chosen = best(leaves)
+        if chosen is None:
+            alive = [tree.live for tree in subtrees if tree.live not in (None, root)]
+            chosen = best([node for node in alive if node is not None]) or root
+            stopped = stopped or f"no subtree finished within {params.num_iterations} iterations"
+        return search_result(
+            ctx, request, self.name, root, chosen, stopped, subtrees=len(subtrees), beam_width=width
+        )

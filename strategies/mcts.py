@@ -1,0 +1,143 @@
+"""`mcts`: step-level Monte Carlo tree search with a process reward model as the value.
+
+As in AlphaZero-style PUCT search applied to reasoning steps (e.g. Zhang et al.,
+"ReST-MCTS*", 2024; Guan et al., "rStar-Math", 2025). Each iteration:
+
+1. Select: from the root, repeatedly move to the child with the highest PUCT score
+   Q(child) + c * P(child) * sqrt(N(parent)) / (1 + N(child)), where Q is the child's mean
+   backed-up value, N its visit count, c `exploration`, and P its prior: the softmax, over its
+   siblings, of each step's mean token log-probability (uniform when there are none). Stop at
+   a node with no children, or at a finished solution.
+2. Expand: unless that node ends a solution or is `max_depth` steps deep, sample `k` next steps
+   for it (one request, `n` = k).
+3. Evaluate: each new step's value is the PRM's score of its path (`evaluation: prm`), or of a
+   greedy rollout from it to the end of the solution (`evaluation: rollout`). A node that
+   cannot be expanded is evaluated by its own score.
+4. Back-propagate: add each value to the visit counts and value sums of the node and all its
+   ancestors.
+
+The answer is the finished solution with the best score (ties: the more visited, then the
+earlier). Without one, or at the token or time budget, the best-scored partial solution is
+returned, and the response says why in `reasoning_stopped_early`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from strategies.base import StrategyContext, StrategyRequest, StrategyResult
+from strategies.steps import (
+    BudgetSpent,
+    Node,
+    SearchBudget,
+    SearchParams,
+    expand,
+    look_ahead,
+    score,
+    search_result,
+)
+
+__all__ = ["MCTS", "MCTSParams", "backpropagate", "puct", "select", "set_priors"]
+
+
+class MCTSParams(SearchParams):
+    """Params of `mcts`."""
+
+    iterations: int = Field(default=16, ge=1, le=512, description="Select-expand-evaluate rounds.")
+    exploration: float = Field(default=1.0, ge=0.0, description="c in the PUCT formula.")
+    k: int = Field(default=3, ge=1, le=16, description="Steps sampled per expansion.")
+    max_depth: int = Field(default=8, ge=1, le=64, description="Steps in a solution at most.")
+    evaluation: Literal["prm", "rollout"] = "prm"
+
+
+def puct(parent: Node, child: Node, exploration: float) -> float:
+    """Q(child) + c * P(child) * sqrt(N(parent)) / (1 + N(child))."""
+    return child.value + exploration * child.prior * math.sqrt(parent.visits) / (1 + child.visits)
+
+
+def select(root: Node, exploration: float) -> Node:
+    """Follow the highest PUCT score down to a leaf (the earliest child among equals)."""
+    node = root
+    while node.children and not node.is_final:
+        parent = node
+        node = max(parent.children, key=lambda child: puct(parent, child, exploration))
+    return node
+
+
+def set_priors(children: list[Node]) -> None:
+    """Each child's prior: a softmax of the siblings' mean token log-probabilities."""
+    if not children or any(child.mean_logprob is None for child in children):
+        for child in children:
+            child.prior = 1.0 / len(children)
+        return
+    top = max(child.mean_logprob or 0.0 for child in children)
+    weights = [math.exp((child.mean_logprob or 0.0) - top) for child in children]
+    total = sum(weights)
+    for child, weight in zip(children, weights, strict=True):
+        child.prior = weight / total
+
+
+def backpropagate(node: Node, value: float) -> None:
+    """Count a visit with `value` on the node and every ancestor."""
+    current: Node | None = node
+    while current is not None:
+        current.visits += 1
+        current.value_sum += value
+        current = current.parent
+
+
+class MCTS:
+    """PUCT search over reasoning steps, valued by a PRM."""
+
+    name: ClassVar[str] = "mcts"
+    params_model: ClassVar[type[BaseModel]] = MCTSParams
+
+    async def run(
+        self, request: StrategyRequest, params: MCTSParams, ctx: StrategyContext
+    ) -> StrategyResult:
+        budget = SearchBudget(ctx, params)
+        # The generator's own log-probabilities give the priors.
+        sampling = dataclasses.replace(request.sampling, temperature=params.temperature, logprobs=0)
+        root = Node(step="", tokens=0)
+        stopped: str | None = None
+        for _ in range(params.iterations):
+            try:
+                async with budget.guard():
+                    # Select.
+                    leaf = select(root, params.exploration)
+                    if leaf.is_final or leaf.depth >= params.max_depth:
+                        backpropagate(leaf, leaf.score or 0.0)
+                        continue
+                    # Expand.
+                    (children,) = await expand(
+                        ctx, request.prompt, [leaf], [params.k], sampling, params
+                    )
+                    set_priors(children)
+                    # Evaluate: the PRM on each step's path, or on a greedy rollout from it.
+                    depth_left = params.max_depth - leaf.depth - 1
+                    texts = None
+                    if params.evaluation == "rollout":
+                        texts = await look_ahead(
+                            ctx, request.prompt, children, depth_left, sampling, params
+                        )
+                    await score(ctx, request, children, params, texts)
+            except BudgetSpent as spent:
+                stopped = str(spent)
+                break
+            # Back-propagate.
+            for child in children:
+                backpropagate(child, child.score or 0.0)
+        nodes = [node for node in root.nodes() if node is not root]
+        order = {id(node): i for i, node in enumerate(nodes)}
+        finished = [node for node in nodes if node.is_final]
+        pool = finished or nodes
+        if not pool:
+            return search_result(ctx, request, self.name, root, root, stopped or "nothing sampled")
+        chosen = max(pool, key=lambda n: (n.score or 0.0, n.visits, -order[id(n)]))
+        if not finished:
+            stopped = stopped or f"no solution finished within {params.iterations} iterations"
+        return search_result(ctx, request, self.name, root, chosen, stopped)
