@@ -6,9 +6,10 @@ Run by hand (it takes a while on a CPU):
     .venv/bin/python bench/accuracy.py --url http://127.0.0.1:8000 --problems 24 --n 1 2 4 8
 
 Every configuration answers the same problems with the same seeds, so rows compare like with
-like: greedy decoding, one sample, and for each N majority vote, weighted vote and best-of-N
-with each configured verifier. It prints accuracy, generated and verifier tokens per problem,
-and each row's accuracy and token cost relative to greedy decoding measured in the same run.
+like: greedy decoding, one sample, for each N majority vote, weighted vote and best-of-N with
+each configured verifier, and beam search, DVTS and MCTS with the PRM-capable verifier. It
+prints accuracy, generated and verifier tokens per problem, and each row's accuracy and token
+cost relative to greedy decoding measured in the same run (greedy is always measured).
 The answer is the last number of the returned message.
 """
 
@@ -67,7 +68,7 @@ def problems(count: int, seed: int) -> list[tuple[int, int]]:
     return pairs[:count]
 
 
-def configs(ns: list[int], verifiers: list[str]) -> list[Config]:
+def configs(ns: list[int], verifiers: list[str], prm: str) -> list[Config]:
     rows = [
         Config("greedy", "none", {}, temperature=0.0),
         Config("one sample (T=0.7)", "none", {}),
@@ -76,14 +77,18 @@ def configs(ns: list[int], verifiers: list[str]) -> list[Config]:
         common = {"n": n, "max_tokens": MAX_TOKENS, "answer_format": "last_number"}
         rows.append(Config(f"majority@{n}", "majority_vote", common))
         for verifier in verifiers:
-            rows.append(
-                Config(
-                    f"weighted@{n} {verifier}", "weighted_vote", {**common, "verifier": verifier}
-                )
-            )
-            rows.append(
-                Config(f"best-of-{n} {verifier}", "best_of_n", {**common, "verifier": verifier})
-            )
+            scored = {**common, "verifier": verifier}
+            rows.append(Config(f"weighted@{n} {verifier}", "weighted_vote", scored))
+            rows.append(Config(f"best-of-{n} {verifier}", "best_of_n", scored))
+    # Step-level searches: steps end at a newline, which is how SmolLM2 lays out arithmetic.
+    search = {"verifier": prm, "step_separator": "\n", "max_step_tokens": 24}
+    for n in [n for n in ns if n >= 2]:
+        width = 2 if n >= 4 else 1
+        beams = {**search, "n": n, "beam_width": width, "num_iterations": 4}
+        rows.append(Config(f"beam n={n} m={width} {prm}", "beam_search", beams))
+        rows.append(Config(f"dvts n={n} m={width} {prm}", "dvts", beams))
+        tree = {**search, "iterations": 2 * n, "k": 3, "max_depth": 4}
+        rows.append(Config(f"mcts it={2 * n} k=3 {prm}", "mcts", tree))
     return rows
 
 
@@ -191,7 +196,10 @@ async def run(url: str, args: argparse.Namespace) -> None:
         model = (await client.models.list()).data[0].id
         print(f"model {model}, {len(pairs)} problems, max_tokens {MAX_TOKENS}, T={TEMPERATURE}")
         rows = []
-        for config in configs(args.n, args.verifiers):
+        for config in configs(args.n, args.verifiers, args.prm):
+            wanted = config.label == "greedy" or any(w in config.label for w in args.only or [""])
+            if not wanted:
+                continue
             rows.append(await measure(client, model, config, pairs, args.seed))
             print(f"  measured {config.label}", file=sys.stderr, flush=True)
     report(rows, len(pairs))
@@ -220,6 +228,10 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=24)
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--verifiers", nargs="+", default=["confidence", "llm_judge"])
+    parser.add_argument("--prm", default="llm_judge", help="verifier the searches use as PRM")
+    parser.add_argument(
+        "--only", nargs="+", help="measure only rows whose label contains one of these words"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
