@@ -50,6 +50,7 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "OpenAIBaseModel",
+    "ReasoningExtensions",
     "StreamOptions",
     "TextContentPart",
     "TopLogprob",
@@ -374,11 +375,25 @@ class ChatCompletionChoice(BaseModel):
     finish_reason: FinishReason
 
 
+class ReasoningExtensions(BaseModel):
+    """Our top-level response fields; each is left out of the body when it is None."""
+
+    reasoning_trace: dict[str, Any] | None = Field(
+        default=None, description="The strategy's trace, present only when asked for."
+    )
+    reasoning_fallback: str | None = Field(
+        default=None, description="Set when a verifier failed and another strategy answered."
+    )
+    reasoning_stopped_early: str | None = Field(
+        default=None, description="Why a search stopped with its best answer so far."
+    )
+
+
 def _response_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-class ChatCompletionResponse(BaseModel):
+class ChatCompletionResponse(ReasoningExtensions):
     """The body of a non-streamed chat completion."""
 
     id: str
@@ -387,15 +402,6 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatCompletionChoice]
     usage: UsageInfo
-    reasoning_trace: dict[str, Any] | None = Field(
-        default=None, description="The strategy's trace, present only when asked for."
-    )
-    reasoning_fallback: str | None = Field(
-        default=None, description="Set when a verifier failed and another strategy answered."
-    )
-    reasoning_stopped_early: str | None = Field(
-        default=None, description="Why a search stopped at its budget with its best answer so far."
-    )
 
     @classmethod
     def build(
@@ -439,7 +445,7 @@ class ChatCompletionStreamChoice(BaseModel):
     finish_reason: FinishReason | None = None
 
 
-class ChatCompletionStreamResponse(BaseModel):
+class ChatCompletionStreamResponse(ReasoningExtensions):
     """A `chat.completion.chunk`."""
 
     id: str
@@ -448,9 +454,6 @@ class ChatCompletionStreamResponse(BaseModel):
     model: str
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
-    reasoning_trace: dict[str, Any] | None = None
-    reasoning_fallback: str | None = None
-    reasoning_stopped_early: str | None = None
 
 
 # Completions
@@ -526,7 +529,7 @@ class CompletionChoice(BaseModel):
     reasoning: str | None = None
 
 
-class CompletionResponse(BaseModel):
+class CompletionResponse(ReasoningExtensions):
     """The body of a non-streamed text completion, and each of its stream chunks."""
 
     id: str
@@ -535,9 +538,6 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: UsageInfo | None = None
-    reasoning_trace: dict[str, Any] | None = None
-    reasoning_fallback: str | None = None
-    reasoning_stopped_early: str | None = None
 
     @classmethod
     def build(

@@ -93,6 +93,17 @@ class ParamsContext:
     search_max_tokens: int = 65536
     search_max_seconds: float = 540.0
 
+    @classmethod
+    def of(cls, context: Any) -> ParamsContext:
+        """The context a validator was given, or the defaults when it was given none."""
+        return context if isinstance(context, ParamsContext) else cls()
+
+    def require_verifier(self, name: str) -> None:
+        """Raise `ValueError` (a 400 naming the field) unless `name` is configured."""
+        if name not in self.verifiers:
+            names = ", ".join(sorted(self.verifiers)) or "none"
+            raise ValueError(f"unknown verifier {name!r}; configured: {names}")
+
 
 class NoParams(BaseModel):
     """Params of a strategy that takes none: any field given is an error."""

@@ -21,19 +21,19 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from strategies.base import StrategyContext, StrategyRequest, StrategyResult
+from strategies.candidates import effort_n
 from strategies.steps import (
+    BeamParams,
     BudgetSpent,
     Node,
     SearchBudget,
-    SearchParams,
     best,
     expand,
     look_ahead,
     score,
-    search_candidates,
     search_result,
     top,
 )
@@ -41,19 +41,10 @@ from strategies.steps import (
 __all__ = ["BeamSearch", "BeamSearchParams"]
 
 
-class BeamSearchParams(SearchParams):
+class BeamSearchParams(BeamParams):
     """Params of `beam_search`; `n` must be a multiple of `beam_width`."""
 
-    n: int | None = Field(default=None, ge=1, description="Beams (default from reasoning_effort).")
-    beam_width: int = Field(default=4, ge=1, description="M: expansions of each kept beam.")
-    num_iterations: int = Field(default=10, ge=1, le=100)
     lookahead: int = Field(default=0, ge=0, le=8)
-
-    @model_validator(mode="after")
-    def _beams_divide(self) -> BeamSearchParams:
-        if self.n is not None and self.n % self.beam_width:
-            raise ValueError(f"n ({self.n}) must be a multiple of beam_width ({self.beam_width})")
-        return self
 
 
 class BeamSearch:
@@ -66,7 +57,7 @@ class BeamSearch:
         self, request: StrategyRequest, params: BeamSearchParams, ctx: StrategyContext
     ) -> StrategyResult:
         budget = SearchBudget(ctx, params)
-        n = search_candidates(request, params.n, ctx.budget.max_candidates)
+        n = effort_n(request, params.n, ctx.budget.max_candidates)
         width = min(params.beam_width, n)
         keep = max(1, n // width)
         sampling = dataclasses.replace(request.sampling, temperature=params.temperature)

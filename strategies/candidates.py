@@ -26,6 +26,7 @@ __all__ = [
     "Sampled",
     "VerifiedParams",
     "Vote",
+    "effort_n",
     "question_of",
     "rank_groups",
     "result_of",
@@ -53,7 +54,7 @@ class CandidateParams(BaseModel):
 
     @model_validator(mode="after")
     def _within_limits(self, info: ValidationInfo) -> CandidateParams:
-        limits = info.context if isinstance(info.context, ParamsContext) else ParamsContext()
+        limits = ParamsContext.of(info.context)
         if self.n is not None and self.n > limits.max_n:
             raise ValueError(f"n is {self.n}; this server allows at most {limits.max_n}")
         if self.max_tokens is not None and self.max_tokens > limits.max_tokens:
@@ -69,9 +70,7 @@ class CandidateParams(BaseModel):
 
     def candidates(self, request: StrategyRequest, max_n: int) -> int:
         """How many candidates to sample: `n`, else the effort's default within the limit."""
-        if self.n is not None:
-            return self.n
-        return min(EFFORT_N[request.reasoning_effort or "medium"], max_n)
+        return effort_n(request, self.n, max_n)
 
 
 class VerifiedParams(CandidateParams):
@@ -88,10 +87,7 @@ class VerifiedParams(CandidateParams):
 
     @model_validator(mode="after")
     def _known_verifier(self, info: ValidationInfo) -> VerifiedParams:
-        context = info.context if isinstance(info.context, ParamsContext) else ParamsContext()
-        if self.verifier not in context.verifiers:
-            names = ", ".join(sorted(context.verifiers)) or "none"
-            raise ValueError(f"unknown verifier {self.verifier!r}; configured: {names}")
+        ParamsContext.of(info.context).require_verifier(self.verifier)
         return self
 
 
@@ -117,6 +113,13 @@ class Vote:
     answer: str
     members: tuple[int, ...]
     weight: float
+
+
+def effort_n(request: StrategyRequest, n: int | None, max_n: int) -> int:
+    """`n` when given, else the default of the request's `reasoning_effort`, within `max_n`."""
+    if n is not None:
+        return n
+    return min(EFFORT_N[request.reasoning_effort or "medium"], max_n)
 
 
 def question_of(prompt: Prompt) -> str:

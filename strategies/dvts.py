@@ -22,36 +22,26 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel
 
 from strategies.base import StrategyContext, StrategyRequest, StrategyResult
+from strategies.candidates import effort_n
 from strategies.steps import (
+    BeamParams,
     BudgetSpent,
     Node,
     SearchBudget,
-    SearchParams,
     best,
     expand,
     score,
-    search_candidates,
     search_result,
 )
 
 __all__ = ["DVTS", "DVTSParams", "Subtree"]
 
 
-class DVTSParams(SearchParams):
-    """Params of `dvts`; `n` must be a multiple of `beam_width`."""
-
-    n: int | None = Field(default=None, ge=1, description="Total beams (default from effort).")
-    beam_width: int = Field(default=4, ge=1, description="M: expansions per subtree per step.")
-    num_iterations: int = Field(default=10, ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _beams_divide(self) -> DVTSParams:
-        if self.n is not None and self.n % self.beam_width:
-            raise ValueError(f"n ({self.n}) must be a multiple of beam_width ({self.beam_width})")
-        return self
+class DVTSParams(BeamParams):
+    """Params of `dvts`; `n` must be a multiple of `beam_width` (N/M subtrees)."""
 
 
 @dataclass(eq=False)
@@ -72,7 +62,7 @@ class DVTS:
         self, request: StrategyRequest, params: DVTSParams, ctx: StrategyContext
     ) -> StrategyResult:
         budget = SearchBudget(ctx, params)
-        n = search_candidates(request, params.n, ctx.budget.max_candidates)
+        n = effort_n(request, params.n, ctx.budget.max_candidates)
         width = min(params.beam_width, n)
         sampling = dataclasses.replace(request.sampling, temperature=params.temperature)
         root = Node(step="", tokens=0)

@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 
 from server.backends.base import ChatMessage, ChatPrompt, Prompt, SamplingParams, TextPrompt
 from strategies.base import Choice, ParamsContext, StrategyContext, StrategyRequest, StrategyResult
-from strategies.candidates import EFFORT_N, question_of
+from strategies.candidates import question_of
 from verifiers.base import Aggregation, Candidate
 
 __all__ = [
+    "BeamParams",
     "BudgetSpent",
     "Node",
     "SearchBudget",
@@ -36,7 +37,6 @@ __all__ = [
     "expand",
     "look_ahead",
     "score",
-    "search_candidates",
     "search_result",
     "top",
 ]
@@ -66,10 +66,8 @@ class SearchParams(BaseModel):
 
     @model_validator(mode="after")
     def _known_verifier_and_ceilings(self, info: ValidationInfo) -> SearchParams:
-        context = info.context if isinstance(info.context, ParamsContext) else ParamsContext()
-        if self.verifier not in context.verifiers:
-            names = ", ".join(sorted(context.verifiers)) or "none"
-            raise ValueError(f"unknown verifier {self.verifier!r}; configured: {names}")
+        context = ParamsContext.of(info.context)
+        context.require_verifier(self.verifier)
         if (
             self.max_search_tokens is not None
             and self.max_search_tokens > context.search_max_tokens
@@ -82,6 +80,20 @@ class SearchParams(BaseModel):
             raise ValueError(
                 f"max_search_seconds is over this server's {context.search_max_seconds:g}"
             )
+        return self
+
+
+class BeamParams(SearchParams):
+    """Params of the beam searches: N beams, each kept one expanded M ways per step."""
+
+    n: int | None = Field(default=None, ge=1, description="Beams (default from reasoning_effort).")
+    beam_width: int = Field(default=4, ge=1, description="M: expansions per kept beam per step.")
+    num_iterations: int = Field(default=10, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _beams_divide(self) -> BeamParams:
+        if self.n is not None and self.n % self.beam_width:
+            raise ValueError(f"n ({self.n}) must be a multiple of beam_width ({self.beam_width})")
         return self
 
 
@@ -328,13 +340,6 @@ def best(nodes: Sequence[Node]) -> Node | None:
     """The best-scored node (the earliest among equals), or None."""
     chosen = top(nodes, 1)
     return chosen[0] if chosen else None
-
-
-def search_candidates(request: StrategyRequest, n: int | None, max_n: int) -> int:
-    """How many solutions a search keeps in play: `n`, else the effort's default."""
-    if n is not None:
-        return n
-    return min(EFFORT_N[request.reasoning_effort or "medium"], max_n)
 
 
 def search_result(
