@@ -91,9 +91,12 @@ class BeamParams(SearchParams):
     num_iterations: int = Field(default=10, ge=1, le=100)
 
     @model_validator(mode="after")
-    def _beams_divide(self) -> BeamParams:
+    def _beams_divide(self, info: ValidationInfo) -> BeamParams:
         if self.n is not None and self.n % self.beam_width:
             raise ValueError(f"n ({self.n}) must be a multiple of beam_width ({self.beam_width})")
+        max_n = ParamsContext.of(info.context).max_n
+        if self.n is not None and self.n > max_n:
+            raise ValueError(f"n is {self.n}; this server allows at most {max_n}")
         return self
 
 

@@ -216,6 +216,9 @@ async def test_deadline_stops_calls_in_flight(name: str) -> None:
 
 
 def test_search_budget_ceilings_are_enforced() -> None:
-    context = ParamsContext(verifiers=frozenset({"prm"}), search_max_tokens=100)
+    context = ParamsContext(verifiers=frozenset({"prm"}), search_max_tokens=100, max_n=8)
     with pytest.raises(InvalidParamsError, match="max_search_tokens"):
         parse_params(get_strategy("mcts"), {"verifier": "prm", "max_search_tokens": 101}, context)
+    for name in ("beam_search", "dvts"):
+        with pytest.raises(InvalidParamsError, match="at most 8"):
+            parse_params(get_strategy(name), {"verifier": "prm", "n": 16}, context)
