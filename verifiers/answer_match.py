@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from math_verify import parse, verify
+
 __all__ = ["AnswerFormat", "AnswerGroup", "extract_answer", "group_answers", "normalize"]
 
 logger = logging.getLogger(__name__)
@@ -135,13 +137,9 @@ def _group(answers: Sequence[str | None], use_math: bool) -> list[AnswerGroup]:
 
 
 def _parse(answer: str) -> Any:
-    from math_verify import parse
-
     text = answer if "$" in answer or "\\" not in answer else f"${answer}$"
     return parse(text, parsing_timeout=None)
 
 
 def _equal(a: Any, b: Any) -> bool:
-    from math_verify import verify
-
     return bool(verify(a, b, timeout_seconds=None))
