@@ -200,8 +200,17 @@ async def run(url: str, args: argparse.Namespace) -> None:
             wanted = config.label == "greedy" or any(w in config.label for w in args.only or [""])
             if not wanted:
                 continue
-            rows.append(await measure(client, model, config, pairs, args.seed))
-            print(f"  measured {config.label}", file=sys.stderr, flush=True)
+            row = await measure(client, model, config, pairs, args.seed)
+            rows.append(row)
+            # As it goes, so a run cut short still reports what it measured.
+            print(
+                f"  {config.label}: {row.correct}/{len(pairs)} correct, "
+                f"{row.completion_tokens / len(pairs):.1f} generated and "
+                f"{row.verifier_tokens / len(pairs):.1f} verifier tokens per problem, "
+                f"{row.seconds / len(pairs):.2f} s per problem",
+                file=sys.stderr,
+                flush=True,
+            )
     report(rows, len(pairs))
     if args.json:
         with open(args.json, "w") as out:
