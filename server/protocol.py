@@ -577,15 +577,32 @@ def new_request_id(kind: Literal["chat", "completion"]) -> str:
 # Stream chunk builders: one per endpoint, so serving code streams either the same way.
 
 
-class ChatChunks:
-    """Builds the `chat.completion.chunk`s of one streamed response."""
+class _Chunks:
+    """What both endpoints' chunk builders share: the response's identity and its last chunk."""
 
     def __init__(self, request_id: str, model: str) -> None:
         self.request_id = request_id
         self.model = model
         self.created = int(time.time())
 
-    def _chunk(self, choices: list[ChatCompletionStreamChoice], **extra: Any) -> BaseModel:
+    def _chunk(self, choices: list[Any], **extra: Any) -> BaseModel:
+        raise NotImplementedError
+
+    def tail(self, usage: UsageInfo | None, result: StrategyResult, with_trace: bool) -> BaseModel:
+        """The last chunk, with no choices: usage, the trace if asked, fallback and stop notes."""
+        return self._chunk(
+            [],
+            usage=usage,
+            reasoning_trace=dict(result.trace) if with_trace and result.trace else None,
+            reasoning_fallback=result.fallback,
+            reasoning_stopped_early=result.stopped_early,
+        )
+
+
+class ChatChunks(_Chunks):
+    """Builds the `chat.completion.chunk`s of one streamed response."""
+
+    def _chunk(self, choices: list[Any], **extra: Any) -> BaseModel:
         return ChatCompletionStreamResponse(
             id=self.request_id, created=self.created, model=self.model, choices=choices, **extra
         )
@@ -617,27 +634,15 @@ class ChatChunks:
             [ChatCompletionStreamChoice(index=index, delta=DeltaMessage(), finish_reason=reason)]
         )
 
-    def tail(self, usage: UsageInfo | None, result: StrategyResult, with_trace: bool) -> BaseModel:
-        """The last chunk, with no choices: usage, the trace if asked, fallback and stop notes."""
-        return self._chunk(
-            [],
-            usage=usage,
-            reasoning_trace=dict(result.trace) if with_trace and result.trace else None,
-            reasoning_fallback=result.fallback,
-            reasoning_stopped_early=result.stopped_early,
-        )
 
-
-class CompletionChunks:
+class CompletionChunks(_Chunks):
     """Builds the `text_completion` chunks of one streamed response."""
 
     def __init__(self, request_id: str, model: str) -> None:
-        self.request_id = request_id
-        self.model = model
-        self.created = int(time.time())
+        super().__init__(request_id, model)
         self._offsets: dict[int, int] = {}
 
-    def _chunk(self, choices: list[CompletionChoice], **extra: Any) -> BaseModel:
+    def _chunk(self, choices: list[Any], **extra: Any) -> BaseModel:
         return CompletionResponse(
             id=self.request_id, created=self.created, model=self.model, choices=choices, **extra
         )
@@ -662,13 +667,3 @@ class CompletionChunks:
     def finish(self, index: int, reason: FinishReason) -> BaseModel:
         """The chunk that ends one choice."""
         return self._chunk([CompletionChoice(index=index, text="", finish_reason=reason)])
-
-    def tail(self, usage: UsageInfo | None, result: StrategyResult, with_trace: bool) -> BaseModel:
-        """The last chunk, with no choices: usage, the trace if asked, fallback and stop notes."""
-        return self._chunk(
-            [],
-            usage=usage,
-            reasoning_trace=dict(result.trace) if with_trace and result.trace else None,
-            reasoning_fallback=result.fallback,
-            reasoning_stopped_early=result.stopped_early,
-        )
