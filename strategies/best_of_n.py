@@ -45,11 +45,11 @@ class BestOfN:
         scores, failure = await verify(ctx, request, params, candidates)
         if scores is None:
             return await majority_vote(ctx, request, candidates, fallback=failure)
-        ranked = sorted(
-            range(len(candidates)), key=lambda i: -scores[i].aggregated(params.aggregation)
-        )
-        # The trace's votes show how the answers fared, though they do not decide here.
-        votes = await rank_groups(candidates, [s.aggregated(params.aggregation) for s in scores])
+        values = [s.aggregated(params.aggregation) for s in scores]
+        ranked = sorted(range(len(candidates)), key=lambda i: -values[i])
+        # The trace's votes show how the answers fared; they do not decide here, so the
+        # math-verify grouping behind them runs only when a trace was asked for.
+        votes = await rank_groups(candidates, values) if params.return_trace else []
         return result_of(
             ctx,
             request,
