@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -20,45 +22,87 @@ class ServerFailed(RuntimeError):
     """A server process exited or never became ready."""
 
 
+@dataclass(frozen=True)
+class ServerSpec:
+    """A server to start: a command that serves `/health` on `port` once it is ready."""
+
+    name: str
+    command: Sequence[str]
+    port: int
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 @contextlib.contextmanager
 def gateway_process(*args: str, ready_timeout_s: float = 600.0) -> Iterator[str]:
     """Run `ttc-server` on a free loopback port until the block ends; yields its base URL."""
     port = free_port()
+    spec = ServerSpec(
+        "ttc-server", [sys.executable, "-m", "server", "--port", str(port), *args], port
+    )
+    with server_processes(spec, ready_timeout_s=ready_timeout_s):
+        yield spec.url
+
+
+@contextlib.contextmanager
+def server_processes(*specs: ServerSpec, ready_timeout_s: float = 600.0) -> Iterator[None]:
+    """Start every server at once, wait until all are ready, and stop them all afterwards."""
+    with contextlib.ExitStack() as stack:
+        running = [stack.enter_context(_started(spec)) for spec in specs]
+        deadline = time.monotonic() + ready_timeout_s
+        for spec, (process, log) in zip(specs, running, strict=True):
+            wait_ready(spec, process, log, deadline - time.monotonic())
+        yield
+
+
+@contextlib.contextmanager
+def _started(spec: ServerSpec) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     with tempfile.NamedTemporaryFile(
-        "w+", prefix="ttc-server-", suffix=".log", delete=False
+        "w+", prefix=f"{spec.name}-", suffix=".log", delete=False
     ) as log:
         log_path = Path(log.name)
         process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--port", str(port), *args],
+            list(spec.command),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **spec.env},
+            # Its own process group, so that stopping it also stops the workers it forks.
+            start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, log_path, ready_timeout_s)
-        yield url
+        yield process, log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log_path.unlink(missing_ok=True)
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate the process group, then kill what is left of it after a grace period."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def wait_ready(
+    spec: ServerSpec, process: subprocess.Popen[bytes], log: Path, timeout_s: float
+) -> None:
     """Poll `/health` until it answers; fail fast with the log's tail if the process dies."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ServerFailed(f"server exited with {process.returncode}:\n{tail(log)}")
+            raise ServerFailed(f"{spec.name} exited with {process.returncode}:\n{tail(log)}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{spec.url}/health", timeout=2).status_code == 200:
                 return
         time.sleep(0.5)
-    raise ServerFailed(f"server not ready after {timeout_s:.0f} s:\n{tail(log)}")
+    raise ServerFailed(f"{spec.name} not ready after {timeout_s:.0f} s:\n{tail(log)}")
 
 
 def tail(log: Path, lines: int = 40) -> str:
