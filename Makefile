@@ -1,6 +1,6 @@
-# Two entry points for a fresh machine: `make serve` and `make test`.
-# Everything installs into ./.venv; nothing outside the checkout is touched but pip's own cache
-# and the converted model under the user's cache directory.
+# Two entry points for a fresh machine: `make serve` and `make test` (the whole suite: the main
+# tests in ./.venv, then the real-vLLM job in ./.venv-vllm). Nothing outside the checkout is
+# touched but pip's own cache and the converted model under the user's cache directory.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +13,7 @@ ARGS ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: serve test test-vllm install install-test install-vllm
+.PHONY: serve test test-main test-vllm install install-test install-vllm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,9 @@ install-test: $(BIN)/python
 serve: install
 	$(BIN)/ttc-server $(ARGS)
 
-test: install-test
+test: test-main test-vllm
+
+test-main: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
