@@ -16,9 +16,11 @@ then serves shared prefixes) and successive sessions go round-robin over the rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -46,10 +48,14 @@ __all__ = ["VLLMBackend"]
 logger = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 5.0
+# How long a replica that refused a connection is left out of new sessions.
+_DOWN_S = 10.0
+# Errors raised before a request reaches the replica.
+_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
 class _Replicas:
-    """The replica URLs, whose turn is next, and the served model's name once known."""
+    """The replica URLs, whose turn is next, which are down, and the served model's name."""
 
     def __init__(self, urls: Sequence[str], model: str | None) -> None:
         if not urls:
@@ -57,9 +63,29 @@ class _Replicas:
         self.urls = tuple(urls)
         self.model = model
         self._turn = itertools.cycle(self.urls)
+        self._down_until: dict[str, float] = {}
 
     def next(self) -> str:
+        """The next replica in turn that is not down; with all of them down, the next one."""
+        now = time.monotonic()
+        for _ in self.urls:
+            url = next(self._turn)
+            if self._down_until.get(url, 0.0) <= now:
+                return url
         return next(self._turn)
+
+    def mark_down(self, url: str) -> None:
+        """Skip `url` in new sessions for a while: it refused a connection."""
+        if self._down_until.get(url, 0.0) <= time.monotonic():
+            logger.warning("vLLM replica %s is unreachable; skipping it for %.0f s", url, _DOWN_S)
+        self._down_until[url] = time.monotonic() + _DOWN_S
+
+    def other_than(self, tried: Sequence[str]) -> str | None:
+        """A replica not tried yet, preferring those not marked down."""
+        left = [url for url in self.urls if url not in tried]
+        now = time.monotonic()
+        up = [url for url in left if self._down_until.get(url, 0.0) <= now]
+        return next(iter(up or left), None)
 
 
 class VLLMBackend:
@@ -83,10 +109,9 @@ class VLLMBackend:
 
     async def model_name(self) -> str:
         if self._replicas.model is None:
-            served = await self._served_models(self._url())
-            if not served:
-                raise BackendUnavailable("vLLM serves no model")
-            self._replicas.model = served[0]
+            # The probe of every replica learns the name from the first that serves one.
+            await self.check_ready()
+        assert self._replicas.model is not None, "check_ready learns the model or raises"
         return self._replicas.model
 
     def session(self, request_id: str | None = None) -> VLLMBackend:
@@ -108,6 +133,8 @@ class VLLMBackend:
         for url, probe in zip(self._replicas.urls, probes, strict=True):
             if isinstance(probe, BaseException):
                 problems.append(f"{url}: {probe}")
+                if isinstance(probe, BackendUnavailable):
+                    self._replicas.mark_down(url)
                 continue
             if self._replicas.model is None and probe:
                 self._replicas.model = probe[0]
@@ -302,32 +329,67 @@ class VLLMBackend:
         return [str(m["id"]) for m in data.get("data", []) if "id" in m]
 
     async def _post(self, path: str, body: JSON) -> JSON:
-        url = self._url()
-        with map_httpx_errors(url):
-            response = await self._client.post(
-                f"{url}{path}", json=body, headers=self._call_headers()
-            )
+        async def send(url: str) -> httpx.Response:
+            return await self._client.post(f"{url}{path}", json=body, headers=self._call_headers())
+
+        url, response = await self._connect(send)
         return json_body(response, url)
 
     async def _sse(self, path: str, body: JSON) -> AsyncIterator[JSON]:
-        url = self._url()
-        with map_httpx_errors(url):
-            async with self._client.stream(
-                "POST", f"{url}{path}", json=body, headers=self._call_headers()
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    json_body(response, url)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[len("data:") :].strip()
-                    if payload == "[DONE]":
-                        return
-                    chunk = loads(payload)
-                    if "error" in chunk or chunk.get("object") == "error":
-                        raise BackendResponseError(error_message(chunk))
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def send(url: str) -> httpx.Response:
+                stream = self._client.stream(
+                    "POST", f"{url}{path}", json=body, headers=self._call_headers()
+                )
+                return await stack.enter_async_context(stream)
+
+            url, response = await self._connect(send)
+            with map_httpx_errors(url):
+                async for chunk in _events(response, url):
                     yield chunk
+
+    async def _connect(
+        self, send: Callable[[str], Awaitable[httpx.Response]]
+    ) -> tuple[str, httpx.Response]:
+        """`send` to the session's replica or, if it refuses the connection, to another one."""
+        url, tried = self._url(), []
+        while True:
+            tried.append(url)
+            with map_httpx_errors(url):
+                try:
+                    return url, await send(url)
+                except _UNREACHABLE:
+                    # The request never reached the replica, so another one may take it.
+                    other = self._fail_over(url, tried)
+                    if other is None:
+                        raise
+            url = other
+
+    def _fail_over(self, url: str, tried: list[str]) -> str | None:
+        """Another replica for a call that could not connect; the session moves with it."""
+        self._replicas.mark_down(url)
+        other = self._replicas.other_than(tried)
+        if other is not None and self._pinned is not None:
+            self._pinned = other
+        return other
+
+
+async def _events(response: httpx.Response, url: str) -> AsyncIterator[JSON]:
+    """The JSON chunks of an SSE response up to `[DONE]`; an error chunk raises."""
+    if response.status_code >= 400:
+        await response.aread()
+        json_body(response, url)
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[len("data:") :].strip()
+        if payload == "[DONE]":
+            return
+        chunk = loads(payload)
+        if "error" in chunk or chunk.get("object") == "error":
+            raise BackendResponseError(error_message(chunk))
+        yield chunk
 
 
 def _messages(prompt: ChatPrompt) -> list[JSON]:

@@ -199,6 +199,26 @@ async def test_unreachable_vllm_is_503() -> None:
     assert info.value.status_code == 503
 
 
+async def test_a_dead_replica_is_skipped(replicas: tuple[StandIn, StandIn]) -> None:
+    live, _ = replicas
+    live.requests.clear()
+    dead = f"http://127.0.0.1:{free_port()}"
+    args = ("--backend", "vllm", "--vllm-url", dead, "--vllm-url", live.url)
+    with gateway_process(*args) as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            ready = await http.get("/ready")
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client:
+            for _ in range(4):
+                response = await client.chat.completions.create(
+                    model=SERVED_MODEL,
+                    messages=QUESTION,  # type: ignore[arg-type]
+                    max_tokens=5,
+                )
+                assert response.choices[0].message.content
+    assert ready.status_code == 200
+    assert len(received(replicas, "/v1/chat/completions")) == 4
+
+
 async def test_best_of_n_scores_with_the_vllm_prm(
     client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
 ) -> None:

@@ -391,3 +391,106 @@ async def test_error_messages_name_no_internal_address() -> None:
             CHAT, SamplingParams(max_tokens=1)
         )
     assert "10.1.2.3" not in str(info.value)
+
+
+def refusing(*down: str, respond: Handler | None = None) -> tuple[Handler, list[str]]:
+    """A handler whose hosts in `down` refuse connections; it records every host it sees."""
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        if request.url.host in down:
+            raise httpx.ConnectError("connection refused")
+        return (respond or (lambda _: httpx.Response(200, json=chat_response("x"))))(request)
+
+    return handler, hosts
+
+
+async def test_a_refused_connection_moves_the_session_to_another_replica() -> None:
+    handler, hosts = refusing("a")
+    shared = backend(handler, ("http://a:1", "http://b:1"))
+    session = shared.session()
+    for _ in range(3):
+        await session.generate(CHAT, SamplingParams(max_tokens=1))
+    # Later sessions skip the replica that refused, while it is marked down.
+    await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
+    assert hosts == ["a", "b", "b", "b", "b"]
+
+
+async def test_a_down_replica_gets_its_turn_again_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.backends import vllm
+
+    monkeypatch.setattr(vllm, "_DOWN_S", 0.0)
+    handler, hosts = refusing("a")
+    shared = backend(handler, ("http://a:1", "http://b:1"))
+    for _ in range(2):
+        await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
+    assert hosts == ["a", "b", "b"]
+    await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
+    assert hosts[3] == "a"
+
+
+async def test_a_stream_fails_over_before_it_starts() -> None:
+    payload = 'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "token_ids": [1], '
+    payload += '"finish_reason": "stop"}]}\n\n'
+    payload += 'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}\n\n'
+    payload += "data: [DONE]\n\n"
+    handler, hosts = refusing("a", respond=lambda _: httpx.Response(200, text=payload))
+    session = backend(handler, ("http://a:1", "http://b:1")).session()
+    events = [e async for e in session.stream(CHAT, SamplingParams(max_tokens=2))]
+    assert events[0] == StreamDelta(0, "hi")
+    assert hosts == ["a", "b"]
+
+
+async def test_every_replica_refusing_is_unavailable_after_one_try_each() -> None:
+    handler, hosts = refusing("a", "b", "c")
+    session = backend(handler, ("http://a:1", "http://b:1", "http://c:1")).session()
+    with pytest.raises(BackendUnavailable, match="unreachable"):
+        await session.generate(CHAT, SamplingParams(max_tokens=1))
+    assert sorted(hosts) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("closed mid-response")],
+)
+async def test_a_call_that_may_have_run_is_not_sent_again(failure: Exception) -> None:
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        raise failure
+
+    session = backend(handler, ("http://a:1", "http://b:1")).session()
+    with pytest.raises((BackendTimeout, BackendUnavailable)):
+        await session.generate(CHAT, SamplingParams(max_tokens=1))
+    # Sampling again elsewhere would double the work and the bill.
+    assert hosts == ["a"]
+
+
+async def test_ready_probe_marks_a_refusing_replica_down() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a":
+            raise httpx.ConnectError("refused")
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": MODEL}]})
+        return httpx.Response(200, json=chat_response("x"))
+
+    shared = backend(handler, ("http://a:1", "http://b:1"))
+    await shared.check_ready()
+    hosts = []
+    for _ in range(2):
+        session = shared.session()
+        hosts.append(session._url())  # noqa: SLF001 - which replica the session is pinned to
+    assert hosts == ["http://b:1", "http://b:1"]
+
+
+async def test_model_is_discovered_from_any_live_replica() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a":
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200, json={"object": "list", "data": [{"id": "served-model"}]})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    discovered = VLLMBackend(client, ["http://a:1", "http://b:1"])
+    assert await discovered.model_name() == "served-model"
