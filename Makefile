@@ -49,4 +49,4 @@ install-vllm: $(VLLM_BIN)/python
 	$(VLLM_BIN)/pip uninstall --disable-pip-version-check -y torchvision torchaudio torchcodec
 
 test-vllm: install-vllm
-	$(VLLM_BIN)/pytest -m vllm
+	$(VLLM_BIN)/pytest -m vllm --durations=5

@@ -48,6 +48,9 @@ PRM_FLAGS = [
 ]
 
 
+COST_ROWS = pytest.StashKey[list[dict[str, object]]]()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
@@ -114,7 +117,31 @@ def gateway(vllm: VLLMServers) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def cost_report(request: pytest.FixtureRequest) -> list[dict[str, object]]:
+    """Rows of what each request cost vLLM, printed at the end of the run."""
+    return request.config.stash.setdefault(COST_ROWS, [])
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    rows = config.stash.get(COST_ROWS, [])
+    if not rows:
+        return
+    terminalreporter.write_sep("-", "what each request cost vLLM, from vLLM's /metrics")
+    columns = list(rows[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
+    for line in [dict(zip(columns, columns, strict=True)), *rows]:
+        terminalreporter.write_line(
+            "  ".join(str(line[c]).rjust(w) for c, w in zip(columns, widths, strict=True))
+        )
+
+
 @pytest.fixture
 async def client(gateway: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="x", max_retries=0) as c:
+    # A bounded wait: a stuck vLLM fails the test instead of holding the job.
+    async with openai.AsyncOpenAI(
+        base_url=f"{gateway}/v1", api_key="x", max_retries=0, timeout=300
+    ) as c:
         yield c

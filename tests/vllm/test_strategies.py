@@ -8,6 +8,7 @@ are the tokens the PRM read, and one request's calls all reach one generator rep
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import openai
@@ -35,8 +36,14 @@ STRATEGIES: list[tuple[str, dict[str, Any]]] = [
 BLOCK = 32
 
 
-def calls(cost: Cost, replica: int, path: str = "/v1/chat/completions") -> float:
-    return cost.deltas[replica].get("http_requests_total", handler=path)
+def calls(cost: Cost, server: int, path: str = "/v1/chat/completions") -> float:
+    """HTTP requests to one server: 0 and 1 are the generator replicas, 2 the PRM."""
+    return cost.deltas[server].get("http_requests_total", handler=path)
+
+
+def generators(cost: Cost, name: str) -> int:
+    """A metric's change summed over both generator replicas."""
+    return int(cost.deltas[0].get(name) + cost.deltas[1].get(name))
 
 
 def verifier_tokens(usage: Any) -> int:
@@ -76,9 +83,24 @@ async def test_strategy_usage_is_what_vllm_did(
     strategy: str,
     params: dict[str, Any],
     stream: bool,
+    cost_report: list[dict[str, object]],
 ) -> None:
+    started = time.monotonic()
     async with measured(vllm.all) as cost:
         text, usage = await ask(client, strategy, params, stream=stream)
+    cost_report.append(
+        {
+            "strategy": strategy + (" (stream)" if stream else ""),
+            "seconds": f"{time.monotonic() - started:.1f}",
+            "vLLM calls": int(calls(cost, 0) + calls(cost, 1)),
+            "sequences": generators(cost, "vllm:request_params_n_sum"),
+            "prompt tok": generators(cost, "vllm:prompt_tokens_total"),
+            "cached tok": generators(cost, "vllm:prefix_cache_hits_total"),
+            "generated tok": generators(cost, "vllm:generation_tokens_total"),
+            "PRM calls": int(calls(cost, 2, "/pooling")),
+            "PRM tok": int(cost.deltas[2].get("vllm:prompt_tokens_total")),
+        }
+    )
 
     assert text.strip(), "the strategy should answer something"
     assert usage is not None
@@ -167,9 +189,12 @@ async def test_completions_endpoint_streams_a_vote(
     async with measured(vllm.all) as cost:
         chunks = await client.completions.create(
             model=GENERATOR,
-            prompt="Question: What is 2 + 6?\nAnswer step by step:",
+            # Mid-sentence: after a bare "Answer:" SmolLM2 often ends at once, and a vote of
+            # three empty candidates is rightly empty.
+            prompt="Question: What is 2 + 6?\nAnswer: 2 + 6 =",
             max_tokens=32,
             temperature=0.7,
+            seed=7,
             stream=True,
             stream_options={"include_usage": True},
             extra_body={"reasoning_strategy": "majority_vote", "reasoning_params": {"n": 3}},
