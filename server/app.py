@@ -49,7 +49,9 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         active = backend or await create_backend(settings)
         verifiers = create_verifiers(settings.verifiers, active, settings.vllm)
-        app.state.serving = Serving(active, settings.limits, metrics, verifiers.verifiers)
+        app.state.serving = Serving(
+            active, settings.limits, metrics, verifiers.verifiers, prices=settings.prices
+        )
         logger.info(
             "serving %s on the %s backend; verifiers: %s",
             await _model_or_pending(active),

@@ -1,15 +1,30 @@
-"""Prometheus metrics, created against an injected registry so every app gets its own."""
+"""Prometheus metrics, created against an injected registry so every app gets its own.
+
+Every series is labelled by strategy and model (a closed set each: registered strategies, the
+served model), never by anything a client writes. The gateway runs as one process per
+container, so one registry holds the truth; scale out with more containers, not workers.
+
+Tokens and dollars are counted for every request that spent them, failed ones included: a
+request that fails after sampling still cost the backend its tokens.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics", "REQUEST_STATUSES"]
+from server.settings import ModelPrice
+from strategies.base import CallStats, Usage
+
+__all__ = ["REQUEST_STATUSES", "Metrics"]
 
 # The closed set of `status` label values.
 REQUEST_STATUSES = ("ok", "client_error", "backend_error", "timeout", "cancelled", "server_error")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600)
+_CANDIDATE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_COST_BUCKETS = (1e-6, 1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1)
+
+LABELS = ["strategy", "model"]
 
 
 class Metrics:
@@ -17,22 +32,109 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.requests = Counter(
-            "ttc_requests",
-            "Requests answered, by strategy, model and outcome.",
-            ["strategy", "model", "status"],
+
+        def counter(name: str, doc: str, *extra: str) -> Counter:
+            return Counter(name, doc, [*LABELS, *extra], registry=registry)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...], *extra: str) -> Histogram:
+            return Histogram(name, doc, [*LABELS, *extra], buckets=buckets, registry=registry)
+
+        self.requests = counter("ttc_requests", "Requests answered, by outcome.", "status")
+        self.in_flight = Gauge(
+            "ttc_requests_in_flight", "Requests being answered now.", LABELS, registry=registry
+        )
+        self.request_duration = histogram(
+            "ttc_request_duration_seconds", "End-to-end latency of a request.", _LATENCY_BUCKETS
+        )
+        self.time_to_first_token = histogram(
+            "ttc_time_to_first_token_seconds",
+            "Time from a streamed request's arrival to its first text.",
+            _LATENCY_BUCKETS,
+        )
+        self.phase_duration = histogram(
+            "ttc_phase_duration_seconds",
+            "Time one request spent in each phase: waiting for the model (queue), generating, "
+            "verifying.",
+            _LATENCY_BUCKETS,
+            "phase",
+        )
+        self.candidates = histogram(
+            "ttc_request_candidates", "Completions sampled for one request.", _CANDIDATE_BUCKETS
+        )
+        self.prompt_tokens = counter("ttc_prompt_tokens", "Prompt tokens sent to the generator.")
+        self.generated_tokens = counter("ttc_generated_tokens", "Tokens the generator sampled.")
+        self.verifier_tokens = counter("ttc_verifier_tokens", "Tokens verifiers processed.")
+        self.backend_calls = counter(
+            "ttc_backend_calls", "Generation calls to the model server, by outcome.", "outcome"
+        )
+        self.verifier_calls = Counter(
+            "ttc_verifier_calls",
+            "Verifier calls, by verifier and outcome.",
+            ["strategy", "verifier", "outcome"],
             registry=registry,
         )
-        self.request_duration = Histogram(
-            "ttc_request_duration_seconds",
-            "End-to-end latency of a request, by strategy and model.",
-            ["strategy", "model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
+        self.early_stops = counter(
+            "ttc_early_stops", "Searches that answered before finishing (budget or iterations)."
+        )
+        self.fallbacks = counter(
+            "ttc_verifier_fallbacks", "Requests answered by majority vote after a verifier failed."
+        )
+        self.cost = counter("ttc_cost_dollars", "Dollars spent, at the configured prices.")
+        self.request_cost = histogram(
+            "ttc_request_cost_dollars", "Dollars one request cost.", _COST_BUCKETS
         )
 
-    def observe(self, strategy: str, model: str, status: str, seconds: float) -> None:
-        """Record one finished request."""
+    def started(self, strategy: str, model: str) -> None:
+        """A request began running."""
+        self.in_flight.labels(strategy, model).inc()
+
+    def first_token(self, strategy: str, model: str, seconds: float) -> None:
+        """A streamed request sent its first text."""
+        self.time_to_first_token.labels(strategy, model).observe(seconds)
+
+    def observe(
+        self,
+        strategy: str,
+        model: str,
+        status: str,
+        seconds: float,
+        *,
+        ran: tuple[Usage, CallStats] | None = None,
+        price: ModelPrice | None = None,
+        stopped_early: bool = False,
+        fallback: bool = False,
+    ) -> None:
+        """Record one finished request; `ran` is what it spent, if it got as far as running."""
         assert status in REQUEST_STATUSES, status
-        self.requests.labels(strategy, model, status).inc()
-        self.request_duration.labels(strategy, model).observe(seconds)
+        labels = (strategy, model)
+        self.requests.labels(*labels, status).inc()
+        self.request_duration.labels(*labels).observe(seconds)
+        if ran is None:
+            return
+        self.in_flight.labels(*labels).dec()
+        usage, stats = ran
+        self.prompt_tokens.labels(*labels).inc(usage.prompt_tokens)
+        self.generated_tokens.labels(*labels).inc(usage.completion_tokens)
+        self.verifier_tokens.labels(*labels).inc(usage.verifier_tokens)
+        phases = {
+            "queue": stats.queue_seconds,
+            "generate": stats.generate_seconds,
+            "verify": stats.verify_seconds,
+        }
+        for phase, phase_seconds in phases.items():
+            self.phase_duration.labels(*labels, phase).observe(max(0.0, phase_seconds))
+        self.candidates.labels(*labels).observe(stats.candidates)
+        for outcome, calls in stats.backend_calls.items():
+            self.backend_calls.labels(*labels, outcome).inc(calls)
+        for (verifier, outcome), calls in stats.verifier_calls.items():
+            self.verifier_calls.labels(strategy, verifier, outcome).inc(calls)
+        if stopped_early:
+            self.early_stops.labels(*labels).inc()
+        if fallback:
+            self.fallbacks.labels(*labels).inc()
+        if price is not None:
+            dollars = price.cost(
+                usage.prompt_tokens, usage.completion_tokens, usage.verifier_tokens
+            )
+            self.cost.labels(*labels).inc(dollars)
+            self.request_cost.labels(*labels).observe(dollars)

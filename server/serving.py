@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -22,10 +22,11 @@ from server.backends.base import Backend
 from server.errors import ModelNotFound, RequestTimeout, error_response, error_status
 from server.metrics import Metrics
 from server.protocol import ChatCompletionRequest, CompletionRequest, InvalidRequest, UsageInfo
-from server.settings import LimitsSettings
+from server.settings import LimitsSettings, ModelPrice
 from strategies.base import (
     Budget,
     ChoiceDelta,
+    EventSink,
     ParamsContext,
     Strategy,
     StrategyContext,
@@ -75,11 +76,13 @@ class Serving:
         limits: LimitsSettings,
         metrics: Metrics,
         verifiers: Mapping[str, Verifier] | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
     ) -> None:
         self.backend = backend
         self.limits = limits
         self.metrics = metrics
         self.verifiers = dict(verifiers or {})
+        self.prices = dict(prices or {})
         self._params_context = ParamsContext(
             verifiers=frozenset(self.verifiers),
             max_n=limits.max_n,
@@ -123,12 +126,13 @@ class Serving:
     async def complete(self, run: PreparedRun) -> StrategyResult:
         """Run to the end and return the result."""
         started = time.perf_counter()
+        ctx = self._context(run, sink=None)
         try:
-            result = await self._run(run, sink=None)
+            result = await self._run(run, ctx)
         except BaseException as exc:
-            self._observe(run.strategy.name, run.model, exc, started)
+            self._observe(run.strategy.name, run.model, exc, started, ctx)
             raise
-        self._observe(run.strategy.name, run.model, None, started, result)
+        self._observe(run.strategy.name, run.model, None, started, ctx, result)
         return result
 
     async def stream(self, run: PreparedRun, chunks: ChunkBuilder) -> AsyncIterator[str]:
@@ -137,7 +141,8 @@ class Serving:
         # Unbounded: a request's deltas are bounded by its own max_tokens and n, and the end
         # sentinel below must never find the queue full.
         deltas: asyncio.Queue[ChoiceDelta | None] = asyncio.Queue()
-        task = asyncio.create_task(self._run(run, sink=deltas.put))
+        ctx = self._context(run, sink=deltas.put)
+        task = asyncio.create_task(self._run(run, ctx))
         # Queued behind every delta the strategy emitted, so the loop below sees them all.
         task.add_done_callback(lambda _: deltas.put_nowait(None))
         outcome: BaseException | None = None
@@ -146,9 +151,16 @@ class Serving:
                 yield _sse(chunk)
             streamed: set[int] = set()
             while (delta := await deltas.get()) is not None:
+                if not streamed:
+                    self._first_text(run, started)
                 streamed.add(delta.index)
                 yield _sse(chunks.delta(delta))
             result = task.result()
+            if not streamed:
+                # A strategy that decides only at the end: its answer is the first text.
+                self.metrics.first_token(
+                    run.strategy.name, run.model, time.perf_counter() - started
+                )
             for index, choice in enumerate(result.choices):
                 if index not in streamed:
                     # A strategy that decides only at the end sends its answer in one piece.
@@ -161,7 +173,7 @@ class Serving:
             if run.include_usage or has_trace or result.fallback or result.stopped_early:
                 usage = UsageInfo.build(result) if run.include_usage else None
                 yield _sse(chunks.tail(usage, result, run.with_trace))
-            self._observe(run.strategy.name, run.model, None, started, result)
+            self._observe(run.strategy.name, run.model, None, started, ctx, result)
         except Exception as exc:
             outcome = exc
             status, body = error_response(exc)
@@ -173,26 +185,30 @@ class Serving:
         finally:
             task.cancel()
             if outcome is not None:
-                self._observe(run.strategy.name, run.model, outcome, started)
+                self._observe(run.strategy.name, run.model, outcome, started, ctx)
         yield "data: [DONE]\n\n"
 
-    async def _run(
-        self, run: PreparedRun, sink: Callable[[ChoiceDelta], Awaitable[None]] | None
-    ) -> StrategyResult:
+    def _first_text(self, run: PreparedRun, started: float) -> None:
+        self.metrics.first_token(run.strategy.name, run.model, time.perf_counter() - started)
+
+    def _context(self, run: PreparedRun, sink: EventSink | None) -> StrategyContext:
         loop = asyncio.get_running_loop()
-        timeout = self.limits.request_timeout_s
-        ctx = StrategyContext(
+        self.metrics.started(run.strategy.name, run.model)
+        return StrategyContext(
             backend=self.backend.session(run.request_id),
             request_id=run.request_id,
             verifiers=self.verifiers,
             budget=Budget(
-                deadline=loop.time() + timeout,
+                deadline=loop.time() + self.limits.request_timeout_s,
                 max_candidates=self.limits.max_n,
                 search_tokens=self.limits.search_default_tokens,
                 search_seconds=self.limits.search_default_seconds,
             ),
             sink=sink,
         )
+
+    async def _run(self, run: PreparedRun, ctx: StrategyContext) -> StrategyResult:
+        timeout = self.limits.request_timeout_s
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -208,21 +224,32 @@ class Serving:
         model: str,
         exc: BaseException | None,
         started: float,
+        ctx: StrategyContext | None = None,
         result: StrategyResult | None = None,
     ) -> None:
         seconds = time.perf_counter() - started
         status = _status(exc)
-        self.metrics.observe(strategy, model, status, seconds)
-        if result is not None:
-            usage = result.usage
+        self.metrics.observe(
+            strategy,
+            model,
+            status,
+            seconds,
+            ran=(ctx.usage, ctx.stats) if ctx is not None else None,
+            price=self.prices.get(model),
+            stopped_early=result is not None and result.stopped_early is not None,
+            fallback=result is not None and result.fallback is not None,
+        )
+        if ctx is not None:
+            usage = ctx.usage
             logger.info(
                 "strategy=%s status=%s calls=%d prompt_tokens=%d completion_tokens=%d "
-                "duration=%.3fs",
+                "verifier_tokens=%d duration=%.3fs",
                 strategy,
                 status,
                 usage.calls,
                 usage.prompt_tokens,
                 usage.completion_tokens,
+                usage.verifier_tokens,
                 seconds,
             )
         else:

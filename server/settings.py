@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from verifiers.confidence import ConfidenceConfig
@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_VERIFIERS",
     "EmbeddedSettings",
     "LimitsSettings",
+    "ModelPrice",
     "Settings",
     "VLLMSettings",
     "VerifierConfig",
@@ -102,6 +103,27 @@ class EmbeddedSettings(BaseModel):
     )
 
 
+class ModelPrice(BaseModel):
+    """What a model's tokens cost, in US dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: float = Field(default=0.0, ge=0, description="Per million prompt tokens.")
+    completion: float = Field(default=0.0, ge=0, description="Per million generated tokens.")
+    verifier: float = Field(
+        default=0.0, ge=0, description="Per million tokens read or written by verifiers."
+    )
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, verifier_tokens: int) -> float:
+        """Dollars for these token counts."""
+        total = (
+            prompt_tokens * self.prompt
+            + completion_tokens * self.completion
+            + verifier_tokens * self.verifier
+        )
+        return total / 1_000_000
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start-up."""
 
@@ -132,6 +154,14 @@ class Settings(BaseSettings):
         description=(
             'Verifiers by name, as JSON: {"prm": {"kind": "vllm_prm", "url": ..., "model": ...}}. '
             "llm_judge and confidence are always configured unless replaced."
+        ),
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description=(
+            "Token prices by served model name, in USD per million tokens, as JSON: "
+            '{"Qwen/Qwen2.5-1.5B-Instruct": {"prompt": 0.02, "completion": 0.06, '
+            '"verifier": 0.1}}. Unpriced models get no cost metrics.'
         ),
     )
     limits: LimitsSettings = Field(default_factory=LimitsSettings)

@@ -15,7 +15,9 @@ Errors::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from server.backends.base import (
     Backend,
     BackendResponseError,
+    BackendTimeout,
     Completion,
     FinishReason,
     Generation,
@@ -38,11 +41,13 @@ from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
 
 __all__ = [
     "Budget",
+    "CallStats",
     "Choice",
     "ChoiceDelta",
     "EventSink",
     "InvalidParamsError",
     "NoParams",
+    "Outcome",
     "ParamsContext",
     "ReasoningEffort",
     "Strategy",
@@ -52,6 +57,7 @@ __all__ = [
     "StrategyResult",
     "UnknownStrategyError",
     "Usage",
+    "outcome_of",
 ]
 
 ReasoningEffort = Literal["low", "medium", "high"]
@@ -157,6 +163,72 @@ class Usage:
         self.calls += 1
 
 
+Outcome = Literal["ok", "timeout", "cancelled", "error"]
+
+
+def outcome_of(exc: BaseException | None) -> Outcome:
+    """A closed set of call outcomes, for metric labels."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, TimeoutError | BackendTimeout):
+        return "timeout"
+    return "error"
+
+
+@dataclass
+class CallStats:
+    """How one request's calls went, for the server's metrics: time per phase and outcomes.
+
+    `queue_seconds` is what backends that queue (the embedded model) report as waiting;
+    vLLM's own queue shows in vLLM's metrics instead.
+    """
+
+    queue_seconds: float = 0.0
+    generate_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    candidates: int = 0
+    backend_calls: dict[Outcome, int] = field(default_factory=dict)
+    verifier_calls: dict[tuple[str, Outcome], int] = field(default_factory=dict)
+
+    def backend_call(self) -> contextlib.AbstractContextManager[None]:
+        """Time a generation call and count its outcome."""
+        return _measured(self._backend_done)
+
+    def verifier_call(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Time a verifier call and count its outcome."""
+        return _measured(lambda seconds, outcome: self._verifier_done(name, seconds, outcome))
+
+    def _backend_done(self, seconds: float, outcome: Outcome) -> None:
+        self.generate_seconds += seconds
+        self.backend_calls[outcome] = self.backend_calls.get(outcome, 0) + 1
+
+    def _verifier_done(self, name: str, seconds: float, outcome: Outcome) -> None:
+        self.verify_seconds += seconds
+        self.verifier_calls[name, outcome] = self.verifier_calls.get((name, outcome), 0) + 1
+
+    def generated(self, generation: Generation) -> None:
+        """Move a generation's queueing time out of the generate phase; count candidates."""
+        self.queue_seconds += generation.queue_seconds
+        self.generate_seconds -= generation.queue_seconds
+        self.candidates += len(generation.completions)
+
+
+@contextlib.contextmanager
+def _measured(record: Callable[[float, Outcome], None]) -> Iterator[None]:
+    """Hand the block's duration and outcome to `record`, however the block ends."""
+    started = time.perf_counter()
+    exc: BaseException | None = None
+    try:
+        yield
+    except BaseException as error:
+        exc = error
+        raise
+    finally:
+        record(time.perf_counter() - started, outcome_of(exc))
+
+
 @dataclass(frozen=True)
 class ChoiceDelta:
     """New text of one choice, sent to a streaming client as it is produced."""
@@ -207,6 +279,7 @@ class StrategyContext:
     budget: Budget = field(default_factory=Budget)
     sink: EventSink | None = None
     usage: Usage = field(default_factory=Usage)
+    stats: CallStats = field(default_factory=CallStats)
 
     @property
     def is_streaming(self) -> bool:
@@ -220,7 +293,9 @@ class StrategyContext:
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         """Sample `params.n` completions and count their tokens."""
-        generation = await self.backend.generate(prompt, params)
+        with self.stats.backend_call():
+            generation = await self.backend.generate(prompt, params)
+        self.stats.generated(generation)
         self.usage.add_generation(generation.prompt_tokens, generation.completion_tokens)
         return generation
 
@@ -231,6 +306,18 @@ class StrategyContext:
         on_delta: Callable[[StreamDelta], Awaitable[None]],
     ) -> Generation:
         """Sample as `generate` does, handing each piece of text to `on_delta` as it arrives."""
+        with self.stats.backend_call():
+            generation = await self._streamed(prompt, params, on_delta)
+        self.stats.generated(generation)
+        self.usage.add_generation(generation.prompt_tokens, generation.completion_tokens)
+        return generation
+
+    async def _streamed(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        on_delta: Callable[[StreamDelta], Awaitable[None]],
+    ) -> Generation:
         texts = [""] * params.n
         reasonings = [""] * params.n
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(params.n)]
@@ -245,7 +332,6 @@ class StrategyContext:
             await on_delta(event)
         if end is None:
             raise BackendResponseError("the backend's stream ended without its final event")
-        self.usage.add_generation(end.prompt_tokens, sum(end.completion_tokens))
         completions = tuple(
             Completion(
                 text=texts[i],
@@ -256,11 +342,12 @@ class StrategyContext:
             )
             for i in range(params.n)
         )
-        return Generation(completions, prompt_tokens=end.prompt_tokens)
+        return Generation(completions, end.prompt_tokens, queue_seconds=end.queue_seconds)
 
     async def score(self, prompt: Prompt, continuation: str) -> PromptScore:
         """Log-probabilities of given text; its tokens count as verifier tokens."""
-        scored = await self.backend.score(prompt, continuation)
+        with self.stats.verifier_call("backend_score"):
+            scored = await self.backend.score(prompt, continuation)
         self.usage.verifier_tokens += scored.prompt_tokens
         self.usage.calls += 1
         return scored
@@ -269,7 +356,8 @@ class StrategyContext:
         self, name: str, question: str, candidates: Sequence[Candidate]
     ) -> tuple[CandidateScore, ...]:
         """Score candidates with the verifier configured as `name`; its tokens are counted."""
-        scores = await self.verifiers[name].score(question, candidates)
+        with self.stats.verifier_call(name):
+            scores = await self.verifiers[name].score(question, candidates)
         if len(scores.candidates) != len(candidates):
             raise VerifierError(
                 f"verifier {name!r} returned {len(scores.candidates)} scores "

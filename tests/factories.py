@@ -71,13 +71,17 @@ def chat_body(content: str = "What is 2 + 2?", **fields: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def app_client(
-    backend: Backend, limits: LimitsSettings | None = None, raise_app_exceptions: bool = True
+    backend: Backend,
+    limits: LimitsSettings | None = None,
+    raise_app_exceptions: bool = True,
+    settings: Settings | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client wired straight to an app (lifespan included) around `backend`.
 
     With `raise_app_exceptions=False` an unhandled error comes back as the 500 a client gets.
     """
-    app = create_app(Settings(limits=limits or LimitsSettings()), backend=backend)
+    settings = settings or Settings(limits=limits or LimitsSettings())
+    app = create_app(settings, backend=backend)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:

@@ -129,6 +129,8 @@ class Generation:
 
     completions: tuple[Completion, ...]
     prompt_tokens: int
+    # Time the call waited for the model server before it ran, where the server says.
+    queue_seconds: float = 0.0
 
     @property
     def completion_tokens(self) -> int:
@@ -169,6 +171,7 @@ class StreamEnd:
     finish_reasons: tuple[FinishReason, ...]
     prompt_tokens: int
     completion_tokens: tuple[int, ...] = field(default=())
+    queue_seconds: float = 0.0
 
 
 StreamEvent = StreamDelta | StreamEnd

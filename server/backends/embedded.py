@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from server.backends.base import (
@@ -390,6 +391,7 @@ class EmbeddedBackend:
                 finish_reasons=tuple(c.finish_reason for c in generation.completions),
                 prompt_tokens=generation.prompt_tokens,
                 completion_tokens=tuple(c.tokens for c in generation.completions),
+                queue_seconds=generation.queue_seconds,
             )
         finally:
             job.cancel()
@@ -419,7 +421,16 @@ class EmbeddedBackend:
         if isinstance(prompt, ChatPrompt) and not prompt.messages:
             raise BackendResponseError("messages must not be empty", status_code=400)
         cancel = threading.Event()
-        return await self._run(lambda: self._model.generate(prompt, params, cancel, sink), cancel)
+        submitted = time.perf_counter()
+        started: list[float] = []
+
+        def work() -> Generation:
+            started.append(time.perf_counter())
+            return self._model.generate(prompt, params, cancel, sink)
+
+        generation = await self._run(work, cancel)
+        # Time spent behind other requests' work on the one model thread.
+        return replace(generation, queue_seconds=started[0] - submitted)
 
     async def _run(self, work: Callable[[], _T], cancel: threading.Event | None) -> _T:
         if self._pending >= self._max_queue:

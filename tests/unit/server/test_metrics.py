@@ -1,0 +1,138 @@
+"""The gateway's Prometheus metrics agree with the responses it sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.backends.base import BackendUnavailable, Prompt, SamplingParams
+from server.backends.scripted import ScriptedBackend
+from server.settings import Settings
+from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sse_events
+
+PRICE = {"prompt": 1.0, "completion": 2.0, "verifier": 4.0}
+BODIES = [
+    chat_body(),
+    chat_body(reasoning_strategy="cot"),
+    chat_body(reasoning_strategy="majority_vote", reasoning_params={"n": 3}),
+    chat_body(reasoning_strategy="best_of_n", reasoning_params={"n": 2}),
+    chat_body(
+        reasoning_strategy="weighted_vote", reasoning_params={"n": 2, "verifier": "llm_judge"}
+    ),
+]
+
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+async def scrape(client: httpx.AsyncClient) -> Samples:
+    """Every sample by name, with its labels."""
+    samples: Samples = {}
+    text = (await client.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    return sum(
+        value
+        for sample_labels, value in samples.get(name, [])
+        if labels.items() <= sample_labels.items()
+    )
+
+
+async def test_tokens_and_dollars_counted_equal_the_usage_returned() -> None:
+    settings = Settings(prices={SCRIPTED_MODEL: PRICE})
+    backend = ScriptedBackend(["Two and two make 4.\nAnswer: 4", "It is 5"])
+    usages: list[dict[str, Any]] = []
+    async with app_client(backend, settings=settings) as client:
+        for body in BODIES:
+            response = await client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200, response.text
+            usages.append(response.json()["usage"])
+        streamed = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(
+                reasoning_strategy="majority_vote",
+                reasoning_params={"n": 2},
+                stream=True,
+                stream_options={"include_usage": True},
+            ),
+        )
+        usages.append(sse_events(streamed.text)[-2]["usage"])
+        samples = await scrape(client)
+
+    prompt = sum(u["prompt_tokens"] for u in usages)
+    generated = sum(u["completion_tokens"] for u in usages)
+    verifier = sum(u.get("verifier_tokens", 0) for u in usages)
+    assert generated > 0 and verifier > 0
+    assert total(samples, "ttc_prompt_tokens_total") == prompt
+    assert total(samples, "ttc_generated_tokens_total") == generated
+    assert total(samples, "ttc_verifier_tokens_total") == verifier
+    dollars = (prompt * 1.0 + generated * 2.0 + verifier * 4.0) / 1e6
+    assert abs(total(samples, "ttc_cost_dollars_total") - dollars) < 1e-12
+    assert abs(total(samples, "ttc_request_cost_dollars_sum") - dollars) < 1e-12
+    assert total(samples, "ttc_request_cost_dollars_count") == len(usages)
+    # Candidates: 1 + 1 + 3 + 2 + 2 + 2 sampled completions.
+    assert total(samples, "ttc_request_candidates_sum") == 11
+    assert total(samples, "ttc_backend_calls_total", outcome="ok") == len(usages)
+    assert total(samples, "ttc_verifier_calls_total", verifier="llm_judge", outcome="ok") == 1
+    assert total(samples, "ttc_verifier_calls_total", verifier="confidence", outcome="ok") == 1
+    for phase in ("queue", "generate", "verify"):
+        assert total(samples, "ttc_phase_duration_seconds_count", phase=phase) == len(usages)
+    assert total(samples, "ttc_time_to_first_token_seconds_count") == 1
+    assert total(samples, "ttc_requests_in_flight") == 0
+
+
+async def test_failures_are_counted_and_leave_nothing_in_flight() -> None:
+    backend = ScriptedBackend(["x"], error=BackendUnavailable("vLLM went away"))
+    async with app_client(backend) as client:
+        failed = await client.post("/v1/chat/completions", json=chat_body())
+        streamed = await client.post("/v1/chat/completions", json=chat_body(stream=True))
+        samples = await scrape(client)
+    assert failed.status_code == 503
+    assert "error" in sse_events(streamed.text)[-2]
+    assert total(samples, "ttc_requests_total", status="backend_error") == 2
+    assert total(samples, "ttc_backend_calls_total", outcome="error") == 2
+    assert total(samples, "ttc_requests_in_flight") == 0
+    # Without a configured price there is no cost to report.
+    assert total(samples, "ttc_cost_dollars_total") == 0
+
+
+async def test_a_verifier_failure_is_a_flagged_fallback_in_the_metrics() -> None:
+    calls = 0
+
+    def script(prompt: Prompt, params: SamplingParams) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # the candidates came first; the judge's calls fail
+            raise BackendUnavailable("the judge went away")
+        return ["Answer: 4"] * params.n
+
+    body = chat_body(
+        reasoning_strategy="best_of_n",
+        reasoning_params={"n": 2, "verifier": "llm_judge", "on_verifier_error": "vote"},
+    )
+    async with app_client(ScriptedBackend(script)) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+        samples = await scrape(client)
+    assert response.status_code == 200
+    assert "llm_judge" in response.json()["reasoning_fallback"]
+    assert total(samples, "ttc_verifier_fallbacks_total") == 1
+    assert total(samples, "ttc_verifier_calls_total", verifier="llm_judge", outcome="error") == 1
+    assert total(samples, "ttc_requests_total", status="ok") == 1
+
+
+async def test_labels_hold_no_client_text() -> None:
+    async with app_client(ScriptedBackend(["x"])) as client:
+        await client.post(
+            "/v1/chat/completions",
+            json=chat_body("a secret prompt"),
+            headers={"X-Request-Id": "req-42"},
+        )
+        text = (await client.get("/metrics")).text
+    assert "secret" not in text and "req-42" not in text
