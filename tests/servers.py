@@ -24,12 +24,13 @@ class ServerFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """A server to start: a command that serves `/health` on `port` once it is ready."""
+    """A server to start: a command that answers 200 on `health` at `port` once it is ready."""
 
     name: str
     command: Sequence[str]
     port: int
     env: Mapping[str, str] = field(default_factory=dict)
+    health: str = "/health"
 
     @property
     def url(self) -> str:
@@ -93,13 +94,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def wait_ready(
     spec: ServerSpec, process: subprocess.Popen[bytes], log: Path, timeout_s: float
 ) -> None:
-    """Poll `/health` until it answers; fail fast with the log's tail if the process dies."""
+    """Poll the health path until it answers; fail fast with the log's tail if the process dies."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerFailed(f"{spec.name} exited with {process.returncode}:\n{tail(log)}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{spec.url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{spec.url}{spec.health}", timeout=2).status_code == 200:
                 return
         time.sleep(0.5)
     raise ServerFailed(f"{spec.name} not ready after {timeout_s:.0f} s:\n{tail(log)}")

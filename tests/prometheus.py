@@ -1,0 +1,124 @@
+"""A real Prometheus (Debian's package) for tests, configured from the files in deploy/."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import runpy
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.factories import free_port
+from tests.servers import ServerSpec, server_processes
+
+DEPLOY = Path(__file__).parent.parent / "deploy"
+CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+RULES = DEPLOY / "prometheus" / "rules"
+BUILD = DEPLOY / "grafana" / "build.py"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "ttc.json"
+SCRAPE_S = 1
+
+
+def binary(name: str) -> str:
+    """A Prometheus binary; `make test` installs Debian's package."""
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} not found: `make test` installs Debian's prometheus package")
+    return path
+
+
+def dashboard() -> dict[str, Any]:
+    """deploy/grafana/build.py's namespace: the panels, build() and render()."""
+    return runpy.run_path(str(BUILD))
+
+
+def dashboard_queries(source: str) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every query of the panels about `source`."""
+    return [
+        (panel.title, query.expr)
+        for panel in dashboard()["panels"]()
+        if panel.source == source
+        for query in panel.queries
+    ]
+
+
+def recording_rules() -> list[str]:
+    """The names every recording rule records."""
+    names = []
+    for path in sorted(RULES.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names += [rule["record"] for rule in group["rules"] if "record" in rule]
+    return names
+
+
+def as_prometheus_sees_it(expr: str) -> str:
+    """A dashboard expression with Grafana's variables filled in: everything, over a minute."""
+    return expr.replace("$__rate_interval", "1m").replace("$strategy", ".*").replace("$model", ".*")
+
+
+@contextlib.contextmanager
+def prometheus(targets: Mapping[str, Sequence[str]]) -> Iterator[str]:
+    """Run Prometheus with deploy/'s config and rules, scraping `targets` by job every second."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["global"] = {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s"}
+    config["rule_files"] = [str(RULES / "*.yml")]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(targets) <= set(jobs), f"deploy/ has no scrape job for {set(targets) - set(jobs)}"
+    # Same jobs, but the targets found by DNS in production are the given loopback ones here.
+    config["scrape_configs"] = [
+        {
+            **{k: v for k, v in jobs[name].items() if not k.endswith("_sd_configs")},
+            "static_configs": [{"targets": list(addresses)}],
+        }
+        for name, addresses in targets.items()
+    ]
+    with tempfile.TemporaryDirectory(prefix="prometheus-") as tmp:
+        config_path = Path(tmp) / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        port = free_port()
+        command = [
+            binary("prometheus"),
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={tmp}/data",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        spec = ServerSpec("prometheus", command, port, health="/-/ready")
+        with server_processes(spec, ready_timeout_s=120):
+            yield spec.url
+
+
+def query(url: str, expr: str) -> list[dict[str, Any]]:
+    """An instant query's result vector; a PromQL error fails loudly."""
+    response = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    assert body.get("status") == "success", f"{expr}: {body}"
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def has_data(result: list[dict[str, Any]]) -> bool:
+    """Whether a result holds at least one real number."""
+    return any(math.isfinite(float(series["value"][1])) for series in result)
+
+
+def wait_for_scrapes(url: str, job: str, scrapes: int = 3) -> None:
+    """Wait until Prometheus has scraped `job` a few more times."""
+    deadline = time.monotonic() + 60
+    seen = None
+    count = 0
+    while time.monotonic() < deadline:
+        result = query(url, f'timestamp(up{{job="{job}"}})')
+        stamp = max((float(s["value"][1]) for s in result), default=None)
+        if stamp is not None and stamp != seen:
+            seen, count = stamp, count + 1
+            if count > scrapes:
+                return
+        time.sleep(SCRAPE_S / 4)
+    raise AssertionError(f"Prometheus did not scrape {job} within 60 s")
