@@ -295,9 +295,7 @@ class StrategyContext:
         """Sample `params.n` completions and count their tokens."""
         with self.stats.backend_call():
             generation = await self.backend.generate(prompt, params)
-        self.stats.generated(generation)
-        self.usage.add_generation(generation.prompt_tokens, generation.completion_tokens)
-        return generation
+        return self._counted(generation)
 
     async def generate_streamed(
         self,
@@ -308,6 +306,9 @@ class StrategyContext:
         """Sample as `generate` does, handing each piece of text to `on_delta` as it arrives."""
         with self.stats.backend_call():
             generation = await self._streamed(prompt, params, on_delta)
+        return self._counted(generation)
+
+    def _counted(self, generation: Generation) -> Generation:
         self.stats.generated(generation)
         self.usage.add_generation(generation.prompt_tokens, generation.completion_tokens)
         return generation

@@ -198,7 +198,8 @@ ROWS = (
             ),
             Panel(
                 "Error ratio",
-                "Share of requests not answered with 200, from a recording rule.",
+                "Share of requests that failed on the server's side (backend errors, timeouts, "
+                "bugs; not bad requests), from a recording rule.",
                 (Query(recorded("strategy:ttc_request_errors:ratio_rate5m"), "{{strategy}}"),),
                 unit="percentunit",
             ),
