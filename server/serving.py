@@ -185,7 +185,12 @@ class Serving:
         finally:
             task.cancel()
             if outcome is not None:
-                self._observe(run.strategy.name, run.model, outcome, started, ctx)
+                # Once the cancelled strategy has unwound, so its calls in flight are counted.
+                # (Awaiting it here would not do: a disconnect cancels this generator's scope.)
+                failed = outcome
+                task.add_done_callback(
+                    lambda _: self._observe(run.strategy.name, run.model, failed, started, ctx)
+                )
         yield "data: [DONE]\n\n"
 
     def _first_text(self, run: PreparedRun, started: float) -> None:

@@ -177,56 +177,91 @@ def outcome_of(exc: BaseException | None) -> Outcome:
     return "error"
 
 
+class _WallClock:
+    """Seconds during which at least one of possibly overlapping calls was running."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._running = 0
+        self._since = 0.0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        if self._running == 0:
+            self._since = time.perf_counter()
+        self._running += 1
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self.seconds += time.perf_counter() - self._since
+
+
 @dataclass
 class CallStats:
     """How one request's calls went, for the server's metrics: time per phase and outcomes.
 
-    `queue_seconds` is what backends that queue (the embedded model) report as waiting;
-    vLLM's own queue shows in vLLM's metrics instead.
+    A phase's time is wall-clock time with at least one call of it running, so the calls a
+    search makes at once count once. `queue` is what backends that queue (the embedded model)
+    report as waiting, summed over calls and at most the generate phase's time; vLLM's own
+    queue shows in vLLM's metrics instead.
     """
 
-    queue_seconds: float = 0.0
-    generate_seconds: float = 0.0
-    verify_seconds: float = 0.0
     candidates: int = 0
     backend_calls: dict[Outcome, int] = field(default_factory=dict)
     verifier_calls: dict[tuple[str, Outcome], int] = field(default_factory=dict)
+    _queued: float = 0.0
+    _generating: _WallClock = field(default_factory=_WallClock)
+    _verifying: _WallClock = field(default_factory=_WallClock)
 
-    def backend_call(self) -> contextlib.AbstractContextManager[None]:
+    @property
+    def queue_seconds(self) -> float:
+        return min(self._queued, self._generating.seconds)
+
+    @property
+    def generate_seconds(self) -> float:
+        return self._generating.seconds - self.queue_seconds
+
+    @property
+    def verify_seconds(self) -> float:
+        return self._verifying.seconds
+
+    @contextlib.contextmanager
+    def backend_call(self) -> Iterator[None]:
         """Time a generation call and count its outcome."""
-        return _measured(self._backend_done)
+        with self._generating.running(), _counting(self._backend_done):
+            yield
 
-    def verifier_call(self, name: str) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def verifier_call(self, name: str) -> Iterator[None]:
         """Time a verifier call and count its outcome."""
-        return _measured(lambda seconds, outcome: self._verifier_done(name, seconds, outcome))
+        with self._verifying.running(), _counting(lambda o: self._verifier_done(name, o)):
+            yield
 
-    def _backend_done(self, seconds: float, outcome: Outcome) -> None:
-        self.generate_seconds += seconds
+    def _backend_done(self, outcome: Outcome) -> None:
         self.backend_calls[outcome] = self.backend_calls.get(outcome, 0) + 1
 
-    def _verifier_done(self, name: str, seconds: float, outcome: Outcome) -> None:
-        self.verify_seconds += seconds
+    def _verifier_done(self, name: str, outcome: Outcome) -> None:
         self.verifier_calls[name, outcome] = self.verifier_calls.get((name, outcome), 0) + 1
 
     def generated(self, generation: Generation) -> None:
-        """Move a generation's queueing time out of the generate phase; count candidates."""
-        self.queue_seconds += generation.queue_seconds
-        self.generate_seconds -= generation.queue_seconds
+        """Count a generation's candidates and the time it waited for the model."""
+        self._queued += generation.queue_seconds
         self.candidates += len(generation.completions)
 
 
 @contextlib.contextmanager
-def _measured(record: Callable[[float, Outcome], None]) -> Iterator[None]:
-    """Hand the block's duration and outcome to `record`, however the block ends."""
-    started = time.perf_counter()
-    exc: BaseException | None = None
+def _counting(record: Callable[[Outcome], None]) -> Iterator[None]:
+    """Hand the block's outcome to `record`, however the block ends."""
+    outcome: Outcome = "ok"
     try:
         yield
     except BaseException as error:
-        exc = error
+        outcome = outcome_of(error)
         raise
     finally:
-        record(time.perf_counter() - started, outcome_of(exc))
+        record(outcome)
 
 
 @dataclass(frozen=True)

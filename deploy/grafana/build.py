@@ -55,11 +55,15 @@ def per_request(metric: str, by: str = "strategy") -> str:
     )
 
 
-def per_answered(counter: str) -> str:
-    """A counter's rate per request answered, by strategy."""
+def per_run(counter: str) -> str:
+    """A counter's rate per request that ran, by strategy.
+
+    Requests rejected before running (bad params, unknown model) spend nothing, so the
+    denominator counts the requests that ran: each observes its candidates exactly once.
+    """
     return (
         f"sum by (strategy) (rate({counter}{{{BY_STRATEGY}}}[{RATE}]))"
-        f" / sum by (strategy) (rate(ttc_requests_total{{{BY_STRATEGY}}}[{RATE}]))"
+        f" / sum by (strategy) (rate(ttc_request_candidates_count{{{BY_STRATEGY}}}[{RATE}]))"
     )
 
 
@@ -129,11 +133,11 @@ ROWS = (
         (
             Panel(
                 "Tokens per request",
-                "Prompt, generated and verifier tokens per answered request.",
+                "Prompt, generated and verifier tokens per request that ran.",
                 (
-                    Query(per_answered("ttc_prompt_tokens_total"), "prompt {{strategy}}"),
-                    Query(per_answered("ttc_generated_tokens_total"), "generated {{strategy}}"),
-                    Query(per_answered("ttc_verifier_tokens_total"), "verifier {{strategy}}"),
+                    Query(per_run("ttc_prompt_tokens_total"), "prompt {{strategy}}"),
+                    Query(per_run("ttc_generated_tokens_total"), "generated {{strategy}}"),
+                    Query(per_run("ttc_verifier_tokens_total"), "verifier {{strategy}}"),
                 ),
             ),
             Panel(
@@ -187,11 +191,11 @@ ROWS = (
                 "Completions sampled, generation calls and verifier calls per request.",
                 (
                     Query(per_request("ttc_request_candidates"), "candidates {{strategy}}"),
-                    Query(per_answered("ttc_backend_calls_total"), "backend calls {{strategy}}"),
+                    Query(per_run("ttc_backend_calls_total"), "backend calls {{strategy}}"),
                     Query(
                         # Verifier calls have no model label: a verifier serves every model.
                         rate_by("ttc_verifier_calls_total", selector=ONLY_STRATEGY)
-                        + f" / {rate_by('ttc_requests_total')}",
+                        + f" / {rate_by('ttc_request_candidates_count')}",
                         "verifier calls {{strategy}}",
                     ),
                 ),
@@ -208,8 +212,8 @@ ROWS = (
                 "Requests answered by majority vote because their verifier failed, and "
                 "searches that answered before finishing (budget or iterations), per request.",
                 (
-                    Query(per_answered("ttc_verifier_fallbacks_total"), "fallback {{strategy}}"),
-                    Query(per_answered("ttc_early_stops_total"), "early stop {{strategy}}"),
+                    Query(per_run("ttc_verifier_fallbacks_total"), "fallback {{strategy}}"),
+                    Query(per_run("ttc_early_stops_total"), "early stop {{strategy}}"),
                 ),
                 unit="percentunit",
             ),

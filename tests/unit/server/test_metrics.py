@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.backends.base import BackendUnavailable, Prompt, SamplingParams
 from server.backends.scripted import ScriptedBackend
-from server.settings import Settings
+from server.metrics import Metrics
+from server.protocol import ChatChunks, ChatCompletionRequest
+from server.serving import Serving
+from server.settings import LimitsSettings, Settings
 from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sse_events
 
 PRICE = {"prompt": 1.0, "completion": 2.0, "verifier": 4.0}
@@ -136,3 +141,26 @@ async def test_labels_hold_no_client_text() -> None:
         )
         text = (await client.get("/metrics")).text
     assert "secret" not in text and "req-42" not in text
+
+
+async def test_a_stream_closed_by_its_client_counts_the_call_it_cut_short() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    serving = Serving(ScriptedBackend(["x"], delay_s=30), LimitsSettings(), metrics)
+    body = ChatCompletionRequest.model_validate(chat_body(stream=True))
+    run = await serving.prepare(body, "chatcmpl-1")
+    stream = serving.stream(run, ChatChunks("chatcmpl-1", SCRIPTED_MODEL))
+    await anext(stream)  # the opening chunk; generation is under way
+    await asyncio.sleep(0.05)
+    await stream.aclose()  # what a disconnect does to the response's generator
+    await asyncio.sleep(0.05)
+
+    def value(name: str, **labels: str) -> float:
+        return (
+            registry.get_sample_value(name, {"strategy": "none", "model": SCRIPTED_MODEL, **labels})
+            or 0.0
+        )
+
+    assert value("ttc_requests_total", status="cancelled") == 1
+    assert value("ttc_backend_calls_total", outcome="cancelled") == 1
+    assert value("ttc_requests_in_flight") == 0
