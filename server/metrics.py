@@ -122,7 +122,7 @@ class Metrics:
             "verify": stats.verify_seconds,
         }
         for phase, phase_seconds in phases.items():
-            self.phase_duration.labels(*labels, phase).observe(max(0.0, phase_seconds))
+            self.phase_duration.labels(*labels, phase).observe(phase_seconds)
         self.candidates.labels(*labels).observe(stats.candidates)
         for outcome, calls in stats.backend_calls.items():
             self.backend_calls.labels(*labels, outcome).inc(calls)

@@ -158,9 +158,7 @@ class Serving:
             result = task.result()
             if not streamed:
                 # A strategy that decides only at the end: its answer is the first text.
-                self.metrics.first_token(
-                    run.strategy.name, run.model, time.perf_counter() - started
-                )
+                self._first_text(run, started)
             for index, choice in enumerate(result.choices):
                 if index not in streamed:
                     # A strategy that decides only at the end sends its answer in one piece.
