@@ -4,34 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-Key = tuple[str, frozenset[tuple[str, str]]]
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """One scrape: every sample by name and labels."""
-
-    samples: Mapping[Key, float]
-
-    def get(self, name: str, **labels: str) -> float:
-        """The sum over the series of `name` whose labels include `labels`."""
-        wanted = set(labels.items())
-        return sum(
-            value
-            for (sample, series), value in self.samples.items()
-            if sample == name and wanted <= series
-        )
-
-    def __sub__(self, earlier: Metrics) -> Metrics:
-        return Metrics(
-            {key: value - earlier.samples.get(key, 0.0) for key, value in self.samples.items()}
-        )
+from tests.samples import Key, Samples
 
 
 @dataclass(frozen=True)
@@ -40,23 +18,17 @@ class Scrape:
 
     url: str
 
-    async def metrics(self, client: httpx.AsyncClient) -> Metrics:
+    async def metrics(self, client: httpx.AsyncClient) -> Samples:
         response = await client.get(f"{self.url}/metrics")
         response.raise_for_status()
-        return Metrics(
-            {
-                (sample.name, frozenset(sample.labels.items())): sample.value
-                for family in text_string_to_metric_families(response.text)
-                for sample in family.samples
-            }
-        )
+        return Samples.parse(response.text)
 
 
 @dataclass
 class Cost:
     """What a block of requests cost each server, filled in when the block ends."""
 
-    deltas: list[Metrics] = field(default_factory=list)
+    deltas: list[Samples] = field(default_factory=list)
 
     def total(self, name: str, **labels: str) -> float:
         return sum(delta.get(name, **labels) for delta in self.deltas)
@@ -73,7 +45,7 @@ async def measured(servers: Sequence[Scrape]) -> AsyncIterator[Cost]:
         cost.deltas = [a - b for a, b in zip(after, before, strict=True)]
 
 
-async def _settled(client: httpx.AsyncClient, servers: Sequence[Scrape]) -> list[Metrics]:
+async def _settled(client: httpx.AsyncClient, servers: Sequence[Scrape]) -> list[Samples]:
     # vLLM records a request's stats just after it answers; wait until two scrapes agree.
     last = await asyncio.gather(*(s.metrics(client) for s in servers))
     for _ in range(50):
@@ -85,10 +57,10 @@ async def _settled(client: httpx.AsyncClient, servers: Sequence[Scrape]) -> list
     raise AssertionError("vLLM's metrics did not settle within 10 s")
 
 
-def _counters(metrics: Metrics) -> dict[Key, float]:
+def _counters(metrics: Samples) -> dict[Key, float]:
     # Gauges (KV-cache use) and process counters (CPU seconds) move on their own.
     return {
         key: value
-        for key, value in metrics.samples.items()
+        for key, value in metrics.values.items()
         if key[0].startswith(("vllm:", "http_requests")) and key[0].endswith(("_total", "_count"))
     }

@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from server.backends.base import BackendUnavailable, Prompt, SamplingParams
 from server.backends.scripted import ScriptedBackend
@@ -16,6 +15,7 @@ from server.protocol import ChatChunks, ChatCompletionRequest
 from server.serving import Serving
 from server.settings import LimitsSettings, Settings
 from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sse_events
+from tests.samples import Samples
 
 PRICE = {"prompt": 1.0, "completion": 2.0, "verifier": 4.0}
 BODIES = [
@@ -29,25 +29,8 @@ BODIES = [
 ]
 
 
-Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
 async def scrape(client: httpx.AsyncClient) -> Samples:
-    """Every sample by name, with its labels."""
-    samples: Samples = {}
-    text = (await client.get("/metrics")).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    return sum(
-        value
-        for sample_labels, value in samples.get(name, [])
-        if labels.items() <= sample_labels.items()
-    )
+    return Samples.parse((await client.get("/metrics")).text)
 
 
 async def test_tokens_and_dollars_counted_equal_the_usage_returned() -> None:
@@ -75,22 +58,22 @@ async def test_tokens_and_dollars_counted_equal_the_usage_returned() -> None:
     generated = sum(u["completion_tokens"] for u in usages)
     verifier = sum(u.get("verifier_tokens", 0) for u in usages)
     assert generated > 0 and verifier > 0
-    assert total(samples, "ttc_prompt_tokens_total") == prompt
-    assert total(samples, "ttc_generated_tokens_total") == generated
-    assert total(samples, "ttc_verifier_tokens_total") == verifier
+    assert samples.get("ttc_prompt_tokens_total") == prompt
+    assert samples.get("ttc_generated_tokens_total") == generated
+    assert samples.get("ttc_verifier_tokens_total") == verifier
     dollars = (prompt * 1.0 + generated * 2.0 + verifier * 4.0) / 1e6
-    assert abs(total(samples, "ttc_cost_dollars_total") - dollars) < 1e-12
-    assert abs(total(samples, "ttc_request_cost_dollars_sum") - dollars) < 1e-12
-    assert total(samples, "ttc_request_cost_dollars_count") == len(usages)
+    assert abs(samples.get("ttc_cost_dollars_total") - dollars) < 1e-12
+    assert abs(samples.get("ttc_request_cost_dollars_sum") - dollars) < 1e-12
+    assert samples.get("ttc_request_cost_dollars_count") == len(usages)
     # Candidates: 1 + 1 + 3 + 2 + 2 + 2 sampled completions.
-    assert total(samples, "ttc_request_candidates_sum") == 11
-    assert total(samples, "ttc_backend_calls_total", outcome="ok") == len(usages)
-    assert total(samples, "ttc_verifier_calls_total", verifier="llm_judge", outcome="ok") == 1
-    assert total(samples, "ttc_verifier_calls_total", verifier="confidence", outcome="ok") == 1
+    assert samples.get("ttc_request_candidates_sum") == 11
+    assert samples.get("ttc_backend_calls_total", outcome="ok") == len(usages)
+    assert samples.get("ttc_verifier_calls_total", verifier="llm_judge", outcome="ok") == 1
+    assert samples.get("ttc_verifier_calls_total", verifier="confidence", outcome="ok") == 1
     for phase in ("queue", "generate", "verify"):
-        assert total(samples, "ttc_phase_duration_seconds_count", phase=phase) == len(usages)
-    assert total(samples, "ttc_time_to_first_token_seconds_count") == 1
-    assert total(samples, "ttc_requests_in_flight") == 0
+        assert samples.get("ttc_phase_duration_seconds_count", phase=phase) == len(usages)
+    assert samples.get("ttc_time_to_first_token_seconds_count") == 1
+    assert samples.get("ttc_requests_in_flight") == 0
 
 
 async def test_failures_are_counted_and_leave_nothing_in_flight() -> None:
@@ -101,11 +84,11 @@ async def test_failures_are_counted_and_leave_nothing_in_flight() -> None:
         samples = await scrape(client)
     assert failed.status_code == 503
     assert "error" in sse_events(streamed.text)[-2]
-    assert total(samples, "ttc_requests_total", status="backend_error") == 2
-    assert total(samples, "ttc_backend_calls_total", outcome="error") == 2
-    assert total(samples, "ttc_requests_in_flight") == 0
+    assert samples.get("ttc_requests_total", status="backend_error") == 2
+    assert samples.get("ttc_backend_calls_total", outcome="error") == 2
+    assert samples.get("ttc_requests_in_flight") == 0
     # Without a configured price there is no cost to report.
-    assert total(samples, "ttc_cost_dollars_total") == 0
+    assert samples.get("ttc_cost_dollars_total") == 0
 
 
 async def test_a_verifier_failure_is_a_flagged_fallback_in_the_metrics() -> None:
@@ -127,9 +110,9 @@ async def test_a_verifier_failure_is_a_flagged_fallback_in_the_metrics() -> None
         samples = await scrape(client)
     assert response.status_code == 200
     assert "llm_judge" in response.json()["reasoning_fallback"]
-    assert total(samples, "ttc_verifier_fallbacks_total") == 1
-    assert total(samples, "ttc_verifier_calls_total", verifier="llm_judge", outcome="error") == 1
-    assert total(samples, "ttc_requests_total", status="ok") == 1
+    assert samples.get("ttc_verifier_fallbacks_total") == 1
+    assert samples.get("ttc_verifier_calls_total", verifier="llm_judge", outcome="error") == 1
+    assert samples.get("ttc_requests_total", status="ok") == 1
 
 
 async def test_labels_hold_no_client_text() -> None:
