@@ -14,6 +14,7 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 COPY strategies ./strategies
 COPY verifiers ./verifiers
+COPY backends ./backends
 RUN pip install . && useradd --system --uid 10001 ttc
 
 ENV TTC_HOST=0.0.0.0 \

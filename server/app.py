@@ -7,36 +7,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from server.backends.base import Backend
+from backends.base import Backend
+from backends.http import HTTPClients
+from backends.registry import BACKENDS
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.request_id import RequestIdMiddleware
 from server.routes import chat, completions, health, models
-from server.serving import Serving
+from server.serving.core import Serving
 from server.settings import Settings
-from server.verifier_registry import create_verifiers
+from verifiers.registry import create_verifiers
 
-__all__ = ["create_app", "create_backend"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
-
-
-async def create_backend(settings: Settings) -> Backend:
-    """The backend the settings name, loaded and ready to take calls."""
-    if settings.backend == "vllm":
-        from server.backends.http import create_client
-        from server.backends.vllm import VLLMBackend
-
-        return VLLMBackend(create_client(settings.vllm), settings.vllm_url, settings.model)
-    # Imported only here: torch and transformers are the embedded extra, not a gateway need.
-    from server.backends.embedded import EmbeddedBackend
-
-    return await EmbeddedBackend.load(settings.embedded)
 
 
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
@@ -47,22 +36,23 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        active = backend or await create_backend(settings)
-        verifiers = create_verifiers(settings.verifiers, active, settings.vllm)
-        app.state.serving = Serving(
-            active, settings.limits, metrics, verifiers.verifiers, prices=settings.prices
-        )
-        logger.info(
-            "serving %s on the %s backend; verifiers: %s",
-            await _model_or_pending(active),
-            settings.backend,
-            ", ".join(sorted(verifiers.verifiers)),
-        )
-        try:
+        async with AsyncExitStack() as stack:
+            # Every pooled client of a vLLM server comes from here and is closed last.
+            clients = HTTPClients(settings.vllm)
+            stack.push_async_callback(clients.aclose)
+            active = backend or await BACKENDS[settings.backend].create(settings, clients)
+            stack.push_async_callback(active.aclose)
+            verifiers = create_verifiers(settings.verifiers, active, clients)
+            app.state.serving = Serving(
+                active, settings.limits, metrics, verifiers, prices=settings.prices
+            )
+            logger.info(
+                "serving %s on the %s backend; verifiers: %s",
+                await _model_or_pending(active),
+                settings.backend,
+                ", ".join(sorted(verifiers)),
+            )
             yield
-        finally:
-            await verifiers.aclose()
-            await active.aclose()
 
     app = FastAPI(title="ttc-server", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from server.backends.base import Backend
-from server.serving import Serving
+from backends.base import Backend
+from server.serving.core import Serving
 
 __all__ = ["BackendDep", "RequestIdDep", "ServingDep"]
 

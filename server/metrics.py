@@ -13,7 +13,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from server.settings import ModelPrice
-from strategies.base import CallStats, Usage
+from strategies.accounting import CallStats, Usage
 
 __all__ = ["REQUEST_STATUSES", "Metrics"]
 
@@ -99,20 +99,20 @@ class Metrics:
         status: str,
         seconds: float,
         *,
-        ran: tuple[Usage, CallStats] | None = None,
+        spent: tuple[Usage, CallStats] | None = None,
         price: ModelPrice | None = None,
         stopped_early: bool = False,
         fallback: bool = False,
     ) -> None:
-        """Record one finished request; `ran` is what it spent, if it got as far as running."""
+        """Record one finished request; `spent` is what it spent, if it got as far as running."""
         assert status in REQUEST_STATUSES, status
         labels = (strategy, model)
         self.requests.labels(*labels, status).inc()
         self.request_duration.labels(*labels).observe(seconds)
-        if ran is None:
+        if spent is None:
             return
         self.in_flight.labels(*labels).dec()
-        usage, stats = ran
+        usage, stats = spent
         self.prompt_tokens.labels(*labels).inc(usage.prompt_tokens)
         self.generated_tokens.labels(*labels).inc(usage.completion_tokens)
         self.verifier_tokens.labels(*labels).inc(usage.verifier_tokens)

@@ -13,15 +13,10 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RequestIdFilter", "RequestIdMiddleware", "current_request_id"]
+__all__ = ["RequestIdFilter", "RequestIdMiddleware"]
 
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-def current_request_id() -> str:
-    """The id of the request being served, or "-" outside one."""
-    return _current.get()
 
 
 class RequestIdFilter(logging.Filter):

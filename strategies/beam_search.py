@@ -18,25 +18,15 @@ budget runs out; either way the response says why in `reasoning_stopped_early`.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from strategies.base import StrategyContext, StrategyRequest, StrategyResult
-from strategies.candidates import effort_n
-from strategies.steps import (
-    BeamParams,
-    BudgetSpent,
-    Node,
-    SearchBudget,
-    best,
-    expand,
-    look_ahead,
-    score,
-    search_result,
-    top,
-)
+from strategies.base import StrategyRequest, StrategyResult
+from strategies.context import StrategyContext
+from strategies.ranking import ranked
+from strategies.search import BeamParams, BudgetSpent, Search, by_reward
+from strategies.steps import evaluate, expand, look_ahead
 
 __all__ = ["BeamSearch", "BeamSearchParams"]
 
@@ -56,41 +46,37 @@ class BeamSearch:
     async def run(
         self, request: StrategyRequest, params: BeamSearchParams, ctx: StrategyContext
     ) -> StrategyResult:
-        budget = SearchBudget(ctx, params)
-        n = effort_n(request, params.n, ctx.budget.max_candidates)
-        width = min(params.beam_width, n)
+        search = Search.start(ctx, request, params)
+        n, width = params.beams(ctx, request)
         keep = max(1, n // width)
-        sampling = dataclasses.replace(request.sampling, temperature=params.temperature)
-        root = Node(step="", tokens=0)
+        root, prompt, sampling = search.root, request.prompt, search.sampling
         live, finished = [root], []
-        stopped: str | None = None
         for _ in range(params.num_iterations):
             try:
-                async with budget.guard():
+                async with search.budget.guard():
                     # Expand: the root N ways, every kept beam M ways.
                     widths = [n if node is root else width for node in live]
                     new = [
                         c
-                        for cs in await expand(ctx, request.prompt, live, widths, sampling, params)
+                        for cs in await expand(ctx, prompt, live, widths, sampling, params)
                         for c in cs
                     ]
                     # Score, through the lookahead when there is one.
-                    texts = await look_ahead(
-                        ctx, request.prompt, new, params.lookahead, sampling, params
-                    )
-                    await score(ctx, request, new, params, texts)
+                    texts = await look_ahead(ctx, prompt, new, params.lookahead, sampling, params)
+                    await evaluate(ctx, request, new, params, texts)
             except BudgetSpent as spent:
-                stopped = str(spent)
+                search.stopped = str(spent)
                 break
             # Prune: set finished solutions aside, keep the N/M best of the rest.
             finished += [node for node in new if node.is_final]
-            live = top([node for node in new if not node.is_final], keep)
+            live = ranked([node for node in new if not node.is_final], by_reward)[:keep]
             if not live:
                 break
-        chosen = best(finished)
-        if chosen is None:
-            chosen = best([node for node in live if node is not root]) or root
-            stopped = stopped or f"no beam finished within {params.num_iterations} iterations"
-        return search_result(
-            ctx, request, self.name, root, chosen, stopped, beams=n, beam_width=width
+        return search.answer(
+            self.name,
+            finished,
+            live,
+            f"no beam finished within {params.num_iterations} iterations",
+            beams=n,
+            beam_width=width,
         )

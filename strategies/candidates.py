@@ -1,22 +1,37 @@
-"""What the sampling strategies share: their params, sampling N candidates in one call,
-extracting and voting on answers, and building the result and its trace.
+"""What the sampling strategies share: their params, sampling N candidates in one call, scoring
+them, voting on their answers, and building the result and its trace.
 
-Tie-breaking, everywhere: among equal votes, weights or scores, the candidate (or answer group)
-that appeared first wins, so a run is reproducible from its candidates.
+`VerifiedSelection` is the shape of the strategies that pick with a verifier (best-of-N,
+weighted vote): sample N candidates in one backend call, score them all in one verifier call,
+then choose. If the verifier fails or times out, the request fails with a 502, unless its
+`on_verifier_error` is `vote`: then the same candidates are majority-voted, and the response
+says so in `reasoning_fallback`.
+
+Ties, everywhere, follow `strategies.ranking`: among equal votes, weights or scores, the
+candidate (or answer group) that appeared first wins.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, model_validator
 
-from server.backends.base import ChatPrompt, FinishReason, Prompt, TokenLogprob
-from strategies.base import Choice, ParamsContext, StrategyContext, StrategyRequest, StrategyResult
+from backends.base import ChatPrompt, FinishReason, Prompt, TokenLogprob
+from strategies.base import (
+    Choice,
+    ParamsContext,
+    StrategyParams,
+    StrategyRequest,
+    StrategyResult,
+)
+from strategies.context import StrategyContext
+from strategies.ranking import ranked
 from verifiers.answer_match import AnswerFormat, extract_answer, group_answers
 from verifiers.base import Aggregation, Candidate, CandidateScore, VerifierError
 
@@ -24,24 +39,25 @@ __all__ = [
     "EFFORT_N",
     "CandidateParams",
     "Sampled",
+    "Scored",
     "VerifiedParams",
+    "VerifiedSelection",
     "Vote",
     "effort_n",
     "question_of",
     "rank_groups",
     "result_of",
     "sample",
-    "verify",
+    "sample_and_verify",
+    "vote",
 ]
 
 # Candidates per request when neither `reasoning_params.n` nor the request says otherwise.
 EFFORT_N = {"low": 4, "medium": 8, "high": 16}
 
 
-class CandidateParams(BaseModel):
+class CandidateParams(StrategyParams):
     """Params every sampling strategy takes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     n: int | None = Field(
         default=None, ge=1, description="Candidates to sample (default from reasoning_effort: 8)."
@@ -53,12 +69,7 @@ class CandidateParams(BaseModel):
     return_trace: bool = False
 
     @model_validator(mode="after")
-    def _within_limits(self, info: ValidationInfo) -> CandidateParams:
-        limits = ParamsContext.of(info.context)
-        if self.n is not None and self.n > limits.max_n:
-            raise ValueError(f"n is {self.n}; this server allows at most {limits.max_n}")
-        if self.max_tokens is not None and self.max_tokens > limits.max_tokens:
-            raise ValueError(f"max_tokens is over this server's {limits.max_tokens}")
+    def _pattern_for_regex(self) -> CandidateParams:
         if self.answer_format == "regex":
             if not self.answer_pattern:
                 raise ValueError("answer_format 'regex' needs answer_pattern")
@@ -67,10 +78,6 @@ class CandidateParams(BaseModel):
             except re.error as exc:
                 raise ValueError(f"answer_pattern is not a valid regex: {exc}") from exc
         return self
-
-    def candidates(self, request: StrategyRequest, max_n: int) -> int:
-        """How many candidates to sample: `n`, else the effort's default within the limit."""
-        return effort_n(request, self.n, max_n)
 
 
 class VerifiedParams(CandidateParams):
@@ -107,6 +114,25 @@ class Sampled:
 
 
 @dataclass(frozen=True)
+class Scored:
+    """Sampled candidates and their verifier scores, reduced to one value each by `aggregation`.
+
+    Without scores (`scores` None) the verifier failed and the request allowed a majority vote
+    instead; `fallback` says so.
+    """
+
+    candidates: list[Sampled]
+    scores: tuple[CandidateScore, ...] | None
+    aggregation: Aggregation
+    fallback: str | None = None
+
+    @property
+    def values(self) -> list[float]:
+        """One score per candidate."""
+        return [s.aggregated(self.aggregation) for s in self.scores or ()]
+
+
+@dataclass(frozen=True)
 class Vote:
     """An answer group with its members and their total vote (a count or a weight)."""
 
@@ -140,7 +166,7 @@ async def sample(
     wanted = [v for v in (request.sampling.logprobs, logprobs) if v is not None]
     sampling = dataclasses.replace(
         request.sampling,
-        n=params.candidates(request, ctx.budget.max_candidates),
+        n=effort_n(request, params.n, ctx.limits.max_n),
         temperature=request.sampling.temperature
         if params.temperature is None
         else params.temperature,
@@ -160,14 +186,13 @@ async def sample(
     ]
 
 
-async def verify(
-    ctx: StrategyContext,
-    request: StrategyRequest,
-    params: VerifiedParams,
-    candidates: Sequence[Sampled],
-) -> tuple[tuple[CandidateScore, ...] | None, str | None]:
-    """The verifier's scores, or, when it fails and the request allows voting instead, None and
-    the reason to report."""
+async def sample_and_verify(
+    ctx: StrategyContext, request: StrategyRequest, params: VerifiedParams
+) -> Scored:
+    """Sample the candidates (with the log-probabilities the verifier needs) and score them all
+    in one verifier call; a failing verifier is an error unless the request allows a vote."""
+    needs = ctx.verifiers[params.verifier].logprobs
+    candidates = await sample(ctx, request, params, logprobs=needs)
     try:
         scores = await ctx.verify(
             params.verifier, question_of(request.prompt), [c.for_verifier() for c in candidates]
@@ -175,13 +200,13 @@ async def verify(
     except VerifierError as exc:
         if params.on_verifier_error == "error":
             raise
-        return None, f"verifier {params.verifier!r} failed ({exc}); answered by majority vote"
-    return scores, None
+        reason = f"verifier {params.verifier!r} failed ({exc}); answered by majority vote"
+        return Scored(candidates, None, params.aggregation, fallback=reason)
+    return Scored(candidates, scores, params.aggregation)
 
 
 async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | None) -> list[Vote]:
-    """Answer groups, best first: by total vote (a count, or the sum of `weights`), then by
-    which group's first member came first."""
+    """Answer groups, best first: by total vote (a count, or the sum of `weights`)."""
     groups = await group_answers([c.answer for c in candidates])
     votes = [
         Vote(
@@ -191,7 +216,47 @@ async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | 
         )
         for g in groups
     ]
-    return sorted(votes, key=lambda v: (-v.weight, v.members[0]))
+    # Groups come in the order of their first members, so a tie goes to the earlier group.
+    return ranked(votes, key=lambda v: v.weight)
+
+
+async def vote(
+    ctx: StrategyContext,
+    request: StrategyRequest,
+    candidates: Sequence[Sampled],
+    strategy: str,
+    fallback: str | None = None,
+) -> StrategyResult:
+    """Majority vote over sampled candidates: the first candidate of each of the `n` largest
+    answer groups; with no answer to vote on, the first candidate."""
+    votes = await rank_groups(candidates, weights=None)
+    chosen = [v.members[0] for v in votes[: request.sampling.n]] or [0]
+    return result_of(ctx, request, strategy, candidates, chosen, votes=votes, fallback=fallback)
+
+
+class VerifiedSelection(ABC):
+    """A strategy that samples N candidates, scores them with a verifier, and `choose`s."""
+
+    name: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+
+    async def run(
+        self, request: StrategyRequest, params: VerifiedParams, ctx: StrategyContext
+    ) -> StrategyResult:
+        scored = await sample_and_verify(ctx, request, params)
+        if scored.fallback is not None:
+            return await vote(ctx, request, scored.candidates, "majority_vote", scored.fallback)
+        chosen, votes = await self.choose(scored, request.sampling.n, params.return_trace)
+        return result_of(
+            ctx, request, self.name, scored.candidates, chosen, scored=scored, votes=votes
+        )
+
+    @abstractmethod
+    async def choose(
+        self, scored: Scored, n: int, with_trace: bool
+    ) -> tuple[list[int], list[Vote]]:
+        """The `n` candidates that answer, and the answer groups' votes for the trace (which
+        may be left out when no trace was asked for and the choice needs none)."""
 
 
 def result_of(
@@ -201,8 +266,7 @@ def result_of(
     candidates: Sequence[Sampled],
     chosen: Sequence[int],
     *,
-    scores: Sequence[CandidateScore] | None = None,
-    aggregation: Aggregation = Aggregation.LAST,
+    scored: Scored | None = None,
     votes: Sequence[Vote] = (),
     fallback: str | None = None,
 ) -> StrategyResult:
@@ -217,13 +281,15 @@ def result_of(
         )
         for i in chosen
     )
+    scores = scored.scores if scored is not None else None
+    values = scored.values if scored is not None else []
     trace: dict[str, Any] = {
         "strategy": strategy,
         "candidates": [
             {
                 "text": c.text,
                 "answer": c.answer,
-                "score": scores[i].aggregated(aggregation) if scores else None,
+                "score": values[i] if scores else None,
                 "step_scores": _steps(scores[i]) if scores else None,
                 "tokens": c.tokens,
             }

@@ -18,16 +18,11 @@ import dataclasses
 import re
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from server.backends.base import ChatMessage, Prompt, StreamDelta, TextPrompt
-from strategies.base import (
-    Choice,
-    ChoiceDelta,
-    StrategyContext,
-    StrategyRequest,
-    StrategyResult,
-)
+from backends.base import ChatMessage, Prompt, StreamDelta, TextPrompt
+from strategies.base import Choice, ChoiceDelta, StrategyParams, StrategyRequest, StrategyResult
+from strategies.context import StrategyContext
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
@@ -43,10 +38,8 @@ DEFAULT_INSTRUCTION = (
 )
 
 
-class CoTParams(BaseModel):
+class CoTParams(StrategyParams):
     """Params of `cot`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     instruction: str = Field(
         default=DEFAULT_INSTRUCTION, min_length=1, description="The step-by-step instruction."

@@ -18,24 +18,16 @@ returned and the response says why in `reasoning_stopped_early`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pydantic import BaseModel
 
-from strategies.base import StrategyContext, StrategyRequest, StrategyResult
-from strategies.candidates import effort_n
-from strategies.steps import (
-    BeamParams,
-    BudgetSpent,
-    Node,
-    SearchBudget,
-    best,
-    expand,
-    score,
-    search_result,
-)
+from strategies.base import StrategyRequest, StrategyResult
+from strategies.context import StrategyContext
+from strategies.ranking import best
+from strategies.search import BeamParams, BudgetSpent, Node, Search, by_reward
+from strategies.steps import evaluate, expand
 
 __all__ = ["DVTS", "DVTSParams", "Subtree"]
 
@@ -61,39 +53,34 @@ class DVTS:
     async def run(
         self, request: StrategyRequest, params: DVTSParams, ctx: StrategyContext
     ) -> StrategyResult:
-        budget = SearchBudget(ctx, params)
-        n = effort_n(request, params.n, ctx.budget.max_candidates)
-        width = min(params.beam_width, n)
-        sampling = dataclasses.replace(request.sampling, temperature=params.temperature)
-        root = Node(step="", tokens=0)
-        subtrees = [Subtree(live=root) for _ in range(max(1, n // width))]
-        stopped: str | None = None
+        search = Search.start(ctx, request, params)
+        n, width = params.beams(ctx, request)
+        subtrees = [Subtree(live=search.root) for _ in range(max(1, n // width))]
         for _ in range(params.num_iterations):
             active = [tree for tree in subtrees if tree.live is not None]
             if not active:
                 break
             try:
-                async with budget.guard():
+                async with search.budget.guard():
                     # Expand every subtree's node M ways.
                     nodes = [tree.live for tree in active if tree.live is not None]
                     children = await expand(
-                        ctx, request.prompt, nodes, [width] * len(nodes), sampling, params
+                        ctx, request.prompt, nodes, [width] * len(nodes), search.sampling, params
                     )
                     # Score all new steps at once.
-                    await score(ctx, request, [c for cs in children for c in cs], params)
+                    await evaluate(ctx, request, [c for cs in children for c in cs], params)
             except BudgetSpent as spent:
-                stopped = str(spent)
+                search.stopped = str(spent)
                 break
             # Keep each subtree's own best step; finished ones are set aside.
             for tree, own in zip(active, children, strict=True):
                 tree.finished += [node for node in own if node.is_final]
-                tree.live = best([node for node in own if not node.is_final])
-        leaves = [leaf for tree in subtrees if (leaf := best(tree.finished)) is not None]
-        chosen = best(leaves)
-        if chosen is None:
-            alive = [tree.live for tree in subtrees if tree.live not in (None, root)]
-            chosen = best([node for node in alive if node is not None]) or root
-            stopped = stopped or f"no subtree finished within {params.num_iterations} iterations"
-        return search_result(
-            ctx, request, self.name, root, chosen, stopped, subtrees=len(subtrees), beam_width=width
+                tree.live = best([node for node in own if not node.is_final], by_reward)
+        return search.answer(
+            self.name,
+            [node for tree in subtrees for node in tree.finished],
+            [tree.live for tree in subtrees if tree.live is not None],
+            f"no subtree finished within {params.num_iterations} iterations",
+            subtrees=len(subtrees),
+            beam_width=width,
         )

@@ -14,33 +14,19 @@ After Wang et al., "Self-Consistency Improves Chain of Thought Reasoning in Lang
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import BaseModel
 
-from strategies.base import StrategyContext, StrategyRequest, StrategyResult
-from strategies.candidates import CandidateParams, Sampled, rank_groups, result_of, sample
+from strategies.base import StrategyRequest, StrategyResult
+from strategies.candidates import CandidateParams, sample, vote
+from strategies.context import StrategyContext
 
-__all__ = ["MajorityVote", "MajorityVoteParams", "majority_vote"]
+__all__ = ["MajorityVote", "MajorityVoteParams"]
 
 
 class MajorityVoteParams(CandidateParams):
     """Params of `majority_vote`."""
-
-
-async def majority_vote(
-    ctx: StrategyContext,
-    request: StrategyRequest,
-    candidates: Sequence[Sampled],
-    fallback: str | None = None,
-) -> StrategyResult:
-    """Steps 3 and 4 over sampled candidates; also the fallback of the verified strategies."""
-    votes = await rank_groups(candidates, weights=None)
-    chosen = [vote.members[0] for vote in votes[: request.sampling.n]] or [0]
-    return result_of(
-        ctx, request, MajorityVote.name, candidates, chosen, votes=votes, fallback=fallback
-    )
 
 
 class MajorityVote:
@@ -52,5 +38,7 @@ class MajorityVote:
     async def run(
         self, request: StrategyRequest, params: MajorityVoteParams, ctx: StrategyContext
     ) -> StrategyResult:
+        # 1-2. Sample, and extract the answers.
         candidates = await sample(ctx, request, params)
-        return await majority_vote(ctx, request, candidates)
+        # 3-4. Group and vote.
+        return await vote(ctx, request, candidates, self.name)

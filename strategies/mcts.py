@@ -23,23 +23,16 @@ returned, and the response says why in `reasoning_stopped_early`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from strategies.base import StrategyContext, StrategyRequest, StrategyResult
-from strategies.steps import (
-    BudgetSpent,
-    Node,
-    SearchBudget,
-    SearchParams,
-    expand,
-    look_ahead,
-    score,
-    search_result,
-)
+from strategies.base import StrategyRequest, StrategyResult
+from strategies.context import StrategyContext
+from strategies.ranking import ranked
+from strategies.search import BudgetSpent, Node, Search, SearchParams, by_reward
+from strategies.steps import evaluate, expand, look_ahead
 
 __all__ = ["MCTS", "MCTSParams", "backpropagate", "puct", "select", "set_priors"]
 
@@ -64,7 +57,7 @@ def select(root: Node, exploration: float) -> Node:
     node = root
     while node.children and not node.is_final:
         parent = node
-        node = max(parent.children, key=lambda child: puct(parent, child, exploration))
+        node = ranked(parent.children, key=lambda child: puct(parent, child, exploration))[0]
     return node
 
 
@@ -99,45 +92,40 @@ class MCTS:
     async def run(
         self, request: StrategyRequest, params: MCTSParams, ctx: StrategyContext
     ) -> StrategyResult:
-        budget = SearchBudget(ctx, params)
         # The generator's own log-probabilities give the priors.
-        sampling = dataclasses.replace(request.sampling, temperature=params.temperature, logprobs=0)
-        root = Node(step="", tokens=0)
-        stopped: str | None = None
+        search = Search.start(ctx, request, params, priors=True)
+        root, prompt, sampling = search.root, request.prompt, search.sampling
         for _ in range(params.iterations):
             try:
-                async with budget.guard():
+                async with search.budget.guard():
                     # Select.
                     leaf = select(root, params.exploration)
                     if leaf.is_final or leaf.depth >= params.max_depth:
-                        backpropagate(leaf, leaf.score or 0.0)
+                        backpropagate(leaf, by_reward(leaf))
                         continue
                     # Expand.
-                    (children,) = await expand(
-                        ctx, request.prompt, [leaf], [params.k], sampling, params
-                    )
+                    (children,) = await expand(ctx, prompt, [leaf], [params.k], sampling, params)
                     set_priors(children)
                     # Evaluate: the PRM on each step's path, or on a greedy rollout from it.
                     depth_left = params.max_depth - leaf.depth - 1
                     texts = None
                     if params.evaluation == "rollout":
                         texts = await look_ahead(
-                            ctx, request.prompt, children, depth_left, sampling, params
+                            ctx, prompt, children, depth_left, sampling, params
                         )
-                    await score(ctx, request, children, params, texts)
+                    await evaluate(ctx, request, children, params, texts)
             except BudgetSpent as spent:
-                stopped = str(spent)
+                search.stopped = str(spent)
                 break
             # Back-propagate.
             for child in children:
-                backpropagate(child, child.score or 0.0)
-        nodes = [node for node in root.nodes() if node is not root]
-        order = {id(node): i for i, node in enumerate(nodes)}
-        finished = [node for node in nodes if node.is_final]
-        pool = finished or nodes
-        if not pool:
-            return search_result(ctx, request, self.name, root, root, stopped or "nothing sampled")
-        chosen = max(pool, key=lambda n: (n.score or 0.0, n.visits, -order[id(n)]))
-        if not finished:
-            stopped = stopped or f"no solution finished within {params.iterations} iterations"
-        return search_result(ctx, request, self.name, root, chosen, stopped)
+                backpropagate(child, by_reward(child))
+        nodes = list(root.nodes())
+        return search.answer(
+            self.name,
+            [node for node in nodes if node.is_final],
+            nodes,
+            f"no solution finished within {params.iterations} iterations",
+            # Ties: the more visited, then the earlier.
+            key=lambda node: (by_reward(node), node.visits),
+        )

@@ -9,15 +9,9 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-from server.backends.base import StreamDelta
-from strategies.base import (
-    Choice,
-    ChoiceDelta,
-    NoParams,
-    StrategyContext,
-    StrategyRequest,
-    StrategyResult,
-)
+from backends.base import StreamDelta
+from strategies.base import Choice, ChoiceDelta, NoParams, StrategyRequest, StrategyResult
+from strategies.context import StrategyContext
 
 __all__ = ["PlainGeneration"]
 

@@ -4,16 +4,15 @@ As in the weighted best-of-N of Li et al., "Making Large Language Models Better 
 with Step-Aware Verifier" (2023), and the test-time compute scaling study of Snell et al.
 (2024):
 
-1. Sample N candidates in one backend call (with the log-probabilities the verifier needs).
-2. Score every candidate with the named verifier in one call; a process reward model's step
-   scores reduce to one score by `aggregation`.
+1. Sample N candidates in one backend call, with the log-probabilities the verifier needs.
+2. Score them all in one verifier call; a process reward model's step scores reduce to one by
+   `aggregation`.
 3. Group equivalent answers; a group's weight is the sum of its candidates' scores.
 4. Answer with the highest-scored candidate of the heaviest group (ties: earliest first).
-   A request with `n` > 1 gets one candidate from each of the `n` heaviest groups.
+   A request with `n` > 1 gets one candidate from each of the `n` heaviest groups; if no
+   candidate has an answer, the highest-scored candidate answers.
 
-If the verifier fails or times out, the request fails with a 502, unless
-`on_verifier_error` is `vote`: then the same candidates are majority-voted and the response
-says so in `reasoning_fallback`.
+Steps 1 and 2, and what a failing verifier does, are `VerifiedSelection`'s.
 """
 
 from __future__ import annotations
@@ -22,9 +21,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-from strategies.base import StrategyContext, StrategyRequest, StrategyResult
-from strategies.candidates import VerifiedParams, rank_groups, result_of, sample, verify
-from strategies.majority_vote import majority_vote
+from strategies.candidates import Scored, VerifiedParams, VerifiedSelection, Vote, rank_groups
+from strategies.ranking import ranked
 
 __all__ = ["WeightedVote", "WeightedVoteParams"]
 
@@ -33,36 +31,18 @@ class WeightedVoteParams(VerifiedParams):
     """Params of `weighted_vote`."""
 
 
-class WeightedVote:
+class WeightedVote(VerifiedSelection):
     """The answer with the most verifier-weighted votes among N samples."""
 
     name: ClassVar[str] = "weighted_vote"
     params_model: ClassVar[type[BaseModel]] = WeightedVoteParams
 
-    async def run(
-        self, request: StrategyRequest, params: WeightedVoteParams, ctx: StrategyContext
-    ) -> StrategyResult:
-        needs = ctx.verifiers[params.verifier].logprobs
-        candidates = await sample(ctx, request, params, logprobs=needs)
-        scores, failure = await verify(ctx, request, params, candidates)
-        if scores is None:
-            return await majority_vote(ctx, request, candidates, fallback=failure)
-        weights = [s.aggregated(params.aggregation) for s in scores]
-        votes = await rank_groups(candidates, weights)
-        # Within a group, its best-scored candidate speaks for it (the earliest among equals).
-        chosen = [max(v.members, key=lambda i: (weights[i], -i)) for v in votes]
-        return result_of(
-            ctx,
-            request,
-            self.name,
-            candidates,
-            chosen[: request.sampling.n] or [_best(weights)],
-            scores=scores,
-            aggregation=params.aggregation,
-            votes=votes,
-        )
-
-
-def _best(weights: list[float]) -> int:
-    """The highest-weighted candidate (the earliest among equals), when no answer was voted."""
-    return max(range(len(weights)), key=lambda i: (weights[i], -i))
+    async def choose(
+        self, scored: Scored, n: int, with_trace: bool
+    ) -> tuple[list[int], list[Vote]]:
+        # 3. Weigh the answer groups.
+        weights = scored.values
+        votes = await rank_groups(scored.candidates, weights)
+        # 4. Each group's best-scored candidate speaks for it.
+        chosen = [ranked(v.members, key=weights.__getitem__)[0] for v in votes][:n]
+        return chosen or ranked(range(len(weights)), key=weights.__getitem__)[:1], votes

@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
 
+from backends.base import Backend, ChatMessage, ChatPrompt, SamplingParams
+from backends.vllm import VLLMBackendSettings
 from server.app import create_app
-from server.backends.base import Backend, ChatMessage, ChatPrompt, SamplingParams
-from server.settings import LimitsSettings, Settings
+from server.settings import Settings
 from strategies.base import StrategyRequest
+from strategies.limits import Limits
 from verifiers.base import Candidate, CandidateScore, Scores, VerifierError
 
 SCRIPTED_MODEL = "scripted-model"
@@ -30,7 +32,7 @@ class TableVerifier:
 
     def __init__(
         self,
-        table: dict[str, float | tuple[float, ...]],
+        table: Mapping[str, float | tuple[float, ...]],
         *,
         logprobs: int | None = None,
         error: VerifierError | None = None,
@@ -46,7 +48,7 @@ class TableVerifier:
     def logprobs(self) -> int | None:
         return self._logprobs
 
-    async def score(self, question: str, candidates: Any) -> Scores:
+    async def score(self, question: str, candidates: Sequence[Candidate]) -> Scores:
         self.calls.append((question, list(candidates)))
         if self.error is not None:
             raise self.error
@@ -60,7 +62,7 @@ class TableVerifier:
         return Scores(tuple(scored), tokens=self.tokens_per_candidate * len(scored))
 
 
-def chat_body(content: str = "What is 2 + 2?", **fields: Any) -> dict[str, Any]:
+def chat_body(content: str = "What is 2 + 2?", /, **fields: Any) -> dict[str, Any]:
     """A `/v1/chat/completions` body for the scripted model."""
     return {
         "model": SCRIPTED_MODEL,
@@ -72,7 +74,7 @@ def chat_body(content: str = "What is 2 + 2?", **fields: Any) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def app_client(
     backend: Backend,
-    limits: LimitsSettings | None = None,
+    limits: Limits | None = None,
     raise_app_exceptions: bool = True,
     settings: Settings | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
@@ -80,7 +82,7 @@ async def app_client(
 
     With `raise_app_exceptions=False` an unhandled error comes back as the 500 a client gets.
     """
-    settings = settings or Settings(limits=limits or LimitsSettings())
+    settings = settings or Settings(limits=limits or Limits())
     app = create_app(settings, backend=backend)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
@@ -104,3 +106,9 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def vllm_urls(settings: Settings) -> list[str]:
+    """The replica URLs the settings give the vLLM backend (its part joins from the registry)."""
+    assert isinstance(settings, VLLMBackendSettings)
+    return settings.vllm_url

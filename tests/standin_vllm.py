@@ -126,7 +126,7 @@ def create_standin(state: StandIn) -> FastAPI:
     async def chat(request: Request) -> Any:
         body = await record(request)
         check_generation(body, _CHAT_FIELDS)
-        messages = body.get("messages")
+        messages: list[dict[str, Any]] = body.get("messages") or []
         check(isinstance(messages, list) and bool(messages), "messages must be a list")
         for message in messages:
             check(set(message) == {"role", "content"}, f"message fields {sorted(message)}")
@@ -156,7 +156,7 @@ def create_standin(state: StandIn) -> FastAPI:
         check(set(body) <= {"model", "input", "task"}, f"pooling fields {sorted(body)}")
         check(body.get("model") == PRM_MODEL, f"pooling model {body.get('model')!r}")
         check(body.get("task") == "token_classify", "PRMs are pooled with task token_classify")
-        inputs = body.get("input")
+        inputs: list[str] = body.get("input") or []
         check(isinstance(inputs, list) and all(isinstance(t, str) for t in inputs), "input list")
         data = []
         for index, text in enumerate(inputs):
@@ -164,7 +164,7 @@ def create_standin(state: StandIn) -> FastAPI:
             check(tags > 0, "every PRM input needs its step tags")
             rows = [[round(0.1 + 0.1 * n, 4), round(0.9 - 0.1 * n, 4)] for n in range(tags)]
             data.append({"index": index, "object": "pooling", "data": rows})
-        tokens = sum(len(_words(t)) for t in inputs)
+        tokens: int = sum(len(_words(t)) for t in inputs)
         return {
             "id": "pool-1",
             "object": "list",
@@ -179,7 +179,7 @@ def create_standin(state: StandIn) -> FastAPI:
         # A sequence classifier: the positive probability grows with the input's length.
         body = await record(request)
         check(set(body) <= {"model", "input"}, f"classify fields {sorted(body)}")
-        inputs = body.get("input")
+        inputs: list[str] = body.get("input") or []
         check(isinstance(inputs, list) and all(isinstance(t, str) for t in inputs), "input list")
         data = []
         for index, text in enumerate(inputs):
@@ -192,7 +192,7 @@ def create_standin(state: StandIn) -> FastAPI:
                     "probs": [1 - positive, positive],
                 }
             )
-        tokens = sum(len(_words(t)) for t in inputs)
+        tokens: int = sum(len(_words(t)) for t in inputs)
         return {
             "id": "classify-1",
             "object": "list",

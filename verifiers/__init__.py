@@ -1,23 +1,3 @@
-"""Verifiers: reward models and judges that score candidate answers."""
+"""Verifiers: reward models and judges that score candidate answers, by kind in `registry`."""
 
-from verifiers.base import (
-    Aggregation,
-    Candidate,
-    CandidateScore,
-    Scores,
-    Verifier,
-    VerifierError,
-    aggregate,
-    split_steps,
-)
-
-__all__ = [
-    "Aggregation",
-    "Candidate",
-    "CandidateScore",
-    "Scores",
-    "Verifier",
-    "VerifierError",
-    "aggregate",
-    "split_steps",
-]
+__all__: list[str] = []

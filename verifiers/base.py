@@ -2,9 +2,10 @@
 
 A verifier scores all candidates of one question in one call. Process reward models also
 return one score per step; how step scores reduce to one number is the caller's named
-`Aggregation`. Each verifier hides its own input format (step tags, prompts, templates).
+`Aggregation`. Each verifier hides its own input format (step tags, prompts, templates), and
+is configured by its own `VerifierConfig`.
 
-Errors::
+Errors (below `backends.errors.GatewayError`)::
 
     VerifierError       a verifier call failed, timed out, or returned something unusable
 """
@@ -17,7 +18,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from server.backends.base import TokenLogprob
+from pydantic import BaseModel, ConfigDict, Field
+
+from backends.base import TokenLogprob
+from backends.errors import GatewayError
 
 __all__ = [
     "Aggregation",
@@ -25,14 +29,24 @@ __all__ = [
     "CandidateScore",
     "Scores",
     "Verifier",
+    "VerifierConfig",
     "VerifierError",
     "aggregate",
     "split_steps",
 ]
 
 
-class VerifierError(Exception):
+class VerifierError(GatewayError):
     """A verifier call failed, timed out, or returned something unusable."""
+
+
+class VerifierConfig(BaseModel):
+    """Settings every verifier takes; each kind's config adds its own and fixes `kind`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = Field(description="Which verifier this configures.")
+    timeout_s: float = Field(default=60.0, gt=0, description="One scoring call, at most.")
 
 
 class Aggregation(StrEnum):

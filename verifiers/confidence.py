@@ -15,26 +15,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from server.backends.base import TokenLogprob
-from verifiers.base import Candidate, CandidateScore, Scores, VerifierError
+from backends.base import Backend, TokenLogprob
+from backends.http import HTTPClients
+from verifiers.base import Candidate, CandidateScore, Scores, VerifierConfig, VerifierError
 
 __all__ = ["ConfidenceConfig", "ConfidenceVerifier", "lowest_group_confidence", "mean_probability"]
 
 
-class ConfidenceConfig(BaseModel):
+class ConfidenceConfig(VerifierConfig):
     """Settings of a `confidence` verifier."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["confidence"] = "confidence"
     metric: Literal["mean_logprob", "lowest_group"] = "mean_logprob"
     window: int = Field(default=16, ge=1, description="Tokens per group (lowest_group).")
     top_k: int = Field(default=5, ge=1, le=20, description="Alternatives per token (lowest_group).")
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0, description="One scoring call, at most.")
 
 
 def mean_probability(logprobs: Sequence[TokenLogprob]) -> float:
@@ -59,8 +58,18 @@ def lowest_group_confidence(logprobs: Sequence[TokenLogprob], window: int) -> fl
 class ConfidenceVerifier:
     """Scores candidates by how sure the generator was while writing them."""
 
+    kind: ClassVar[str] = "confidence"
+    config_model: ClassVar[type[VerifierConfig]] = ConfidenceConfig
+
     def __init__(self, config: ConfidenceConfig) -> None:
         self._config = config
+
+    @classmethod
+    def create(
+        cls, config: ConfidenceConfig, backend: Backend, clients: HTTPClients
+    ) -> ConfidenceVerifier:
+        """It needs no model server: the candidates bring their log-probabilities."""
+        return cls(config)
 
     @property
     def logprobs(self) -> int | None:

@@ -13,19 +13,22 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from server.backends.base import (
+from backends.base import (
     Backend,
-    BackendError,
+    BackendSession,
     ChatMessage,
     ChatPrompt,
     Generation,
     SamplingParams,
 )
-from verifiers.base import Candidate, CandidateScore, Scores, VerifierError, split_steps
+from backends.errors import BackendError
+from backends.http import HTTPClients
+from backends.vllm import VLLMBackend
+from verifiers.base import Candidate, CandidateScore, Scores, VerifierConfig, split_steps
 
 __all__ = ["LLMJudgeConfig", "LLMJudgeVerifier", "yes_probability"]
 
@@ -37,10 +40,8 @@ _PROCESS = (
 )
 
 
-class LLMJudgeConfig(BaseModel):
+class LLMJudgeConfig(VerifierConfig):
     """Settings of an `llm_judge` verifier."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["llm_judge"] = "llm_judge"
     mode: Literal["outcome", "process"] = "outcome"
@@ -50,7 +51,7 @@ class LLMJudgeConfig(BaseModel):
         default=None, description="A vLLM server for the judge; default: the gateway's backend."
     )
     model: str | None = None
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0, description="One scoring call, at most.")
 
 
 def yes_probability(alternatives: Sequence[tuple[str, float]]) -> float:
@@ -63,9 +64,21 @@ def yes_probability(alternatives: Sequence[tuple[str, float]]) -> float:
 class LLMJudgeVerifier:
     """Asks an LLM whether each candidate (or each step) is correct."""
 
+    kind: ClassVar[str] = "llm_judge"
+    config_model: ClassVar[type[VerifierConfig]] = LLMJudgeConfig
+
     def __init__(self, backend: Backend, config: LLMJudgeConfig) -> None:
         self._backend = backend
         self._config = config
+
+    @classmethod
+    def create(
+        cls, config: LLMJudgeConfig, backend: Backend, clients: HTTPClients
+    ) -> LLMJudgeVerifier:
+        """A judge on its own vLLM server at `config.url`, or else on the gateway's backend."""
+        if config.url is not None:
+            backend = VLLMBackend(clients.open(), [config.url], config.model)
+        return cls(backend, config)
 
     @property
     def logprobs(self) -> int | None:
@@ -74,14 +87,19 @@ class LLMJudgeVerifier:
     async def score(self, question: str, candidates: Sequence[Candidate]) -> Scores:
         solutions = [self._solutions(c.text) for c in candidates]
         template = _OUTCOME if self._config.mode == "outcome" else _PROCESS
+        session = self._backend.session()
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    [group.create_task(self._judge(template, question, text)) for text in texts]
+                    [
+                        group.create_task(self._judge(session, template, question, text))
+                        for text in texts
+                    ]
                     for texts in solutions
                 ]
         except* BackendError as errors:
-            raise VerifierError(f"judge call failed: {errors.exceptions[0]}") from errors
+            # The first failure speaks for the call; the others were cancelled with it.
+            raise errors.exceptions[0] from None
         scored, tokens = [], 0
         for per_candidate in tasks:
             judged = [task.result() for task in per_candidate]
@@ -99,7 +117,9 @@ class LLMJudgeVerifier:
         steps = split_steps(text, self._config.step_separator)
         return [self._config.step_separator.join(steps[: k + 1]) for k in range(len(steps))]
 
-    async def _judge(self, template: str, question: str, solution: str) -> Generation:
+    async def _judge(
+        self, session: BackendSession, template: str, question: str, solution: str
+    ) -> Generation:
         prompt = ChatPrompt(
             (
                 ChatMessage("system", _SYSTEM),
@@ -107,7 +127,7 @@ class LLMJudgeVerifier:
             )
         )
         params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=self._config.top_logprobs)
-        return await self._backend.generate(prompt, params)
+        return await session.generate(prompt, params)
 
 
 def _alternatives(generation: Generation) -> Sequence[tuple[str, float]]:

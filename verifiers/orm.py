@@ -9,20 +9,20 @@ candidates go in one call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from server.backends.base import BackendError, RewardModel
-from verifiers.base import Candidate, CandidateScore, Scores, VerifierError
+from backends.base import Backend, RewardModel
+from backends.http import HTTPClients
+from backends.reward_model import VLLMRewardModel
+from verifiers.base import Candidate, CandidateScore, Scores, VerifierConfig, VerifierError
 
 __all__ = ["ORMConfig", "ORMVerifier"]
 
 
-class ORMConfig(BaseModel):
+class ORMConfig(VerifierConfig):
     """Settings of a `vllm_orm` verifier."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["vllm_orm"] = "vllm_orm"
     url: str = Field(description="Base URL of the vLLM server running the reward model.")
@@ -31,15 +31,22 @@ class ORMConfig(BaseModel):
     template: str = Field(default="{question}\n\n{answer}", description="The model's input.")
     positive_index: int = Field(default=-1, description="Class whose probability is the score.")
     task: str | None = Field(default="token_classify", description="Pooling task (`pooling`).")
-    timeout_s: float = Field(default=60.0, gt=0)
 
 
 class ORMVerifier:
     """One score per candidate from a vLLM-served outcome reward model."""
 
+    kind: ClassVar[str] = "vllm_orm"
+    config_model: ClassVar[type[VerifierConfig]] = ORMConfig
+
     def __init__(self, model: RewardModel, config: ORMConfig) -> None:
         self._model = model
         self._config = config
+
+    @classmethod
+    def create(cls, config: ORMConfig, backend: Backend, clients: HTTPClients) -> ORMVerifier:
+        """The reward model at `config.url`, on a pooled client of its own."""
+        return cls(VLLMRewardModel(clients.open(), config.url, config.model, config.task), config)
 
     @property
     def logprobs(self) -> int | None:
@@ -47,13 +54,10 @@ class ORMVerifier:
 
     async def score(self, question: str, candidates: Sequence[Candidate]) -> Scores:
         texts = [self._config.template.format(question=question, answer=c.text) for c in candidates]
-        try:
-            if self._config.endpoint == "classify":
-                outputs = await self._model.classify(texts)
-            else:
-                outputs = await self._model.pool(texts)
-        except BackendError as exc:
-            raise VerifierError(f"ORM call failed: {exc}") from exc
+        if self._config.endpoint == "classify":
+            outputs = await self._model.classify(texts)
+        else:
+            outputs = await self._model.pool(texts)
         index = self._config.positive_index
         try:
             # /classify answers one row; a token head answers one per token, the last one decides.

@@ -16,12 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from server.backends.base import BackendError, RewardModel
-from verifiers.base import Candidate, CandidateScore, Scores, VerifierError, split_steps
+from backends.base import Backend, RewardModel
+from backends.http import HTTPClients
+from backends.reward_model import VLLMRewardModel
+from verifiers.base import (
+    Candidate,
+    CandidateScore,
+    Scores,
+    VerifierConfig,
+    VerifierError,
+    split_steps,
+)
 
 __all__ = ["PRESETS", "PRMConfig", "PRMFormat", "PRMVerifier"]
 
@@ -64,10 +73,8 @@ PRESETS: dict[str, PRMFormat] = {
 }
 
 
-class PRMConfig(BaseModel):
+class PRMConfig(VerifierConfig):
     """Settings of a `vllm_prm` verifier; the preset's fields can each be overridden."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["vllm_prm"] = "vllm_prm"
     url: str = Field(description="Base URL of the vLLM server running the PRM.")
@@ -78,7 +85,6 @@ class PRMConfig(BaseModel):
     template: str | None = Field(default=None, description="With {question} and {steps}.")
     step_separator: str | None = None
     task: str | None = Field(default="token_classify", description="vLLM pooling task.")
-    timeout_s: float = Field(default=60.0, gt=0)
 
     def format(self) -> PRMFormat:
         """The preset with this config's overrides applied."""
@@ -98,9 +104,18 @@ class PRMConfig(BaseModel):
 class PRMVerifier:
     """Step scores from a vLLM-served process reward model."""
 
+    kind: ClassVar[str] = "vllm_prm"
+    config_model: ClassVar[type[VerifierConfig]] = PRMConfig
+
     def __init__(self, model: RewardModel, fmt: PRMFormat) -> None:
         self._model = model
         self._format = fmt
+
+    @classmethod
+    def create(cls, config: PRMConfig, backend: Backend, clients: HTTPClients) -> PRMVerifier:
+        """The PRM at `config.url`, on a pooled client of its own."""
+        model = VLLMRewardModel(clients.open(), config.url, config.model, config.task)
+        return cls(model, config.format())
 
     @property
     def logprobs(self) -> int | None:
@@ -109,10 +124,7 @@ class PRMVerifier:
     async def score(self, question: str, candidates: Sequence[Candidate]) -> Scores:
         steps = [split_steps(c.text, self._format.step_separator) for c in candidates]
         texts = [self._format.render(question, s) for s in steps]
-        try:
-            outputs = await self._model.pool(texts)
-        except BackendError as exc:
-            raise VerifierError(f"PRM call failed: {exc}") from exc
+        outputs = await self._model.pool(texts)
         scored = []
         for candidate_steps, rows in zip(steps, outputs.rows, strict=True):
             if len(rows) < len(candidate_steps):

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from server.deps import RequestIdDep, ServingDep
-from server.protocol import ChatChunks, ChatCompletionRequest, ChatCompletionResponse
-from server.routes.responses import ERROR_RESPONSES, answer
+from server.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
+from server.routes.answering import ERROR_RESPONSES, answer
+from server.serving.chat import ChatRendering
 
 __all__ = [
     "create_chat_completion",
@@ -26,5 +27,5 @@ async def create_chat_completion(
     body: ChatCompletionRequest, raw: Request, serving: ServingDep, request_id: RequestIdDep
 ) -> Response:
     """Answer a conversation with the requested reasoning strategy."""
-    run = await serving.prepare(body, f"chatcmpl-{request_id}")
-    return await answer(raw, serving, run, ChatCompletionResponse.build, ChatChunks, body.stream)
+    prepared = await serving.prepare(body, f"chatcmpl-{request_id}")
+    return await answer(raw, serving, prepared, ChatRendering, body.stream)

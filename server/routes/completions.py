@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from server.deps import RequestIdDep, ServingDep
-from server.protocol import CompletionChunks, CompletionRequest, CompletionResponse
-from server.routes.responses import ERROR_RESPONSES, answer
+from server.protocol.completions import CompletionRequest, CompletionResponse
+from server.routes.answering import ERROR_RESPONSES, answer
+from server.serving.completions import CompletionRendering
 
 __all__ = [
     "create_completion",
@@ -22,5 +23,5 @@ async def create_completion(
     body: CompletionRequest, raw: Request, serving: ServingDep, request_id: RequestIdDep
 ) -> Response:
     """Continue a raw prompt with the requested reasoning strategy."""
-    run = await serving.prepare(body, f"cmpl-{request_id}")
-    return await answer(raw, serving, run, CompletionResponse.build, CompletionChunks, body.stream)
+    prepared = await serving.prepare(body, f"cmpl-{request_id}")
+    return await answer(raw, serving, prepared, CompletionRendering, body.stream)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server.deps import BackendDep
-from server.routes.responses import ERROR_RESPONSES
+from server.routes.answering import ERROR_RESPONSES
 
 __all__ = [
     "health",

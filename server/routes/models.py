@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server.deps import BackendDep
-from server.protocol import ModelCard, ModelList
-from server.routes.responses import ERROR_RESPONSES
+from server.protocol.models import ModelCard, ModelList
+from server.routes.answering import ERROR_RESPONSES
 
 __all__ = [
     "list_models",

@@ -14,19 +14,20 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import MAX_N, MAX_TOKENS, MODEL
 
 pytestmark = pytest.mark.e2e
 
-QUESTION = [{"role": "user", "content": "What is 3 + 4?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 3 + 4?"}]
 
 
 @cache
 def tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from server.backends.smollm2 import converted_model_dir
+    from backends.smollm2 import converted_model_dir
 
     return AutoTokenizer.from_pretrained(converted_model_dir())
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.backends.base import (
+from backends.base import (
     ChatMessage,
     ChatPrompt,
     SamplingParams,
@@ -15,8 +15,7 @@ from server.backends.base import (
     StreamEnd,
     TextPrompt,
 )
-from server.backends.embedded import EmbeddedBackend
-from server.settings import EmbeddedSettings
+from backends.embedded import EmbeddedBackend, EmbeddedSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +36,7 @@ async def test_score_agrees_with_generation_logprobs(backend: EmbeddedBackend) -
     )
     completion = generated.completions[0]
     assert completion.logprobs is not None and len(completion.logprobs) == completion.tokens
-    scored = await backend.score(QUESTION, completion.text)
+    scored = await backend.prompt_logprobs(QUESTION, completion.text)
     # This greedy text re-tokenizes to the same tokens, so teacher forcing sees the same
     # distribution; bf16 differs between cached decoding and one full pass by ~0.03 on average.
     assert [t.token for t in scored.logprobs] == [t.token for t in completion.logprobs]

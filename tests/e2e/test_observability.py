@@ -14,6 +14,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import MODEL
 from tests.factories import free_port
@@ -36,7 +37,7 @@ from tests.servers import gateway_process
 pytestmark = pytest.mark.e2e
 
 PRICES = {MODEL: {"prompt": 0.5, "completion": 1.5, "verifier": 0.25}}
-QUESTION = [{"role": "user", "content": "What is 2 + 3?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 2 + 3?"}]
 # One request of each kind the dashboard shows: streamed, sampled, verified, a verifier that
 # fails over to a vote, a search cut short by its budget, and a bad request.
 TRAFFIC: list[dict[str, Any]] = [
@@ -77,23 +78,23 @@ async def send_traffic(gateway: str) -> int:
             body = {k: v for k, v in extra.items() if k not in fields}
             response = await client.chat.completions.create(
                 model=MODEL,
-                messages=QUESTION,  # type: ignore[arg-type]
+                messages=QUESTION,
                 max_tokens=8,
                 extra_body=body,
                 **fields,
             )
             if fields:
                 usage = None
-                async for chunk in response:  # type: ignore[union-attr]
+                async for chunk in response:
                     usage = chunk.usage or usage
             else:
-                usage = response.usage  # type: ignore[union-attr]
+                usage = response.usage
             assert usage is not None
             generated += usage.completion_tokens
         with pytest.raises(openai.BadRequestError):
             await client.chat.completions.create(
                 model=MODEL,
-                messages=QUESTION,  # type: ignore[arg-type]
+                messages=QUESTION,
                 max_tokens=1_000_000,
             )
     return generated

@@ -8,13 +8,17 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import MODEL
 
 pytestmark = pytest.mark.e2e
 
 SYSTEM = "Think step by step, then give the final answer as a number."
-QUESTION = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 3 + 5?"}]
+QUESTION: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": SYSTEM},
+    {"role": "user", "content": "What is 3 + 5?"},
+]
 
 
 def trace_of(response: Any) -> dict[str, Any]:
@@ -26,7 +30,7 @@ def trace_of(response: Any) -> dict[str, Any]:
 async def test_majority_vote_answers_with_the_largest_group(client: openai.AsyncOpenAI) -> None:
     response = await client.chat.completions.create(
         model=MODEL,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=40,
         temperature=0.8,
         seed=3,
@@ -60,7 +64,7 @@ async def test_majority_vote_answers_with_the_largest_group(client: openai.Async
 async def test_best_of_n_with_the_llm_judge(client: openai.AsyncOpenAI) -> None:
     response = await client.chat.completions.create(
         model=MODEL,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=24,
         temperature=0.8,
         extra_body={
@@ -80,7 +84,7 @@ async def test_best_of_n_with_the_llm_judge(client: openai.AsyncOpenAI) -> None:
 async def test_weighted_vote_with_confidence_streams_the_trace(client: openai.AsyncOpenAI) -> None:
     stream = await client.chat.completions.create(
         model=MODEL,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=24,
         temperature=0.8,
         stream=True,
@@ -109,7 +113,7 @@ async def test_unknown_verifier_is_400_listing_configured(client: openai.AsyncOp
     with pytest.raises(openai.BadRequestError) as info:
         await client.chat.completions.create(
             model=MODEL,
-            messages=QUESTION,  # type: ignore[arg-type]
+            messages=QUESTION,
             extra_body={"reasoning_strategy": "best_of_n", "reasoning_params": {"verifier": "prm"}},
         )
     assert "confidence" in str(info.value) and "llm_judge" in str(info.value)

@@ -7,12 +7,13 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import MODEL
 
 pytestmark = pytest.mark.e2e
 
-QUESTION = [
+QUESTION: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "Solve it step by step, one step per paragraph."},
     {"role": "user", "content": "What is 3 + 5?"},
 ]
@@ -36,7 +37,7 @@ async def test_search_answers_with_a_tree_whose_tokens_are_the_usage(
 ) -> None:
     response = await client.chat.completions.create(
         model=MODEL,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=48,
         extra_body={"reasoning_strategy": strategy, "reasoning_params": {**SMALL, **params}},
     )
@@ -55,7 +56,7 @@ async def test_search_answers_with_a_tree_whose_tokens_are_the_usage(
 async def test_search_token_budget_is_reported(client: openai.AsyncOpenAI) -> None:
     response = await client.chat.completions.create(
         model=MODEL,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=48,
         extra_body={
             "reasoning_strategy": "beam_search",

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.factories import free_port
 from tests.servers import gateway_process
@@ -19,7 +21,7 @@ from tests.standin_vllm import ANSWER, PRM_MODEL, SERVED_MODEL, StandIn, run_sta
 
 pytestmark = pytest.mark.e2e
 
-QUESTION = [{"role": "user", "content": "What is 3 + 4?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 3 + 4?"}]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,7 @@ async def client(
         assert replica.violations == []
 
 
-def received(replicas: tuple[StandIn, StandIn], path: str) -> list[dict[str, object]]:
+def received(replicas: tuple[StandIn, StandIn], path: str) -> list[dict[str, Any]]:
     return [r.body for replica in replicas for r in replica.requests if r.path == path]
 
 
@@ -154,8 +156,11 @@ async def test_cot_through_vllm(
 async def test_assistant_prefix_is_continued(
     client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
 ) -> None:
-    messages = [*QUESTION, {"role": "assistant", "content": "Let me think."}]
-    await client.chat.completions.create(model=SERVED_MODEL, messages=messages, max_tokens=5)  # type: ignore[arg-type]
+    messages: list[ChatCompletionMessageParam] = [
+        *QUESTION,
+        {"role": "assistant", "content": "Let me think."},
+    ]
+    await client.chat.completions.create(model=SERVED_MODEL, messages=messages, max_tokens=5)
     (body,) = received(replicas, "/v1/chat/completions")
     assert body["continue_final_message"] is True
     assert body["add_generation_prompt"] is False
@@ -193,7 +198,7 @@ async def test_unreachable_vllm_is_503() -> None:
             assert (await http.get("/health")).status_code == 200
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client:
             with pytest.raises(openai.APIStatusError) as info:
-                await client.chat.completions.create(model="m", messages=QUESTION)  # type: ignore[arg-type]
+                await client.chat.completions.create(model="m", messages=QUESTION)
     assert ready.status_code == 503
     assert ready.json()["error"]["code"] == "backend_unavailable"
     assert info.value.status_code == 503
@@ -211,7 +216,7 @@ async def test_a_dead_replica_is_skipped(replicas: tuple[StandIn, StandIn]) -> N
             for _ in range(4):
                 response = await client.chat.completions.create(
                     model=SERVED_MODEL,
-                    messages=QUESTION,  # type: ignore[arg-type]
+                    messages=QUESTION,
                     max_tokens=5,
                 )
                 assert response.choices[0].message.content

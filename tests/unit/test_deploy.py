@@ -18,6 +18,9 @@ import pytest
 import yaml
 
 from server.settings import Settings
+from tests.factories import vllm_urls
+from verifiers.base import VerifierConfig
+from verifiers.prm import PRMConfig
 
 DEPLOY = Path(__file__).parent.parent.parent / "deploy"
 K8S_VERSION = "1.33"
@@ -34,6 +37,11 @@ def k8s_objects() -> list[dict[str, Any]]:
 
 def named(kind: str) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in k8s_objects() if o["kind"] == kind}
+
+
+def prm_host(config: VerifierConfig) -> str | None:
+    assert isinstance(config, PRMConfig)
+    return urlparse(config.url).hostname
 
 
 def gateway_env(env: dict[str, str]) -> Settings:
@@ -87,11 +95,10 @@ def test_kubernetes_gateway_reaches_every_generator_replica_and_the_prm() -> Non
     service = generators["spec"]["serviceName"]
     assert named("Service")[service]["spec"]["clusterIP"] == "None"
     # A StatefulSet pod is <name>-<i>.<service>: the gateway needs each to pin sessions.
-    assert [urlparse(u).hostname for u in settings.vllm_url] == [
+    assert [urlparse(u).hostname for u in vllm_urls(settings)] == [
         f"vllm-generator-{i}.{service}" for i in range(replicas)
     ]
-    prm = settings.verifiers["prm"]
-    assert urlparse(prm.url).hostname in named("Service")  # type: ignore[union-attr]
+    assert prm_host(settings.verifiers["prm"]) in named("Service")
     assert set(settings.prices) == {"Qwen/Qwen2.5-1.5B-Instruct"}
     probes = (container["livenessProbe"], container["readinessProbe"])
     assert [p["httpGet"]["path"] for p in probes] == ["/health", "/ready"]
@@ -125,8 +132,8 @@ def test_compose_file_is_valid_and_its_gateway_starts() -> None:
     assert checked.returncode == 0, checked.stderr
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     settings = gateway_env(compose["services"]["gateway"]["environment"])
-    assert [urlparse(u).hostname for u in settings.vllm_url] == ["vllm-generator"]
-    assert urlparse(settings.verifiers["prm"].url).hostname == "vllm-prm"  # type: ignore[union-attr]
+    assert [urlparse(u).hostname for u in vllm_urls(settings)] == ["vllm-generator"]
+    assert prm_host(settings.verifiers["prm"]) == "vllm-prm"
     for mount in (
         compose["services"]["prometheus"]["volumes"] + compose["services"]["grafana"]["volumes"]
     ):

@@ -21,7 +21,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from server.backends.smollm2 import converted_model_dir
+from backends.smollm2 import converted_model_dir
 from tests.factories import free_port
 from tests.servers import ServerSpec, gateway_process, server_processes
 from tests.vllm.scrape import Scrape
@@ -132,7 +132,8 @@ def pytest_terminal_summary(
     terminalreporter.write_sep("-", "what each request cost vLLM, from vLLM's /metrics")
     columns = list(rows[0])
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
-    for line in [dict(zip(columns, columns, strict=True)), *rows]:
+    header: dict[str, object] = dict(zip(columns, columns, strict=True))
+    for line in [header, *rows]:
         terminalreporter.write_line(
             "  ".join(str(line[c]).rjust(w) for c, w in zip(columns, widths, strict=True))
         )

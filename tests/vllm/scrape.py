@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.samples import Key, Samples
+from tests.exposition import Key, Samples
 
 
 @dataclass(frozen=True)

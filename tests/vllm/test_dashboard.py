@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.prometheus import (
     as_prometheus_sees_it,
@@ -14,7 +15,9 @@ from tests.prometheus import (
 )
 from tests.vllm.conftest import GENERATOR, VLLMServers
 
-QUESTION = [{"role": "user", "content": "What is 3 + 5? One step per line."}]
+QUESTION: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is 3 + 5? One step per line."}
+]
 SEARCH = {"verifier": "prm", "n": 2, "beam_width": 1, "num_iterations": 2, "step_separator": "\n"}
 
 
@@ -37,7 +40,7 @@ async def test_every_vllm_panel_returns_data(
             wait_for_scrapes(url, "vllm-generator")
             await client.chat.completions.create(
                 model=GENERATOR,
-                messages=QUESTION,  # type: ignore[arg-type]
+                messages=QUESTION,
                 max_tokens=32,
                 extra_body={"reasoning_strategy": "beam_search", "reasoning_params": SEARCH},
             )

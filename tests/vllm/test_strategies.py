@@ -13,11 +13,12 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.vllm.conftest import GENERATOR, VLLMServers
 from tests.vllm.scrape import Cost, measured
 
-QUESTION = [
+QUESTION: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "Solve it step by step, one step per line."},
     {"role": "user", "content": "What is 3 + 5?"},
 ]
@@ -152,7 +153,7 @@ async def test_one_pooling_request_scores_all_beams_of_a_step(
     async with measured(vllm.all) as cost:
         response = await client.chat.completions.create(
             model=GENERATOR,
-            messages=QUESTION,  # type: ignore[arg-type]
+            messages=QUESTION,
             max_tokens=48,
             extra_body={"reasoning_strategy": "beam_search", "reasoning_params": params},
         )
@@ -199,7 +200,8 @@ async def test_completions_endpoint_streams_a_vote(
             stream_options={"include_usage": True},
             extra_body={"reasoning_strategy": "majority_vote", "reasoning_params": {"n": 3}},
         )
-        text, usage = [], None
+        text: list[str] = []
+        usage = None
         async for chunk in chunks:
             text.extend(choice.text for choice in chunk.choices)
             usage = chunk.usage or usage

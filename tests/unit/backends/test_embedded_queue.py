@@ -8,15 +8,9 @@ from typing import Any
 
 import pytest
 
-from server.backends.base import (
-    BackendUnavailable,
-    ChatMessage,
-    ChatPrompt,
-    Completion,
-    Generation,
-    SamplingParams,
-)
-from server.backends.embedded import EmbeddedBackend
+from backends.base import ChatMessage, ChatPrompt, Completion, Generation, SamplingParams
+from backends.embedded import EmbeddedBackend
+from backends.errors import BackendUnavailable
 
 PROMPT = ChatPrompt((ChatMessage("user", "hi"),))
 PARAMS = SamplingParams(max_tokens=4)

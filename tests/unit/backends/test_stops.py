@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.backends.stops import find_stop, holdback, truncate_at_stop
+from backends.stops import find_stop, holdback, truncate_at_stop
 
 
 def test_earliest_stop_wins() -> None:

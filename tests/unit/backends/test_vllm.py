@@ -9,10 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.backends.base import (
-    BackendResponseError,
-    BackendTimeout,
-    BackendUnavailable,
+from backends.base import (
     ChatMessage,
     ChatPrompt,
     SamplingParams,
@@ -20,7 +17,9 @@ from server.backends.base import (
     StreamEnd,
     TextPrompt,
 )
-from server.backends.vllm import VLLMBackend
+from backends.errors import BackendResponseError, BackendTimeout, BackendUnavailable
+from backends.vllm import VLLMBackend
+from backends.vllm_session import VLLMSession
 
 MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 CHAT = ChatPrompt((ChatMessage("user", "2+2?"),))
@@ -30,6 +29,11 @@ Handler = Callable[[httpx.Request], httpx.Response]
 def backend(handler: Handler, urls: tuple[str, ...] = ("http://vllm-a:8000",)) -> VLLMBackend:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     return VLLMBackend(client, urls, MODEL)
+
+
+def session(handler: Handler, urls: tuple[str, ...] = ("http://vllm-a:8000",)) -> VLLMSession:
+    """A session of a backend on these replicas, without a request id."""
+    return backend(handler, urls).session()
 
 
 def body(request: httpx.Request) -> dict[str, Any]:
@@ -116,7 +120,7 @@ async def test_continuation_and_logprobs_fields() -> None:
         (ChatMessage("user", "q"), ChatMessage("assistant", "Step 1:")), continue_final_message=True
     )
     params = SamplingParams(max_tokens=8, logprobs=1, stop=("\n\n",), include_stop=True)
-    generation = await backend(handler).generate(prompt, params)
+    generation = await session(handler).generate(prompt, params)
     sent = seen[0]
     assert sent["continue_final_message"] is True
     assert sent["add_generation_prompt"] is False
@@ -152,7 +156,7 @@ async def test_text_prompt_uses_completions_with_integer_logprobs() -> None:
             },
         )
 
-    generation = await backend(handler).generate(
+    generation = await session(handler).generate(
         TextPrompt("2+2="), SamplingParams(max_tokens=4, logprobs=0)
     )
     completion = generation.completions[0]
@@ -165,14 +169,14 @@ async def test_missing_token_ids_for_several_samples_is_a_clear_error() -> None:
         return httpx.Response(200, json=chat_response("a", "b", token_ids=False))
 
     with pytest.raises(BackendResponseError, match="return_token_ids"):
-        await backend(handler).generate(CHAT, SamplingParams(max_tokens=4, n=2))
+        await session(handler).generate(CHAT, SamplingParams(max_tokens=4, n=2))
 
 
 async def test_single_sample_without_token_ids_uses_usage() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=chat_response("a b", token_ids=False))
 
-    generation = await backend(handler).generate(CHAT, SamplingParams(max_tokens=4))
+    generation = await session(handler).generate(CHAT, SamplingParams(max_tokens=4))
     assert generation.completions[0].tokens == 2
 
 
@@ -199,7 +203,7 @@ async def test_stream_parses_chunks_and_counts_tokens() -> None:
         assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
         return httpx.Response(200, text=payload, headers={"content-type": "text/event-stream"})
 
-    events = [e async for e in backend(handler).stream(CHAT, SamplingParams(max_tokens=2))]
+    events = [e async for e in session(handler).stream(CHAT, SamplingParams(max_tokens=2))]
     assert events == [
         StreamDelta(0, "Hel"),
         StreamDelta(0, "lo"),
@@ -214,7 +218,7 @@ async def test_error_inside_stream_is_raised() -> None:
         return httpx.Response(200, text=payload)
 
     with pytest.raises(BackendResponseError, match="engine died"):
-        async for _ in backend(handler).stream(CHAT, SamplingParams(max_tokens=2)):
+        async for _ in session(handler).stream(CHAT, SamplingParams(max_tokens=2)):
             pass
 
 
@@ -257,7 +261,7 @@ async def test_score_reads_echoed_continuation_tokens() -> None:
             },
         )
 
-    scored = await backend(handler).score(CHAT, "Paris.")
+    scored = await session(handler).prompt_logprobs(CHAT, "Paris.")
     assert calls == ["/tokenize", "/detokenize", "/v1/completions"]
     assert [t.token for t in scored.logprobs] == ["Paris", "."]
     assert scored.total_logprob == -0.75
@@ -273,7 +277,7 @@ async def test_count_tokens() -> None:
         }
         return httpx.Response(200, json={"count": 2, "max_model_len": 2048, "tokens": [5, 6]})
 
-    assert await backend(handler).count_tokens("hello there") == 2
+    assert await session(handler).count_tokens("hello there") == 2
 
 
 async def test_sessions_pin_one_replica_and_rotate() -> None:
@@ -326,7 +330,7 @@ async def test_errors_are_mapped(
         return raise_or_respond
 
     with pytest.raises(error) as info:
-        await backend(handler).generate(CHAT, SamplingParams(max_tokens=1))
+        await session(handler).generate(CHAT, SamplingParams(max_tokens=1))
     if status is not None:
         assert getattr(info.value, "status_code", None) == status
 
@@ -346,7 +350,7 @@ async def test_ready_while_any_replica_serves_the_model() -> None:
 async def test_ready_does_not_hang_on_a_hung_replica(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
-    from server.backends import vllm
+    from backends import vllm
 
     monkeypatch.setattr(vllm, "_PROBE_TIMEOUT_S", 0.05)
 
@@ -368,7 +372,7 @@ async def test_flat_error_chunk_is_raised() -> None:
         return httpx.Response(200, text=payload)
 
     with pytest.raises(BackendResponseError, match="overloaded"):
-        async for _ in backend(handler).stream(CHAT, SamplingParams(max_tokens=2)):
+        async for _ in session(handler).stream(CHAT, SamplingParams(max_tokens=2)):
             pass
 
 
@@ -378,7 +382,7 @@ async def test_reasoning_parser_output_is_kept() -> None:
         response["choices"][0]["message"]["reasoning"] = "2 and 2 make 4"
         return httpx.Response(200, json=response)
 
-    generation = await backend(handler).generate(CHAT, SamplingParams(max_tokens=8))
+    generation = await session(handler).generate(CHAT, SamplingParams(max_tokens=8))
     assert generation.completions[0].reasoning == "2 and 2 make 4"
 
 
@@ -387,7 +391,7 @@ async def test_error_messages_name_no_internal_address() -> None:
         raise httpx.ConnectError("refused")
 
     with pytest.raises(BackendUnavailable) as info:
-        await backend(handler, ("http://10.1.2.3:8000",)).generate(
+        await session(handler, ("http://10.1.2.3:8000",)).generate(
             CHAT, SamplingParams(max_tokens=1)
         )
     assert "10.1.2.3" not in str(info.value)
@@ -418,7 +422,7 @@ async def test_a_refused_connection_moves_the_session_to_another_replica() -> No
 
 
 async def test_a_down_replica_gets_its_turn_again_later(monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.backends import vllm
+    from backends import vllm
 
     monkeypatch.setattr(vllm, "_DOWN_S", 0.0)
     handler, hosts = refusing("a")
@@ -481,7 +485,7 @@ async def test_ready_probe_marks_a_refusing_replica_down() -> None:
     hosts = []
     for _ in range(2):
         session = shared.session()
-        hosts.append(session._url())  # noqa: SLF001 - which replica the session is pinned to
+        hosts.append(session.replica)
     assert hosts == ["http://b:1", "http://b:1"]
 
 

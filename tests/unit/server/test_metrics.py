@@ -8,16 +8,19 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
-from server.backends.base import BackendUnavailable, Prompt, SamplingParams
-from server.backends.scripted import ScriptedBackend
+from backends.base import Prompt, SamplingParams
+from backends.errors import BackendUnavailable
+from backends.scripted import ScriptedBackend
 from server.metrics import Metrics
-from server.protocol import ChatChunks, ChatCompletionRequest
-from server.serving import Serving
-from server.settings import LimitsSettings, Settings
+from server.protocol.chat import ChatCompletionRequest
+from server.serving.chat import ChatRendering
+from server.serving.core import Serving
+from server.settings import ModelPrice, Settings
+from strategies.limits import Limits
+from tests.exposition import Samples
 from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sse_events
-from tests.samples import Samples
 
-PRICE = {"prompt": 1.0, "completion": 2.0, "verifier": 4.0}
+PRICE = ModelPrice(prompt=1.0, completion=2.0, verifier=4.0)
 BODIES = [
     chat_body(),
     chat_body(reasoning_strategy="cot"),
@@ -129,10 +132,10 @@ async def test_labels_hold_no_client_text() -> None:
 async def test_a_stream_closed_by_its_client_counts_the_call_it_cut_short() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    serving = Serving(ScriptedBackend(["x"], delay_s=30), LimitsSettings(), metrics)
+    serving = Serving(ScriptedBackend(["x"], delay_s=30), Limits(), metrics)
     body = ChatCompletionRequest.model_validate(chat_body(stream=True))
-    run = await serving.prepare(body, "chatcmpl-1")
-    stream = serving.stream(run, ChatChunks("chatcmpl-1", SCRIPTED_MODEL))
+    prepared = await serving.prepare(body, "chatcmpl-1")
+    stream = serving.stream(prepared, ChatRendering("chatcmpl-1", SCRIPTED_MODEL, False))
     await anext(stream)  # the opening chunk; generation is under way
     await asyncio.sleep(0.05)
     await stream.aclose()  # what a disconnect does to the response's generator

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from server.backends.base import BackendResponseError, BackendTimeout, BackendUnavailable
-from server.backends.scripted import ScriptedBackend
-from server.settings import LimitsSettings
+from backends.errors import BackendResponseError, BackendTimeout, BackendUnavailable
+from backends.scripted import ScriptedBackend
+from strategies.limits import Limits
 from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sse_events
 
 
@@ -79,7 +79,7 @@ async def test_reasoning_effort_sets_the_budget_a_request_leaves_open(
     fields: dict[str, object], expected: int
 ) -> None:
     backend = ScriptedBackend()
-    limits = LimitsSettings(max_tokens=1000, default_max_tokens=50)
+    limits = Limits(max_tokens=1000, default_max_tokens=50)
     async with app_client(backend, limits) as client:
         response = await client.post("/v1/chat/completions", json=chat_body(**fields))
     assert response.status_code == 200
@@ -230,7 +230,7 @@ async def test_params_for_a_strategy_without_params_are_rejected() -> None:
     ("fields", "param"), [({"n": 5}, "n"), ({"max_tokens": 101}, "max_tokens")]
 )
 async def test_limits_are_enforced(fields: dict[str, int], param: str) -> None:
-    limits = LimitsSettings(max_n=4, max_tokens=100, default_max_tokens=50)
+    limits = Limits(max_n=4, max_tokens=100, default_max_tokens=50)
     async with app_client(ScriptedBackend(), limits) as client:
         response = await client.post("/v1/chat/completions", json=chat_body(**fields))
     assert response.status_code == 400
@@ -283,7 +283,7 @@ async def test_backend_errors_map_to_status(error: Exception, status: int, code:
 
 
 async def test_request_deadline_is_504() -> None:
-    limits = LimitsSettings(request_timeout_s=0.05)
+    limits = Limits(request_timeout_s=0.05)
     async with app_client(ScriptedBackend(delay_s=5), limits) as client:
         response = await client.post("/v1/chat/completions", json=chat_body())
     assert response.status_code == 504

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from server.backends.base import Generation, Prompt, SamplingParams
-from server.backends.scripted import ScriptedBackend
-from server.serving import run_until_disconnected
-from tests.factories import app_client, chat_body
+from backends.base import Generation, Prompt, SamplingParams
+from backends.scripted import ScriptedBackend
+from server.serving.core import run_until_disconnected
+from strategies.limits import Limits
+from tests.factories import app_client, chat_body, sse_events
 
 
 class DisconnectingRequest:
@@ -75,9 +76,46 @@ async def test_a_timeout_inside_is_not_reported_as_the_request_deadline() -> Non
     assert response.json()["error"]["code"] == "internal_error"
 
 
-@pytest.mark.parametrize("delay", [0.0])
-async def test_nothing_leaks_between_requests(delay: float) -> None:
-    async with app_client(ScriptedBackend(["x"], delay_s=delay)) as client:
+async def settled_tasks(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
+    """Tasks begun since `before` that are still not done after a moment to wind down."""
+    current = asyncio.current_task()
+    for _ in range(50):
+        left = {t for t in asyncio.all_tasks() if t not in before and t is not current}
+        if not left:
+            break
+        await asyncio.sleep(0.01)
+    return left
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        chat_body(),
+        chat_body(stream=True),
+        chat_body(reasoning_strategy="majority_vote", reasoning_params={"n": 3}),
+        chat_body(
+            reasoning_strategy="beam_search",
+            stream=True,
+            reasoning_params={"n": 2, "beam_width": 2},
+        ),
+    ],
+    ids=["plain", "stream", "vote", "search-stream"],
+)
+async def test_no_task_outlives_its_request(body: dict[str, Any]) -> None:
+    before = asyncio.all_tasks()
+    async with app_client(ScriptedBackend(["x\n\ny"], delay_s=0.001)) as client:
         for _ in range(3):
-            assert (await client.post("/v1/chat/completions", json=chat_body())).status_code == 200
-    assert not [t for t in asyncio.all_tasks() if "strategy" in repr(t)]
+            response = await client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200
+    assert await settled_tasks(before) == set()
+
+
+async def test_no_task_outlives_a_request_that_times_out() -> None:
+    before = asyncio.all_tasks()
+    limits = Limits(request_timeout_s=0.05)
+    async with app_client(ScriptedBackend(["x"], delay_s=5), limits=limits) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body())
+        assert response.status_code == 504
+        streamed = await client.post("/v1/chat/completions", json=chat_body(stream=True))
+        assert sse_events(streamed.text)[-2]["error"]["code"] == "request_timeout"
+    assert await settled_tasks(before) == set()

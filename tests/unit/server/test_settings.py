@@ -6,7 +6,9 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
+from backends.embedded import EmbeddedBackendSettings
 from server.settings import Settings
+from tests.factories import vllm_urls
 
 
 def test_defaults() -> None:
@@ -28,10 +30,14 @@ def test_flags_with_repeated_urls() -> None:
             "9000",
             "--limits.max-n",
             "16",
+            "--embedded.max-queue",
+            "8",
         ],
     )
-    assert settings.vllm_url == ["http://a:8000", "http://b:8000"]
+    assert vllm_urls(settings) == ["http://a:8000", "http://b:8000"]
     assert (settings.port, settings.limits.max_n) == (9000, 16)
+    assert isinstance(settings, EmbeddedBackendSettings)
+    assert settings.embedded.max_queue == 8
 
 
 def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,7 +45,7 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TTC_VLLM_URL", "http://a:1, http://b:2")
     monkeypatch.setenv("TTC_LIMITS__MAX_TOKENS", "1024")
     settings = Settings()
-    assert settings.vllm_url == ["http://a:1", "http://b:2"]
+    assert vllm_urls(settings) == ["http://a:1", "http://b:2"]
     assert settings.limits.max_tokens == 1024
 
 
@@ -47,6 +53,7 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     "fields",
     [
         {"backend": "vllm"},
+        {"backend": "no-such-backend"},
         {"vllm_url": ["vllm:8000"]},
         {"limits": {"max_tokens": 10, "default_max_tokens": 20}},
         {"no_such_setting": 1},
@@ -54,4 +61,4 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_contradictions_fail_at_start_up(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
-        Settings(**fields)  # type: ignore[arg-type]
+        Settings.model_validate(fields)

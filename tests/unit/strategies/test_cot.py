@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from server.backends.base import ChatMessage, ChatPrompt, TextPrompt
-from server.backends.scripted import ScriptedBackend, tokenize
-from strategies.base import ChoiceDelta, StrategyContext
+from backends.base import ChatMessage, ChatPrompt, TextPrompt
+from backends.scripted import ScriptedBackend, tokenize
+from strategies.base import ChoiceDelta
+from strategies.context import StrategyContext
 from strategies.cot import (
     DEFAULT_INSTRUCTION,
     AnswerSplitter,

@@ -7,15 +7,12 @@ from typing import Any
 
 import pytest
 
-from server.backends.scripted import ScriptedBackend
-from strategies.base import (
-    InvalidParamsError,
-    ParamsContext,
-    StrategyContext,
-    UnknownStrategyError,
-)
+from backends.scripted import ScriptedBackend
+from strategies.base import InvalidParamsError, ParamsContext, UnknownStrategyError
+from strategies.context import StrategyContext
 from strategies.registry import STRATEGIES, get_strategy, parse_params
 from tests.factories import TableVerifier, chat_request
+from verifiers.base import Verifier
 
 NAMES = sorted(STRATEGIES)
 TEXTS = ["step one\nAnswer: 4", "just 5", "six seven 8"]
@@ -27,8 +24,8 @@ PARAMS = ParamsContext(verifiers=frozenset({"confidence", "llm_judge"}))
 
 def context(backend: ScriptedBackend, **fields: Any) -> StrategyContext:
     verifier = TableVerifier(dict.fromkeys([*TEXTS, "slow"], 0.5))
-    verifiers = {"confidence": verifier, "llm_judge": verifier}
-    return StrategyContext(backend=backend, request_id="r", verifiers=verifiers, **fields)  # type: ignore[arg-type]
+    verifiers: dict[str, Verifier] = {"confidence": verifier, "llm_judge": verifier}
+    return StrategyContext(backend=backend, request_id="r", verifiers=verifiers, **fields)
 
 
 def params_for(name: str) -> dict[str, Any] | None:

@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
-from server.backends.base import ChatPrompt, Prompt, SamplingParams
-from server.backends.scripted import ScriptedBackend
-from strategies.base import InvalidParamsError, ParamsContext, StrategyContext, StrategyResult
+from backends.base import ChatPrompt, Prompt, SamplingParams
+from backends.scripted import ScriptedBackend
+from strategies.base import InvalidParamsError, ParamsContext, StrategyResult
+from strategies.context import StrategyContext
+from strategies.limits import Limits
 from strategies.mcts import backpropagate, puct, select, set_priors
 from strategies.registry import get_strategy, parse_params
-from strategies.steps import Node
+from strategies.search import Node
 from tests.factories import chat_request
 from verifiers.base import Candidate, CandidateScore, Scores
 
@@ -79,7 +81,7 @@ async def search(
     prm = PathPRM()
     strategy = get_strategy(name)
     parsed = parse_params(strategy, {"verifier": "prm", "return_trace": True, **params}, CONTEXT)
-    ctx = StrategyContext(backend=backend, request_id="r", verifiers={"prm": prm})  # type: ignore[dict-item]
+    ctx = StrategyContext(backend=backend, request_id="r", verifiers={"prm": prm})
     return await strategy.run(chat_request(max_tokens=64), parsed, ctx), backend, prm
 
 
@@ -92,7 +94,8 @@ def expanded(tree: dict[str, Any], depth: int) -> list[str]:
 
 
 def tree_tokens(tree: dict[str, Any]) -> int:
-    return tree["tokens"] + sum(tree_tokens(child) for child in tree["children"])
+    tokens: int = tree["tokens"]
+    return tokens + sum(tree_tokens(child) for child in tree["children"])
 
 
 async def test_beam_search_keeps_exactly_the_top_beams() -> None:
@@ -106,7 +109,7 @@ async def test_beam_search_keeps_exactly_the_top_beams() -> None:
     assert result.choices[0].content == "s0b\n\ns1b\n\ns2a done"
     assert result.stopped_early is None
     # One request for the root (n=4), then one per kept prefix with n=M=2.
-    assert [c.params.n for c in backend.calls] == [4, 2, 2, 2, 2]  # type: ignore[union-attr]
+    assert [p.n for p in backend.sampled] == [4, 2, 2, 2, 2]
     assert [prefix_of(c.prompt) for c in backend.calls[1:3]] == ["s0b\n\n", "s0d\n\n"]
     # One verifier call per iteration, covering every new partial solution.
     assert [len(call) for call in prm.calls] == [4, 4, 4]
@@ -137,7 +140,7 @@ async def test_dvts_subtrees_stay_independent() -> None:
     # own best (s0b, s0d), although beam search would keep s0b and s0d for other reasons.
     assert expanded(tree, 1) == ["s0b", "s0d"]
     # One request for all subtrees' first steps, then one per subtree.
-    assert backend.calls[0].params.n == 4  # type: ignore[union-attr]
+    assert backend.sampled[0].n == 4
     first = tree["children"]
     assert [c["text"].strip() for c in first] == ["s0a", "s0b", "s0c", "s0d"]
     # Below s0d, only s0d's own children were ever expanded.
@@ -176,7 +179,8 @@ def test_selection_follows_puct_and_priors_are_a_softmax() -> None:
     assert kids[0].prior == pytest.approx(1 / (1 + math.exp(-1)))
     backpropagate(kids[0], 0.2)
     backpropagate(kids[1], 0.9)
-    assert (root.visits, root.value_sum) == (2, pytest.approx(1.1))
+    assert root.visits == 2
+    assert root.value_sum == pytest.approx(1.1)
     c = 0.5
     expected = max(kids, key=lambda k: k.value + c * k.prior * math.sqrt(2) / (1 + k.visits))
     assert select(root, c) is expected
@@ -190,7 +194,7 @@ async def test_mcts_reaches_the_best_leaf() -> None:
     tree = result.trace["tree"]
     assert tree["visits"] >= 12
     # Each expansion is one request for all k children of one prefix.
-    assert all(c.params.n == 4 for c in backend.calls)  # type: ignore[union-attr]
+    assert all(p.n == 4 for p in backend.sampled)
     assert result.usage.completion_tokens == tree_tokens(tree)
 
 
@@ -216,7 +220,10 @@ async def test_deadline_stops_calls_in_flight(name: str) -> None:
 
 
 def test_search_budget_ceilings_are_enforced() -> None:
-    context = ParamsContext(verifiers=frozenset({"prm"}), search_max_tokens=100, max_n=8)
+    context = ParamsContext(
+        verifiers=frozenset({"prm"}),
+        limits=Limits(search_default_tokens=100, search_max_tokens=100, max_n=8),
+    )
     with pytest.raises(InvalidParamsError, match="max_search_tokens"):
         parse_params(get_strategy("mcts"), {"verifier": "prm", "max_search_tokens": 101}, context)
     for name in ("beam_search", "dvts"):

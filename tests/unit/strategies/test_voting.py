@@ -6,13 +6,15 @@ from typing import Any
 
 import pytest
 
-from server.backends.scripted import ScriptedBackend
-from strategies.base import InvalidParamsError, ParamsContext, StrategyContext, StrategyResult
+from backends.scripted import ScriptedBackend
+from strategies.base import InvalidParamsError, ParamsContext, StrategyResult
+from strategies.context import StrategyContext
+from strategies.limits import Limits
 from strategies.registry import get_strategy, parse_params
 from tests.factories import TableVerifier, chat_request
-from verifiers.base import VerifierError
+from verifiers.base import Verifier, VerifierError
 
-CONTEXT = ParamsContext(verifiers=frozenset({"v"}), max_n=16)
+CONTEXT = ParamsContext(verifiers=frozenset({"v"}), limits=Limits(max_n=16))
 
 
 async def run(
@@ -27,8 +29,8 @@ async def run(
     parsed = parse_params(
         strategy, {"n": len(texts), "return_trace": True, **(params or {})}, CONTEXT
     )
-    verifiers = {"v": verifier} if verifier else {}
-    ctx = StrategyContext(backend=backend, request_id="r", verifiers=verifiers)  # type: ignore[arg-type]
+    verifiers: dict[str, Verifier] = {"v": verifier} if verifier else {}
+    ctx = StrategyContext(backend=backend, request_id="r", verifiers=verifiers)
     return await strategy.run(chat_request(**sampling), parsed, ctx), backend
 
 
@@ -40,7 +42,7 @@ async def test_majority_picks_the_largest_group_in_one_call() -> None:
     assert result.trace["votes"] == {"3": 1.0, "4": 3.0, "5": 1.0}
     assert result.trace["answer"] == "4"
     assert [c["answer"] for c in result.trace["candidates"]] == ["3", "4", "4", "5", "4"]
-    assert len(backend.calls) == 1 and backend.calls[0].params.n == 5  # type: ignore[union-attr]
+    assert len(backend.calls) == 1 and backend.sampled[0].n == 5
 
 
 async def test_majority_tie_goes_to_the_group_seen_first() -> None:
@@ -150,7 +152,7 @@ async def test_verifier_failure_falls_back_to_voting_when_allowed(name: str) -> 
 async def test_candidates_carry_the_logprobs_a_verifier_needs() -> None:
     verifier = TableVerifier({"a 1": 0.1, "b 2": 0.2}, logprobs=5)
     result, backend = await run("best_of_n", ["a 1", "b 2"], {"verifier": "v"}, verifier)
-    assert backend.calls[0].params.logprobs == 5  # type: ignore[union-attr]
+    assert backend.sampled[0].logprobs == 5
     assert all(c.logprobs for c in verifier.calls[0][1])
     # The client asked for no logprobs, so the answer carries none.
     assert result.choices[0].logprobs is None
@@ -163,4 +165,4 @@ async def test_effort_sets_the_number_of_candidates() -> None:
     request = chat_request()
     request = type(request)(request.prompt, request.sampling, reasoning_effort="low")
     await strategy.run(request, parse_params(strategy, None, CONTEXT), ctx)
-    assert backend.calls[0].params.n == 4  # type: ignore[union-attr]
+    assert backend.sampled[0].n == 4

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from server.backends.base import TokenLogprob
+from backends.base import TokenLogprob
 from verifiers.base import Aggregation, Candidate, CandidateScore, VerifierError, aggregate
 from verifiers.confidence import (
     ConfidenceConfig,

@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 
-from server.backends.base import (
-    BackendUnavailable,
-    ChatPrompt,
-    Completion,
-    Generation,
-    Prompt,
-    SamplingParams,
-    TokenLogprob,
-)
+from backends.base import ChatPrompt, Completion, Generation, Prompt, SamplingParams, TokenLogprob
+from backends.errors import BackendError, BackendUnavailable
+from backends.scripted import ScriptedBackend
 from verifiers.base import Candidate, VerifierError
 from verifiers.llm_judge import LLMJudgeConfig, LLMJudgeVerifier, yes_probability
+from verifiers.registry import GuardedVerifier
 
 
-class JudgeBackend:
+class JudgeBackend(ScriptedBackend):
     """Answers "Yes" with a probability read from a table keyed by text in the prompt."""
 
-    def __init__(self, p_yes: dict[str, float], error: Exception | None = None) -> None:
+    def __init__(self, p_yes: dict[str, float], error: BackendError | None = None) -> None:
+        super().__init__(error=error)
         self.p_yes = p_yes
-        self.error = error
         self.prompts: list[str] = []
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
@@ -40,9 +34,6 @@ class JudgeBackend:
         completion = Completion("Yes", "length", 1, (TokenLogprob("Yes", math.log(p), top),))
         return Generation((completion,), prompt_tokens=20)
 
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(name)
-
 
 def _tail(solution: str) -> str:
     return solution + "\n\nIs this solution correct?" if "\n\n" not in solution else solution
@@ -55,7 +46,7 @@ def test_yes_probability() -> None:
 
 async def test_outcome_mode_one_judgement_per_candidate() -> None:
     backend = JudgeBackend({"A": 0.9, "B": 0.2})
-    judge = LLMJudgeVerifier(backend, LLMJudgeConfig())  # type: ignore[arg-type]
+    judge = LLMJudgeVerifier(backend, LLMJudgeConfig())
     scores = await judge.score("2+2?", [Candidate("A"), Candidate("B")])
     assert [round(s.value, 6) for s in scores.candidates] == [0.9, 0.2]
     assert all(s.steps is None for s in scores.candidates)
@@ -74,7 +65,7 @@ async def test_process_mode_judges_every_step_prefix() -> None:
             return Generation((Completion("Yes", "length", 1, (TokenLogprob("Yes", 0, top),)),), 10)
 
     backend = StepBackend({})
-    judge = LLMJudgeVerifier(backend, LLMJudgeConfig(mode="process"))  # type: ignore[arg-type]
+    judge = LLMJudgeVerifier(backend, LLMJudgeConfig(mode="process"))
     scores = await judge.score("q", [Candidate("good step\n\nwrong step\n\nlast")])
     assert scores.candidates[0].steps == pytest.approx((0.8, 0.3, 0.3))
     assert len(backend.prompts) == 3
@@ -83,6 +74,9 @@ async def test_process_mode_judges_every_step_prefix() -> None:
 
 async def test_backend_failure_is_a_verifier_error() -> None:
     backend = JudgeBackend({}, error=BackendUnavailable("down"))
-    judge = LLMJudgeVerifier(backend, LLMJudgeConfig())  # type: ignore[arg-type]
-    with pytest.raises(VerifierError, match="down"):
-        await judge.score("q", [Candidate("A")])
+    judge = LLMJudgeVerifier(backend, LLMJudgeConfig())
+    # The judge lets the backend's error through; the guard every verifier runs behind maps it.
+    with pytest.raises(BackendUnavailable):
+        await judge.score("q", [Candidate("A"), Candidate("B")])
+    with pytest.raises(VerifierError, match="judge failed: down"):
+        await GuardedVerifier("judge", judge, timeout_s=5).score("q", [Candidate("A")])

@@ -1,56 +1,44 @@
-"""The embedded backend: SmolLM2 on the CPU build of torch, inside the gateway's process.
+"""The embedded model itself: SmolLM2 loaded with transformers, generating on the caller's thread.
 
-Generation runs on one worker thread, so the event loop (health checks, other requests,
-streams) stays responsive while the model works; requests wait their turn in a bounded queue
-(a full queue is a 503, never a silent drop). The `n` samples of one request come from one
-batched `generate` call.
-
-A per-step hook (`_StepHook`) sees every token as it is produced. It ends each sequence on its
-end-of-sequence token or first stop string, records exactly how many tokens each sequence
-generated, gathers log-probabilities when asked, forwards new text to a streaming client and
-stops the whole batch when the request is cancelled.
+Every method here blocks; `backends.embedded` runs them on its one worker thread. A per-step hook
+(`_StepHook`) sees every token as it is produced. It ends each sequence on its end-of-sequence
+token or first stop string, records exactly how many tokens each sequence generated, gathers
+log-probabilities when asked, forwards new text to a streaming client and stops the whole batch
+when the request is cancelled.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from server.backends.base import (
-    BackendResponseError,
-    BackendUnavailable,
-    ChatPrompt,
+from backends.base import (
     Completion,
     FinishReason,
     Generation,
     Prompt,
-    PromptScore,
+    PromptLogprobs,
     SamplingParams,
     StreamDelta,
-    StreamEnd,
     StreamEvent,
     TextPrompt,
     TokenLogprob,
 )
-from server.backends.smollm2 import MODEL_NAME, converted_model_dir
-from server.backends.stops import find_stop, holdback
-from server.settings import EmbeddedSettings
+from backends.errors import BackendResponseError
+from backends.smollm2 import converted_model_dir
+from backends.stops import find_stop, holdback
 
-__all__ = ["EmbeddedBackend"]
+if TYPE_CHECKING:
+    from backends.embedded import EmbeddedSettings
 
-logger = logging.getLogger(__name__)
+__all__ = ["DeltaSink", "LoadedModel"]
 
 # Below this a temperature means greedy decoding, as in vLLM (dividing by it overflows).
 _MIN_TEMPERATURE = 1e-5
 
 DeltaSink = Callable[[StreamEvent], None]
-_T = TypeVar("_T")
 
 
 class _Cancelled(Exception):
@@ -227,7 +215,7 @@ def _eos_ids(tokenizer: Any) -> frozenset[int]:
     return frozenset(i for i in ids if i is not None)
 
 
-class _Model:
+class LoadedModel:
     """The loaded model and tokenizer; every method here blocks and runs on the worker thread."""
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
@@ -236,7 +224,7 @@ class _Model:
         self.max_len = int(getattr(model.config, "max_position_embeddings", 2048))
 
     @classmethod
-    def load(cls, settings: EmbeddedSettings) -> _Model:
+    def load(cls, settings: EmbeddedSettings) -> LoadedModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -315,7 +303,7 @@ class _Model:
             raise _Cancelled
         return Generation(hook.completions(), prompt_tokens=len(ids))
 
-    def score(self, prompt: Prompt, continuation: str) -> PromptScore:
+    def prompt_logprobs(self, prompt: Prompt, continuation: str) -> PromptLogprobs:
         import torch
 
         prompt_text = self.render(prompt)
@@ -339,7 +327,7 @@ class _Model:
             TokenLogprob(self.tokenizer.decode([ids[i]]), float(logprobs[i - 1, ids[i]]))
             for i in range(max(first, 1), len(ids))
         )
-        return PromptScore(scored, prompt_tokens=len(ids))
+        return PromptLogprobs(scored, prompt_tokens=len(ids))
 
     def _check_length(self, prompt_tokens: int, max_tokens: int) -> None:
         if prompt_tokens + max_tokens > self.max_len:
@@ -348,109 +336,3 @@ class _Model:
                 f"{prompt_tokens} tokens and max_tokens asks for {max_tokens} more.",
                 status_code=400,
             )
-
-
-class EmbeddedBackend:
-    """The in-process CPU model behind the `Backend` protocol."""
-
-    def __init__(self, model: _Model, max_queue: int) -> None:
-        self._model = model
-        self._max_queue = max_queue
-        self._pending = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-model")
-
-    @classmethod
-    async def load(cls, settings: EmbeddedSettings) -> EmbeddedBackend:
-        """Convert (first time only) and load the model off the event loop."""
-        model = await asyncio.to_thread(_Model.load, settings)
-        logger.info("embedded model %s loaded", MODEL_NAME)
-        return cls(model, settings.max_queue)
-
-    async def model_name(self) -> str:
-        return MODEL_NAME
-
-    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
-        return await self._submit(prompt, params, None)
-
-    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamEvent]:
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
-
-        def sink(event: StreamEvent) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-        job = asyncio.ensure_future(self._submit(prompt, params, sink))
-        # The job finishes after the worker's last call_soon_threadsafe, so this sentinel is
-        # queued behind every delta.
-        job.add_done_callback(lambda _: events.put_nowait(None))
-        try:
-            while (event := await events.get()) is not None:
-                yield event
-            generation = job.result()
-            yield StreamEnd(
-                finish_reasons=tuple(c.finish_reason for c in generation.completions),
-                prompt_tokens=generation.prompt_tokens,
-                completion_tokens=tuple(c.tokens for c in generation.completions),
-                queue_seconds=generation.queue_seconds,
-            )
-        finally:
-            job.cancel()
-
-    async def score(self, prompt: Prompt, continuation: str) -> PromptScore:
-        return await self._run(lambda: self._model.score(prompt, continuation), None)
-
-    async def render(self, prompt: Prompt) -> str:
-        # Rendering a template takes microseconds: no need to queue behind generation.
-        return self._model.render(prompt)
-
-    async def count_tokens(self, text: str) -> int:
-        return self._model.count_tokens(text)
-
-    def session(self, request_id: str | None = None) -> EmbeddedBackend:
-        return self
-
-    async def check_ready(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def _submit(
-        self, prompt: Prompt, params: SamplingParams, sink: DeltaSink | None
-    ) -> Generation:
-        if isinstance(prompt, ChatPrompt) and not prompt.messages:
-            raise BackendResponseError("messages must not be empty", status_code=400)
-        cancel = threading.Event()
-        submitted = time.perf_counter()
-        started: list[float] = []
-
-        def work() -> Generation:
-            started.append(time.perf_counter())
-            return self._model.generate(prompt, params, cancel, sink)
-
-        generation = await self._run(work, cancel)
-        # Time spent behind other requests' work on the one model thread.
-        return replace(generation, queue_seconds=started[0] - submitted)
-
-    async def _run(self, work: Callable[[], _T], cancel: threading.Event | None) -> _T:
-        if self._pending >= self._max_queue:
-            raise BackendUnavailable(
-                f"the embedded model has {self._pending} requests queued (limit {self._max_queue})"
-            )
-        self._pending += 1
-        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
-        # Counted until the worker is really done with it, even when the caller gave up early.
-        future.add_done_callback(self._release)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            # Tell the worker to stop at its next token, then let the cancellation through.
-            if cancel is not None:
-                cancel.set()
-            raise
-
-    def _release(self, future: asyncio.Future[Any]) -> None:
-        self._pending -= 1
-        if not future.cancelled():
-            # Mark the outcome as seen: when the caller was cancelled nobody else will read it.
-            future.exception()

@@ -1,4 +1,4 @@
-"""Prometheus's text format, parsed into samples that can be summed and subtracted."""
+"""Prometheus's exposition (text) format, parsed into samples that can be summed and subtracted."""
 
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
-"""The backend protocol: what strategies may ask of a model server, and what comes back.
+"""The backend protocol: what the layers above may ask of a model server, and what comes back.
 
-Every result carries the token counts the model server reported, so usage is counted where
-tokens are produced and never estimated.
-
-Errors::
-
-    BackendError                 a model server call failed
-    ├── BackendUnavailable       no replica could be reached, or the embedded queue is full
-    ├── BackendTimeout           a call ran past its timeout
-    └── BackendResponseError     the server answered with an error status or a malformed body
+A `Backend` is shared by every request; each request opens a `BackendSession` on it, whose
+calls the server can tag with the request's id and keep on one replica. Every result carries the
+token counts the model server reported, so usage is counted where tokens are produced and never
+estimated. Errors are in `backends.errors`.
 """
 
 from __future__ import annotations
@@ -19,17 +14,14 @@ from typing import Literal, Protocol
 
 __all__ = [
     "Backend",
-    "BackendError",
-    "BackendResponseError",
-    "BackendTimeout",
-    "BackendUnavailable",
+    "BackendSession",
     "ChatMessage",
     "ChatPrompt",
     "Completion",
     "FinishReason",
     "Generation",
     "Prompt",
-    "PromptScore",
+    "PromptLogprobs",
     "RewardModel",
     "RewardOutputs",
     "SamplingParams",
@@ -41,26 +33,6 @@ __all__ = [
 ]
 
 FinishReason = Literal["stop", "length"]
-
-
-class BackendError(Exception):
-    """A model server call failed."""
-
-
-class BackendUnavailable(BackendError):
-    """No replica could be reached, or the embedded model's queue is full."""
-
-
-class BackendTimeout(BackendError):
-    """A model server call ran past its timeout."""
-
-
-class BackendResponseError(BackendError):
-    """The model server answered with an error status or a body we could not read."""
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 @dataclass(frozen=True)
@@ -139,7 +111,7 @@ class Generation:
 
 
 @dataclass(frozen=True)
-class PromptScore:
+class PromptLogprobs:
     """Log-probabilities of a continuation's tokens given a prompt."""
 
     logprobs: tuple[TokenLogprob, ...]
@@ -177,12 +149,8 @@ class StreamEnd:
 StreamEvent = StreamDelta | StreamEnd
 
 
-class Backend(Protocol):
-    """A model server. Implementations: vLLM over HTTP, the embedded CPU model, a script."""
-
-    async def model_name(self) -> str:
-        """The model name clients address (a vLLM backend may ask the server for it)."""
-        ...
+class BackendSession(Protocol):
+    """One request's view of a backend: what strategies and verifiers call while answering it."""
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         """Sample `params.n` completions of one prompt in one call."""
@@ -192,7 +160,7 @@ class Backend(Protocol):
         """Sample as `generate` does, yielding text as it is produced; ends with `StreamEnd`."""
         ...
 
-    async def score(self, prompt: Prompt, continuation: str) -> PromptScore:
+    async def prompt_logprobs(self, prompt: Prompt, continuation: str) -> PromptLogprobs:
         """Log-probabilities of `continuation`'s tokens following `prompt`, without sampling."""
         ...
 
@@ -204,8 +172,16 @@ class Backend(Protocol):
         """How many tokens `text` is, without special tokens."""
         ...
 
-    def session(self, request_id: str | None = None) -> Backend:
-        """A view for one request: its calls go to one replica, tagged with its id."""
+
+class Backend(Protocol):
+    """A model server shared by every request: vLLM over HTTP, the embedded CPU model, a script."""
+
+    async def model_name(self) -> str:
+        """The model name clients address (a vLLM backend may ask the server for it)."""
+        ...
+
+    def session(self, request_id: str | None = None) -> BackendSession:
+        """A session for one request: its calls go to one replica, tagged with its id."""
         ...
 
     async def check_ready(self) -> None:
@@ -234,8 +210,4 @@ class RewardModel(Protocol):
 
     async def classify(self, texts: Sequence[str]) -> RewardOutputs:
         """One class-probability row per text, in one call."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections."""
         ...

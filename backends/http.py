@@ -1,7 +1,9 @@
-"""What every HTTP client of a vLLM server shares: the pooled client, error mapping, JSON bodies.
+"""What every HTTP client of a vLLM server shares: settings, pooled clients, error mapping, JSON.
 
-httpx's exceptions and vLLM's error bodies are translated here, once, into the backend error
-tree, as httpx's own `map_httpcore_exceptions` does for httpcore.
+Every vLLM server the gateway talks to (generator replicas, reward models, a judge) gets one
+pooled client from `HTTPClients`, configured by the `vllm` settings group. httpx's exceptions and
+vLLM's error bodies are translated here, once, into the backend error tree, as httpx's own
+`map_httpcore_exceptions` does for httpcore.
 """
 
 from __future__ import annotations
@@ -13,28 +15,62 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, Field
 
-from server.backends.base import BackendResponseError, BackendTimeout, BackendUnavailable
-from server.settings import VLLMSettings
+from backends.errors import BackendResponseError, BackendTimeout, BackendUnavailable
 
-__all__ = ["JSON", "create_client", "error_message", "json_body", "loads", "map_httpx_errors"]
+__all__ = [
+    "JSON",
+    "HTTPClients",
+    "VLLMSettings",
+    "error_message",
+    "json_body",
+    "loads",
+    "map_httpx_errors",
+]
 
 JSON = dict[str, Any]
 
 logger = logging.getLogger(__name__)
 
 
-def create_client(settings: VLLMSettings) -> httpx.AsyncClient:
-    """The one pooled client shared by every replica and request."""
-    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
-        limits=httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-        ),
-        headers=headers,
+class VLLMSettings(BaseModel):
+    """How the gateway talks to vLLM's OpenAI-compatible servers."""
+
+    timeout_s: float = Field(default=300.0, gt=0, description="Read timeout of one vLLM call.")
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(
+        default=1024, ge=1, description="Pooled connections, all replicas."
     )
+    api_key: str | None = Field(default=None, description="Sent as a bearer token to vLLM.")
+
+
+class HTTPClients:
+    """Opens the pooled clients of the app's vLLM servers, and closes them all at shutdown."""
+
+    def __init__(self, settings: VLLMSettings) -> None:
+        self._settings = settings
+        self._opened: list[httpx.AsyncClient] = []
+
+    def open(self) -> httpx.AsyncClient:
+        """A new pooled client, for one server (or one set of replicas) and every request."""
+        settings = self._settings
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
+            headers=headers,
+        )
+        self._opened.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        """Close every client opened here."""
+        for client in self._opened:
+            await client.aclose()
 
 
 @contextlib.contextmanager

@@ -1,39 +1,35 @@
-"""The vLLM backend: vLLM's OpenAI-compatible HTTP API over one pooled `httpx.AsyncClient`.
+"""One request's session on the vLLM backend: its calls, all on one replica, tagged with its id.
 
 Calls used (vLLM's extensions to OpenAI's fields are marked *):
 - `POST /v1/chat/completions`: chat prompts; continuation of an assistant turn with
   `continue_final_message`* and `add_generation_prompt`*=false.
-- `POST /v1/completions`: raw prompts; `echo` with `logprobs` for scoring given text.
+- `POST /v1/completions`: raw prompts; `echo` with `logprobs` for the log-probabilities of
+  given text.
 - `POST /tokenize`* and `POST /detokenize`*: rendering a chat template, counting tokens.
-- `GET /v1/models`: readiness and discovery of the served model's name.
 Every generation asks for `return_token_ids`* so each sample's token count is exact, and
 `include_stop_str_in_output`* when the caller keeps stop strings.
 
-With several replicas, `session()` pins one request's calls to one replica (its prefix cache
-then serves shared prefixes) and successive sessions go round-robin over the replicas.
+A call whose connection is refused never reached vLLM, so it moves, with the rest of the
+session, to another replica; timeouts and dropped responses are never resent, since the
+request may have run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
-import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from server.backends.base import (
-    BackendResponseError,
-    BackendUnavailable,
+from backends.base import (
     ChatPrompt,
     Completion,
     FinishReason,
     Generation,
     Prompt,
-    PromptScore,
+    PromptLogprobs,
     SamplingParams,
     StreamDelta,
     StreamEnd,
@@ -41,117 +37,40 @@ from server.backends.base import (
     TextPrompt,
     TokenLogprob,
 )
-from server.backends.http import JSON, error_message, json_body, loads, map_httpx_errors
+from backends.errors import BackendResponseError
+from backends.http import JSON, error_message, json_body, loads, map_httpx_errors
 
-__all__ = ["VLLMBackend"]
+if TYPE_CHECKING:
+    from backends.vllm import Replicas
 
-logger = logging.getLogger(__name__)
+__all__ = ["VLLMSession"]
 
-_PROBE_TIMEOUT_S = 5.0
-# How long a replica that refused a connection is left out of new sessions.
-_DOWN_S = 10.0
 # Errors raised before a request reaches the replica.
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
-class _Replicas:
-    """The replica URLs, whose turn is next, which are down, and the served model's name."""
-
-    def __init__(self, urls: Sequence[str], model: str | None) -> None:
-        if not urls:
-            raise ValueError("the vLLM backend needs at least one replica URL")
-        self.urls = tuple(urls)
-        self.model = model
-        self._turn = itertools.cycle(self.urls)
-        self._down_until: dict[str, float] = {}
-
-    def next(self) -> str:
-        """The next replica in turn that is not down; with all of them down, the next one."""
-        now = time.monotonic()
-        for _ in self.urls:
-            url = next(self._turn)
-            if self._down_until.get(url, 0.0) <= now:
-                return url
-        return next(self._turn)
-
-    def mark_down(self, url: str) -> None:
-        """Skip `url` in new sessions for a while: it refused a connection."""
-        if self._down_until.get(url, 0.0) <= time.monotonic():
-            logger.warning("vLLM replica %s is unreachable; skipping it for %.0f s", url, _DOWN_S)
-        self._down_until[url] = time.monotonic() + _DOWN_S
-
-    def other_than(self, tried: Sequence[str]) -> str | None:
-        """A replica not tried yet, preferring those not marked down."""
-        left = [url for url in self.urls if url not in tried]
-        now = time.monotonic()
-        up = [url for url in left if self._down_until.get(url, 0.0) <= now]
-        return next(iter(up or left), None)
-
-
-class VLLMBackend:
-    """vLLM servers behind the `Backend` protocol."""
+class VLLMSession:
+    """One request's calls to vLLM, behind the `BackendSession` protocol."""
 
     def __init__(
         self,
         client: httpx.AsyncClient,
-        urls: Sequence[str],
-        model: str | None = None,
-        *,
-        _replicas: _Replicas | None = None,
-        _pinned: str | None = None,
-        _request_id: str | None = None,
+        replicas: Replicas,
+        url: str,
+        model_name: Callable[[], Awaitable[str]],
+        request_id: str | None = None,
     ) -> None:
         self._client = client
-        self._replicas = _replicas or _Replicas(urls, model)
-        self._pinned = _pinned
-        self._request_id = _request_id
+        self._replicas = replicas
+        self._url = url
+        self._model_name = model_name
+        self._request_id = request_id
         self._calls = itertools.count()
 
-    async def model_name(self) -> str:
-        if self._replicas.model is None:
-            # The probe of every replica learns the name from the first that serves one.
-            await self.check_ready()
-        assert self._replicas.model is not None, "check_ready learns the model or raises"
-        return self._replicas.model
-
-    def session(self, request_id: str | None = None) -> VLLMBackend:
-        return VLLMBackend(
-            self._client,
-            self._replicas.urls,
-            _replicas=self._replicas,
-            _pinned=self._replicas.next(),
-            _request_id=request_id,
-        )
-
-    async def check_ready(self) -> None:
-        # All replicas at once, each briefly: one hung replica must not hang the probe, and
-        # one dead replica must not take the gateway out of service while others serve.
-        probes = await asyncio.gather(
-            *(self._probe(url) for url in self._replicas.urls), return_exceptions=True
-        )
-        problems = []
-        for url, probe in zip(self._replicas.urls, probes, strict=True):
-            if isinstance(probe, BaseException):
-                problems.append(f"{url}: {probe}")
-                if isinstance(probe, BackendUnavailable):
-                    self._replicas.mark_down(url)
-                continue
-            if self._replicas.model is None and probe:
-                self._replicas.model = probe[0]
-            if self._replicas.model in probe:
-                continue
-            problems.append(f"{url} serves {probe}, not {self._replicas.model!r}")
-        if len(problems) == len(self._replicas.urls):
-            raise BackendUnavailable("no vLLM replica is ready: " + "; ".join(problems))
-        for problem in problems:
-            logger.warning("vLLM replica not ready: %s", problem)
-
-    async def _probe(self, url: str) -> list[str]:
-        async with asyncio.timeout(_PROBE_TIMEOUT_S):
-            return await self._served_models(url)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+    @property
+    def replica(self) -> str:
+        """The replica this session's calls go to."""
+        return self._url
 
     # Generation
 
@@ -194,11 +113,11 @@ class VLLMBackend:
             completion_tokens=tuple(tokens),
         )
 
-    async def score(self, prompt: Prompt, continuation: str) -> PromptScore:
+    async def prompt_logprobs(self, prompt: Prompt, continuation: str) -> PromptLogprobs:
         prompt_text = await self.render(prompt)
         text = prompt_text + continuation
         body: JSON = {
-            "model": await self.model_name(),
+            "model": await self._model_name(),
             "prompt": text,
             "max_tokens": 1,
             "temperature": 0,
@@ -222,12 +141,12 @@ class VLLMBackend:
             for i in range(prompt_tokens)
             if ends[i] > len(prompt_text) and values[i] is not None
         )
-        return PromptScore(scored, prompt_tokens=prompt_tokens)
+        return PromptLogprobs(scored, prompt_tokens=prompt_tokens)
 
     async def render(self, prompt: Prompt) -> str:
         if isinstance(prompt, TextPrompt):
             return prompt.text
-        model = await self.model_name()
+        model = await self._model_name()
         tokenized = await self._post(
             "/tokenize",
             {
@@ -243,14 +162,14 @@ class VLLMBackend:
         return str(detokenized["prompt"])
 
     async def count_tokens(self, text: str) -> int:
-        body = {"model": await self.model_name(), "prompt": text, "add_special_tokens": False}
+        body = {"model": await self._model_name(), "prompt": text, "add_special_tokens": False}
         return _int(await self._post("/tokenize", body), "count")
 
     # Request building and parsing
 
     async def _generation_request(self, prompt: Prompt, params: SamplingParams) -> tuple[str, JSON]:
         body: JSON = {
-            "model": await self.model_name(),
+            "model": await self._model_name(),
             "n": params.n,
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
@@ -279,13 +198,7 @@ class VLLMBackend:
     def _completion(
         self, choice: JSON, params: SamplingParams, usage: JSON, n_choices: int
     ) -> Completion:
-        reasoning = None
-        if "message" in choice:
-            message = choice.get("message") or {}
-            text = message.get("content") or ""
-            reasoning = _reasoning(message)
-        else:
-            text = choice.get("text") or ""
+        text, reasoning = _text(choice, "message")
         logprobs = _logprobs(choice.get("logprobs"))
         if choice.get("token_ids") is not None:
             tokens = len(choice["token_ids"])
@@ -298,7 +211,7 @@ class VLLMBackend:
             finish_reason=_finish_reason(choice.get("finish_reason")),
             tokens=tokens,
             logprobs=logprobs if params.logprobs is not None else None,
-            reasoning=reasoning,
+            reasoning=reasoning or None,
         )
 
     def _split_usage(self, usage: JSON, n: int) -> list[int]:
@@ -312,21 +225,12 @@ class VLLMBackend:
 
     # HTTP
 
-    def _url(self) -> str:
-        return self._pinned or self._replicas.next()
-
     def _call_headers(self) -> dict[str, str]:
         # vLLM uses X-Request-Id as its engine request id, which must be unique among running
         # requests: each call of a request gets its own, prefixed with the request's for tracing.
         if self._request_id is None:
             return {}
         return {"X-Request-Id": f"{self._request_id}-{next(self._calls)}"}
-
-    async def _served_models(self, url: str) -> list[str]:
-        with map_httpx_errors(url):
-            response = await self._client.get(f"{url}/v1/models", headers=self._call_headers())
-        data = json_body(response, url)
-        return [str(m["id"]) for m in data.get("data", []) if "id" in m]
 
     async def _post(self, path: str, body: JSON) -> JSON:
         async def send(url: str) -> httpx.Response:
@@ -353,26 +257,21 @@ class VLLMBackend:
         self, send: Callable[[str], Awaitable[httpx.Response]]
     ) -> tuple[str, httpx.Response]:
         """`send` to the session's replica or, if it refuses the connection, to another one."""
-        url, tried = self._url(), []
+        tried: list[str] = []
         while True:
+            url = self._url
             tried.append(url)
             with map_httpx_errors(url):
                 try:
                     return url, await send(url)
                 except _UNREACHABLE:
-                    # The request never reached the replica, so another one may take it.
-                    other = self._fail_over(url, tried)
+                    # The request never reached the replica, so another one may take it, and
+                    # the session moves with it.
+                    self._replicas.mark_down(url)
+                    other = self._replicas.other_than(tried)
                     if other is None:
                         raise
-            url = other
-
-    def _fail_over(self, url: str, tried: list[str]) -> str | None:
-        """Another replica for a call that could not connect; the session moves with it."""
-        self._replicas.mark_down(url)
-        other = self._replicas.other_than(tried)
-        if other is not None and self._pinned is not None:
-            self._pinned = other
-        return other
+                    self._url = other
 
 
 async def _events(response: httpx.Response, url: str) -> AsyncIterator[JSON]:
@@ -408,21 +307,20 @@ def _int(data: JSON, key: str) -> int:
 
 
 def _delta(choice: JSON, params: SamplingParams) -> StreamDelta:
-    reasoning = None
-    if "delta" in choice:
-        delta = choice.get("delta") or {}
-        text = delta.get("content") or ""
-        reasoning = _reasoning(delta)
-    else:
-        text = choice.get("text") or ""
+    text, reasoning = _text(choice, "delta")
     logprobs = _logprobs(choice.get("logprobs")) if params.logprobs is not None else None
-    return StreamDelta(int(choice.get("index", 0)), text, logprobs, reasoning or "")
+    return StreamDelta(int(choice.get("index", 0)), text, logprobs, reasoning)
 
 
-def _reasoning(message: JSON) -> str | None:
-    """What a reasoning parser split off (`reasoning`; `reasoning_content` before vLLM 0.11)."""
-    value = message.get("reasoning") or message.get("reasoning_content")
-    return str(value) if value else None
+def _text(choice: JSON, chat_key: str) -> tuple[str, str]:
+    """A choice's text and the reasoning a reasoning parser split off it: chat choices carry
+    both in `message` (or a chunk's `delta`), text completions only `text`. The reasoning is
+    `reasoning`, or `reasoning_content` before vLLM 0.11."""
+    if chat_key not in choice:
+        return choice.get("text") or "", ""
+    message = choice.get(chat_key) or {}
+    reasoning = message.get("reasoning") or message.get("reasoning_content")
+    return message.get("content") or "", str(reasoning) if reasoning else ""
 
 
 def _logprobs(data: Any) -> tuple[TokenLogprob, ...] | None:

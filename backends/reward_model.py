@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 
-from server.backends.base import BackendResponseError, RewardOutputs
-from server.backends.http import JSON, json_body, map_httpx_errors
+from backends.base import RewardOutputs
+from backends.errors import BackendResponseError
+from backends.http import JSON, json_body, map_httpx_errors
 
 __all__ = ["VLLMRewardModel"]
 
@@ -50,9 +51,6 @@ class VLLMRewardModel:
             tuple(_rows(item.get("probs")) for item in _items(data, len(texts))),
             prompt_tokens=_prompt_tokens(data),
         )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     async def _post(self, path: str, body: JSON) -> JSON:
         with map_httpx_errors(self._url):

@@ -1,8 +1,9 @@
 """Serving one request: resolve the strategy, run it as one task under the deadline, answer.
 
 The same flow serves both endpoints; what differs (request parsing, response and chunk
-shapes) comes from `server.protocol`. A strategy runs as a single task: when the deadline
-passes or the client goes away, cancelling it cancels every backend call it has in flight.
+shapes) comes from `server.protocol` and the endpoint's `Rendering`. A strategy runs as a single
+task: when the deadline passes or the client goes away, cancelling it cancels every backend call
+it has in flight.
 """
 
 from __future__ import annotations
@@ -11,51 +12,47 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from server.backends.base import Backend
-from server.errors import ModelNotFound, RequestTimeout, error_response, error_status
+from backends.base import Backend
+from server.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    RequestTimeout,
+    error_response,
+    error_status,
+)
 from server.metrics import Metrics
-from server.protocol import ChatCompletionRequest, CompletionRequest, InvalidRequest, UsageInfo
-from server.settings import LimitsSettings, ModelPrice
+from server.protocol.common import GenerationRequest
+from server.serving.rendering import Rendering
+from server.settings import ModelPrice
 from strategies.base import (
-    Budget,
     ChoiceDelta,
     EventSink,
     ParamsContext,
     Strategy,
-    StrategyContext,
     StrategyRequest,
     StrategyResult,
 )
+from strategies.context import StrategyContext
+from strategies.limits import Limits
 from strategies.registry import STRATEGIES, get_strategy, parse_params
 from verifiers.base import Verifier
 
-__all__ = ["ChunkBuilder", "PreparedRun", "Serving", "run_until_disconnected"]
+__all__ = ["PreparedRequest", "Serving", "run_until_disconnected"]
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
 
-class ChunkBuilder(Protocol):
-    """Builds one endpoint's stream chunks (see `ChatChunks`, `CompletionChunks`)."""
-
-    def opening(self, n: int) -> list[BaseModel]: ...
-    def delta(self, delta: ChoiceDelta) -> BaseModel: ...
-    def finish(self, index: int, reason: Any) -> BaseModel: ...
-    def tail(
-        self, usage: UsageInfo | None, result: StrategyResult, with_trace: bool
-    ) -> BaseModel: ...
-
-
 @dataclass(frozen=True)
-class PreparedRun:
+class PreparedRequest:
     """A validated request, ready to run."""
 
     strategy: Strategy[Any]
@@ -73,7 +70,7 @@ class Serving:
     def __init__(
         self,
         backend: Backend,
-        limits: LimitsSettings,
+        limits: Limits,
         metrics: Metrics,
         verifiers: Mapping[str, Verifier] | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
@@ -83,17 +80,9 @@ class Serving:
         self.metrics = metrics
         self.verifiers = dict(verifiers or {})
         self.prices = dict(prices or {})
-        self._params_context = ParamsContext(
-            verifiers=frozenset(self.verifiers),
-            max_n=limits.max_n,
-            max_tokens=limits.max_tokens,
-            search_max_tokens=limits.search_max_tokens,
-            search_max_seconds=limits.search_max_seconds,
-        )
+        self._params_context = ParamsContext(verifiers=frozenset(self.verifiers), limits=limits)
 
-    async def prepare(
-        self, body: ChatCompletionRequest | CompletionRequest, request_id: str
-    ) -> PreparedRun:
+    async def prepare(self, body: GenerationRequest, request_id: str) -> PreparedRequest:
         """Check the model, the limits, the strategy and its params; 4xx errors come from here."""
         started = time.perf_counter()
         label = body.reasoning_strategy if body.reasoning_strategy in STRATEGIES else "invalid"
@@ -113,7 +102,7 @@ class Serving:
         except Exception as exc:
             self._observe(label, model, exc, started)
             raise
-        return PreparedRun(
+        return PreparedRequest(
             strategy=strategy,
             params=params,
             request=request,
@@ -123,59 +112,62 @@ class Serving:
             include_usage=body.include_usage,
         )
 
-    async def complete(self, run: PreparedRun) -> StrategyResult:
+    async def complete(self, prepared: PreparedRequest) -> StrategyResult:
         """Run to the end and return the result."""
         started = time.perf_counter()
-        ctx = self._context(run, sink=None)
+        ctx = self._context(prepared, sink=None)
         try:
-            result = await self._run(run, ctx)
+            result = await self._execute(prepared, ctx)
         except BaseException as exc:
-            self._observe(run.strategy.name, run.model, exc, started, ctx)
+            self._observe(prepared.strategy.name, prepared.model, exc, started, ctx)
             raise
-        self._observe(run.strategy.name, run.model, None, started, ctx, result)
+        self._observe(prepared.strategy.name, prepared.model, None, started, ctx, result)
         return result
 
-    async def stream(self, run: PreparedRun, chunks: ChunkBuilder) -> AsyncIterator[str]:
+    async def stream(
+        self, prepared: PreparedRequest, rendering: Rendering
+    ) -> AsyncGenerator[str, None]:
         """Server-Sent Events: deltas as the strategy produces them, then usage, then [DONE]."""
         started = time.perf_counter()
         # Unbounded: a request's deltas are bounded by its own max_tokens and n, and the end
         # sentinel below must never find the queue full.
         deltas: asyncio.Queue[ChoiceDelta | None] = asyncio.Queue()
-        ctx = self._context(run, sink=deltas.put)
-        task = asyncio.create_task(self._run(run, ctx))
+        ctx = self._context(prepared, sink=deltas.put)
+        task = asyncio.create_task(self._execute(prepared, ctx), name=prepared.request_id)
         # Queued behind every delta the strategy emitted, so the loop below sees them all.
         task.add_done_callback(lambda _: deltas.put_nowait(None))
         outcome: BaseException | None = None
         try:
-            for chunk in chunks.opening(run.request.sampling.n):
+            for chunk in rendering.opening(prepared.request.sampling.n):
                 yield _sse(chunk)
             streamed: set[int] = set()
             while (delta := await deltas.get()) is not None:
                 if not streamed:
-                    self._first_text(run, started)
+                    self._first_text(prepared, started)
                 streamed.add(delta.index)
-                yield _sse(chunks.delta(delta))
+                yield _sse(rendering.delta(delta))
             result = task.result()
             if not streamed:
                 # A strategy that decides only at the end: its answer is the first text.
-                self._first_text(run, started)
+                self._first_text(prepared, started)
             for index, choice in enumerate(result.choices):
                 if index not in streamed:
                     # A strategy that decides only at the end sends its answer in one piece.
                     whole = ChoiceDelta(
                         index, choice.content, choice.reasoning or "", choice.logprobs
                     )
-                    yield _sse(chunks.delta(whole))
-                yield _sse(chunks.finish(index, choice.finish_reason))
-            has_trace = run.with_trace and bool(result.trace)
-            if run.include_usage or has_trace or result.fallback or result.stopped_early:
-                usage = UsageInfo.build(result) if run.include_usage else None
-                yield _sse(chunks.tail(usage, result, run.with_trace))
-            self._observe(run.strategy.name, run.model, None, started, ctx, result)
+                    yield _sse(rendering.delta(whole))
+                yield _sse(rendering.finish(index, choice.finish_reason))
+            tail = rendering.tail(result, prepared.include_usage)
+            if tail is not None:
+                yield _sse(tail)
+            self._observe(prepared.strategy.name, prepared.model, None, started, ctx, result)
         except Exception as exc:
             outcome = exc
             status, body = error_response(exc)
-            logger.info("stream %s failed with %d: %s", run.request_id, status, body.error.message)
+            logger.info(
+                "stream %s failed with %d: %s", prepared.request_id, status, body.error.message
+            )
             yield _sse(body)
         except BaseException as exc:
             outcome = exc
@@ -187,35 +179,36 @@ class Serving:
                 # (Awaiting it here would not do: a disconnect cancels this generator's scope.)
                 failed = outcome
                 task.add_done_callback(
-                    lambda _: self._observe(run.strategy.name, run.model, failed, started, ctx)
+                    lambda _: self._observe(
+                        prepared.strategy.name, prepared.model, failed, started, ctx
+                    )
                 )
         yield "data: [DONE]\n\n"
 
-    def _first_text(self, run: PreparedRun, started: float) -> None:
-        self.metrics.first_token(run.strategy.name, run.model, time.perf_counter() - started)
+    def _first_text(self, prepared: PreparedRequest, started: float) -> None:
+        self.metrics.first_token(
+            prepared.strategy.name, prepared.model, time.perf_counter() - started
+        )
 
-    def _context(self, run: PreparedRun, sink: EventSink | None) -> StrategyContext:
+    def _context(self, prepared: PreparedRequest, sink: EventSink | None) -> StrategyContext:
         loop = asyncio.get_running_loop()
-        self.metrics.started(run.strategy.name, run.model)
+        self.metrics.started(prepared.strategy.name, prepared.model)
         return StrategyContext(
-            backend=self.backend.session(run.request_id),
-            request_id=run.request_id,
+            backend=self.backend.session(prepared.request_id),
+            request_id=prepared.request_id,
             verifiers=self.verifiers,
-            budget=Budget(
-                deadline=loop.time() + self.limits.request_timeout_s,
-                max_candidates=self.limits.max_n,
-                search_tokens=self.limits.search_default_tokens,
-                search_seconds=self.limits.search_default_seconds,
-            ),
+            limits=self.limits,
+            deadline=loop.time() + self.limits.request_timeout_s,
             sink=sink,
         )
 
-    async def _run(self, run: PreparedRun, ctx: StrategyContext) -> StrategyResult:
+    async def _execute(self, prepared: PreparedRequest, ctx: StrategyContext) -> StrategyResult:
+        """The strategy's run under the request's deadline."""
         timeout = self.limits.request_timeout_s
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                return await run.strategy.run(run.request, run.params, ctx)
+                return await prepared.strategy.run(prepared.request, prepared.params, ctx)
         except TimeoutError as exc:
             if not deadline.expired():
                 raise  # some call inside timed out on its own; that error says which
@@ -237,7 +230,7 @@ class Serving:
             model,
             status,
             seconds,
-            ran=(ctx.usage, ctx.stats) if ctx is not None else None,
+            spent=(ctx.usage, ctx.stats) if ctx is not None else None,
             price=self.prices.get(model),
             stopped_early=result is not None and result.stopped_early is not None,
             fallback=result is not None and result.fallback is not None,

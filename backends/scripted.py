@@ -13,14 +13,13 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
-from server.backends.base import (
-    BackendError,
+from backends.base import (
     ChatPrompt,
     Completion,
     FinishReason,
     Generation,
     Prompt,
-    PromptScore,
+    PromptLogprobs,
     SamplingParams,
     StreamDelta,
     StreamEnd,
@@ -28,7 +27,8 @@ from server.backends.base import (
     TextPrompt,
     TokenLogprob,
 )
-from server.backends.stops import truncate_at_stop
+from backends.errors import BackendError
+from backends.stops import truncate_at_stop
 
 __all__ = ["Call", "Script", "ScriptedBackend", "tokenize"]
 
@@ -75,6 +75,11 @@ class ScriptedBackend:
         self.calls: list[Call] = []
         self.generated_tokens = 0
 
+    @property
+    def sampled(self) -> list[SamplingParams]:
+        """The sampling parameters of every generation call, in order."""
+        return [call.params for call in self.calls if call.params is not None]
+
     async def model_name(self) -> str:
         return self._model
 
@@ -97,11 +102,11 @@ class ScriptedBackend:
             completion_tokens=tuple(c.tokens for c in completions),
         )
 
-    async def score(self, prompt: Prompt, continuation: str) -> PromptScore:
-        self.calls.append(Call("score", prompt, None))
+    async def prompt_logprobs(self, prompt: Prompt, continuation: str) -> PromptLogprobs:
+        self.calls.append(Call("prompt_logprobs", prompt, None))
         await self._wait()
         scored = tuple(TokenLogprob(t, self.logprob) for t in tokenize(continuation))
-        return PromptScore(scored, self._prompt_tokens(prompt) + len(scored))
+        return PromptLogprobs(scored, self._prompt_tokens(prompt) + len(scored))
 
     async def render(self, prompt: Prompt) -> str:
         if isinstance(prompt, TextPrompt):

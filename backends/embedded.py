@@ -1,0 +1,178 @@
+"""The embedded backend: SmolLM2 on the CPU build of torch, inside the gateway's process.
+
+Generation runs on one worker thread, so the event loop (health checks, other requests,
+streams) stays responsive while the model works; requests wait their turn in a bounded queue
+(a full queue is a 503, never a silent drop). The `n` samples of one request come from one
+batched `generate` call (`backends.embedded_model`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, Field
+
+from backends.base import (
+    ChatPrompt,
+    Generation,
+    Prompt,
+    PromptLogprobs,
+    SamplingParams,
+    StreamEnd,
+    StreamEvent,
+)
+from backends.embedded_model import DeltaSink, LoadedModel
+from backends.errors import BackendResponseError, BackendUnavailable
+from backends.http import HTTPClients
+from backends.smollm2 import MODEL_NAME
+
+__all__ = ["EmbeddedBackend", "EmbeddedBackendSettings", "EmbeddedSettings"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class EmbeddedSettings(BaseModel):
+    """The in-process CPU model used when no vLLM server is configured."""
+
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where the converted weights are kept; defaults to the user's cache directory.",
+    )
+    max_queue: int = Field(
+        default=256, ge=1, description="Requests waiting for the model beyond this get 503."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="torch threads; default: all cores."
+    )
+
+
+class EmbeddedBackendSettings(BaseModel):
+    """The embedded backend's part of the server's settings (`--embedded.*`)."""
+
+    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+
+
+class EmbeddedBackend:
+    """The in-process CPU model behind the `Backend` protocol."""
+
+    name: ClassVar[str] = "embedded"
+    settings_model: ClassVar[type[BaseModel]] = EmbeddedBackendSettings
+
+    def __init__(self, model: LoadedModel, max_queue: int) -> None:
+        self._model = model
+        self._max_queue = max_queue
+        self._pending = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-model")
+
+    @classmethod
+    async def create(
+        cls, settings: EmbeddedBackendSettings, clients: HTTPClients
+    ) -> EmbeddedBackend:
+        """Convert (first time only) and load the model off the event loop; it needs no client."""
+        return await cls.load(settings.embedded)
+
+    @classmethod
+    async def load(cls, settings: EmbeddedSettings) -> EmbeddedBackend:
+        """Convert (first time only) and load the model off the event loop."""
+        model = await asyncio.to_thread(LoadedModel.load, settings)
+        logger.info("embedded model %s loaded", MODEL_NAME)
+        return cls(model, settings.max_queue)
+
+    async def model_name(self) -> str:
+        return MODEL_NAME
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        return await self._submit(prompt, params, None)
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamEvent]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+
+        def sink(event: StreamEvent) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        job = asyncio.ensure_future(self._submit(prompt, params, sink))
+        # The job finishes after the worker's last call_soon_threadsafe, so this sentinel is
+        # queued behind every delta.
+        job.add_done_callback(lambda _: events.put_nowait(None))
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+            generation = job.result()
+            yield StreamEnd(
+                finish_reasons=tuple(c.finish_reason for c in generation.completions),
+                prompt_tokens=generation.prompt_tokens,
+                completion_tokens=tuple(c.tokens for c in generation.completions),
+                queue_seconds=generation.queue_seconds,
+            )
+        finally:
+            job.cancel()
+
+    async def prompt_logprobs(self, prompt: Prompt, continuation: str) -> PromptLogprobs:
+        return await self._run(lambda: self._model.prompt_logprobs(prompt, continuation), None)
+
+    async def render(self, prompt: Prompt) -> str:
+        # Rendering a template takes microseconds: no need to queue behind generation.
+        return self._model.render(prompt)
+
+    async def count_tokens(self, text: str) -> int:
+        return self._model.count_tokens(text)
+
+    def session(self, request_id: str | None = None) -> EmbeddedBackend:
+        return self
+
+    async def check_ready(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _submit(
+        self, prompt: Prompt, params: SamplingParams, sink: DeltaSink | None
+    ) -> Generation:
+        if isinstance(prompt, ChatPrompt) and not prompt.messages:
+            raise BackendResponseError("messages must not be empty", status_code=400)
+        cancel = threading.Event()
+        submitted = time.perf_counter()
+        started: list[float] = []
+
+        def work() -> Generation:
+            started.append(time.perf_counter())
+            return self._model.generate(prompt, params, cancel, sink)
+
+        generation = await self._run(work, cancel)
+        # Time spent behind other requests' work on the one model thread.
+        return replace(generation, queue_seconds=started[0] - submitted)
+
+    async def _run(self, work: Callable[[], _T], cancel: threading.Event | None) -> _T:
+        if self._pending >= self._max_queue:
+            raise BackendUnavailable(
+                f"the embedded model has {self._pending} requests queued (limit {self._max_queue})"
+            )
+        self._pending += 1
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        # Counted until the worker is really done with it, even when the caller gave up early.
+        future.add_done_callback(self._release)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Tell the worker to stop at its next token, then let the cancellation through.
+            if cancel is not None:
+                cancel.set()
+            raise
+
+    def _release(self, future: asyncio.Future[Any]) -> None:
+        self._pending -= 1
+        if not future.cancelled():
+            # Mark the outcome as seen: when the caller was cancelled nobody else will read it.
+            future.exception()

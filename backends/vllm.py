@@ -1,0 +1,169 @@
+"""The vLLM backend: vLLM servers behind the `Backend` protocol, over their OpenAI-compatible API.
+
+`VLLMBackend` holds what every request shares: one pooled client, the replica URLs, which of
+them is down, and the served model's name. Each request opens a `VLLMSession`
+(`backends.vllm_session`), pinned to one replica so that its prefix cache serves the request's
+shared prefixes; successive sessions go round-robin over the replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar
+
+import httpx
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from backends.errors import BackendUnavailable
+from backends.http import HTTPClients, json_body, map_httpx_errors
+from backends.vllm_session import VLLMSession
+
+__all__ = ["Replicas", "VLLMBackend", "VLLMBackendSettings"]
+
+logger = logging.getLogger(__name__)
+
+_PROBE_TIMEOUT_S = 5.0
+# How long a replica that refused a connection is left out of new sessions.
+_DOWN_S = 10.0
+
+
+class VLLMBackendSettings(BaseModel):
+    """The vLLM backend's part of the server's settings (`--vllm-url`, `--model`)."""
+
+    vllm_url: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Base URL of a vLLM replica; repeat the flag (or comma-separate) for several.",
+    )
+    model: str | None = Field(
+        default=None,
+        description="Model name served by vLLM; discovered from /v1/models when not set.",
+    )
+
+    @field_validator("vllm_url", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        # TTC_VLLM_URL="http://a:8000,http://b:8000" reads more naturally than a JSON list.
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            urls = [part.strip() for item in value for part in str(item).split(",")]
+            return [url.rstrip("/") for url in urls if url]
+        return value
+
+    @field_validator("vllm_url")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"vLLM URL must start with http:// or https://: {url!r}")
+        return urls
+
+    @model_validator(mode="after")
+    def _urls_when_chosen(self) -> VLLMBackendSettings:
+        # The server's settings carry `backend`, the chosen backend's name.
+        if getattr(self, "backend", None) == VLLMBackend.name and not self.vllm_url:
+            raise ValueError("backend 'vllm' needs at least one --vllm-url (or TTC_VLLM_URL)")
+        return self
+
+
+class Replicas:
+    """The replica URLs, whose turn is next, which are down, and the served model's name."""
+
+    def __init__(self, urls: Sequence[str], model: str | None) -> None:
+        if not urls:
+            raise ValueError("the vLLM backend needs at least one replica URL")
+        self.urls = tuple(urls)
+        self.model = model
+        self._turn = itertools.cycle(self.urls)
+        self._down_until: dict[str, float] = {}
+
+    def next(self) -> str:
+        """The next replica in turn that is not down; with all of them down, the next one."""
+        now = time.monotonic()
+        for _ in self.urls:
+            url = next(self._turn)
+            if self._down_until.get(url, 0.0) <= now:
+                return url
+        return next(self._turn)
+
+    def mark_down(self, url: str) -> None:
+        """Skip `url` in new sessions for a while: it refused a connection."""
+        if self._down_until.get(url, 0.0) <= time.monotonic():
+            logger.warning("vLLM replica %s is unreachable; skipping it for %.0f s", url, _DOWN_S)
+        self._down_until[url] = time.monotonic() + _DOWN_S
+
+    def other_than(self, tried: Sequence[str]) -> str | None:
+        """A replica not tried yet, preferring those not marked down."""
+        left = [url for url in self.urls if url not in tried]
+        now = time.monotonic()
+        up = [url for url in left if self._down_until.get(url, 0.0) <= now]
+        return next(iter(up or left), None)
+
+
+class VLLMBackend:
+    """vLLM servers (one or more replicas of one model) behind the `Backend` protocol."""
+
+    name: ClassVar[str] = "vllm"
+    settings_model: ClassVar[type[BaseModel]] = VLLMBackendSettings
+
+    def __init__(
+        self, client: httpx.AsyncClient, urls: Sequence[str], model: str | None = None
+    ) -> None:
+        self._client = client
+        self._replicas = Replicas(urls, model)
+
+    @classmethod
+    async def create(cls, settings: VLLMBackendSettings, clients: HTTPClients) -> VLLMBackend:
+        """The backend the settings describe; its one pooled client comes from `clients`."""
+        return cls(clients.open(), settings.vllm_url, settings.model)
+
+    async def model_name(self) -> str:
+        if self._replicas.model is None:
+            # The probe of every replica learns the name from the first that serves one.
+            await self.check_ready()
+        assert self._replicas.model is not None, "check_ready learns the model or raises"
+        return self._replicas.model
+
+    def session(self, request_id: str | None = None) -> VLLMSession:
+        return VLLMSession(
+            self._client, self._replicas, self._replicas.next(), self.model_name, request_id
+        )
+
+    async def check_ready(self) -> None:
+        # All replicas at once, each briefly: one hung replica must not hang the probe, and
+        # one dead replica must not take the gateway out of service while others serve.
+        probes = await asyncio.gather(
+            *(self._probe(url) for url in self._replicas.urls), return_exceptions=True
+        )
+        problems = []
+        for url, probe in zip(self._replicas.urls, probes, strict=True):
+            if isinstance(probe, BaseException):
+                problems.append(f"{url}: {probe}")
+                if isinstance(probe, BackendUnavailable):
+                    self._replicas.mark_down(url)
+                continue
+            if self._replicas.model is None and probe:
+                self._replicas.model = probe[0]
+            if self._replicas.model in probe:
+                continue
+            problems.append(f"{url} serves {probe}, not {self._replicas.model!r}")
+        if len(problems) == len(self._replicas.urls):
+            raise BackendUnavailable("no vLLM replica is ready: " + "; ".join(problems))
+        for problem in problems:
+            logger.warning("vLLM replica not ready: %s", problem)
+
+    async def _probe(self, url: str) -> list[str]:
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            with map_httpx_errors(url):
+                response = await self._client.get(f"{url}/v1/models")
+            data = json_body(response, url)
+            return [str(m["id"]) for m in data.get("data", []) if "id" in m]
+
+    async def aclose(self) -> None:
+        # The pooled client belongs to whoever opened it (`HTTPClients` in the app).
+        return None

@@ -1,0 +1,160 @@
+"""`POST /v1/chat/completions`: the request, the response, and its stream chunks."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from backends.base import ChatMessage, ChatPrompt, FinishReason
+from server.errors import InvalidRequest
+from server.protocol.common import (
+    GenerationRequest,
+    OpenAIBaseModel,
+    ReasoningExtensions,
+    UsageInfo,
+)
+from strategies.base import StrategyRequest
+from strategies.limits import Limits
+
+__all__ = [
+    "ChatChoiceLogprobs",
+    "ChatCompletionChoice",
+    "ChatCompletionMessageParam",
+    "ChatCompletionRequest",
+    "ChatCompletionResponse",
+    "ChatCompletionStreamChoice",
+    "ChatCompletionStreamResponse",
+    "ChatLogprob",
+    "ChatMessageOut",
+    "DeltaMessage",
+    "TextContentPart",
+    "TopLogprob",
+]
+
+
+class TextContentPart(OpenAIBaseModel):
+    """A text part of a multi-part message."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatCompletionMessageParam(OpenAIBaseModel):
+    """One message of a conversation."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextContentPart] | None = None
+    name: str | None = None
+
+    def to_message(self) -> ChatMessage:
+        """The message as the backend sees it: one role, one text."""
+        if isinstance(self.content, list):
+            text = "".join(part.text for part in self.content)
+        else:
+            text = self.content or ""
+        # Chat templates know `system`; OpenAI's newer `developer` role means the same.
+        return ChatMessage("system" if self.role == "developer" else self.role, text)
+
+
+class ChatCompletionRequest(GenerationRequest):
+    """`POST /v1/chat/completions`."""
+
+    messages: list[ChatCompletionMessageParam] = Field(min_length=1)
+    logprobs: bool = False
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    def to_strategy_request(self, limits: Limits) -> StrategyRequest:
+        """Validate against the server's limits and convert for the strategies."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequest("top_logprobs requires logprobs to be true", "top_logprobs")
+        max_tokens = (
+            self.max_completion_tokens
+            or self.max_tokens
+            or self._default_max_tokens(limits.default_max_tokens, limits)
+        )
+        logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        messages = tuple(m.to_message() for m in self.messages)
+        # A conversation that ends with an assistant turn is a prefix to continue, as in vLLM.
+        prompt = ChatPrompt(messages, continue_final_message=messages[-1].role == "assistant")
+        return StrategyRequest(
+            prompt, self._sampling(max_tokens, limits, logprobs), self.reasoning_effort
+        )
+
+
+class ChatMessageOut(BaseModel):
+    """The assistant's message; `reasoning` is the chosen candidate's visible reasoning."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    reasoning: str | None = None
+
+
+class TopLogprob(BaseModel):
+    """An alternative token at one position."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatLogprob(TopLogprob):
+    """A generated token with its alternatives."""
+
+    top_logprobs: list[TopLogprob]
+
+
+class ChatChoiceLogprobs(BaseModel):
+    """`choices[].logprobs` of a chat completion."""
+
+    content: list[ChatLogprob]
+
+
+class ChatCompletionChoice(BaseModel):
+    """One answer of a chat completion."""
+
+    index: int
+    message: ChatMessageOut
+    logprobs: ChatChoiceLogprobs | None = None
+    finish_reason: FinishReason
+
+
+class ChatCompletionResponse(ReasoningExtensions):
+    """The body of a non-streamed chat completion."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: UsageInfo
+
+
+class DeltaMessage(BaseModel):
+    """The new part of a streamed message."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning: str | None = None
+
+
+class ChatCompletionStreamChoice(BaseModel):
+    """One choice's piece of a stream chunk."""
+
+    index: int
+    delta: DeltaMessage
+    logprobs: ChatChoiceLogprobs | None = None
+    finish_reason: FinishReason | None = None
+
+
+class ChatCompletionStreamResponse(ReasoningExtensions):
+    """A `chat.completion.chunk`."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatCompletionStreamChoice]
+    usage: UsageInfo | None = None

@@ -1,0 +1,183 @@
+"""Wire models the generation endpoints share: the base model, usage, our response extensions,
+and the sampling fields both requests take.
+
+Requests convert themselves into a `StrategyRequest`, so serving code never reads raw dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from backends.base import SamplingParams
+from server.errors import InvalidRequest
+from strategies.base import ReasoningEffort, StrategyRequest
+from strategies.limits import Limits
+
+__all__ = [
+    "EFFORT_MAX_TOKENS",
+    "CompletionTokensDetails",
+    "GenerationRequest",
+    "OpenAIBaseModel",
+    "ReasoningExtensions",
+    "StreamOptions",
+    "UsageInfo",
+]
+
+
+class OpenAIBaseModel(BaseModel):
+    """Accepts fields it does not know, as OpenAI's API does, so newer clients keep working.
+
+    An explicit `null` means "the default", as in OpenAI's API (some clients send every field).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        defaulted = {
+            name
+            for name, info in cls.model_fields.items()
+            if not info.is_required() and info.get_default(call_default_factory=True) is not None
+        }
+        return {k: v for k, v in data.items() if not (v is None and k in defaulted)}
+
+
+class CompletionTokensDetails(BaseModel):
+    """How completion tokens split; `reasoning_tokens` are those not in any returned content."""
+
+    reasoning_tokens: int = 0
+
+
+class UsageInfo(BaseModel):
+    """Token counts reported by the model servers, summed over every call of the request.
+
+    `prompt_tokens`, `completion_tokens` and `total_tokens` are the generator's, as OpenAI's;
+    `verifier_tokens` (our extension) counts every token verifiers processed (reward-model
+    inputs, judge prompts and answers), so generator and verifier cost can be priced apart.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    completion_tokens_details: CompletionTokensDetails
+    verifier_tokens: int = 0
+
+
+class ReasoningExtensions(BaseModel):
+    """Our top-level response fields; each is left out of the body when it is None."""
+
+    reasoning_trace: dict[str, Any] | None = Field(
+        default=None, description="The strategy's trace, present only when asked for."
+    )
+    reasoning_fallback: str | None = Field(
+        default=None, description="Set when a verifier failed and another strategy answered."
+    )
+    reasoning_stopped_early: str | None = Field(
+        default=None, description="Why a search stopped with its best answer so far."
+    )
+
+
+class StreamOptions(OpenAIBaseModel):
+    """`stream_options`."""
+
+    include_usage: bool = False
+
+
+# The token budget `reasoning_effort` gives a request that sets no max_tokens of its own.
+EFFORT_MAX_TOKENS: dict[str, int] = {"low": 256, "medium": 1024, "high": 4096}
+
+# OpenAI fields the gateway cannot honour, with the values that mean "not used".
+_UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "tools": lambda v: not v,
+    "functions": lambda v: not v,
+    "tool_choice": lambda v: v in (None, "none"),
+    "function_call": lambda v: v in (None, "none"),
+    "response_format": lambda v: v is None or (isinstance(v, dict) and v.get("type") == "text"),
+    "logit_bias": lambda v: not v,
+    "frequency_penalty": lambda v: v in (None, 0, 0.0),
+    "presence_penalty": lambda v: v in (None, 0, 0.0),
+    "best_of": lambda v: v in (None, 1),
+}
+
+
+class GenerationRequest(OpenAIBaseModel):
+    """Fields both generation endpoints share, in OpenAI's order, then ours."""
+
+    model: str
+    n: int = Field(default=1, ge=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    user: str | None = None
+
+    reasoning_effort: ReasoningEffort | None = Field(
+        default=None, description="OpenAI's effort level; strategies map it to a budget."
+    )
+    reasoning_strategy: str = Field(
+        default="none", description="Which test-time compute strategy answers the request."
+    )
+    reasoning_params: dict[str, Any] | None = Field(
+        default=None, description="Parameters of the chosen strategy, validated by it."
+    )
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> GenerationRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+    def to_strategy_request(self, limits: Limits) -> StrategyRequest:
+        """Validate against the server's limits and convert for the strategies."""
+        raise NotImplementedError
+
+    def unsupported_field(self) -> str | None:
+        """An OpenAI field set to something we cannot honour (it would change the answer)."""
+        extra = self.model_extra or {}
+        for name, is_default in _UNSUPPORTED.items():
+            if name in extra and not is_default(extra[name]):
+                return name
+        return None
+
+    def ignored_fields(self) -> list[str]:
+        """Fields we do not know and leave alone, as vLLM does; worth a log line."""
+        return sorted(name for name in self.model_extra or {} if name not in _UNSUPPORTED)
+
+    def _stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if any(not s for s in stops):
+            raise InvalidRequest("stop strings must not be empty", "stop")
+        return stops
+
+    def _sampling(self, max_tokens: int, limits: Limits, logprobs: int | None) -> SamplingParams:
+        limits.check("n", self.n)
+        limits.check("max_tokens", max_tokens)
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            n=self.n,
+            stop=self._stops(),
+            seed=self.seed,
+            logprobs=logprobs,
+        )
+
+    def _default_max_tokens(self, default: int, limits: Limits) -> int:
+        if self.reasoning_effort is None:
+            return default
+        return min(EFFORT_MAX_TOKENS[self.reasoning_effort], limits.max_tokens)
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a stream ends with a usage chunk."""
+        return self.stream_options is not None and self.stream_options.include_usage

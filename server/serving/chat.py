@@ -1,0 +1,96 @@
+"""Rendering `POST /v1/chat/completions`: the `chat.completion` body and its chunks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backends.base import FinishReason, TokenLogprob
+from server.protocol.chat import (
+    ChatChoiceLogprobs,
+    ChatCompletionChoice,
+    ChatCompletionResponse,
+    ChatCompletionStreamChoice,
+    ChatCompletionStreamResponse,
+    ChatLogprob,
+    ChatMessageOut,
+    DeltaMessage,
+    TopLogprob,
+)
+from server.serving.rendering import Rendering, usage_of
+from strategies.base import ChoiceDelta, StrategyResult
+
+__all__ = ["ChatRendering", "chat_logprobs"]
+
+
+def chat_logprobs(logprobs: tuple[TokenLogprob, ...] | None) -> ChatChoiceLogprobs | None:
+    """OpenAI's chat shape of the backend's log-probabilities, or None when none were asked for."""
+    if logprobs is None:
+        return None
+    return ChatChoiceLogprobs(
+        content=[
+            ChatLogprob(
+                token=lp.token,
+                logprob=lp.logprob,
+                bytes=list(lp.token.encode()),
+                top_logprobs=[
+                    TopLogprob(token=t, logprob=v, bytes=list(t.encode())) for t, v in lp.top
+                ],
+            )
+            for lp in logprobs
+        ]
+    )
+
+
+class ChatRendering(Rendering):
+    """One chat completion, whole or as `chat.completion.chunk`s."""
+
+    def response(self, result: StrategyResult) -> ChatCompletionResponse:
+        return ChatCompletionResponse(
+            id=self.request_id,
+            created=self.created,
+            model=self.model,
+            choices=[
+                ChatCompletionChoice(
+                    index=i,
+                    message=ChatMessageOut(content=c.content, reasoning=c.reasoning),
+                    logprobs=chat_logprobs(c.logprobs),
+                    finish_reason=c.finish_reason,
+                )
+                for i, c in enumerate(result.choices)
+            ],
+            usage=usage_of(result),
+            **self.extensions(result),
+        )
+
+    def chunk(self, choices: list[Any], **fields: Any) -> ChatCompletionStreamResponse:
+        return ChatCompletionStreamResponse(
+            id=self.request_id, created=self.created, model=self.model, choices=choices, **fields
+        )
+
+    def opening(self, n: int) -> list[ChatCompletionStreamResponse]:
+        # The first chunk of each choice announces the assistant role, as OpenAI's do.
+        return [
+            self.chunk(
+                [
+                    ChatCompletionStreamChoice(
+                        index=i, delta=DeltaMessage(role="assistant", content="")
+                    )
+                ]
+            )
+            for i in range(n)
+        ]
+
+    def delta(self, delta: ChoiceDelta) -> ChatCompletionStreamResponse:
+        message = DeltaMessage(content=delta.content or None, reasoning=delta.reasoning or None)
+        return self.chunk(
+            [
+                ChatCompletionStreamChoice(
+                    index=delta.index, delta=message, logprobs=chat_logprobs(delta.logprobs)
+                )
+            ]
+        )
+
+    def finish(self, index: int, reason: FinishReason) -> ChatCompletionStreamResponse:
+        return self.chunk(
+            [ChatCompletionStreamChoice(index=index, delta=DeltaMessage(), finish_reason=reason)]
+        )

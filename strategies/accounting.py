@@ -1,0 +1,141 @@
+"""What one request spent: its token usage, and how its calls went, for the response and metrics.
+
+The strategy context adds to both on every call, so no strategy can forget to count one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from backends.base import Generation
+from backends.errors import BackendTimeout
+
+__all__ = ["CallStats", "Clock", "Outcome", "Usage", "outcome_of"]
+
+Outcome = Literal["ok", "timeout", "cancelled", "error"]
+Clock = Callable[[], float]
+
+
+@dataclass
+class Usage:
+    """Token counts of one request, as the model servers reported them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    verifier_tokens: int = 0
+    calls: int = 0
+
+    def add_generation(self, generation: Generation) -> None:
+        """Count one generation call."""
+        self.prompt_tokens += generation.prompt_tokens
+        self.completion_tokens += generation.completion_tokens
+        self.calls += 1
+
+
+def outcome_of(exc: BaseException | None) -> Outcome:
+    """A closed set of call outcomes, for metric labels."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, TimeoutError | BackendTimeout):
+        return "timeout"
+    return "error"
+
+
+class _WallClock:
+    """Seconds during which at least one of possibly overlapping calls was running."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.seconds = 0.0
+        self._clock = clock
+        self._running = 0
+        self._since = 0.0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        if self._running == 0:
+            self._since = self._clock()
+        self._running += 1
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self.seconds += self._clock() - self._since
+
+
+@dataclass
+class CallStats:
+    """How one request's calls went, for the server's metrics: time per phase and outcomes.
+
+    A phase's time is wall-clock time with at least one call of it running, so the calls a
+    search makes at once count once. `queue` is what backends that queue (the embedded model)
+    report as waiting, summed over calls and at most the generate phase's time; vLLM's own
+    queue shows in vLLM's metrics instead.
+    """
+
+    clock: Clock = time.perf_counter
+    candidates: int = 0
+    backend_calls: dict[Outcome, int] = field(default_factory=dict)
+    verifier_calls: dict[tuple[str, Outcome], int] = field(default_factory=dict)
+    _queued: float = 0.0
+    _generating: _WallClock = field(init=False)
+    _verifying: _WallClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._generating = _WallClock(self.clock)
+        self._verifying = _WallClock(self.clock)
+
+    @property
+    def queue_seconds(self) -> float:
+        return min(self._queued, self._generating.seconds)
+
+    @property
+    def generate_seconds(self) -> float:
+        return self._generating.seconds - self.queue_seconds
+
+    @property
+    def verify_seconds(self) -> float:
+        return self._verifying.seconds
+
+    @contextlib.contextmanager
+    def backend_call(self) -> Iterator[None]:
+        """Time a generation call and count its outcome."""
+        with self._generating.running(), _counting(self._backend_done):
+            yield
+
+    @contextlib.contextmanager
+    def verifier_call(self, name: str) -> Iterator[None]:
+        """Time a verifier call and count its outcome."""
+        with self._verifying.running(), _counting(lambda o: self._verifier_done(name, o)):
+            yield
+
+    def _backend_done(self, outcome: Outcome) -> None:
+        self.backend_calls[outcome] = self.backend_calls.get(outcome, 0) + 1
+
+    def _verifier_done(self, name: str, outcome: Outcome) -> None:
+        self.verifier_calls[name, outcome] = self.verifier_calls.get((name, outcome), 0) + 1
+
+    def generated(self, generation: Generation) -> None:
+        """Count a generation's candidates and the time it waited for the model."""
+        self._queued += generation.queue_seconds
+        self.candidates += len(generation.completions)
+
+
+@contextlib.contextmanager
+def _counting(record: Callable[[Outcome], None]) -> Iterator[None]:
+    """Hand the block's outcome to `record`, however the block ends."""
+    outcome: Outcome = "ok"
+    try:
+        yield
+    except BaseException as error:
+        outcome = outcome_of(error)
+        raise
+    finally:
+        record(outcome)

@@ -1,0 +1,95 @@
+"""`StrategyContext`: everything one run may touch, and the counting path to every model call.
+
+Every call goes through the context, which adds the token counts the backend or verifier
+reported to the request's usage and times it for the metrics, so no strategy can forget a call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from backends.base import BackendSession, Generation, Prompt, PromptLogprobs, SamplingParams
+from strategies.accounting import CallStats, Usage
+from strategies.base import ChoiceDelta, EventSink
+from strategies.limits import Limits
+from strategies.streams import DeltaHandler, collect
+from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
+
+__all__ = ["StrategyContext"]
+
+
+@dataclass
+class StrategyContext:
+    """One run's backend session, verifiers, limits and deadline, and what it has spent.
+
+    `deadline` is on the running loop's clock; `sink` receives a streaming client's text.
+    """
+
+    backend: BackendSession
+    request_id: str
+    verifiers: Mapping[str, Verifier] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    deadline: float | None = None
+    sink: EventSink | None = None
+    usage: Usage = field(default_factory=Usage)
+    stats: CallStats = field(default_factory=CallStats)
+
+    @property
+    def is_streaming(self) -> bool:
+        """Whether the client reads the answer as it is produced."""
+        return self.sink is not None
+
+    async def emit(self, delta: ChoiceDelta) -> None:
+        """Send new text to a streaming client; a no-op otherwise."""
+        if self.sink is not None:
+            await self.sink(delta)
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        """Sample `params.n` completions and count their tokens."""
+        with self.stats.backend_call():
+            generation = await self.backend.generate(prompt, params)
+        return self._counted(generation)
+
+    async def generate_streamed(
+        self, prompt: Prompt, params: SamplingParams, on_delta: DeltaHandler
+    ) -> Generation:
+        """Sample as `generate` does, handing each piece of text to `on_delta` as it arrives."""
+        with self.stats.backend_call():
+            generation = await collect(self.backend.stream(prompt, params), params, on_delta)
+        return self._counted(generation)
+
+    def _counted(self, generation: Generation) -> Generation:
+        self.stats.generated(generation)
+        self.usage.add_generation(generation)
+        return generation
+
+    async def prompt_logprobs(self, prompt: Prompt, continuation: str) -> PromptLogprobs:
+        """Log-probabilities of given text; its tokens count as verifier tokens."""
+        with self.stats.verifier_call("prompt_logprobs"):
+            scored = await self.backend.prompt_logprobs(prompt, continuation)
+        self.usage.verifier_tokens += scored.prompt_tokens
+        self.usage.calls += 1
+        return scored
+
+    async def verify(
+        self, name: str, question: str, candidates: Sequence[Candidate]
+    ) -> tuple[CandidateScore, ...]:
+        """Score candidates with the verifier configured as `name`; its tokens are counted."""
+        with self.stats.verifier_call(name):
+            scores = await self.verifiers[name].score(question, candidates)
+        if len(scores.candidates) != len(candidates):
+            raise VerifierError(
+                f"verifier {name!r} returned {len(scores.candidates)} scores "
+                f"for {len(candidates)} candidates"
+            )
+        self.usage.verifier_tokens += scores.tokens
+        return scores.candidates
+
+    async def render(self, prompt: Prompt) -> str:
+        """The text the model sees for `prompt`."""
+        return await self.backend.render(prompt)
+
+    async def count_tokens(self, text: str) -> int:
+        """How many tokens `text` is in the backend's tokenizer."""
+        return await self.backend.count_tokens(text)
