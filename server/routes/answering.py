@@ -33,7 +33,7 @@ async def answer(
     if stream:
         events = serving.stream(prepared, shapes)
         return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
-    result = await run_until_disconnected(request, serving.complete(prepared))
+    result = await run_until_disconnected(request.receive, serving.complete(prepared))
     if result is None:
         # nginx's code for "client closed request": only logs will ever see it.
         return Response(status_code=499)

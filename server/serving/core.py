@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from starlette.requests import Request
+from starlette.types import Receive
 
 from backends.base import Backend
 from server.errors import (
@@ -270,13 +270,13 @@ def _sse(model: BaseModel) -> str:
     return f"data: {json.dumps(model.model_dump(exclude_none=True), separators=(',', ':'))}\n\n"
 
 
-async def run_until_disconnected(request: Request, work: Awaitable[_T]) -> _T | None:
+async def run_until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None:
     """Await `work`; if the client disconnects first (the body is already read), cancel it and
     return None."""
     task = asyncio.ensure_future(work)
 
     async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
+        while (await receive())["type"] != "http.disconnect":
             pass
 
     watcher = asyncio.ensure_future(disconnected())

@@ -77,7 +77,8 @@ async def test_best_of_n_with_the_llm_judge(client: openai.AsyncOpenAI) -> None:
     assert all(0.0 <= s <= 1.0 for s in scores)
     best = max(range(4), key=lambda i: (scores[i], -i))
     assert response.choices[0].message.content == trace["candidates"][best]["text"]
-    verifier_tokens = (response.usage.model_extra or {}).get("verifier_tokens")  # type: ignore[union-attr]
+    assert response.usage is not None
+    verifier_tokens = (response.usage.model_extra or {}).get("verifier_tokens")
     assert isinstance(verifier_tokens, int) and verifier_tokens > 0
 
 

@@ -256,16 +256,14 @@ async def test_best_of_n_scores_with_the_vllm_prm(
 
 
 async def test_dead_verifier_is_502_or_a_flagged_vote(client: openai.AsyncOpenAI) -> None:
-    body = {
-        "reasoning_strategy": "weighted_vote",
-        "reasoning_params": {"n": 3, "verifier": "dead_prm"},
-    }
+    params: dict[str, object] = {"n": 3, "verifier": "dead_prm"}
+    body = {"reasoning_strategy": "weighted_vote", "reasoning_params": params}
     with pytest.raises(openai.APIStatusError) as info:
         await client.chat.completions.create(
             model=SERVED_MODEL, messages=QUESTION, max_tokens=50, extra_body=body
         )
     assert info.value.status_code == 502
-    body["reasoning_params"]["on_verifier_error"] = "vote"  # type: ignore[index]
+    params["on_verifier_error"] = "vote"
     response = await client.chat.completions.create(
         model=SERVED_MODEL, messages=QUESTION, max_tokens=50, extra_body=body
     )

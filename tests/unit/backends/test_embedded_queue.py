@@ -10,16 +10,18 @@ import pytest
 
 from backends.base import ChatMessage, ChatPrompt, Completion, Generation, SamplingParams
 from backends.embedded import EmbeddedBackend
+from backends.embedded_model import LoadedModel
 from backends.errors import BackendUnavailable
 
 PROMPT = ChatPrompt((ChatMessage("user", "hi"),))
 PARAMS = SamplingParams(max_tokens=4)
 
 
-class SlowModel:
+class SlowModel(LoadedModel):
     """Generates until released or cancelled, like the real per-step hook would."""
 
     def __init__(self) -> None:
+        # No torch model behind it, so LoadedModel's own constructor is not called.
         self.release = threading.Event()
         self.started = threading.Event()
         self.cancelled: list[bool] = []
@@ -34,7 +36,7 @@ class SlowModel:
 
 async def test_full_queue_is_unavailable_not_lost() -> None:
     model = SlowModel()
-    backend = EmbeddedBackend(model, max_queue=2)  # type: ignore[arg-type]
+    backend = EmbeddedBackend(model, max_queue=2)
     first = asyncio.create_task(backend.generate(PROMPT, PARAMS))
     second = asyncio.create_task(backend.generate(PROMPT, PARAMS))
     await asyncio.sleep(0.05)
@@ -50,7 +52,7 @@ async def test_full_queue_is_unavailable_not_lost() -> None:
 
 async def test_cancelling_the_caller_stops_the_worker() -> None:
     model = SlowModel()
-    backend = EmbeddedBackend(model, max_queue=4)  # type: ignore[arg-type]
+    backend = EmbeddedBackend(model, max_queue=4)
     task = asyncio.create_task(backend.generate(PROMPT, PARAMS))
     await asyncio.to_thread(model.started.wait, 5)
     task.cancel()

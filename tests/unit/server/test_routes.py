@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from backends.errors import BackendResponseError, BackendTimeout, BackendUnavailable
+from backends.base import ChatPrompt
+from backends.errors import BackendError, BackendResponseError, BackendTimeout, BackendUnavailable
 from backends.scripted import ScriptedBackend
 from strategies.limits import Limits
 from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sse_events
@@ -83,7 +84,7 @@ async def test_reasoning_effort_sets_the_budget_a_request_leaves_open(
     async with app_client(backend, limits) as client:
         response = await client.post("/v1/chat/completions", json=chat_body(**fields))
     assert response.status_code == 200
-    assert backend.calls[0].params.max_tokens == expected  # type: ignore[union-attr]
+    assert backend.sampled[0].max_tokens == expected
 
 
 async def test_assistant_last_turn_is_continued() -> None:
@@ -92,7 +93,8 @@ async def test_assistant_last_turn_is_continued() -> None:
     body["messages"].append({"role": "assistant", "content": "The answer"})
     async with app_client(backend) as client:
         await client.post("/v1/chat/completions", json=body)
-    assert backend.calls[0].prompt.continue_final_message is True  # type: ignore[union-attr]
+    prompt = backend.calls[0].prompt
+    assert isinstance(prompt, ChatPrompt) and prompt.continue_final_message
 
 
 async def test_completions_endpoint() -> None:
@@ -108,7 +110,7 @@ async def test_completions_endpoint() -> None:
     assert body["choices"][0]["text"] == "four"
     assert body["choices"][0]["logprobs"]["tokens"] == ["four"]
     assert body["usage"]["prompt_tokens"] == 4
-    assert backend.calls[0].params.max_tokens == 16  # type: ignore[union-attr]
+    assert backend.sampled[0].max_tokens == 16
 
 
 async def test_chat_stream_chunks_usage_and_done() -> None:
@@ -273,10 +275,10 @@ async def test_unsupported_completion_fields_are_400() -> None:
         (BackendResponseError("prompt too long", status_code=400), 400, "backend_rejected"),
     ],
 )
-async def test_backend_errors_map_to_status(error: Exception, status: int, code: str) -> None:
+async def test_backend_errors_map_to_status(error: BackendError, status: int, code: str) -> None:
     backend = ScriptedBackend()
     async with app_client(backend) as client:
-        backend.error = error  # type: ignore[assignment]
+        backend.error = error
         response = await client.post("/v1/chat/completions", json=chat_body())
     assert response.status_code == status
     assert response.json()["error"]["code"] == code

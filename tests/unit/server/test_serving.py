@@ -36,7 +36,7 @@ async def test_disconnect_cancels_the_work_and_answers_nobody() -> None:
             raise
         return "done"
 
-    result = await run_until_disconnected(DisconnectingRequest(0.01), work())  # type: ignore[arg-type]
+    result = await run_until_disconnected(DisconnectingRequest(0.01).receive, work())
     assert result is None
     assert cancelled.is_set()
 
@@ -45,7 +45,7 @@ async def test_finished_work_is_returned() -> None:
     async def work() -> str:
         return "done"
 
-    assert await run_until_disconnected(DisconnectingRequest(30), work()) == "done"  # type: ignore[arg-type]
+    assert await run_until_disconnected(DisconnectingRequest(30).receive, work()) == "done"
 
 
 async def test_explicit_nulls_mean_defaults() -> None:

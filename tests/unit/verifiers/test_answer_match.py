@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from verifiers.answer_match import extract_answer, group_answers, normalize
+from verifiers.answer_match import AnswerFormat, extract_answer, group_answers, normalize
 
 
 @pytest.mark.parametrize(
@@ -25,8 +25,8 @@ from verifiers.answer_match import extract_answer, group_answers, normalize
         ("", "auto", None),
     ],
 )
-def test_extract(text: str, fmt: str, answer: str | None) -> None:
-    assert extract_answer(text, fmt, None) == answer  # type: ignore[arg-type]
+def test_extract(text: str, fmt: AnswerFormat, answer: str | None) -> None:
+    assert extract_answer(text, fmt, None) == answer
 
 
 def test_regex_uses_the_first_group_of_the_last_match() -> None:
