@@ -97,5 +97,5 @@ if TYPE_CHECKING:
     Settings = ServerSettings
 else:
 
-    class Settings(ServerSettings, *(kind.settings_model for kind in BACKENDS.values())):
+    class Settings(*(kind.settings_model for kind in BACKENDS.values()), ServerSettings):
         """Everything the server reads at start-up."""
