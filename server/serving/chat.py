@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from backends.base import FinishReason, TokenLogprob
@@ -47,7 +48,7 @@ class ChatRendering(Rendering):
     def response(self, result: StrategyResult) -> ChatCompletionResponse:
         return ChatCompletionResponse(
             id=self.request_id,
-            created=self.created,
+            created=int(time.time()),
             model=self.model,
             choices=[
                 ChatCompletionChoice(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from backends.base import FinishReason, TokenLogprob
@@ -40,8 +41,11 @@ class CompletionRendering(Rendering):
         self._offsets: dict[int, int] = {}
 
     def response(self, result: StrategyResult) -> CompletionResponse:
-        return self.chunk(
-            [
+        return CompletionResponse(
+            id=self.request_id,
+            created=int(time.time()),
+            model=self.model,
+            choices=[
                 CompletionChoice(
                     index=i,
                     text=c.content,

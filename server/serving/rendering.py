@@ -40,6 +40,8 @@ class Rendering(ABC):
         self.request_id = request_id
         self.model = model
         self.with_trace = with_trace
+        # Every chunk of a stream carries the time the stream began; a whole body, the time it
+        # was built.
         self.created = int(time.time())
 
     @abstractmethod
@@ -73,8 +75,11 @@ class Rendering(ABC):
 
     def body(self, result: StrategyResult) -> dict[str, Any]:
         """The JSON body of a non-streamed response; extensions not set are left out."""
-        unset = set(ReasoningExtensions.model_fields) - set(self.extensions(result))
-        return self.response(result).model_dump(exclude=unset)
+        response = self.response(result)
+        unset = {
+            name for name in ReasoningExtensions.model_fields if getattr(response, name) is None
+        }
+        return response.model_dump(exclude=unset)
 
     def tail(self, result: StrategyResult, include_usage: bool) -> BaseModel | None:
         """The stream's last chunk, with no choices: usage when asked, and our extensions; None
