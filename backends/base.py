@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from pydantic import BaseModel
+
 __all__ = [
     "Backend",
     "BackendSession",
+    "BackendSettings",
     "ChatMessage",
     "ChatPrompt",
     "Completion",
@@ -171,6 +174,15 @@ class BackendSession(Protocol):
     async def count_tokens(self, text: str) -> int:
         """How many tokens `text` is, without special tokens."""
         ...
+
+
+class BackendSettings(BaseModel):
+    """A backend's part of the server's settings: its fields, all with defaults, join the
+    server's flags and `TTC_*` variables whichever backend is chosen."""
+
+    def check_chosen(self) -> None:
+        """Raise `ValueError` if the backend cannot run with these settings; checked only when
+        `--backend` chooses it."""
 
 
 class Backend(Protocol):

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, Field
 
 from backends.base import (
+    BackendSettings,
     ChatPrompt,
     Generation,
     Prompt,
@@ -56,7 +57,7 @@ class EmbeddedSettings(BaseModel):
     )
 
 
-class EmbeddedBackendSettings(BaseModel):
+class EmbeddedBackendSettings(BackendSettings):
     """The embedded backend's part of the server's settings (`--embedded.*`)."""
 
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
@@ -66,7 +67,7 @@ class EmbeddedBackend:
     """The in-process CPU model behind the `Backend` protocol."""
 
     name: ClassVar[str] = "embedded"
-    settings_model: ClassVar[type[BaseModel]] = EmbeddedBackendSettings
+    settings_model: ClassVar[type[BackendSettings]] = EmbeddedBackendSettings
 
     def __init__(self, model: LoadedModel, max_queue: int) -> None:
         self._model = model

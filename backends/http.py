@@ -8,6 +8,7 @@ vLLM's error bodies are translated here, once, into the backend error tree, as h
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -22,7 +23,7 @@ from backends.errors import BackendResponseError, BackendTimeout, BackendUnavail
 __all__ = [
     "JSON",
     "HTTPClients",
-    "VLLMSettings",
+    "VLLMClientSettings",
     "error_message",
     "json_body",
     "loads",
@@ -34,7 +35,7 @@ JSON = dict[str, Any]
 logger = logging.getLogger(__name__)
 
 
-class VLLMSettings(BaseModel):
+class VLLMClientSettings(BaseModel):
     """How the gateway talks to vLLM's OpenAI-compatible servers."""
 
     timeout_s: float = Field(default=300.0, gt=0, description="Read timeout of one vLLM call.")
@@ -48,7 +49,7 @@ class VLLMSettings(BaseModel):
 class HTTPClients:
     """Opens the pooled clients of the app's vLLM servers, and closes them all at shutdown."""
 
-    def __init__(self, settings: VLLMSettings) -> None:
+    def __init__(self, settings: VLLMClientSettings) -> None:
         self._settings = settings
         self._opened: list[httpx.AsyncClient] = []
 
@@ -68,9 +69,11 @@ class HTTPClients:
         return client
 
     async def aclose(self) -> None:
-        """Close every client opened here."""
-        for client in self._opened:
-            await client.aclose()
+        """Close every client opened here, each even if another fails to close."""
+        closed = await asyncio.gather(*(c.aclose() for c in self._opened), return_exceptions=True)
+        for failure in closed:
+            if failure is not None:
+                logger.warning("closing a model server's client failed: %r", failure)
 
 
 @contextlib.contextmanager

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from pydantic import BaseModel
-
-from backends.base import Backend
+from backends.base import Backend, BackendSettings
 from backends.embedded import EmbeddedBackend
 from backends.http import HTTPClients
 from backends.vllm import VLLMBackend
@@ -29,8 +27,8 @@ class BackendKind(Protocol):
         ...
 
     @property
-    def settings_model(self) -> type[BaseModel]:
-        """A model whose fields (all with defaults) become part of the server's settings."""
+    def settings_model(self) -> type[BackendSettings]:
+        """Its part of the server's settings."""
         ...
 
     async def create(self, settings: Any, clients: HTTPClients) -> Backend:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from backends.base import BackendSettings
 from backends.errors import BackendUnavailable
 from backends.http import HTTPClients, json_body, map_httpx_errors
 from backends.vllm_session import VLLMSession
@@ -32,7 +33,7 @@ _PROBE_TIMEOUT_S = 5.0
 _DOWN_S = 10.0
 
 
-class VLLMBackendSettings(BaseModel):
+class VLLMBackendSettings(BackendSettings):
     """The vLLM backend's part of the server's settings (`--vllm-url`, `--model`)."""
 
     vllm_url: Annotated[list[str], NoDecode] = Field(
@@ -63,12 +64,9 @@ class VLLMBackendSettings(BaseModel):
                 raise ValueError(f"vLLM URL must start with http:// or https://: {url!r}")
         return urls
 
-    @model_validator(mode="after")
-    def _urls_when_chosen(self) -> VLLMBackendSettings:
-        # The server's settings carry `backend`, the chosen backend's name.
-        if getattr(self, "backend", None) == VLLMBackend.name and not self.vllm_url:
+    def check_chosen(self) -> None:
+        if not self.vllm_url:
             raise ValueError("backend 'vllm' needs at least one --vllm-url (or TTC_VLLM_URL)")
-        return self
 
 
 class Replicas:
@@ -106,10 +104,13 @@ class Replicas:
 
 
 class VLLMBackend:
-    """vLLM servers (one or more replicas of one model) behind the `Backend` protocol."""
+    """vLLM servers (one or more replicas of one model) behind the `Backend` protocol.
+
+    The pooled client it is given stays its giver's to close (`HTTPClients` in the app).
+    """
 
     name: ClassVar[str] = "vllm"
-    settings_model: ClassVar[type[BaseModel]] = VLLMBackendSettings
+    settings_model: ClassVar[type[BackendSettings]] = VLLMBackendSettings
 
     def __init__(
         self, client: httpx.AsyncClient, urls: Sequence[str], model: str | None = None
@@ -165,5 +166,5 @@ class VLLMBackend:
             return [str(m["id"]) for m in data.get("data", []) if "id" in m]
 
     async def aclose(self) -> None:
-        # The pooled client belongs to whoever opened it (`HTTPClients` in the app).
+        # Nothing of its own to release: the client is its giver's.
         return None

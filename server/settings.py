@@ -9,18 +9,20 @@ the environment with a double underscore, for example `TTC_LIMITS__MAX_N=16`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backends.http import VLLMSettings
-from backends.registry import BACKENDS
+from backends.base import BackendSettings
+from backends.http import VLLMClientSettings
+from backends.registry import BACKENDS, BackendKind
 from strategies.limits import Limits
 from verifiers.base import VerifierConfig
 from verifiers.registry import DEFAULT_VERIFIERS, AnyVerifierConfig
 
-__all__ = ["BackendName", "ModelPrice", "ServerSettings", "Settings"]
+__all__ = ["BackendName", "ModelPrice", "ServerSettings", "Settings", "backend_settings"]
 
 if TYPE_CHECKING:
     BackendName = str
@@ -82,8 +84,8 @@ class ServerSettings(BaseSettings):
         ),
     )
     limits: Limits = Field(default_factory=Limits)
-    vllm: VLLMSettings = Field(
-        default_factory=VLLMSettings,
+    vllm: VLLMClientSettings = Field(
+        default_factory=VLLMClientSettings,
         description="Clients of every vLLM server: generator replicas, reward models, judges.",
     )
 
@@ -92,10 +94,34 @@ class ServerSettings(BaseSettings):
     def _with_defaults(cls, verifiers: dict[str, VerifierConfig]) -> dict[str, VerifierConfig]:
         return {**DEFAULT_VERIFIERS, **verifiers}
 
+    @model_validator(mode="after")
+    def _chosen_backend_can_run(self) -> ServerSettings:
+        chosen = BACKENDS[self.backend].settings_model
+        # Always true of `Settings`, which holds every backend's part.
+        if isinstance(self, chosen):
+            chosen.check_chosen(self)
+        return self
+
+
+def backend_settings(kinds: Iterable[BackendKind]) -> tuple[type[BackendSettings], ...]:
+    """Each backend's settings model, once it is checked that none names a setting the server
+    or another backend already has, and none brings a config of its own (the server's holds)."""
+    taken = set(ServerSettings.model_fields)
+    models = []
+    for kind in kinds:
+        model = kind.settings_model
+        if clash := taken & set(model.model_fields):
+            raise TypeError(f"backend {kind.name!r} settings reuse {', '.join(sorted(clash))}")
+        if model.model_config:
+            raise TypeError(f"backend {kind.name!r} settings set a model_config")
+        taken |= set(model.model_fields)
+        models.append(model)
+    return tuple(models)
+
 
 if TYPE_CHECKING:
     Settings = ServerSettings
 else:
-
-    class Settings(*(kind.settings_model for kind in BACKENDS.values()), ServerSettings):
+    # ServerSettings last, so that its fields lead --help and the schema.
+    class Settings(*backend_settings(BACKENDS.values()), ServerSettings):
         """Everything the server reads at start-up."""

@@ -58,7 +58,6 @@ def lowest_group_confidence(logprobs: Sequence[TokenLogprob], window: int) -> fl
 class ConfidenceVerifier:
     """Scores candidates by how sure the generator was while writing them."""
 
-    kind: ClassVar[str] = "confidence"
     config_model: ClassVar[type[VerifierConfig]] = ConfidenceConfig
 
     def __init__(self, config: ConfidenceConfig) -> None:

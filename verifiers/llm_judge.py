@@ -64,7 +64,6 @@ def yes_probability(alternatives: Sequence[tuple[str, float]]) -> float:
 class LLMJudgeVerifier:
     """Asks an LLM whether each candidate (or each step) is correct."""
 
-    kind: ClassVar[str] = "llm_judge"
     config_model: ClassVar[type[VerifierConfig]] = LLMJudgeConfig
 
     def __init__(self, backend: Backend, config: LLMJudgeConfig) -> None:

@@ -36,7 +36,6 @@ class ORMConfig(VerifierConfig):
 class ORMVerifier:
     """One score per candidate from a vLLM-served outcome reward model."""
 
-    kind: ClassVar[str] = "vllm_orm"
     config_model: ClassVar[type[VerifierConfig]] = ORMConfig
 
     def __init__(self, model: RewardModel, config: ORMConfig) -> None:

@@ -104,7 +104,6 @@ class PRMConfig(VerifierConfig):
 class PRMVerifier:
     """Step scores from a vLLM-served process reward model."""
 
-    kind: ClassVar[str] = "vllm_prm"
     config_model: ClassVar[type[VerifierConfig]] = PRMConfig
 
     def __init__(self, model: RewardModel, fmt: PRMFormat) -> None:

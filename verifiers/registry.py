@@ -1,8 +1,9 @@
 """The verifier kinds, by the `kind` a configured verifier names, and how the server builds them.
 
-A verifier kind is one module with a config model (a `VerifierConfig` with its own `kind`) and a
-class with `kind`, `config_model` and `create`. Adding one is that module and one line in
-`VERIFIERS`; the server's settings accept its config from then on.
+A verifier kind is one module with a config model (a `VerifierConfig` whose `kind` is a
+`Literal` with that kind as its default) and a class with `config_model` and `create`. Adding
+one is that module and one line in `VERIFIERS`; the server's settings accept its config from
+then on.
 
 Every verifier the server builds is wrapped in a `GuardedVerifier`: the one place where a
 verifier's time is bounded and a failing model server (`BackendError`) becomes a
@@ -34,6 +35,7 @@ __all__ = [
     "GuardedVerifier",
     "VerifierKind",
     "create_verifiers",
+    "kind_of",
 ]
 
 
@@ -41,13 +43,8 @@ class VerifierKind(Protocol):
     """What the registry holds for a kind of verifier: its config and how to build it."""
 
     @property
-    def kind(self) -> str:
-        """The `kind` its configs name."""
-        ...
-
-    @property
     def config_model(self) -> type[VerifierConfig]:
-        """Its settings, validated at start-up."""
+        """Its settings, validated at start-up; their `kind` names it."""
         ...
 
     def create(self, config: Any, backend: Backend, clients: HTTPClients) -> Verifier:
@@ -56,9 +53,15 @@ class VerifierKind(Protocol):
         ...
 
 
+def kind_of(verifier: VerifierKind) -> str:
+    """The `kind` a verifier's configs name: the default of their `kind` field."""
+    kind: str = verifier.config_model.model_fields["kind"].default
+    return kind
+
+
 VERIFIERS: Mapping[str, VerifierKind] = {
-    kind.kind: kind
-    for kind in (
+    kind_of(verifier): verifier
+    for verifier in (
         PRMVerifier,
         ORMVerifier,
         LLMJudgeVerifier,

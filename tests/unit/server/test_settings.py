@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from pydantic import ValidationError
+from pydantic import ConfigDict, ValidationError
 from pydantic_settings import CliApp
 
+from backends.base import Backend, BackendSettings
 from backends.embedded import EmbeddedBackendSettings
-from server.settings import Settings
+from backends.http import HTTPClients
+from backends.registry import BACKENDS
+from server.settings import Settings, backend_settings
 from tests.factories import vllm_urls
 
 
@@ -62,3 +67,41 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_contradictions_fail_at_start_up(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings.model_validate(fields)
+
+
+class ClashingSettings(BackendSettings):
+    port: int = 1
+
+
+class ConfiguredSettings(BackendSettings):
+    model_config = ConfigDict(frozen=True)
+
+    other: int = 1
+
+
+class FakeKind:
+    """A backend kind with nothing but the settings a registry line would bring."""
+
+    def __init__(self, settings_model: type[BackendSettings]) -> None:
+        self.name = "fake"
+        self.settings_model = settings_model
+
+    async def create(self, settings: Any, clients: HTTPClients) -> Backend:
+        raise AssertionError("never built")
+
+
+def test_every_registered_backend_joins_the_settings() -> None:
+    models = backend_settings(BACKENDS.values())
+    assert models == tuple(kind.settings_model for kind in BACKENDS.values())
+    assert all(issubclass(Settings, model) for model in models)
+
+
+@pytest.mark.parametrize(
+    ("model", "complaint"),
+    [(ClashingSettings, "reuse port"), (ConfiguredSettings, "model_config")],
+)
+def test_a_backend_cannot_take_a_setting_or_change_the_config(
+    model: type[BackendSettings], complaint: str
+) -> None:
+    with pytest.raises(TypeError, match=complaint):
+        backend_settings([*BACKENDS.values(), FakeKind(model)])
