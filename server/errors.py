@@ -4,7 +4,7 @@ The errors the server raises on purpose share one root, `GatewayError`; each lay
 own branch, and this is the whole tree with the HTTP status each maps to::
 
     GatewayError                     backends.errors
-    ├── InvalidRequest          400  a request field asks for what the server cannot do
+    ├── InvalidRequest          400  server.protocol.errors: a field asks for what we can't do
     ├── ModelNotFound           404  the request names a model this server does not serve
     ├── RequestTimeout          504  the whole request ran past the server's deadline
     ├── LimitExceeded           400  strategies.limits: a field is over the server's ceiling
@@ -38,13 +38,12 @@ from backends.errors import (
     BackendUnavailable,
     GatewayError,
 )
-from server.protocol.errors import ErrorInfo, ErrorResponse
+from server.protocol.errors import ErrorInfo, ErrorResponse, InvalidRequest
 from strategies.base import InvalidParamsError, StrategyError, UnknownStrategyError
 from strategies.limits import LimitExceeded
 from verifiers.base import VerifierError
 
 __all__ = [
-    "InvalidRequest",
     "ModelNotFound",
     "RequestTimeout",
     "error_response",
@@ -53,14 +52,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class InvalidRequest(GatewayError, ValueError):
-    """A request that parses but asks for something we can't do, with the field to blame."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 class ModelNotFound(GatewayError, LookupError):
@@ -118,10 +109,10 @@ def error_status(exc: BaseException) -> int:
 def error_response(exc: BaseException) -> tuple[int, ErrorResponse]:
     """The HTTP status and body for an exception raised while serving a request."""
     mapped = _map(exc)
-    message, param = str(exc), exc.param if isinstance(exc, GatewayError) else None
+    message, param = str(exc), (exc.param if isinstance(exc, GatewayError) else None)
     if mapped is _INTERNAL:
         logger.error("unhandled error", exc_info=exc)
-        message = "The server had an internal error."
+        message, param = "The server had an internal error.", None
     info = ErrorInfo(message=message, type=mapped.type, param=param, code=mapped.code)
     return mapped.status, ErrorResponse(error=info)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from backends.base import FinishReason, Prompt, SamplingParams, TokenLogprob
 from backends.errors import GatewayError
 from strategies.accounting import Usage
-from strategies.limits import Limits
+from strategies.limits import CEILINGS, Limits
 
 if TYPE_CHECKING:
     from strategies.context import StrategyContext
@@ -95,14 +95,11 @@ class ParamsContext:
 
 class StrategyParams(BaseModel):
     """Base of every strategy's params: unknown fields are errors, and every field the server
-    limits (`n`, `max_tokens`, `max_search_tokens`, `max_search_seconds`) is checked against
-    its ceiling."""
+    limits (`strategies.limits.CEILINGS`) is checked against its ceiling."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @field_validator(
-        "n", "max_tokens", "max_search_tokens", "max_search_seconds", check_fields=False
-    )
+    @field_validator(*CEILINGS, check_fields=False)
     @classmethod
     def _within_limits(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value is not None and info.field_name is not None:

@@ -115,21 +115,17 @@ class Sampled:
 
 @dataclass(frozen=True)
 class Scored:
-    """Sampled candidates and their verifier scores, reduced to one value each by `aggregation`.
+    """Sampled candidates, the verifier's scores of them, and each score reduced to one value
+    (`values`) by the request's aggregation.
 
-    Without scores (`scores` None) the verifier failed and the request allowed a majority vote
-    instead; `fallback` says so.
+    Without scores (`scores` None, `values` empty) the verifier failed and the request allowed a
+    majority vote instead; `fallback` says so.
     """
 
     candidates: list[Sampled]
     scores: tuple[CandidateScore, ...] | None
-    aggregation: Aggregation
+    values: list[float]
     fallback: str | None = None
-
-    @property
-    def values(self) -> list[float]:
-        """One score per candidate."""
-        return [s.aggregated(self.aggregation) for s in self.scores or ()]
 
 
 @dataclass(frozen=True)
@@ -201,8 +197,8 @@ async def sample_and_verify(
         if params.on_verifier_error == "error":
             raise
         reason = f"verifier {params.verifier!r} failed ({exc}); answered by majority vote"
-        return Scored(candidates, None, params.aggregation, fallback=reason)
-    return Scored(candidates, scores, params.aggregation)
+        return Scored(candidates, None, [], fallback=reason)
+    return Scored(candidates, scores, [s.aggregated(params.aggregation) for s in scores])
 
 
 async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | None) -> list[Vote]:
@@ -211,13 +207,14 @@ async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | 
     votes = [
         Vote(
             g.answer,
-            tuple(g.members),
+            tuple(sorted(g.members)),
             float(len(g.members)) if weights is None else sum(weights[i] for i in g.members),
         )
         for g in groups
     ]
-    # Groups come in the order of their first members, so a tie goes to the earlier group.
-    return ranked(votes, key=lambda v: v.weight)
+    # In the order of their first members, so that a tie goes to the earlier group.
+    in_order = sorted(votes, key=lambda v: v.members[0])
+    return ranked(in_order, key=lambda v: v.weight)
 
 
 async def vote(
@@ -245,6 +242,7 @@ class VerifiedSelection(ABC):
     ) -> StrategyResult:
         scored = await sample_and_verify(ctx, request, params)
         if scored.fallback is not None:
+            # Majority vote answers, and the trace says so under its registered name.
             return await vote(ctx, request, scored.candidates, "majority_vote", scored.fallback)
         chosen, votes = await self.choose(scored, request.sampling.n, params.return_trace)
         return result_of(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from backends.base import BackendSession, Generation, Prompt, PromptLogprobs, SamplingParams
+from backends.base import BackendSession, Generation, Prompt, SamplingParams
 from strategies.accounting import CallStats, Usage
 from strategies.base import ChoiceDelta, EventSink
 from strategies.limits import Limits
@@ -64,14 +64,6 @@ class StrategyContext:
         self.usage.add_generation(generation)
         return generation
 
-    async def prompt_logprobs(self, prompt: Prompt, continuation: str) -> PromptLogprobs:
-        """Log-probabilities of given text; its tokens count as verifier tokens."""
-        with self.stats.verifier_call("prompt_logprobs"):
-            scored = await self.backend.prompt_logprobs(prompt, continuation)
-        self.usage.verifier_tokens += scored.prompt_tokens
-        self.usage.calls += 1
-        return scored
-
     async def verify(
         self, name: str, question: str, candidates: Sequence[Candidate]
     ) -> tuple[CandidateScore, ...]:
@@ -85,10 +77,6 @@ class StrategyContext:
             )
         self.usage.verifier_tokens += scores.tokens
         return scores.candidates
-
-    async def render(self, prompt: Prompt) -> str:
-        """The text the model sees for `prompt`."""
-        return await self.backend.render(prompt)
 
     async def count_tokens(self, text: str) -> int:
         """How many tokens `text` is in the backend's tokenizer."""

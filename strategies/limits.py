@@ -10,7 +10,15 @@ from pydantic import BaseModel, Field, model_validator
 
 from backends.errors import GatewayError
 
-__all__ = ["LimitExceeded", "Limits"]
+__all__ = ["CEILINGS", "LimitExceeded", "Limits"]
+
+# The request fields the server limits, and the `Limits` field that holds each one's ceiling.
+CEILINGS = {
+    "n": "max_n",
+    "max_tokens": "max_tokens",
+    "max_search_tokens": "search_max_tokens",
+    "max_search_seconds": "search_max_seconds",
+}
 
 
 class LimitExceeded(GatewayError, ValueError):
@@ -65,16 +73,8 @@ class Limits(BaseModel):
         return self
 
     def check(self, param: str, value: float) -> None:
-        """Raise `LimitExceeded` when the field `param` asks for more than its ceiling.
-
-        `param` is `n`, `max_tokens`, `max_search_tokens` or `max_search_seconds`, as requests
-        and strategy params name them.
-        """
-        ceiling = {
-            "n": self.max_n,
-            "max_tokens": self.max_tokens,
-            "max_search_tokens": self.search_max_tokens,
-            "max_search_seconds": self.search_max_seconds,
-        }[param]
+        """Raise `LimitExceeded` when the field `param` (one of `CEILINGS`, as requests and
+        strategy params name them) asks for more than its ceiling."""
+        ceiling: float = getattr(self, CEILINGS[param])
         if value > ceiling:
             raise LimitExceeded(param, value, ceiling)

@@ -61,7 +61,7 @@ async def expand(
                         n=sum(widths[i] for i in members),
                         stop=(params.step_separator,),
                         include_stop=True,
-                        max_tokens=_step_tokens(nodes[members[0]], sampling, params),
+                        max_tokens=_step_tokens(nodes[members[0]].path_tokens, sampling, params),
                     ),
                 )
             )
@@ -87,8 +87,9 @@ async def expand(
     return children
 
 
-def _step_tokens(node: Node, sampling: SamplingParams, params: SearchParams) -> int:
-    return max(1, min(params.max_step_tokens, sampling.max_tokens - node.path_tokens))
+def _step_tokens(used: int, sampling: SamplingParams, params: SearchParams) -> int:
+    """Tokens the next step may take: a step's worth, within what the solution has left."""
+    return max(1, min(params.max_step_tokens, sampling.max_tokens - used))
 
 
 async def look_ahead(
@@ -114,7 +115,7 @@ async def look_ahead(
                     greedy,
                     stop=(params.step_separator,),
                     include_stop=True,
-                    max_tokens=max(1, min(params.max_step_tokens, sampling.max_tokens - tokens)),
+                    max_tokens=_step_tokens(tokens, sampling, params),
                 ),
             )
             completion = generation.completions[0]

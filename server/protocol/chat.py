@@ -7,13 +7,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from backends.base import ChatMessage, ChatPrompt, FinishReason
-from server.errors import InvalidRequest
 from server.protocol.common import (
     GenerationRequest,
     OpenAIBaseModel,
     ReasoningExtensions,
     UsageInfo,
 )
+from server.protocol.errors import InvalidRequest
 from strategies.base import StrategyRequest
 from strategies.limits import Limits
 

@@ -6,13 +6,14 @@ Requests convert themselves into a `StrategyRequest`, so serving code never read
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backends.base import SamplingParams
-from server.errors import InvalidRequest
+from server.protocol.errors import InvalidRequest
 from strategies.base import ReasoningEffort, StrategyRequest
 from strategies.limits import Limits
 
@@ -135,9 +136,9 @@ class GenerationRequest(OpenAIBaseModel):
             raise ValueError("stream_options is only allowed when stream is true")
         return self
 
+    @abstractmethod
     def to_strategy_request(self, limits: Limits) -> StrategyRequest:
         """Validate against the server's limits and convert for the strategies."""
-        raise NotImplementedError
 
     def unsupported_field(self) -> str | None:
         """An OpenAI field set to something we cannot honour (it would change the answer)."""

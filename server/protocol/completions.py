@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from backends.base import FinishReason, TextPrompt
-from server.errors import InvalidRequest
 from server.protocol.common import GenerationRequest, ReasoningExtensions, UsageInfo
+from server.protocol.errors import InvalidRequest
 from strategies.base import StrategyRequest
 from strategies.limits import Limits
 

@@ -1,10 +1,13 @@
-"""OpenAI's error object, the body of every error response."""
+"""OpenAI's error object, the body of every error response, and the error of a request that
+parses but asks for what the server cannot do."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
-__all__ = ["ErrorInfo", "ErrorResponse"]
+from backends.errors import GatewayError
+
+__all__ = ["ErrorInfo", "ErrorResponse", "InvalidRequest"]
 
 
 class ErrorInfo(BaseModel):
@@ -20,3 +23,11 @@ class ErrorResponse(BaseModel):
     """The body of every error response."""
 
     error: ErrorInfo
+
+
+class InvalidRequest(GatewayError, ValueError):
+    """A request that parses but asks for something we can't do, with the field to blame."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param

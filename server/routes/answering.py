@@ -25,16 +25,16 @@ async def answer(
     request: Request,
     serving: Serving,
     prepared: PreparedRequest,
-    rendering: type[Rendering],
+    render_as: type[Rendering],
     stream: bool,
 ) -> Response:
     """Stream Server-Sent Events, or run to the end and return one JSON body."""
-    shapes = rendering(prepared.request_id, prepared.model, prepared.with_trace)
+    rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
     if stream:
-        events = serving.stream(prepared, shapes)
+        events = serving.stream(prepared, rendering)
         return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
     result = await run_until_disconnected(request.receive, serving.complete(prepared))
     if result is None:
         # nginx's code for "client closed request": only logs will ever see it.
         return Response(status_code=499)
-    return JSONResponse(shapes.body(result))
+    return JSONResponse(rendering.body(result))

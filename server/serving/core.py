@@ -21,7 +21,6 @@ from starlette.types import Receive
 
 from backends.base import Backend
 from server.errors import (
-    InvalidRequest,
     ModelNotFound,
     RequestTimeout,
     error_response,
@@ -29,6 +28,7 @@ from server.errors import (
 )
 from server.metrics import Metrics
 from server.protocol.common import GenerationRequest
+from server.protocol.errors import InvalidRequest
 from server.serving.rendering import Rendering
 from server.settings import ModelPrice
 from strategies.base import (

@@ -11,7 +11,8 @@ from backends.errors import (
     BackendUnavailable,
     GatewayError,
 )
-from server.errors import InvalidRequest, ModelNotFound, RequestTimeout, error_response
+from server.errors import ModelNotFound, RequestTimeout, error_response
+from server.protocol.errors import InvalidRequest
 from strategies.base import InvalidParamsError, StrategyError, UnknownStrategyError
 from strategies.limits import LimitExceeded
 from verifiers.base import VerifierError
