@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import ClassVar
+
+from pydantic import BaseModel
 
 from backends.base import FinishReason, TokenLogprob
 from server.protocol.chat import (
@@ -17,7 +18,7 @@ from server.protocol.chat import (
     DeltaMessage,
     TopLogprob,
 )
-from server.serving.rendering import Rendering, usage_of
+from server.serving.rendering import Rendering
 from strategies.base import ChoiceDelta, StrategyResult
 
 __all__ = ["ChatRendering", "chat_logprobs"]
@@ -45,53 +46,33 @@ def chat_logprobs(logprobs: tuple[TokenLogprob, ...] | None) -> ChatChoiceLogpro
 class ChatRendering(Rendering):
     """One chat completion, whole or as `chat.completion.chunk`s."""
 
-    def response(self, result: StrategyResult) -> ChatCompletionResponse:
-        return ChatCompletionResponse(
-            id=self.request_id,
-            created=int(time.time()),
-            model=self.model,
-            choices=[
-                ChatCompletionChoice(
-                    index=i,
-                    message=ChatMessageOut(content=c.content, reasoning=c.reasoning),
-                    logprobs=chat_logprobs(c.logprobs),
-                    finish_reason=c.finish_reason,
-                )
-                for i, c in enumerate(result.choices)
-            ],
-            usage=usage_of(result),
-            **self.extensions(result),
-        )
+    body_model: ClassVar[type[BaseModel]] = ChatCompletionResponse
+    chunk_model: ClassVar[type[BaseModel]] = ChatCompletionStreamResponse
 
-    def chunk(self, choices: list[Any], **fields: Any) -> ChatCompletionStreamResponse:
-        return ChatCompletionStreamResponse(
-            id=self.request_id, created=self.created, model=self.model, choices=choices, **fields
-        )
-
-    def opening(self, n: int) -> list[ChatCompletionStreamResponse]:
-        # The first chunk of each choice announces the assistant role, as OpenAI's do.
+    def choices(self, result: StrategyResult) -> list[ChatCompletionChoice]:
         return [
-            self.chunk(
-                [
-                    ChatCompletionStreamChoice(
-                        index=i, delta=DeltaMessage(role="assistant", content="")
-                    )
-                ]
+            ChatCompletionChoice(
+                index=i,
+                message=ChatMessageOut(content=c.content, reasoning=c.reasoning),
+                logprobs=chat_logprobs(c.logprobs),
+                finish_reason=c.finish_reason,
             )
-            for i in range(n)
+            for i, c in enumerate(result.choices)
         ]
 
-    def delta(self, delta: ChoiceDelta) -> ChatCompletionStreamResponse:
+    def opening(self, n: int) -> list[BaseModel]:
+        # The first chunk of each choice announces the assistant role, as OpenAI's do.
+        announce = DeltaMessage(role="assistant", content="")
+        return [self.chunk([ChatCompletionStreamChoice(index=i, delta=announce)]) for i in range(n)]
+
+    def delta(self, delta: ChoiceDelta) -> BaseModel:
         message = DeltaMessage(content=delta.content or None, reasoning=delta.reasoning or None)
+        logprobs = chat_logprobs(delta.logprobs)
         return self.chunk(
-            [
-                ChatCompletionStreamChoice(
-                    index=delta.index, delta=message, logprobs=chat_logprobs(delta.logprobs)
-                )
-            ]
+            [ChatCompletionStreamChoice(index=delta.index, delta=message, logprobs=logprobs)]
         )
 
-    def finish(self, index: int, reason: FinishReason) -> ChatCompletionStreamResponse:
+    def finish(self, index: int, reason: FinishReason) -> BaseModel:
         return self.chunk(
             [ChatCompletionStreamChoice(index=index, delta=DeltaMessage(), finish_reason=reason)]
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import ClassVar
+
+from pydantic import BaseModel
 
 from backends.base import FinishReason, TokenLogprob
 from server.protocol.completions import CompletionChoice, CompletionLogprobs, CompletionResponse
-from server.serving.rendering import Rendering, usage_of
+from server.serving.rendering import Rendering
 from strategies.base import ChoiceDelta, StrategyResult
 
 __all__ = ["CompletionRendering", "completion_logprobs"]
@@ -33,42 +34,33 @@ def completion_logprobs(
 
 
 class CompletionRendering(Rendering):
-    """One text completion, whole or as `text_completion` chunks."""
+    """One text completion, whole or as `text_completion` chunks (the body's model, too)."""
+
+    body_model: ClassVar[type[BaseModel]] = CompletionResponse
+    chunk_model: ClassVar[type[BaseModel]] = CompletionResponse
 
     def __init__(self, request_id: str, model: str, with_trace: bool) -> None:
         super().__init__(request_id, model, with_trace)
         # Where each choice's streamed text has got to, for its logprobs' offsets.
         self._offsets: dict[int, int] = {}
 
-    def response(self, result: StrategyResult) -> CompletionResponse:
-        return CompletionResponse(
-            id=self.request_id,
-            created=int(time.time()),
-            model=self.model,
-            choices=[
-                CompletionChoice(
-                    index=i,
-                    text=c.content,
-                    logprobs=completion_logprobs(c.logprobs),
-                    finish_reason=c.finish_reason,
-                    reasoning=c.reasoning,
-                )
-                for i, c in enumerate(result.choices)
-            ],
-            usage=usage_of(result),
-            **self.extensions(result),
-        )
+    def choices(self, result: StrategyResult) -> list[CompletionChoice]:
+        return [
+            CompletionChoice(
+                index=i,
+                text=c.content,
+                logprobs=completion_logprobs(c.logprobs),
+                finish_reason=c.finish_reason,
+                reasoning=c.reasoning,
+            )
+            for i, c in enumerate(result.choices)
+        ]
 
-    def chunk(self, choices: list[Any], **fields: Any) -> CompletionResponse:
-        return CompletionResponse(
-            id=self.request_id, created=self.created, model=self.model, choices=choices, **fields
-        )
-
-    def opening(self, n: int) -> list[CompletionResponse]:
+    def opening(self, n: int) -> list[BaseModel]:
         # Text completions announce nothing before their first text.
         return []
 
-    def delta(self, delta: ChoiceDelta) -> CompletionResponse:
+    def delta(self, delta: ChoiceDelta) -> BaseModel:
         offset = self._offsets.get(delta.index, 0)
         self._offsets[delta.index] = offset + len(delta.content)
         choice = CompletionChoice(
@@ -80,5 +72,5 @@ class CompletionRendering(Rendering):
         )
         return self.chunk([choice])
 
-    def finish(self, index: int, reason: FinishReason) -> CompletionResponse:
+    def finish(self, index: int, reason: FinishReason) -> BaseModel:
         return self.chunk([CompletionChoice(index=index, text="", finish_reason=reason)])

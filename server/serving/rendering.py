@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -34,7 +34,14 @@ def usage_of(result: StrategyResult) -> UsageInfo:
 
 
 class Rendering(ABC):
-    """One response of one endpoint, as a whole body or as stream chunks."""
+    """One response of one endpoint, as a whole body or as stream chunks.
+
+    An endpoint names its body and chunk models and says how a result's choices and a stream's
+    pieces look; the identity, usage and extensions around them are the same everywhere.
+    """
+
+    body_model: ClassVar[type[BaseModel]]
+    chunk_model: ClassVar[type[BaseModel]]
 
     def __init__(self, request_id: str, model: str, with_trace: bool) -> None:
         self.request_id = request_id
@@ -45,8 +52,8 @@ class Rendering(ABC):
         self.created = int(time.time())
 
     @abstractmethod
-    def response(self, result: StrategyResult) -> BaseModel:
-        """The body of a non-streamed response."""
+    def choices(self, result: StrategyResult) -> list[Any]:
+        """The choices of a non-streamed response."""
 
     @abstractmethod
     def opening(self, n: int) -> Sequence[BaseModel]:
@@ -60,9 +67,22 @@ class Rendering(ABC):
     def finish(self, index: int, reason: FinishReason) -> BaseModel:
         """The chunk that ends one choice."""
 
-    @abstractmethod
+    def response(self, result: StrategyResult) -> BaseModel:
+        """The body of a non-streamed response."""
+        return self.body_model(
+            id=self.request_id,
+            created=int(time.time()),
+            model=self.model,
+            choices=self.choices(result),
+            usage=usage_of(result),
+            **self.extensions(result),
+        )
+
     def chunk(self, choices: list[Any], **fields: Any) -> BaseModel:
         """A stream chunk of this endpoint with these choices and top-level fields."""
+        return self.chunk_model(
+            id=self.request_id, created=self.created, model=self.model, choices=choices, **fields
+        )
 
     def extensions(self, result: StrategyResult) -> dict[str, Any]:
         """Our top-level fields that `result` sets: the trace (when asked), fallback, early stop."""
