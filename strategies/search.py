@@ -202,8 +202,6 @@ class Search:
     """
 
     ctx: StrategyContext
-    request: StrategyRequest
-    params: SearchParams
     budget: SearchBudget
     sampling: SamplingParams
     root: Node = field(default_factory=lambda: Node(step="", tokens=0))
@@ -224,7 +222,7 @@ class Search:
             temperature=params.temperature,
             logprobs=0 if priors else request.sampling.logprobs,
         )
-        return cls(ctx, request, params, SearchBudget(ctx, params), sampling)
+        return cls(ctx, SearchBudget(ctx, params), sampling)
 
     def answer(
         self,
