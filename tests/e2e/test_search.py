@@ -54,13 +54,22 @@ async def test_search_answers_with_a_tree_whose_tokens_are_the_usage(
 
 
 async def test_search_token_budget_is_reported(client: openai.AsyncOpenAI) -> None:
+    # Steps of at most 2 tokens rarely end a solution, and the first step's two beams spend the
+    # whole budget of 2, so the second step finds it spent. (With 16-token steps and a budget
+    # of 8, both beams could finish in the first step, and the search would end unspent.)
     response = await client.chat.completions.create(
         model=MODEL,
         messages=QUESTION,
         max_tokens=48,
         extra_body={
             "reasoning_strategy": "beam_search",
-            "reasoning_params": {**SMALL, "n": 2, "beam_width": 1, "max_search_tokens": 8},
+            "reasoning_params": {
+                **SMALL,
+                "n": 2,
+                "beam_width": 1,
+                "max_step_tokens": 2,
+                "max_search_tokens": 2,
+            },
         },
     )
     stopped = (response.model_extra or {}).get("reasoning_stopped_early")
