@@ -192,8 +192,11 @@ class Backend(Protocol):
         """The model name clients address (a vLLM backend may ask the server for it)."""
         ...
 
-    def session(self, request_id: str | None = None) -> BackendSession:
-        """A session for one request: its calls go to one replica, tagged with its id."""
+    def session(
+        self, request_id: str | None = None, deadline: float | None = None
+    ) -> BackendSession:
+        """A session for one request: its calls go to one replica, tagged with its id; none is
+        retried past `deadline` (on the event loop's clock)."""
         ...
 
     async def check_ready(self) -> None:

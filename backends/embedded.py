@@ -129,7 +129,9 @@ class EmbeddedBackend:
     async def count_tokens(self, text: str) -> int:
         return self._model.count_tokens(text)
 
-    def session(self, request_id: str | None = None) -> EmbeddedBackend:
+    def session(
+        self, request_id: str | None = None, deadline: float | None = None
+    ) -> EmbeddedBackend:
         return self
 
     async def check_ready(self) -> None:

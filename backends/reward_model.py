@@ -14,11 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
 from backends.base import RewardOutputs
 from backends.errors import BackendResponseError
-from backends.http import JSON, json_body, map_httpx_errors
+from backends.http import JSON, VLLMClient
 
 __all__ = ["VLLMRewardModel"]
 
@@ -27,7 +25,7 @@ class VLLMRewardModel:
     """One vLLM pooling server behind the `RewardModel` protocol."""
 
     def __init__(
-        self, client: httpx.AsyncClient, url: str, model: str, task: str | None = "token_classify"
+        self, client: VLLMClient, url: str, model: str, task: str | None = "token_classify"
     ) -> None:
         self._client = client
         self._url = url.rstrip("/")
@@ -53,9 +51,7 @@ class VLLMRewardModel:
         )
 
     async def _post(self, path: str, body: JSON) -> JSON:
-        with map_httpx_errors(self._url):
-            response = await self._client.post(f"{self._url}{path}", json=body)
-        return json_body(response, self._url)
+        return await self._client.post(self._url, path, body)
 
 
 def _items(data: JSON, expected: int) -> list[JSON]:

@@ -117,7 +117,9 @@ class ScriptedBackend:
     async def count_tokens(self, text: str) -> int:
         return len(tokenize(text))
 
-    def session(self, request_id: str | None = None) -> ScriptedBackend:
+    def session(
+        self, request_id: str | None = None, deadline: float | None = None
+    ) -> ScriptedBackend:
         return self
 
     async def check_ready(self) -> None:

@@ -1,9 +1,10 @@
 """The vLLM backend: vLLM servers behind the `Backend` protocol, over their OpenAI-compatible API.
 
 `VLLMBackend` holds what every request shares: one pooled client, the replica URLs, which of
-them is down, and the served model's name. Each request opens a `VLLMSession`
-(`backends.vllm_session`), pinned to one replica so that its prefix cache serves the request's
-shared prefixes; successive sessions go round-robin over the replicas.
+them is down, how many calls each has in flight, and the served model's name. Each request
+opens a `VLLMSession` (`backends.vllm_session`), pinned to one replica so that its prefix cache
+serves the request's shared prefixes; a new session goes to the replica with the fewest calls
+in flight, since a search holds its replica far longer than a plain request does.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import time
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
-import httpx
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from backends.base import BackendSettings
 from backends.errors import BackendUnavailable
-from backends.http import HTTPClients, json_body, map_httpx_errors
+from backends.http import HTTPClients, VLLMClient
 from backends.vllm_session import VLLMSession
 
 __all__ = ["Replicas", "VLLMBackend", "VLLMBackendSettings"]
@@ -70,24 +70,36 @@ class VLLMBackendSettings(BackendSettings):
 
 
 class Replicas:
-    """The replica URLs, whose turn is next, which are down, and the served model's name."""
+    """The replica URLs, the calls in flight on each, which are down, and the served model."""
 
     def __init__(self, urls: Sequence[str], model: str | None) -> None:
         if not urls:
             raise ValueError("the vLLM backend needs at least one replica URL")
         self.urls = tuple(urls)
         self.model = model
-        self._turn = itertools.cycle(self.urls)
+        self._in_flight = dict.fromkeys(self.urls, 0)
         self._down_until: dict[str, float] = {}
+        self._turn = itertools.count()
 
     def next(self) -> str:
-        """The next replica in turn that is not down; with all of them down, the next one."""
+        """The replica for a new session: the least loaded of those not down (all of them if
+        every one is down); ties go in turn, so that idle replicas share new sessions."""
+        url = self.least_loaded(())
+        assert url is not None, "there is always a replica"
+        return url
+
+    def other_than(self, tried: Sequence[str]) -> str | None:
+        """The least loaded replica not tried yet, preferring those not marked down."""
+        return self.least_loaded(tried)
+
+    def least_loaded(self, exclude: Sequence[str]) -> str | None:
+        left = [url for url in self.urls if url not in exclude]
+        if len(left) <= 1:
+            return next(iter(left), None)
         now = time.monotonic()
-        for _ in self.urls:
-            url = next(self._turn)
-            if self._down_until.get(url, 0.0) <= now:
-                return url
-        return next(self._turn)
+        up = [url for url in left if self._down_until.get(url, 0.0) <= now] or left
+        start = next(self._turn) % len(up)
+        return min(up[start:] + up[:start], key=self._in_flight.__getitem__)
 
     def mark_down(self, url: str) -> None:
         """Skip `url` in new sessions for a while: it refused a connection."""
@@ -95,12 +107,17 @@ class Replicas:
             logger.warning("vLLM replica %s is unreachable; skipping it for %.0f s", url, _DOWN_S)
         self._down_until[url] = time.monotonic() + _DOWN_S
 
-    def other_than(self, tried: Sequence[str]) -> str | None:
-        """A replica not tried yet, preferring those not marked down."""
-        left = [url for url in self.urls if url not in tried]
-        now = time.monotonic()
-        up = [url for url in left if self._down_until.get(url, 0.0) <= now]
-        return next(iter(up or left), None)
+    def started(self, url: str) -> None:
+        """A call to `url` is in flight."""
+        self._in_flight[url] += 1
+
+    def finished(self, url: str) -> None:
+        """A call to `url` has ended."""
+        self._in_flight[url] -= 1
+
+    def in_flight(self, url: str) -> int:
+        """Calls in flight on `url`."""
+        return self._in_flight[url]
 
 
 class VLLMBackend:
@@ -112,9 +129,7 @@ class VLLMBackend:
     name: ClassVar[str] = "vllm"
     settings_model: ClassVar[type[BackendSettings]] = VLLMBackendSettings
 
-    def __init__(
-        self, client: httpx.AsyncClient, urls: Sequence[str], model: str | None = None
-    ) -> None:
+    def __init__(self, client: VLLMClient, urls: Sequence[str], model: str | None = None) -> None:
         self._client = client
         self._replicas = Replicas(urls, model)
 
@@ -130,9 +145,9 @@ class VLLMBackend:
         assert self._replicas.model is not None, "check_ready learns the model or raises"
         return self._replicas.model
 
-    def session(self, request_id: str | None = None) -> VLLMSession:
+    def session(self, request_id: str | None = None, deadline: float | None = None) -> VLLMSession:
         return VLLMSession(
-            self._client, self._replicas, self._replicas.next(), self.model_name, request_id
+            self._client, self._replicas, self.model_name, request_id=request_id, deadline=deadline
         )
 
     async def check_ready(self) -> None:
@@ -160,9 +175,7 @@ class VLLMBackend:
 
     async def _probe(self, url: str) -> list[str]:
         async with asyncio.timeout(_PROBE_TIMEOUT_S):
-            with map_httpx_errors(url):
-                response = await self._client.get(f"{url}/v1/models")
-            data = json_body(response, url)
+            data = await self._client.get(f"{url}/v1/models")
             return [str(m["id"]) for m in data.get("data", []) if "id" in m]
 
     async def aclose(self) -> None:

@@ -9,19 +9,25 @@ Calls used (vLLM's extensions to OpenAI's fields are marked *):
 Every generation asks for `return_token_ids`* so each sample's token count is exact, and
 `include_stop_str_in_output`* when the caller keeps stop strings.
 
-A call whose connection is refused never reached vLLM, so it moves, with the rest of the
-session, to another replica; timeouts and dropped responses are never resent, since the
-request may have run.
+A call vLLM did not process (refused or reset connection, 503, 429) is retried by the client
+(`backends.http`); when another replica is free, it moves there at once, and the rest of the
+session's calls move with it. Timeouts and dropped responses are never resent, since the call
+may have run.
+
+Router mode: with `--vllm.routing-header`, every call carries the request id in that header, so
+a router in front of vLLM (SGLang's model gateway, vLLM production-stack, llm-d) keeps the
+request's calls on one replica and its prefix cache; with `--vllm.affinity-header`, the value a
+router sets in that response header is sent back on the request's later calls.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 
 from backends.base import (
     ChatPrompt,
@@ -38,15 +44,12 @@ from backends.base import (
     TokenLogprob,
 )
 from backends.errors import BackendResponseError
-from backends.http import JSON, error_message, json_body, loads, map_httpx_errors
+from backends.http import JSON, VLLMClient, error_message, loads
 
 if TYPE_CHECKING:
     from backends.vllm import Replicas
 
 __all__ = ["VLLMSession"]
-
-# Errors raised before a request reaches the replica.
-_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
 class VLLMSession:
@@ -54,18 +57,24 @@ class VLLMSession:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: VLLMClient,
         replicas: Replicas,
-        url: str,
         model_name: Callable[[], Awaitable[str]],
+        *,
         request_id: str | None = None,
+        deadline: float | None = None,
     ) -> None:
         self._client = client
         self._replicas = replicas
-        self._url = url
+        self._url = replicas.next()
         self._model_name = model_name
         self._request_id = request_id
+        self._deadline = deadline
         self._calls = itertools.count()
+        settings = client.settings
+        self._routing_header = settings.routing_header
+        self._affinity_header = settings.affinity_header
+        self._affinity: str | None = None
 
     @property
     def replica(self) -> str:
@@ -226,64 +235,68 @@ class VLLMSession:
     # HTTP
 
     def _call_headers(self) -> dict[str, str]:
-        # vLLM uses X-Request-Id as its engine request id, which must be unique among running
-        # requests: each call of a request gets its own, prefixed with the request's for tracing.
         if self._request_id is None:
             return {}
-        return {"X-Request-Id": f"{self._request_id}-{next(self._calls)}"}
+        # vLLM uses X-Request-Id as its engine request id, which must be unique among running
+        # requests: each call of a request gets its own, prefixed with the request's for tracing.
+        headers = {"X-Request-Id": f"{self._request_id}-{next(self._calls)}"}
+        if self._routing_header:
+            headers[self._routing_header] = self._request_id
+        if self._affinity_header and self._affinity is not None:
+            headers[self._affinity_header] = self._affinity
+        return headers
 
     async def _post(self, path: str, body: JSON) -> JSON:
-        async def send(url: str) -> httpx.Response:
-            return await self._client.post(f"{url}{path}", json=body, headers=self._call_headers())
-
-        url, response = await self._connect(send)
-        return json_body(response, url)
+        async with self._call(path, body) as response:
+            return loads(await response.read())
 
     async def _sse(self, path: str, body: JSON) -> AsyncIterator[JSON]:
-        async with contextlib.AsyncExitStack() as stack:
+        async with self._call(path, body) as response:
+            async for chunk in _events(response):
+                yield chunk
 
-            async def send(url: str) -> httpx.Response:
-                stream = self._client.stream(
-                    "POST", f"{url}{path}", json=body, headers=self._call_headers()
-                )
-                return await stack.enter_async_context(stream)
-
-            url, response = await self._connect(send)
-            with map_httpx_errors(url):
-                async for chunk in _events(response, url):
-                    yield chunk
-
-    async def _connect(
-        self, send: Callable[[str], Awaitable[httpx.Response]]
-    ) -> tuple[str, httpx.Response]:
-        """`send` to the session's replica or, if it refuses the connection, to another one."""
-        tried: list[str] = []
-        while True:
-            url = self._url
-            tried.append(url)
-            with map_httpx_errors(url):
-                try:
-                    return url, await send(url)
-                except _UNREACHABLE:
-                    # The request never reached the replica, so another one may take it, and
-                    # the session moves with it.
-                    self._replicas.mark_down(url)
-                    other = self._replicas.other_than(tried)
-                    if other is None:
-                        raise
-                    self._url = other
+    @contextlib.asynccontextmanager
+    async def _call(self, path: str, body: JSON) -> AsyncIterator[aiohttp.ClientResponse]:
+        route = _CallRoute(self)
+        self._replicas.started(route.url)
+        try:
+            async with self._client.call(
+                route, path, body, self._call_headers(), self._deadline
+            ) as response:
+                if self._affinity_header and self._affinity_header in response.headers:
+                    self._affinity = response.headers[self._affinity_header]
+                yield response
+        finally:
+            self._replicas.finished(route.url)
 
 
-async def _events(response: httpx.Response, url: str) -> AsyncIterator[JSON]:
+class _CallRoute:
+    """One call's replica: the session's, until the call moves and the session with it."""
+
+    def __init__(self, session: VLLMSession) -> None:
+        self._session = session
+        self.url = session._url
+
+    def reroute(self, tried: Sequence[str], refused: bool) -> bool:
+        replicas = self._session._replicas
+        if refused:
+            replicas.mark_down(self.url)
+        other = replicas.other_than(tried)
+        if other is None:
+            return False
+        replicas.finished(self.url)
+        replicas.started(other)
+        self.url = self._session._url = other
+        return True
+
+
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[JSON]:
     """The JSON chunks of an SSE response up to `[DONE]`; an error chunk raises."""
-    if response.status_code >= 400:
-        await response.aread()
-        json_body(response, url)
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
+    async for line in response.content:
+        if not line.startswith(b"data:"):
             continue
-        payload = line[len("data:") :].strip()
-        if payload == "[DONE]":
+        payload = line[len(b"data:") :].strip()
+        if payload == b"[DONE]":
             return
         chunk = loads(payload)
         if "error" in chunk or chunk.get("object") == "error":

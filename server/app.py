@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             # Every pooled client of a vLLM server comes from here and is closed last.
-            clients = HTTPClients(settings.vllm)
+            clients = HTTPClients(settings.vllm, on_retry=metrics.retried)
             stack.push_async_callback(clients.aclose)
             active = backend or await BACKENDS[settings.backend].create(settings, clients)
             stack.push_async_callback(active.aclose)

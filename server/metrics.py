@@ -67,6 +67,14 @@ class Metrics:
         self.backend_calls = counter(
             "ttc_backend_calls", "Generation calls to the model server, by outcome.", "outcome"
         )
+        # Apart from backend_calls, so that a call sent twice is still counted once there.
+        self.backend_retries = Counter(
+            "ttc_backend_retries",
+            "Calls to a model server sent again because it did not process them, by reason: "
+            "connect, reset, 503, 429.",
+            ["reason"],
+            registry=registry,
+        )
         self.verifier_calls = Counter(
             "ttc_verifier_calls",
             "Verifier calls, by verifier and outcome.",
@@ -83,6 +91,10 @@ class Metrics:
         self.request_cost = histogram(
             "ttc_request_cost_dollars", "Dollars one request cost.", _COST_BUCKETS
         )
+
+    def retried(self, reason: str) -> None:
+        """A call to a model server is being sent again."""
+        self.backend_retries.labels(reason).inc()
 
     def started(self, strategy: str, model: str) -> None:
         """A request began running."""

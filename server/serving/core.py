@@ -191,14 +191,14 @@ class Serving:
         )
 
     def _context(self, prepared: PreparedRequest, sink: EventSink | None) -> StrategyContext:
-        loop = asyncio.get_running_loop()
+        deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
         self.metrics.started(prepared.strategy.name, prepared.model)
         return StrategyContext(
-            backend=self.backend.session(prepared.request_id),
+            backend=self.backend.session(prepared.request_id, deadline),
             request_id=prepared.request_id,
             verifiers=self.verifiers,
             limits=self.limits,
-            deadline=loop.time() + self.limits.request_timeout_s,
+            deadline=deadline,
             sink=sink,
         )
 

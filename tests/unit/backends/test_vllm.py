@@ -1,9 +1,12 @@
-"""`VLLMBackend` against `httpx.MockTransport`: the exact request bodies, parsing, error mapping."""
+"""`VLLMBackend` against loopback servers: the exact request bodies, parsing, error mapping,
+retries, replica choice and routing headers."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import httpx
@@ -20,20 +23,34 @@ from backends.base import (
 from backends.errors import BackendResponseError, BackendTimeout, BackendUnavailable
 from backends.vllm import VLLMBackend
 from backends.vllm_session import VLLMSession
+from tests.loopback import Handler, Loopback, loopback
 
 MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 CHAT = ChatPrompt((ChatMessage("user", "2+2?"),))
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def backend(handler: Handler, urls: tuple[str, ...] = ("http://vllm-a:8000",)) -> VLLMBackend:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return VLLMBackend(client, urls, MODEL)
+@pytest.fixture
+async def servers() -> AsyncIterator[Loopback]:
+    async with loopback() as running:
+        yield running
 
 
-def session(handler: Handler, urls: tuple[str, ...] = ("http://vllm-a:8000",)) -> VLLMSession:
+async def backend(
+    servers: Loopback,
+    handler: Handler,
+    *names: str,
+    down: Sequence[str] = (),
+    model: str | None = MODEL,
+    **settings: float | int | str | None,
+) -> VLLMBackend:
+    """A backend on replicas named `names` (one, "vllm-a:8000", by default)."""
+    urls = await servers.serve(handler, *(names or ("vllm-a:8000",)), down=down)
+    return VLLMBackend(servers.client(**settings), urls, model)
+
+
+async def session(servers: Loopback, handler: Handler, *names: str) -> VLLMSession:
     """A session of a backend on these replicas, without a request id."""
-    return backend(handler, urls).session()
+    return (await backend(servers, handler, *names)).session()
 
 
 def body(request: httpx.Request) -> dict[str, Any]:
@@ -67,7 +84,7 @@ def chat_response(*texts: str, token_ids: bool = True) -> dict[str, Any]:
     }
 
 
-async def test_chat_generation_request_and_parse() -> None:
+async def test_chat_generation_request_and_parse(servers: Loopback) -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -75,7 +92,7 @@ async def test_chat_generation_request_and_parse() -> None:
         return httpx.Response(200, json=chat_response("four is it", "4"))
 
     params = SamplingParams(max_tokens=32, temperature=0.7, top_p=0.9, n=2, stop=("\n\n",), seed=3)
-    generation = await backend(handler).session("req-1").generate(CHAT, params)
+    generation = await (await backend(servers, handler)).session("req-1").generate(CHAT, params)
     (request,) = seen
     assert request.url == "http://vllm-a:8000/v1/chat/completions"
     # Each call gets its own id under the request's: vLLM rejects ids already running.
@@ -98,7 +115,7 @@ async def test_chat_generation_request_and_parse() -> None:
     assert generation.prompt_tokens == 12
 
 
-async def test_continuation_and_logprobs_fields() -> None:
+async def test_continuation_and_logprobs_fields(servers: Loopback) -> None:
     seen: list[dict[str, Any]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -120,7 +137,7 @@ async def test_continuation_and_logprobs_fields() -> None:
         (ChatMessage("user", "q"), ChatMessage("assistant", "Step 1:")), continue_final_message=True
     )
     params = SamplingParams(max_tokens=8, logprobs=1, stop=("\n\n",), include_stop=True)
-    generation = await session(handler).generate(prompt, params)
+    generation = await (await session(servers, handler)).generate(prompt, params)
     sent = seen[0]
     assert sent["continue_final_message"] is True
     assert sent["add_generation_prompt"] is False
@@ -130,7 +147,7 @@ async def test_continuation_and_logprobs_fields() -> None:
     assert (lp.token, lp.logprob, lp.top) == ("x", -0.1, (("x", -0.1),))
 
 
-async def test_text_prompt_uses_completions_with_integer_logprobs() -> None:
+async def test_text_prompt_uses_completions_with_integer_logprobs(servers: Loopback) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         sent = body(request)
         assert request.url.path == "/v1/completions"
@@ -156,7 +173,7 @@ async def test_text_prompt_uses_completions_with_integer_logprobs() -> None:
             },
         )
 
-    generation = await session(handler).generate(
+    generation = await (await session(servers, handler)).generate(
         TextPrompt("2+2="), SamplingParams(max_tokens=4, logprobs=0)
     )
     completion = generation.completions[0]
@@ -164,23 +181,25 @@ async def test_text_prompt_uses_completions_with_integer_logprobs() -> None:
     assert completion.logprobs is not None and completion.logprobs[0].top == ((" 4", -0.2),)
 
 
-async def test_missing_token_ids_for_several_samples_is_a_clear_error() -> None:
+async def test_missing_token_ids_for_several_samples_is_a_clear_error(servers: Loopback) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=chat_response("a", "b", token_ids=False))
 
     with pytest.raises(BackendResponseError, match="return_token_ids"):
-        await session(handler).generate(CHAT, SamplingParams(max_tokens=4, n=2))
+        await (await session(servers, handler)).generate(CHAT, SamplingParams(max_tokens=4, n=2))
 
 
-async def test_single_sample_without_token_ids_uses_usage() -> None:
+async def test_single_sample_without_token_ids_uses_usage(servers: Loopback) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=chat_response("a b", token_ids=False))
 
-    generation = await session(handler).generate(CHAT, SamplingParams(max_tokens=4))
+    generation = await (await session(servers, handler)).generate(
+        CHAT, SamplingParams(max_tokens=4)
+    )
     assert generation.completions[0].tokens == 2
 
 
-async def test_stream_parses_chunks_and_counts_tokens() -> None:
+async def test_stream_parses_chunks_and_counts_tokens(servers: Loopback) -> None:
     chunks = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "token_ids": []}]},
         {"choices": [{"index": 0, "delta": {"content": "Hel"}, "token_ids": [1]}]},
@@ -203,7 +222,10 @@ async def test_stream_parses_chunks_and_counts_tokens() -> None:
         assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
         return httpx.Response(200, text=payload, headers={"content-type": "text/event-stream"})
 
-    events = [e async for e in session(handler).stream(CHAT, SamplingParams(max_tokens=2))]
+    events = [
+        e
+        async for e in (await session(servers, handler)).stream(CHAT, SamplingParams(max_tokens=2))
+    ]
     assert events == [
         StreamDelta(0, "Hel"),
         StreamDelta(0, "lo"),
@@ -211,18 +233,18 @@ async def test_stream_parses_chunks_and_counts_tokens() -> None:
     ]
 
 
-async def test_error_inside_stream_is_raised() -> None:
+async def test_error_inside_stream_is_raised(servers: Loopback) -> None:
     payload = 'data: {"error": {"message": "engine died", "code": 500}}\n\n'
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, text=payload)
 
     with pytest.raises(BackendResponseError, match="engine died"):
-        async for _ in session(handler).stream(CHAT, SamplingParams(max_tokens=2)):
+        async for _ in (await session(servers, handler)).stream(CHAT, SamplingParams(max_tokens=2)):
             pass
 
 
-async def test_score_reads_echoed_continuation_tokens() -> None:
+async def test_score_reads_echoed_continuation_tokens(servers: Loopback) -> None:
     prompt_text = "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n"
     calls: list[str] = []
 
@@ -261,14 +283,14 @@ async def test_score_reads_echoed_continuation_tokens() -> None:
             },
         )
 
-    scored = await session(handler).prompt_logprobs(CHAT, "Paris.")
+    scored = await (await session(servers, handler)).prompt_logprobs(CHAT, "Paris.")
     assert calls == ["/tokenize", "/detokenize", "/v1/completions"]
     assert [t.token for t in scored.logprobs] == ["Paris", "."]
     assert scored.total_logprob == -0.75
     assert scored.prompt_tokens == 3
 
 
-async def test_count_tokens() -> None:
+async def test_count_tokens(servers: Loopback) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert body(request) == {
             "model": MODEL,
@@ -277,17 +299,17 @@ async def test_count_tokens() -> None:
         }
         return httpx.Response(200, json={"count": 2, "max_model_len": 2048, "tokens": [5, 6]})
 
-    assert await session(handler).count_tokens("hello there") == 2
+    assert await (await session(servers, handler)).count_tokens("hello there") == 2
 
 
-async def test_sessions_pin_one_replica_and_rotate() -> None:
+async def test_sessions_pin_one_replica_and_share_idle_ones(servers: Loopback) -> None:
     hosts: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         hosts.append(request.url.host)
         return httpx.Response(200, json=chat_response("x"))
 
-    shared = backend(handler, ("http://a:1", "http://b:1"))
+    shared = await backend(servers, handler, "a:1", "b:1")
     for _ in range(2):
         session = shared.session()
         for _ in range(3):
@@ -295,13 +317,36 @@ async def test_sessions_pin_one_replica_and_rotate() -> None:
     assert hosts == ["a", "a", "a", "b", "b", "b"]
 
 
-async def test_model_is_discovered_when_not_configured() -> None:
+async def test_new_sessions_go_to_the_replica_with_the_fewest_calls_in_flight(
+    servers: Loopback,
+) -> None:
+    release = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200, json=chat_response("x"))
+
+    shared = await backend(servers, handler, "a:1", "b:1", "c:1")
+    sessions = [shared.session() for _ in range(3)]
+    # Uneven load: two calls on a's session, one on b's, none on c's.
+    calls = [
+        asyncio.create_task(s.generate(CHAT, SamplingParams(max_tokens=1)))
+        for s in (sessions[0], sessions[0], sessions[1])
+    ]
+    await asyncio.sleep(0.05)
+    chosen = [servers.name(shared.session().replica) for _ in range(2)]
+    release.set()
+    await asyncio.gather(*calls)
+    assert [servers.name(s.replica) for s in sessions] == ["a:1", "b:1", "c:1"]
+    assert chosen == ["c:1", "c:1"]
+
+
+async def test_model_is_discovered_when_not_configured(servers: Loopback) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.url.path == "/v1/models"
         return httpx.Response(200, json={"object": "list", "data": [{"id": "served-model"}]})
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    discovered = VLLMBackend(client, ["http://a:1"])
+    discovered = await backend(servers, handler, "a:1", model=None)
     assert await discovered.model_name() == "served-model"
     await discovered.check_ready()
 
@@ -309,9 +354,10 @@ async def test_model_is_discovered_when_not_configured() -> None:
 @pytest.mark.parametrize(
     ("raise_or_respond", "error", "status"),
     [
-        (httpx.ConnectError("refused"), BackendUnavailable, None),
+        (httpx.ConnectError("reset"), BackendUnavailable, None),
         (httpx.ReadTimeout("slow"), BackendTimeout, None),
         (httpx.Response(503, json={"error": {"message": "overloaded"}}), BackendUnavailable, None),
+        (httpx.Response(429, json={"error": {"message": "slow down"}}), BackendResponseError, 429),
         (
             httpx.Response(400, json={"error": {"message": "too long", "type": "BadRequestError"}}),
             BackendResponseError,
@@ -322,34 +368,36 @@ async def test_model_is_discovered_when_not_configured() -> None:
     ],
 )
 async def test_errors_are_mapped(
-    raise_or_respond: Exception | httpx.Response, error: type[Exception], status: int | None
+    servers: Loopback,
+    raise_or_respond: Exception | httpx.Response,
+    error: type[Exception],
+    status: int | None,
 ) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if isinstance(raise_or_respond, Exception):
             raise raise_or_respond
         return raise_or_respond
 
+    shared = await backend(servers, handler, timeout_s=0.2, retries=1)
     with pytest.raises(error) as info:
-        await session(handler).generate(CHAT, SamplingParams(max_tokens=1))
+        await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
     if status is not None:
         assert getattr(info.value, "status_code", None) == status
 
 
-async def test_ready_while_any_replica_serves_the_model() -> None:
+async def test_ready_while_any_replica_serves_the_model(servers: Loopback) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "c":
-            raise httpx.ConnectError("refused")
         model = MODEL if request.url.host == "a" else "other"
         return httpx.Response(200, json={"data": [{"id": model}]})
 
-    await backend(handler, ("http://a:1", "http://b:1", "http://c:1")).check_ready()
+    await (await backend(servers, handler, "a:1", "b:1", "c:1", down=["c:1"])).check_ready()
     with pytest.raises(BackendUnavailable, match="other"):
-        await backend(handler, ("http://b:1", "http://c:1")).check_ready()
+        await (await backend(servers, handler, "b:1", "c:1", down=["c:1"])).check_ready()
 
 
-async def test_ready_does_not_hang_on_a_hung_replica(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
+async def test_ready_does_not_hang_on_a_hung_replica(
+    servers: Loopback, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from backends import vllm
 
     monkeypatch.setattr(vllm, "_PROBE_TIMEOUT_S", 0.05)
@@ -359,142 +407,221 @@ async def test_ready_does_not_hang_on_a_hung_replica(monkeypatch: pytest.MonkeyP
             await asyncio.sleep(30)
         return httpx.Response(200, json={"data": [{"id": MODEL}]})
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    await asyncio.wait_for(
-        VLLMBackend(client, ["http://hung:1", "http://a:1"], MODEL).check_ready(), 5
-    )
+    shared = await backend(servers, handler, "hung:1", "a:1")
+    await asyncio.wait_for(shared.check_ready(), 5)
 
 
-async def test_flat_error_chunk_is_raised() -> None:
+async def test_flat_error_chunk_is_raised(servers: Loopback) -> None:
     payload = 'data: {"object": "error", "message": "overloaded", "code": 503}\n\n'
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, text=payload)
 
     with pytest.raises(BackendResponseError, match="overloaded"):
-        async for _ in session(handler).stream(CHAT, SamplingParams(max_tokens=2)):
+        async for _ in (await session(servers, handler)).stream(CHAT, SamplingParams(max_tokens=2)):
             pass
 
 
-async def test_reasoning_parser_output_is_kept() -> None:
+async def test_reasoning_parser_output_is_kept(servers: Loopback) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         response = chat_response("4")
         response["choices"][0]["message"]["reasoning"] = "2 and 2 make 4"
         return httpx.Response(200, json=response)
 
-    generation = await session(handler).generate(CHAT, SamplingParams(max_tokens=8))
+    generation = await (await session(servers, handler)).generate(
+        CHAT, SamplingParams(max_tokens=8)
+    )
     assert generation.completions[0].reasoning == "2 and 2 make 4"
 
 
-async def test_error_messages_name_no_internal_address() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused")
-
+async def test_error_messages_name_no_internal_address(servers: Loopback) -> None:
+    shared = await backend(servers, answer_x, "a:1", down=["a:1"], retries=0)
     with pytest.raises(BackendUnavailable) as info:
-        await session(handler, ("http://10.1.2.3:8000",)).generate(
-            CHAT, SamplingParams(max_tokens=1)
-        )
-    assert "10.1.2.3" not in str(info.value)
+        await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
+    assert "127.0.0.1" not in str(info.value)
 
 
-def refusing(*down: str, respond: Handler | None = None) -> tuple[Handler, list[str]]:
-    """A handler whose hosts in `down` refuse connections; it records every host it sees."""
+def answer_x(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json=chat_response("x"))
+
+
+def recording(respond: Handler = answer_x) -> tuple[Handler, list[str]]:
+    """A handler that records the host of every request it answers."""
     hosts: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: httpx.Request) -> httpx.Response:
         hosts.append(request.url.host)
-        if request.url.host in down:
-            raise httpx.ConnectError("connection refused")
-        return (respond or (lambda _: httpx.Response(200, json=chat_response("x"))))(request)
+        answer = respond(request)
+        return await answer if inspect.isawaitable(answer) else answer
 
     return handler, hosts
 
 
-async def test_a_refused_connection_moves_the_session_to_another_replica() -> None:
-    handler, hosts = refusing("a")
-    shared = backend(handler, ("http://a:1", "http://b:1"))
+async def test_a_refused_connection_moves_the_session_to_another_replica(
+    servers: Loopback,
+) -> None:
+    handler, hosts = recording()
+    shared = await backend(servers, handler, "a:1", "b:1", down=["a:1"])
     session = shared.session()
     for _ in range(3):
         await session.generate(CHAT, SamplingParams(max_tokens=1))
     # Later sessions skip the replica that refused, while it is marked down.
-    await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
-    assert hosts == ["a", "b", "b", "b", "b"]
+    assert servers.name(shared.session().replica) == "b:1"
+    assert hosts == ["b", "b", "b"]
+    assert servers.retried == ["connect"]
 
 
-async def test_a_down_replica_gets_its_turn_again_later(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_down_replica_gets_its_turn_again_later(
+    servers: Loopback, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from backends import vllm
 
     monkeypatch.setattr(vllm, "_DOWN_S", 0.0)
-    handler, hosts = refusing("a")
-    shared = backend(handler, ("http://a:1", "http://b:1"))
-    for _ in range(2):
-        await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
-    assert hosts == ["a", "b", "b"]
+    shared = await backend(servers, answer_x, "a:1", "b:1", down=["a:1"])
     await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
-    assert hosts[3] == "a"
+    assert servers.retried == ["connect"]
+    assert "a:1" in [servers.name(shared.session().replica) for _ in range(2)]
 
 
-async def test_a_stream_fails_over_before_it_starts() -> None:
+async def test_a_stream_fails_over_before_it_starts(servers: Loopback) -> None:
     payload = 'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "token_ids": [1], '
     payload += '"finish_reason": "stop"}]}\n\n'
     payload += 'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}\n\n'
     payload += "data: [DONE]\n\n"
-    handler, hosts = refusing("a", respond=lambda _: httpx.Response(200, text=payload))
-    session = backend(handler, ("http://a:1", "http://b:1")).session()
+    handler, hosts = recording(lambda _: httpx.Response(200, text=payload))
+    session = (await backend(servers, handler, "a:1", "b:1", down=["a:1"])).session()
     events = [e async for e in session.stream(CHAT, SamplingParams(max_tokens=2))]
     assert events[0] == StreamDelta(0, "hi")
-    assert hosts == ["a", "b"]
+    assert hosts == ["b"]
 
 
-async def test_every_replica_refusing_is_unavailable_after_one_try_each() -> None:
-    handler, hosts = refusing("a", "b", "c")
-    session = backend(handler, ("http://a:1", "http://b:1", "http://c:1")).session()
+async def test_every_replica_refusing_is_unavailable_after_the_retries(servers: Loopback) -> None:
+    names = ("a:1", "b:1", "c:1")
+    shared = await backend(servers, answer_x, *names, down=names, retries=4)
     with pytest.raises(BackendUnavailable, match="unreachable"):
-        await session.generate(CHAT, SamplingParams(max_tokens=1))
-    assert sorted(hosts) == ["a", "b", "c"]
+        await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
+    # One try each, then the last one again after a backoff: it may be restarting.
+    assert servers.retried == ["connect"] * 4
 
 
 @pytest.mark.parametrize(
     "failure",
     [httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("closed mid-response")],
 )
-async def test_a_call_that_may_have_run_is_not_sent_again(failure: Exception) -> None:
-    hosts: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        hosts.append(request.url.host)
+async def test_a_call_that_may_have_run_is_not_sent_again(
+    servers: Loopback, failure: Exception
+) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
         raise failure
 
-    session = backend(handler, ("http://a:1", "http://b:1")).session()
+    handler, hosts = recording(fail)
+    session = (await backend(servers, handler, "a:1", "b:1", timeout_s=0.2)).session()
     with pytest.raises((BackendTimeout, BackendUnavailable)):
         await session.generate(CHAT, SamplingParams(max_tokens=1))
     # Sampling again elsewhere would double the work and the bill.
     assert hosts == ["a"]
+    assert servers.retried == []
 
 
-async def test_ready_probe_marks_a_refusing_replica_down() -> None:
+async def test_ready_probe_marks_a_refusing_replica_down(servers: Loopback) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "a":
-            raise httpx.ConnectError("refused")
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": MODEL}]})
-        return httpx.Response(200, json=chat_response("x"))
+        return httpx.Response(200, json={"data": [{"id": MODEL}]})
 
-    shared = backend(handler, ("http://a:1", "http://b:1"))
+    shared = await backend(servers, handler, "a:1", "b:1", down=["a:1"])
     await shared.check_ready()
-    hosts = []
-    for _ in range(2):
-        session = shared.session()
-        hosts.append(session.replica)
-    assert hosts == ["http://b:1", "http://b:1"]
+    assert [servers.name(shared.session().replica) for _ in range(2)] == ["b:1", "b:1"]
 
 
-async def test_model_is_discovered_from_any_live_replica() -> None:
+async def test_model_is_discovered_from_any_live_replica(servers: Loopback) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "a":
-            raise httpx.ConnectError("refused")
         return httpx.Response(200, json={"object": "list", "data": [{"id": "served-model"}]})
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    discovered = VLLMBackend(client, ["http://a:1", "http://b:1"])
+    discovered = await backend(servers, handler, "a:1", "b:1", down=["a:1"], model=None)
     assert await discovered.model_name() == "served-model"
+
+
+def failing(*statuses: int, retry_after: str | None = None) -> Handler:
+    """Answers each status in turn (a reset for 0), then succeeds."""
+    left = list(statuses)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not left:
+            return answer_x(request)
+        status = left.pop(0)
+        if status == 0:
+            raise httpx.ConnectError("reset")
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        body = {"error": {"message": "busy", "type": "ServiceUnavailable", "code": status}}
+        return httpx.Response(status, json=body, headers=headers)
+
+    return handler
+
+
+async def test_a_call_vllm_turned_away_is_sent_again(servers: Loopback) -> None:
+    handler, hosts = recording(failing(503, 429, 0))
+    shared = await backend(servers, handler, "a:1")
+    generation = await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
+    assert generation.completions[0].text == "x"
+    assert hosts == ["a", "a", "a", "a"]
+    assert servers.retried == ["503", "429", "reset"]
+
+
+async def test_retries_are_bounded(servers: Loopback) -> None:
+    shared = await backend(servers, failing(503, 503, 503), "a:1", retries=2)
+    with pytest.raises(BackendUnavailable, match="busy"):
+        await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
+    assert servers.retried == ["503", "503"]
+
+
+async def test_a_503_moves_the_session_to_another_replica_at_once(servers: Loopback) -> None:
+    busy = failing(503, 503, 503)
+
+    def handler(request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
+        return busy(request) if request.url.host == "a" else answer_x(request)
+
+    recorded, hosts = recording(handler)
+    # A backoff this long would show: moving to another replica does not wait.
+    shared = await backend(servers, recorded, "a:1", "b:1", retry_backoff_s=30)
+    session = shared.session()
+    await asyncio.wait_for(session.generate(CHAT, SamplingParams(max_tokens=1)), 5)
+    await session.generate(CHAT, SamplingParams(max_tokens=1))
+    assert hosts == ["a", "b", "b"]
+    assert servers.retried == ["503"]
+
+
+async def test_retry_after_is_honoured_but_never_past_the_deadline(servers: Loopback) -> None:
+    shared = await backend(servers, failing(503, retry_after="0.2"), "a:1")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
+    assert loop.time() - started >= 0.2
+
+    shared = await backend(servers, failing(503, retry_after="60"), "a:1")
+    session = shared.session("req-1", deadline=loop.time() + 5)
+    with pytest.raises(BackendUnavailable, match="busy"):
+        await asyncio.wait_for(session.generate(CHAT, SamplingParams(max_tokens=1)), 2)
+    assert servers.retried == ["503"]
+
+
+async def test_routing_and_affinity_headers_reach_every_call(servers: Loopback) -> None:
+    seen: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(
+            200, json=chat_response("x"), headers={"x-session-token": f"pod-{len(seen)}"}
+        )
+
+    shared = await backend(
+        servers,
+        handler,
+        routing_header="X-SMG-Routing-Key",
+        affinity_header="x-session-token",
+    )
+    session = shared.session("chatcmpl-7")
+    for _ in range(3):
+        await session.generate(CHAT, SamplingParams(max_tokens=1))
+    assert [h["x-smg-routing-key"] for h in seen] == ["chatcmpl-7"] * 3
+    assert [h["x-request-id"] for h in seen] == ["chatcmpl-7-0", "chatcmpl-7-1", "chatcmpl-7-2"]
+    # The first call has no token yet; each later one echoes the last the router set.
+    assert [h.get("x-session-token") for h in seen] == [None, "pod-1", "pod-2"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 
-import httpx
 import pytest
 
 from backends.http import HTTPClients
@@ -13,6 +12,7 @@ from backends.reward_model import VLLMRewardModel
 from backends.scripted import ScriptedBackend
 from server.settings import Settings
 from tests.factories import free_port
+from tests.loopback import loopback
 from tests.standin_vllm import PRM_MODEL, StandIn, run_standin
 from verifiers.base import Candidate, Scores, VerifierError
 from verifiers.prm import PRESETS, PRMVerifier
@@ -27,11 +27,13 @@ def standin() -> Iterator[StandIn]:
 
 async def test_unreachable_reward_model_is_a_verifier_error() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    async with httpx.AsyncClient() as client:
+    async with loopback() as servers:
+        client = servers.client(retries=1)
         prm = PRMVerifier(VLLMRewardModel(client, dead, PRM_MODEL), PRESETS["qwen2.5-math-prm"])
         guarded = GuardedVerifier("prm", prm, timeout_s=5)
         with pytest.raises(VerifierError, match="prm failed: .*unreachable"):
             await guarded.score("q", [Candidate("a")])
+        assert servers.retried == ["connect"]
 
 
 async def test_slow_verifier_times_out_as_a_verifier_error() -> None:

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from backends.http import VLLMClient
 from backends.reward_model import VLLMRewardModel
+from tests.loopback import Loopback, loopback
 from tests.standin_vllm import PRM_MODEL, StandIn, run_standin
 from verifiers.base import Candidate, VerifierError
 from verifiers.orm import ORMConfig, ORMVerifier
@@ -23,10 +25,15 @@ def standin() -> Iterator[StandIn]:
 
 
 @pytest.fixture
-async def client(standin: StandIn) -> AsyncIterator[httpx.AsyncClient]:
+async def servers() -> AsyncIterator[Loopback]:
+    async with loopback() as running:
+        yield running
+
+
+@pytest.fixture
+async def client(standin: StandIn, servers: Loopback) -> AsyncIterator[VLLMClient]:
     standin.requests.clear()
-    async with httpx.AsyncClient() as c:
-        yield c
+    yield servers.client()
     assert standin.violations == []
 
 
@@ -45,7 +52,7 @@ def test_math_shepherd_preset() -> None:
 
 
 async def test_prm_sends_one_batched_request_and_reads_positive_step_scores(
-    standin: StandIn, client: httpx.AsyncClient
+    standin: StandIn, client: VLLMClient
 ) -> None:
     prm = PRMVerifier(VLLMRewardModel(client, standin.url, PRM_MODEL), PRESETS["qwen2.5-math-prm"])
     scores = await prm.score(
@@ -66,7 +73,7 @@ async def test_prm_sends_one_batched_request_and_reads_positive_step_scores(
 
 
 async def test_prm_rejects_a_model_without_the_step_tag(
-    standin: StandIn, client: httpx.AsyncClient
+    standin: StandIn, client: VLLMClient
 ) -> None:
     wrong = PRMConfig(url=standin.url, model=PRM_MODEL, step_tag="[STEP]").format()
     prm = PRMVerifier(VLLMRewardModel(client, standin.url, PRM_MODEL), wrong)
@@ -75,7 +82,7 @@ async def test_prm_rejects_a_model_without_the_step_tag(
     standin.violations.clear()
 
 
-async def test_orm_classify(standin: StandIn, client: httpx.AsyncClient) -> None:
+async def test_orm_classify(standin: StandIn, client: VLLMClient) -> None:
     config = ORMConfig(url=standin.url, model="rm")
     orm = ORMVerifier(VLLMRewardModel(client, standin.url, "rm"), config)
     scores = await orm.score("q", [Candidate("short"), Candidate("a much longer answer " * 5)])
@@ -88,7 +95,7 @@ async def test_orm_classify(standin: StandIn, client: httpx.AsyncClient) -> None
     assert scores.candidates[1].value > scores.candidates[0].value
 
 
-async def test_orm_token_head_reads_the_last_token() -> None:
+async def test_orm_token_head_reads_the_last_token(servers: Loopback) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         body = request.read().decode()
         assert '"task": "token_classify"' in body or '"task":"token_classify"' in body
@@ -96,9 +103,9 @@ async def test_orm_token_head_reads_the_last_token() -> None:
         data = [{"index": i, "object": "pooling", "data": r} for i, r in enumerate(rows)]
         return httpx.Response(200, json={"data": data, "usage": {"prompt_tokens": 8}})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        config = ORMConfig(url="http://rm:8000", model="rm", endpoint="pooling", positive_index=1)
-        orm = ORMVerifier(VLLMRewardModel(client, config.url, "rm"), config)
-        scores = await orm.score("q", [Candidate("a"), Candidate("b")])
+    (url,) = await servers.serve(handler, "rm:8000")
+    config = ORMConfig(url=url, model="rm", endpoint="pooling", positive_index=1)
+    orm = ORMVerifier(VLLMRewardModel(servers.client(), config.url, "rm"), config)
+    scores = await orm.score("q", [Candidate("a"), Candidate("b")])
     assert [s.value for s in scores.candidates] == [0.8, 0.3]
     assert scores.tokens == 8
