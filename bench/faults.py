@@ -15,7 +15,8 @@ in front of it, and drives majority votes (n=8) from a load generator in its own
   `{"error": {"message", "type", "param", "code"}}`.
 - b, slow backend: the stub waits 50 ms per call; 1000 requests at c=200. Reports whether all
   succeeded, p50/p99 (target p99 < 1 s), and the gateway's RSS (VmRSS, process and
-  descendants) before, after and at most, sampled during the run (it should stay flat).
+  descendants) cold, before (after a warm-up burst), after and at most, sampled during the run
+  (it should stay flat).
 - c, overload: the gateway started with `--overload-args` (a concurrency limit), the 50 ms stub,
   c=200. Counts the 503s, their latency (they should come at once) and whether they carry
   `Retry-After`. A gateway that rejects the flags is reported as such, with its log's tail.
@@ -124,6 +125,10 @@ def scenario_b(args: argparse.Namespace, load: LoadGenerator) -> None:
         body = ttc_body(args.n, args.max_tokens)
         url = ttc.url + "/v1/chat/completions"
         spec = LoadSpec(url, body, args.b_concurrency, args.b_requests)
+        cold = rss_kib(ttc.pid)
+        # A first burst grows pools and caches once; flat memory is judged from after it.
+        if args.b_warmup:
+            load.run(LoadSpec(url, body, args.b_concurrency, args.b_warmup))
         before = rss_kib(ttc.pid)
         result, samples = load.run_sampling_rss(spec, ttc.pid)
         after = rss_kib(ttc.pid)
@@ -133,7 +138,8 @@ def scenario_b(args: argparse.Namespace, load: LoadGenerator) -> None:
     p99 = percentile(latencies, 99)
     peak = max(samples)
     print(
-        f"  gateway RSS: before {before / 1024:.1f} MiB, after {after / 1024:.1f} MiB, "
+        f"  gateway RSS: cold {cold / 1024:.1f} MiB, after a {args.b_warmup}-request warm-up "
+        f"(before) {before / 1024:.1f} MiB, after {after / 1024:.1f} MiB, "
         f"max {peak / 1024:.1f} MiB over {len(samples)} samples "
         f"(+{(peak - before) / 1024:.1f} MiB at most, +{(after - before) / 1024:.1f} MiB after)"
     )
@@ -188,6 +194,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--b-requests", type=int, default=1000)
     parser.add_argument("--b-concurrency", type=int, default=200)
+    parser.add_argument("--b-warmup", type=int, default=200, help="requests before RSS 'before'")
     parser.add_argument(
         "--overload-args", default="--limits.max-concurrent-requests 32", help="for scenario c"
     )
