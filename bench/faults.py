@@ -1,0 +1,229 @@
+"""Resilience of the gateway: a failing backend, a slow backend with many clients, overload.
+
+Run by hand (about a minute for the first two scenarios):
+
+    .venv/bin/python bench/faults.py                          # scenarios a and b
+    .venv/bin/python bench/faults.py --scenarios c \
+        --overload-args '--limits.max-concurrent-requests 32'
+
+Each scenario starts its own vLLM stand-in (`bench/stub_vllm.py`) and this checkout's gateway
+in front of it, and drives majority votes (n=8) from a load generator in its own process:
+
+- a, failing backend: the stub answers 503 to 30% of generation calls; 400 requests at c=16.
+  Reports the fraction of client requests that succeeded (target ≥ 95%), the statuses of the
+  rest, and whether every failure body is an OpenAI error object
+  `{"error": {"message", "type", "param", "code"}}`.
+- b, slow backend: the stub waits 50 ms per call; 1000 requests at c=200. Reports whether all
+  succeeded, p50/p99 (target p99 < 1 s), and the gateway's RSS (VmRSS, process and
+  descendants) cold, before (after a warm-up burst), after and at most, sampled during the run
+  (it should stay flat).
+- c, overload: the gateway started with `--overload-args` (a concurrency limit), the 50 ms stub,
+  c=200. Counts the 503s, their latency (they should come at once) and whether they carry
+  `Retry-After`. A gateway that rejects the flags is reported as such, with its log's tail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# Run as a script, only bench/ is on the path: put the checkout there so the shared module has
+# one name, bench._harness, for Python, mypy and the load generator's spawned process alike.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._harness import (
+    LoadGenerator,
+    LoadResult,
+    LoadSpec,
+    ServiceError,
+    Services,
+    percentile,
+    rss_kib,
+    start_stub,
+    start_ttc,
+    ttc_body,
+)
+
+SCENARIOS = ("a", "b", "c")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def describe(result: LoadResult) -> list[str]:
+    """Statuses, error bodies and latencies of a run, one fact a line."""
+    total = len(result.samples)
+    statuses = ", ".join(f"{code}: {count}" for code, count in sorted(result.statuses.items()))
+    lines = [
+        f"{total} requests in {result.elapsed_s:.2f} s ({result.rate:.1f} req/s); "
+        f"statuses {statuses}",
+    ]
+    for status in sorted(result.statuses):
+        latencies = result.latencies_ms(status)
+        lines.append(
+            f"  status {status or 'no answer'}: p50 {percentile(latencies, 50):.1f} ms, "
+            f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms"
+        )
+    if result.exceptions:
+        lines.append(f"  client-side errors: {dict(result.exceptions)}")
+    failures = total - result.ok
+    if failures:
+        conforming = failures - result.malformed_errors - sum(result.exceptions.values())
+        lines.append(
+            f"  failure bodies that are OpenAI error objects: {conforming}/{failures}"
+            + (f"; e.g. {result.malformed_examples}" if result.malformed_examples else "")
+        )
+        with_retry = sum(result.retry_after.values())
+        lines.append(f"  failures carrying Retry-After: {with_retry}/{failures}")
+    if result.malformed_ok:
+        lines.append(f"  200s without a message content: {result.malformed_ok}")
+    return lines
+
+
+def scenario_a(args: argparse.Namespace, load: LoadGenerator) -> None:
+    print(
+        f"(a) stub answers 503 to {args.fail_fraction:.0%} of generation calls; "
+        f"{args.a_requests} requests at c={args.a_concurrency}"
+    )
+    with Services(args.logs) as services:
+        stub = start_stub(services, fail_503=args.fail_fraction, name="stub-a")
+        ttc = start_ttc(services, stub, args.ttc_args, name="ttc-a")
+        body = ttc_body(args.n, args.max_tokens)
+        spec = LoadSpec(ttc.url + "/v1/chat/completions", body, args.a_concurrency, args.a_requests)
+        stub.reset()
+        result = load.run(spec)
+        stats = stub.stats()
+    for line in describe(result):
+        print("  " + line)
+    success = result.ok / len(result.samples)
+    print(
+        f"  backend: {stats['generation_calls']} generation calls "
+        f"({stats['generation_calls'] / len(result.samples):.2f} per request), "
+        f"{stats['failed_503']} answered 503"
+    )
+    failures = len(result.samples) - result.ok
+    all_errors_conform = result.malformed_errors == 0 and not result.exceptions
+    print(f"  [{verdict(success >= 0.95)}] success ≥ 95%: {success:.1%}")
+    print(
+        f"  [{verdict(all_errors_conform)}] every failure body is an OpenAI error object "
+        f"({failures} failures)"
+    )
+
+
+def scenario_b(args: argparse.Namespace, load: LoadGenerator) -> None:
+    print(
+        f"(b) stub waits {args.latency_ms:.0f} ms a call; {args.b_requests} requests at "
+        f"c={args.b_concurrency}"
+    )
+    with Services(args.logs) as services:
+        stub = start_stub(services, latency_ms=args.latency_ms, name="stub-b")
+        ttc = start_ttc(services, stub, args.ttc_args, name="ttc-b")
+        body = ttc_body(args.n, args.max_tokens)
+        url = ttc.url + "/v1/chat/completions"
+        spec = LoadSpec(url, body, args.b_concurrency, args.b_requests)
+        cold = rss_kib(ttc.pid)
+        # A first burst grows pools and caches once; flat memory is judged from after it.
+        if args.b_warmup:
+            load.run(LoadSpec(url, body, args.b_concurrency, args.b_warmup))
+        before = rss_kib(ttc.pid)
+        result, samples = load.run_sampling_rss(spec, ttc.pid)
+        after = rss_kib(ttc.pid)
+    for line in describe(result):
+        print("  " + line)
+    latencies = result.latencies_ms(200)
+    p99 = percentile(latencies, 99)
+    peak = max(samples)
+    print(
+        f"  gateway RSS: cold {cold / 1024:.1f} MiB, after a {args.b_warmup}-request warm-up "
+        f"(before) {before / 1024:.1f} MiB, after {after / 1024:.1f} MiB, "
+        f"max {peak / 1024:.1f} MiB over {len(samples)} samples "
+        f"(+{(peak - before) / 1024:.1f} MiB at most, +{(after - before) / 1024:.1f} MiB after)"
+    )
+    print(
+        f"  [{verdict(result.ok == len(result.samples))}] all succeed: "
+        f"{result.ok}/{len(result.samples)}"
+    )
+    print(
+        f"  [{verdict(p99 < 1000)}] p99 < 1 s: {p99:.1f} ms "
+        f"(p50 {percentile(latencies, 50):.1f} ms)"
+    )
+
+
+def scenario_c(args: argparse.Namespace, load: LoadGenerator) -> None:
+    print(
+        f"(c) overload: ttc-server {args.overload_args!r}, stub waits {args.latency_ms:.0f} ms, "
+        f"{args.c_requests} requests at c={args.c_concurrency}"
+    )
+    extra = " ".join(part for part in (args.ttc_args, args.overload_args) if part)
+    with Services(args.logs) as services:
+        stub = start_stub(services, latency_ms=args.latency_ms, name="stub-c")
+        try:
+            ttc = start_ttc(services, stub, extra, name="ttc-c")
+        except ServiceError as exc:
+            print(f"  the gateway did not start with {extra!r}; does it know these flags?")
+            print("  " + str(exc).replace("\n", "\n  "))
+            return
+        body = ttc_body(args.n, args.max_tokens)
+        spec = LoadSpec(ttc.url + "/v1/chat/completions", body, args.c_concurrency, args.c_requests)
+        result = load.run(spec)
+    for line in describe(result):
+        print("  " + line)
+    rejected = result.latencies_ms(503)
+    print(f"  rejected with 503: {len(rejected)}/{len(result.samples)}")
+    if rejected:
+        print(
+            f"  rejected latency: p50 {percentile(rejected, 50):.1f} ms, "
+            f"p99 {percentile(rejected, 99):.1f} ms"
+        )
+        print(f"  rejected carrying Retry-After: {result.retry_after[503]}/{len(rejected)}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--scenarios", default="a,b", help="comma-separated, of a, b, c")
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--ttc-args", default="", help="extra flags for ttc-server, every scenario")
+    parser.add_argument("--fail-fraction", type=float, default=0.3)
+    parser.add_argument("--a-requests", type=int, default=400)
+    parser.add_argument("--a-concurrency", type=int, default=16)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--b-requests", type=int, default=1000)
+    parser.add_argument("--b-concurrency", type=int, default=200)
+    parser.add_argument("--b-warmup", type=int, default=200, help="requests before RSS 'before'")
+    parser.add_argument(
+        "--overload-args", default="--limits.max-concurrent-requests 32", help="for scenario c"
+    )
+    parser.add_argument("--c-requests", type=int, default=1000)
+    parser.add_argument("--c-concurrency", type=int, default=200)
+    parser.add_argument("--logs", type=Path, default=None, help="children's logs (default: tmp)")
+    args = parser.parse_args(argv)
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = sorted(set(args.scenarios) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(f"ttc-server fault benchmark: {' '.join(shlex.quote(a) for a in sys.argv)}", flush=True)
+    runners = {"a": scenario_a, "b": scenario_b, "c": scenario_c}
+    with LoadGenerator() as load:
+        for scenario in args.scenarios:
+            runners[scenario](args, load)
+            print(flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit("interrupted: every child process was stopped")
+    except ServiceError as exc:
+        sys.exit(str(exc))
