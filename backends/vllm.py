@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
 
 from backends.base import BackendSettings
@@ -24,7 +24,7 @@ from backends.errors import BackendUnavailable
 from backends.http import HTTPClients, VLLMClient
 from backends.vllm_session import VLLMSession
 
-__all__ = ["Replicas", "VLLMBackend", "VLLMBackendSettings"]
+__all__ = ["Replicas", "VLLMBackend", "VLLMBackendSettings", "VLLMReplicaSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +33,12 @@ _PROBE_TIMEOUT_S = 5.0
 _DOWN_S = 10.0
 
 
-class VLLMBackendSettings(BackendSettings):
-    """The vLLM backend's part of the server's settings (`--vllm-url`, `--model`)."""
+class VLLMReplicaSettings(BaseModel):
+    """Where a model's vLLM replicas are."""
 
     vllm_url: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Base URL of a vLLM replica; repeat the flag (or comma-separate) for several.",
-    )
-    model: str | None = Field(
-        default=None,
-        description="Model name served by vLLM; discovered from /v1/models when not set.",
     )
 
     @field_validator("vllm_url", mode="before")
@@ -63,6 +59,15 @@ class VLLMBackendSettings(BackendSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"vLLM URL must start with http:// or https://: {url!r}")
         return urls
+
+
+class VLLMBackendSettings(VLLMReplicaSettings, BackendSettings):
+    """The vLLM backend's part of the server's settings (`--vllm-url`, `--model`)."""
+
+    model: str | None = Field(
+        default=None,
+        description="Model name served by vLLM; discovered from /v1/models when not set.",
+    )
 
     def check_chosen(self) -> None:
         if not self.vllm_url:

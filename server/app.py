@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from backends.base import Backend
 from backends.http import HTTPClients
 from backends.registry import BACKENDS
+from backends.vllm import VLLMBackend
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.request_id import RequestIdMiddleware
@@ -43,8 +44,13 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             active = backend or await BACKENDS[settings.backend].create(settings, clients)
             stack.push_async_callback(active.aclose)
             verifiers = create_verifiers(settings.verifiers, active, clients)
+            more = {}
+            for name, served in settings.models.items():
+                model = VLLMBackend(clients.open(), served.vllm_url, name)
+                configs = {**settings.verifiers, **served.verifiers}
+                more[name] = (model, create_verifiers(configs, model, clients))
             app.state.serving = Serving(
-                active, settings.limits, metrics, verifiers, prices=settings.prices
+                active, settings.limits, metrics, verifiers, prices=settings.prices, more=more
             )
             logger.info(
                 "serving %s on the %s backend; verifiers: %s",
@@ -52,6 +58,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 settings.backend,
                 ", ".join(sorted(verifiers)),
             )
+            for name, served in settings.models.items():
+                logger.info("serving %s on vLLM at %s", name, ", ".join(served.vllm_url))
             yield
 
     app = FastAPI(title="ttc-server", version="0.1.0", lifespan=lifespan)

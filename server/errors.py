@@ -24,6 +24,7 @@ Anything else is a 500 with a generic message; the traceback goes to the log, no
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -59,8 +60,9 @@ class ModelNotFound(GatewayError, LookupError):
 
     param = "model"
 
-    def __init__(self, model: str, served: str) -> None:
-        super().__init__(f"The model {model!r} does not exist; this server serves {served!r}.")
+    def __init__(self, model: str, served: Sequence[str]) -> None:
+        names = ", ".join(repr(name) for name in served)
+        super().__init__(f"The model {model!r} does not exist; this server serves {names}.")
 
 
 class RequestTimeout(GatewayError, TimeoutError):

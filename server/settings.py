@@ -18,11 +18,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from backends.base import BackendSettings
 from backends.http import VLLMClientSettings
 from backends.registry import BACKENDS, BackendKind
+from backends.vllm import VLLMReplicaSettings
 from strategies.limits import Limits
 from verifiers.base import VerifierConfig
 from verifiers.registry import DEFAULT_VERIFIERS, AnyVerifierConfig
 
-__all__ = ["BackendName", "ModelPrice", "ServerSettings", "Settings", "backend_settings"]
+__all__ = [
+    "BackendName",
+    "ModelPrice",
+    "ServedModel",
+    "ServerSettings",
+    "Settings",
+    "backend_settings",
+]
 
 if TYPE_CHECKING:
     BackendName = str
@@ -49,6 +57,24 @@ class ModelPrice(BaseModel):
             + verifier_tokens * self.verifier
         )
         return total / 1_000_000
+
+
+class ServedModel(VLLMReplicaSettings):
+    """A further model the gateway serves, by name, on vLLM replicas of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verifiers: dict[str, AnyVerifierConfig] = Field(
+        default_factory=dict,
+        description="Verifiers of this model's requests, replacing the server's of the same name.",
+    )
+
+    @field_validator("vllm_url")
+    @classmethod
+    def _some_replica(cls, urls: list[str]) -> list[str]:
+        if not urls:
+            raise ValueError("a served model needs at least one vLLM URL")
+        return urls
 
 
 class ServerSettings(BaseSettings):
@@ -81,6 +107,14 @@ class ServerSettings(BaseSettings):
             "Token prices by served model name, in USD per million tokens, as JSON: "
             '{"Qwen/Qwen2.5-1.5B-Instruct": {"prompt": 0.02, "completion": 0.06, '
             '"verifier": 0.1}}. Unpriced models get no cost metrics.'
+        ),
+    )
+    models: dict[str, ServedModel] = Field(
+        default_factory=dict,
+        description=(
+            "Further models, each on vLLM replicas of its own, as JSON: "
+            '{"meta-llama/Llama-3.2-1B-Instruct": {"vllm_url": ["http://llama-0:8000"], '
+            '"verifiers": {...}}}. The backend\'s own model is served as well.'
         ),
     )
     limits: Limits = Field(default_factory=Limits)

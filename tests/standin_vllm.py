@@ -6,7 +6,8 @@ would not accept, or that misses a field the gateway relies on, is answered with
 recorded in `violations`, so a test fails both at the gateway and in the stand-in's record.
 
 Prompts steer it: a user message containing TOO_LONG gets vLLM's context-length 400, and one
-containing SLOW makes it wait before answering.
+containing SLOW makes it wait before answering. Faults are injected through `faults`: the next
+generation calls are answered with those statuses (503 and 429 with a vLLM error body), in order.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class StandIn:
     requests: list[Recorded] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     slow_s: float = 5.0
+    model: str = SERVED_MODEL
+    faults: list[int] = field(default_factory=list)
 
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]
@@ -96,7 +99,7 @@ def create_standin(state: StandIn) -> FastAPI:
 
     def check_generation(body: dict[str, Any], allowed: set[str]) -> None:
         check(set(body) <= allowed, f"unexpected fields {sorted(set(body) - allowed)}")
-        check(body.get("model") == SERVED_MODEL, f"model {body.get('model')!r}")
+        check(body.get("model") == state.model, f"model {body.get('model')!r}")
         check(body.get("return_token_ids") is True, "return_token_ids must be true")
         check(isinstance(body.get("n"), int) and body["n"] >= 1, "n must be a positive int")
         check(isinstance(body.get("max_tokens"), int), "max_tokens must be an int")
@@ -111,12 +114,12 @@ def create_standin(state: StandIn) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": SERVED_MODEL, "object": "model"}]}
+        return {"object": "list", "data": [{"id": state.model, "object": "model"}]}
 
     @app.post("/tokenize")
     async def tokenize(request: Request) -> dict[str, Any]:
         body = await record(request)
-        check(body.get("model") == SERVED_MODEL, "tokenize without the model")
+        check(body.get("model") == state.model, "tokenize without the model")
         check(isinstance(body.get("prompt"), str), "tokenize needs a prompt")
         check(body.get("add_special_tokens") is False, "counting must skip special tokens")
         tokens = list(range(len(_words(body["prompt"]))))
@@ -125,6 +128,8 @@ def create_standin(state: StandIn) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:
         body = await record(request)
+        if state.faults:
+            return _error("injected fault", state.faults.pop(0))
         check_generation(body, _CHAT_FIELDS)
         messages: list[dict[str, Any]] = body.get("messages") or []
         check(isinstance(messages, list) and bool(messages), "messages must be a list")
@@ -245,7 +250,7 @@ def create_standin(state: StandIn) -> FastAPI:
             "id": "standin-1",
             "object": kind,
             "created": int(time.time()),
-            "model": SERVED_MODEL,
+            "model": state.model,
             "choices": choices,
             "usage": usage,
         }
@@ -254,7 +259,7 @@ def create_standin(state: StandIn) -> FastAPI:
         words: list[str], n: int, finish: str, usage: dict[str, int], chat: bool
     ) -> AsyncIterator[str]:
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
-            payload = {"id": "standin-1", "model": SERVED_MODEL, "choices": choices, **extra}
+            payload = {"id": "standin-1", "model": state.model, "choices": choices, **extra}
             return f"data: {json.dumps(payload)}\n\n"
 
         for i in range(n):
@@ -283,10 +288,11 @@ def create_standin(state: StandIn) -> FastAPI:
 
 
 @contextlib.contextmanager
-def run_standin() -> Iterator[StandIn]:
-    """Serve a stand-in on a loopback port, in a thread of this process, until the block ends."""
+def run_standin(model: str = SERVED_MODEL) -> Iterator[StandIn]:
+    """Serve a stand-in of `model` on a loopback port, in a thread of this process, until the
+    block ends."""
     port = free_port()
-    state = StandIn(url=f"http://127.0.0.1:{port}")
+    state = StandIn(url=f"http://127.0.0.1:{port}", model=model)
     config = uvicorn.Config(create_standin(state), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from fastapi import APIRouter
 
-from server.deps import BackendDep
+from server.deps import ServingDep
 from server.routes.answering import ERROR_RESPONSES
 
 __all__ = [
@@ -23,7 +26,18 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", responses=ERROR_RESPONSES)
-async def ready(backend: BackendDep) -> dict[str, str]:
-    """Readiness: the backend is reachable and its model loaded (503 otherwise)."""
-    await backend.check_ready()
-    return {"status": "ready", "model": await backend.model_name()}
+async def ready(serving: ServingDep) -> dict[str, Any]:
+    """Readiness: the backend is reachable and its model loaded (503 otherwise). Further
+    models are probed too and reported; one that is down fails only its own requests."""
+    await serving.backend.check_ready()
+    named = await asyncio.gather(
+        *(served.backend.check_ready() for served in serving.named.values()),
+        return_exceptions=True,
+    )
+    body: dict[str, Any] = {"status": "ready", "model": await serving.backend.model_name()}
+    if serving.named:
+        body["models"] = {
+            name: "ready" if probe is None else f"unavailable: {probe}"
+            for name, probe in zip(serving.named, named, strict=True)
+        }
+    return body

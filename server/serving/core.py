@@ -44,7 +44,7 @@ from strategies.limits import Limits
 from strategies.registry import STRATEGIES, get_strategy, parse_params
 from verifiers.base import Verifier
 
-__all__ = ["PreparedRequest", "Serving", "run_until_disconnected"]
+__all__ = ["Deployment", "PreparedRequest", "Serving", "run_until_disconnected"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +52,20 @@ _T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """One served model: the backend that generates its text and the verifiers its requests
+    may name."""
+
+    backend: Backend
+    verifiers: Mapping[str, Verifier]
+    params_context: ParamsContext
+
+
+@dataclass(frozen=True)
 class PreparedRequest:
     """A validated request, ready to run."""
 
+    deployment: Deployment
     strategy: Strategy[Any]
     params: BaseModel
     request: StrategyRequest
@@ -65,7 +76,11 @@ class PreparedRequest:
 
 
 class Serving:
-    """Runs strategies for the routes; built once per app in its lifespan."""
+    """Runs strategies for the routes; built once per app in its lifespan.
+
+    It serves the backend's own model and, by name, any further models (each with its own
+    backend and verifiers) given in `more`.
+    """
 
     def __init__(
         self,
@@ -74,13 +89,36 @@ class Serving:
         metrics: Metrics,
         verifiers: Mapping[str, Verifier] | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
+        more: Mapping[str, tuple[Backend, Mapping[str, Verifier]]] | None = None,
     ) -> None:
-        self.backend = backend
         self.limits = limits
         self.metrics = metrics
-        self.verifiers = dict(verifiers or {})
         self.prices = dict(prices or {})
-        self._params_context = ParamsContext(verifiers=frozenset(self.verifiers), limits=limits)
+        self.primary = self._deployment(backend, verifiers or {})
+        self.named = {name: self._deployment(*served) for name, served in (more or {}).items()}
+
+    @property
+    def backend(self) -> Backend:
+        """The backend of the model served without a name in the settings."""
+        return self.primary.backend
+
+    async def models(self) -> dict[str, Deployment]:
+        """Every served model by name, the primary first."""
+        return {await self.primary.backend.model_name(): self.primary, **self.named}
+
+    async def deployment(self, model: str) -> Deployment:
+        """The deployment serving `model`; `ModelNotFound` if none does."""
+        named = self.named.get(model)
+        if named is not None:
+            return named
+        served = await self.primary.backend.model_name()
+        if model != served:
+            raise ModelNotFound(model, [served, *self.named])
+        return self.primary
+
+    def _deployment(self, backend: Backend, verifiers: Mapping[str, Verifier]) -> Deployment:
+        context = ParamsContext(verifiers=frozenset(verifiers), limits=self.limits)
+        return Deployment(backend, dict(verifiers), context)
 
     async def prepare(self, body: GenerationRequest, request_id: str) -> PreparedRequest:
         """Check the model, the limits, the strategy and its params; 4xx errors come from here."""
@@ -88,9 +126,8 @@ class Serving:
         label = body.reasoning_strategy if body.reasoning_strategy in STRATEGIES else "invalid"
         model = "unknown"
         try:
-            model = await self.backend.model_name()
-            if body.model != model:
-                raise ModelNotFound(body.model, model)
+            deployment = await self.deployment(body.model)
+            model = body.model
             unsupported = body.unsupported_field()
             if unsupported is not None:
                 raise InvalidRequest(f"{unsupported} is not supported by this server", unsupported)
@@ -98,11 +135,12 @@ class Serving:
                 logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
             request = body.to_strategy_request(self.limits)
             strategy = get_strategy(body.reasoning_strategy)
-            params = parse_params(strategy, body.reasoning_params, self._params_context)
+            params = parse_params(strategy, body.reasoning_params, deployment.params_context)
         except Exception as exc:
             self._observe(label, model, exc, started)
             raise
         return PreparedRequest(
+            deployment=deployment,
             strategy=strategy,
             params=params,
             request=request,
@@ -194,9 +232,9 @@ class Serving:
         deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
         self.metrics.started(prepared.strategy.name, prepared.model)
         return StrategyContext(
-            backend=self.backend.session(prepared.request_id, deadline),
+            backend=prepared.deployment.backend.session(prepared.request_id, deadline),
             request_id=prepared.request_id,
-            verifiers=self.verifiers,
+            verifiers=prepared.deployment.verifiers,
             limits=self.limits,
             deadline=deadline,
             sink=sink,

@@ -25,7 +25,7 @@ CASES: list[tuple[BaseException, int, str, str, str | None]] = [
     (StrategyError("no"), 400, "invalid_request_error", "strategy_error", None),
     (InvalidRequest("no", "stop"), 400, "invalid_request_error", "invalid_value", "stop"),
     (LimitExceeded("n", 65, 64), 400, "invalid_request_error", "invalid_value", "n"),
-    (ModelNotFound("a", "b"), 404, "not_found_error", "model_not_found", "model"),
+    (ModelNotFound("a", ["b"]), 404, "not_found_error", "model_not_found", "model"),
     (RequestTimeout("late"), 504, "timeout_error", "request_timeout", None),
     (BackendTimeout("late"), 504, "timeout_error", "backend_timeout", None),
     (BackendUnavailable("down"), 503, "service_unavailable_error", "backend_unavailable", None),
