@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -127,12 +128,35 @@ async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(loc) or None
+    errors = exc.errors()
+    if not errors:
+        info = ErrorInfo(message="invalid request", type=_INVALID, code="invalid_value")
+        return _json(400, ErrorResponse(error=info))
+    # A value that fits no member of a union fails once per member; the most specific of the
+    # first field's errors says the most (a list's bad item rather than "not a string").
+    field = _field_path(errors[0])
+    same_field = [e for e in errors if _field_path(e)[: len(field)] == field]
+    first = max(same_field, key=lambda e: len(_field_path(e)))
+    param = ".".join(_field_path(first)) or None
     message = f"{param}: {first['msg']}" if param else str(first["msg"])
     info = ErrorInfo(message=message, type=_INVALID, param=param, code="invalid_value")
     return _json(400, ErrorResponse(error=info))
+
+
+def _field_path(error: Any) -> tuple[str, ...]:
+    """The request field an error is about, as the client names it: without pydantic's `body`
+    prefix and the union members it tried (`str`, `list[str]`, a model's class name)."""
+    return tuple(str(part) for part in error.get("loc", ()) if not _is_union_tag(part))
+
+
+def _is_union_tag(part: object) -> bool:
+    if not isinstance(part, str):
+        return False  # a list index
+    # Wire field names are snake_case and never a type's name.
+    return part == "body" or part in _TYPE_NAMES or not part.islower() or "[" in part
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
