@@ -11,17 +11,20 @@ from server.serving.core import Serving
 
 __all__ = ["BackendDep", "RequestIdDep", "ServingDep"]
 
+# Async, so FastAPI calls them on the event loop instead of sending each to its threadpool.
 
-def _serving(request: Request) -> Serving:
+
+async def _serving(request: Request) -> Serving:
     serving: Serving = request.app.state.serving
     return serving
 
 
-def _backend(request: Request) -> Backend:
-    return _serving(request).backend
+async def _backend(request: Request) -> Backend:
+    serving: Serving = request.app.state.serving
+    return serving.backend
 
 
-def _request_id(request: Request) -> str:
+async def _request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
 
