@@ -16,6 +16,7 @@ from backends.base import Backend
 from backends.http import HTTPClients
 from backends.registry import BACKENDS
 from backends.vllm import VLLMBackend
+from server.admission import Admission, AdmissionMiddleware
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.request_id import RequestIdMiddleware
@@ -64,7 +65,10 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
 
     app = FastAPI(title="ttc-server", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    app.add_middleware(RequestIdMiddleware)
+    # `ttc-server` drains through it on SIGTERM (server.drain).
+    app.state.admission = admission = Admission(settings.limits, metrics)
+    app.add_middleware(AdmissionMiddleware, admission=admission)
+    app.add_middleware(RequestIdMiddleware)  # outermost: turned-away requests get an id too
     install_error_handlers(app)
     for module in (chat, completions, models, health):
         app.include_router(module.router)

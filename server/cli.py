@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
 import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
+from server.admission import Admission
 from server.app import create_app
+from server.drain import DrainingServer
 from server.request_id import RequestIdFilter
 from server.settings import Settings
 
@@ -29,6 +32,9 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every backend call at INFO: a line per call on the hot path; --log-level debug
+    # still shows them.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,11 +44,20 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         sys.exit(f"ttc-server: invalid settings:\n{exc}")
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
+        loop="uvloop",
+        http="httptools",
         log_config=None,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=math.ceil(settings.drain_grace_s),
     )
+    admission: Admission = app.state.admission
+    server = DrainingServer(config, admission, settings.shutdown_delay_s)
+    server.run()
+    if not server.started:
+        sys.exit("ttc-server: the server did not start")

@@ -6,26 +6,29 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from backends.base import Backend
+from server.admission import Admission
 from server.serving.core import Serving
 
-__all__ = ["BackendDep", "RequestIdDep", "ServingDep"]
+__all__ = ["AdmissionDep", "RequestIdDep", "ServingDep"]
+
+# Async, so FastAPI calls them on the event loop instead of sending each to its threadpool.
 
 
-def _serving(request: Request) -> Serving:
+async def _serving(request: Request) -> Serving:
     serving: Serving = request.app.state.serving
     return serving
 
 
-def _backend(request: Request) -> Backend:
-    return _serving(request).backend
+async def _admission(request: Request) -> Admission:
+    admission: Admission = request.app.state.admission
+    return admission
 
 
-def _request_id(request: Request) -> str:
+async def _request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
 
 
+AdmissionDep = Annotated[Admission, Depends(_admission)]
 ServingDep = Annotated[Serving, Depends(_serving)]
-BackendDep = Annotated[Backend, Depends(_backend)]
 RequestIdDep = Annotated[str, Depends(_request_id)]

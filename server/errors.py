@@ -7,6 +7,9 @@ own branch, and this is the whole tree with the HTTP status each maps to::
     ├── InvalidRequest          400  server.protocol.errors: a field asks for what we can't do
     ├── ModelNotFound           404  the request names a model this server does not serve
     ├── RequestTimeout          504  the whole request ran past the server's deadline
+    ├── ServerBusy              503  turned away before running, with Retry-After
+    │   ├── Overloaded               every slot taken and the wait queue full, or the wait ran out
+    │   └── ShuttingDown             the server is draining before it exits
     ├── LimitExceeded           400  strategies.limits: a field is over the server's ceiling
     ├── StrategyError           400  strategies.base
     │   ├── UnknownStrategyError     `reasoning_strategy` names no registered strategy
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,7 +50,11 @@ from verifiers.base import VerifierError
 
 __all__ = [
     "ModelNotFound",
+    "Overloaded",
     "RequestTimeout",
+    "ServerBusy",
+    "ShuttingDown",
+    "error_headers",
     "error_response",
     "error_status",
     "install_error_handlers",
@@ -69,6 +77,21 @@ class RequestTimeout(GatewayError, TimeoutError):
     """The whole request ran past the server's deadline."""
 
 
+class ServerBusy(GatewayError):
+    """The server turned a request away before running it; the client may retry elsewhere or
+    after `retry_after_s` seconds (sent as `Retry-After`)."""
+
+    retry_after_s = 1
+
+
+class Overloaded(ServerBusy):
+    """Every admission slot is taken and the wait queue is full, or the wait ran out."""
+
+
+class ShuttingDown(ServerBusy):
+    """The server is draining before it exits: it finishes what it runs and takes nothing new."""
+
+
 @dataclass(frozen=True)
 class _Mapped:
     status: int
@@ -77,6 +100,7 @@ class _Mapped:
 
 
 _INVALID = "invalid_request_error"
+_UNAVAILABLE = "service_unavailable_error"
 
 # Most specific first: an error takes the row of the first class it is an instance of.
 _TABLE: tuple[tuple[type[GatewayError], _Mapped], ...] = (
@@ -87,8 +111,10 @@ _TABLE: tuple[tuple[type[GatewayError], _Mapped], ...] = (
     (LimitExceeded, _Mapped(400, _INVALID, "invalid_value")),
     (ModelNotFound, _Mapped(404, "not_found_error", "model_not_found")),
     (RequestTimeout, _Mapped(504, "timeout_error", "request_timeout")),
+    (Overloaded, _Mapped(503, _UNAVAILABLE, "overloaded")),
+    (ShuttingDown, _Mapped(503, _UNAVAILABLE, "shutting_down")),
     (BackendTimeout, _Mapped(504, "timeout_error", "backend_timeout")),
-    (BackendUnavailable, _Mapped(503, "service_unavailable_error", "backend_unavailable")),
+    (BackendUnavailable, _Mapped(503, _UNAVAILABLE, "backend_unavailable")),
     (BackendError, _Mapped(502, "backend_error", "backend_error")),
     (VerifierError, _Mapped(502, "verifier_error", "verifier_error")),
 )
@@ -119,22 +145,54 @@ def error_response(exc: BaseException) -> tuple[int, ErrorResponse]:
     return mapped.status, ErrorResponse(error=info)
 
 
-def _json(status: int, body: ErrorResponse) -> JSONResponse:
-    return JSONResponse(body.model_dump(), status_code=status)
+def error_headers(exc: BaseException) -> dict[str, str]:
+    """Headers an error response carries besides its body: when to retry, if the server says."""
+    if isinstance(exc, ServerBusy):
+        # A draining server will not take this connection's next request either.
+        close = {"Connection": "close"} if isinstance(exc, ShuttingDown) else {}
+        return {"Retry-After": str(exc.retry_after_s), **close}
+    return {}
+
+
+def _json(status: int, body: ErrorResponse, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
-    return _json(*error_response(exc))
+    return _json(*error_response(exc), error_headers(exc))
 
 
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(loc) or None
+    errors = exc.errors()
+    if not errors:
+        info = ErrorInfo(message="invalid request", type=_INVALID, code="invalid_value")
+        return _json(400, ErrorResponse(error=info))
+    # A value that fits no member of a union fails once per member; the most specific of the
+    # first field's errors says the most (a list's bad item rather than "not a string").
+    field = _field_path(errors[0])
+    same_field = [e for e in errors if _field_path(e)[: len(field)] == field]
+    first = max(same_field, key=lambda e: len(_field_path(e)))
+    param = ".".join(_field_path(first)) or None
     message = f"{param}: {first['msg']}" if param else str(first["msg"])
     info = ErrorInfo(message=message, type=_INVALID, param=param, code="invalid_value")
     return _json(400, ErrorResponse(error=info))
+
+
+def _field_path(error: Any) -> tuple[str, ...]:
+    """The request field an error is about, as the client names it: without pydantic's `body`
+    prefix and the union members it tried (`str`, `list[str]`, a model's class name)."""
+    return tuple(str(part) for part in error.get("loc", ()) if not _is_union_tag(part))
+
+
+def _is_union_tag(part: object) -> bool:
+    if not isinstance(part, str):
+        return False  # a list index
+    # Wire field names are snake_case and never a type's name.
+    return part == "body" or part in _TYPE_NAMES or not part.islower() or "[" in part
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:

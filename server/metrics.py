@@ -10,15 +10,19 @@ request that fails after sampling still cost the backend its tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from server.settings import ModelPrice
 from strategies.accounting import CallStats, Usage
 
-__all__ = ["REQUEST_STATUSES", "Metrics"]
+__all__ = ["REJECTION_REASONS", "REQUEST_STATUSES", "Metrics"]
 
 # The closed set of `status` label values.
 REQUEST_STATUSES = ("ok", "client_error", "backend_error", "timeout", "cancelled", "server_error")
+# The closed set of `reason` label values of requests turned away before they ran.
+REJECTION_REASONS = ("queue_full", "queue_timeout", "shutting_down")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600)
 _CANDIDATE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -42,6 +46,22 @@ class Metrics:
         self.requests = counter("ttc_requests", "Requests answered, by outcome.", "status")
         self.in_flight = Gauge(
             "ttc_requests_in_flight", "Requests being answered now.", LABELS, registry=registry
+        )
+        self.rejected = Counter(
+            "ttc_rejected_requests",
+            "Generation requests turned away with 503 before they ran, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REJECTION_REASONS:
+            self.rejected.labels(reason)
+        self.admitted = Gauge(
+            "ttc_requests_admitted",
+            "Generation requests holding an admission slot (parsing, running or streaming).",
+            registry=registry,
+        )
+        self.queued = Gauge(
+            "ttc_requests_queued", "Generation requests waiting for a slot.", registry=registry
         )
         self.request_duration = histogram(
             "ttc_request_duration_seconds", "End-to-end latency of a request.", _LATENCY_BUCKETS
@@ -95,6 +115,16 @@ class Metrics:
     def retried(self, reason: str) -> None:
         """A call to a model server is being sent again."""
         self.backend_retries.labels(reason).inc()
+
+    def watch_admission(self, admitted: Callable[[], float], queued: Callable[[], float]) -> None:
+        """Read the admission gauges from their owner at scrape time (nothing on the hot path)."""
+        self.admitted.set_function(admitted)
+        self.queued.set_function(queued)
+
+    def reject(self, reason: str) -> None:
+        """A generation request was turned away before it ran."""
+        assert reason in REJECTION_REASONS, reason
+        self.rejected.labels(reason).inc()
 
     def started(self, strategy: str, model: str) -> None:
         """A request began running."""

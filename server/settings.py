@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliImplicitFlag, SettingsConfigDict
 
 from backends.base import BackendSettings
 from backends.http import VLLMClientSettings
@@ -24,6 +24,7 @@ from verifiers.base import VerifierConfig
 from verifiers.registry import DEFAULT_VERIFIERS, AnyVerifierConfig
 
 __all__ = [
+    "DRAIN_MARGIN_S",
     "BackendName",
     "ModelPrice",
     "ServedModel",
@@ -31,6 +32,9 @@ __all__ = [
     "Settings",
     "backend_settings",
 ]
+
+# What a request at its deadline still needs to unwind and send its 504, on top of the deadline.
+DRAIN_MARGIN_S = 5.0
 
 if TYPE_CHECKING:
     BackendName = str
@@ -94,6 +98,25 @@ class ServerSettings(BaseSettings):
         default="embedded", description="Which model server generates text."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: CliImplicitFlag[bool] = Field(
+        default=False, description="Log one line per HTTP request (uvicorn's access log)."
+    )
+    shutdown_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "On SIGTERM, how long to keep serving while /ready fails, so that load balancers "
+            "stop sending requests before the server drains."
+        ),
+    )
+    drain_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "How long requests in flight may take to finish once the server drains, before "
+            f"they are cancelled. Default: limits.request_timeout_s + {DRAIN_MARGIN_S:g}."
+        ),
+    )
     verifiers: dict[str, AnyVerifierConfig] = Field(
         default_factory=dict,
         description=(
@@ -122,6 +145,13 @@ class ServerSettings(BaseSettings):
         default_factory=VLLMClientSettings,
         description="Clients of every vLLM server: generator replicas, reward models, judges.",
     )
+
+    @property
+    def drain_grace_s(self) -> float:
+        """How long the drain waits for requests in flight: long enough for any to finish."""
+        if self.drain_timeout_s is not None:
+            return self.drain_timeout_s
+        return self.limits.request_timeout_s + DRAIN_MARGIN_S
 
     @field_validator("verifiers")
     @classmethod

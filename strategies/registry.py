@@ -5,6 +5,7 @@ Adding a strategy is one module (see `strategies.base` for the contract) and one
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,9 +49,15 @@ def get_strategy(name: str) -> Strategy[Any]:
 def parse_params(
     strategy: Strategy[Any], raw: Mapping[str, Any] | None, context: ParamsContext | None = None
 ) -> BaseModel:
-    """Validate `reasoning_params` with the strategy's own model; errors name the field."""
+    """Validate `reasoning_params` with the strategy's own model; errors name the field.
+
+    Validated as the JSON they came as, strictly: `"n": "4"` is an error, not 4, as in the
+    request's own fields, while enum names and lists for tuples are read as JSON gives them.
+    """
     try:
-        return strategy.params_model.model_validate(raw or {}, context=context or ParamsContext())
+        return strategy.params_model.model_validate_json(
+            json.dumps(raw or {}), strict=True, context=context or ParamsContext()
+        )
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])

@@ -40,12 +40,22 @@ class ServerSpec:
 @contextlib.contextmanager
 def gateway_process(*args: str, ready_timeout_s: float = 600.0) -> Iterator[str]:
     """Run `ttc-server` on a free loopback port until the block ends; yields its base URL."""
+    with gateway_server(*args, ready_timeout_s=ready_timeout_s) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def gateway_server(
+    *args: str, ready_timeout_s: float = 600.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As `gateway_process`, and the process too, for tests that signal it."""
     port = free_port()
     spec = ServerSpec(
         "ttc-server", [sys.executable, "-m", "server", "--port", str(port), *args], port
     )
-    with server_processes(spec, ready_timeout_s=ready_timeout_s):
-        yield spec.url
+    with _started(spec) as (process, log):
+        wait_ready(spec, process, log, ready_timeout_s)
+        yield spec.url, process
 
 
 @contextlib.contextmanager

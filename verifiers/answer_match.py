@@ -9,9 +9,10 @@ Extraction formats:
 
 Equivalence: answers are first normalised (case, surrounding `$`, trailing period, spaces);
 those math-verify can parse are then merged when math-verify finds them equal, so `1/2`, `0.5`
-and `\\frac{1}{2}` form one group. math-verify is sympy underneath and can be slow, so grouping
-runs in a worker thread with its signal-based timeouts off; a grouping that takes longer than
-`timeout_s` falls back to the normalised text alone.
+and `\\frac{1}{2}` form one group. Grouping by normalised text runs on the event loop; only
+when it leaves two or more distinct answers does math-verify compare them, in a worker thread
+(it is sympy underneath and can be slow) with its signal-based timeouts off; a comparison that
+takes longer than `timeout_s` falls back to the normalised text alone.
 
 Groups keep the order in which their first member appeared, which is what the voting
 strategies use to break ties: the earliest answer wins.
@@ -105,30 +106,38 @@ async def group_answers(
     answers: Sequence[str | None], timeout_s: float = 10.0
 ) -> list[AnswerGroup]:
     """Group candidate indices by equivalent answer; candidates with no answer are left out."""
+    # Exact normalised text first, on the loop: cheap, and when every answer agrees (the
+    # common case) it is the whole grouping; it also bounds the math comparisons to one per
+    # pair of distinct texts.
+    groups = _group_by_text(answers)
+    if len(groups) < 2:
+        return groups
     try:
         async with asyncio.timeout(timeout_s):
-            return await asyncio.to_thread(_group, answers, True)
+            return await asyncio.to_thread(_merge_equal, groups)
     except TimeoutError:
         logger.warning("math-verify took over %.0f s; grouping answers by text only", timeout_s)
-        return _group(answers, False)
+        return groups
 
 
-def _group(answers: Sequence[str | None], use_math: bool) -> list[AnswerGroup]:
-    # Exact normalised text first: cheap, and it bounds the math comparisons to distinct keys.
+def _group_by_text(answers: Sequence[str | None]) -> list[AnswerGroup]:
     by_key: dict[str, AnswerGroup] = {}
     for index, answer in enumerate(answers):
         if answer is None:
             continue
         by_key.setdefault(normalize(answer), AnswerGroup(answer)).members.append(index)
-    groups = list(by_key.values())
-    if not use_math or len(groups) < 2:
-        return groups
+    return list(by_key.values())
+
+
+def _merge_equal(groups: list[AnswerGroup]) -> list[AnswerGroup]:
+    # Runs in a worker thread; it merges into fresh groups, so the caller's stay as they were
+    # if it is abandoned at the timeout.
     parsed = [_parse(group.answer) for group in groups]
     merged: list[tuple[AnswerGroup, Any]] = []
     for group, value in zip(groups, parsed, strict=True):
         home = next((m for m, v in merged if value and v and _equal(v, value)), None)
         if home is None:
-            merged.append((group, value))
+            merged.append((AnswerGroup(group.answer, list(group.members)), value))
         else:
             home.members.extend(group.members)
     for group, _ in merged:

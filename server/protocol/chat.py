@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from backends.base import ChatMessage, ChatPrompt, FinishReason
 from server.protocol.common import (
@@ -44,8 +44,18 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
     """One message of a conversation."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextContentPart] | None = None
+    content: str | list[TextContentPart] | None = Field(default=None, validate_default=True)
     name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_unless_assistant(
+        cls, content: str | list[TextContentPart] | None, info: ValidationInfo
+    ) -> str | list[TextContentPart] | None:
+        # OpenAI lets only an assistant turn (one that called tools) go without content.
+        if content is None and info.data.get("role", "assistant") != "assistant":
+            raise ValueError(f"a {info.data['role']} message needs content")
+        return content
 
     def to_message(self) -> ChatMessage:
         """The message as the backend sees it: one role, one text."""

@@ -32,9 +32,11 @@ class OpenAIBaseModel(BaseModel):
     """Accepts fields it does not know, as OpenAI's API does, so newer clients keep working.
 
     An explicit `null` means "the default", as in OpenAI's API (some clients send every field).
+    Types are strict, as OpenAI's are: `"n": "2"`, `"stream": "yes"` or `"logprobs": 1` is a 400
+    naming the field, not a guess (an integer is still a number where a float is expected).
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -7,7 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from server.deps import ServingDep
+from server.deps import AdmissionDep, ServingDep
+from server.errors import ShuttingDown
 from server.routes.answering import ERROR_RESPONSES
 
 __all__ = [
@@ -26,9 +27,12 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", responses=ERROR_RESPONSES)
-async def ready(serving: ServingDep) -> dict[str, Any]:
-    """Readiness: the backend is reachable and its model loaded (503 otherwise). Further
-    models are probed too and reported; one that is down fails only its own requests."""
+async def ready(serving: ServingDep, admission: AdmissionDep) -> dict[str, Any]:
+    """Readiness: the backend is reachable and its model loaded, and the server is not shutting
+    down (503 otherwise). Further models are probed too and reported; one that is down fails
+    only its own requests."""
+    if admission.is_shutting_down:
+        raise ShuttingDown("The server is shutting down.")
     await serving.backend.check_ready()
     named = await asyncio.gather(
         *(served.backend.check_ready() for served in serving.named.values()),

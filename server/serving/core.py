@@ -273,9 +273,10 @@ class Serving:
             stopped_early=result is not None and result.stopped_early is not None,
             fallback=result is not None and result.fallback is not None,
         )
+        # One line per request, at DEBUG: `--access-log` is the cheap per-request line.
         if ctx is not None:
             usage = ctx.usage
-            logger.info(
+            logger.debug(
                 "strategy=%s status=%s calls=%d prompt_tokens=%d completion_tokens=%d "
                 "verifier_tokens=%d duration=%.3fs",
                 strategy,
@@ -287,7 +288,7 @@ class Serving:
                 seconds,
             )
         else:
-            logger.info("strategy=%s status=%s duration=%.3fs", strategy, status, seconds)
+            logger.debug("strategy=%s status=%s duration=%.3fs", strategy, status, seconds)
 
 
 def _status(exc: BaseException | None) -> str:

@@ -107,6 +107,24 @@ def test_kubernetes_gateway_reaches_every_generator_replica_and_the_prm() -> Non
     )
 
 
+def test_kubernetes_lets_the_gateway_leave_the_service_and_drain_before_it_kills_it() -> None:
+    pod = named("Deployment")["gateway"]["spec"]["template"]["spec"]
+    settings = gateway_env({e["name"]: e["value"] for e in pod["containers"][0]["env"]})
+    # Not ready while still serving, so the Service drops the pod before its socket closes.
+    assert settings.shutdown_delay_s > 0
+    needed = settings.shutdown_delay_s + settings.drain_grace_s
+    assert pod["terminationGracePeriodSeconds"] >= needed
+    assert settings.drain_grace_s > settings.limits.request_timeout_s
+
+
+def test_compose_lets_the_gateway_drain_before_it_kills_it() -> None:
+    gateway = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["gateway"]
+    settings = gateway_env(gateway["environment"])
+    grace = gateway["stop_grace_period"]
+    assert grace.endswith("s"), "seconds keep the comparison below simple"
+    assert float(grace.removesuffix("s")) >= settings.shutdown_delay_s + settings.drain_grace_s
+
+
 def test_prometheus_finds_what_compose_and_kubernetes_run() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     names = {

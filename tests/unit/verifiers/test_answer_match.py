@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from verifiers.answer_match import AnswerFormat, extract_answer, group_answers, normalize
@@ -52,3 +54,15 @@ async def test_math_equivalents_share_a_group_in_first_seen_order() -> None:
 async def test_text_only_grouping_when_math_verify_is_too_slow() -> None:
     groups = await group_answers(["1/2", "0.5", "1/2"], timeout_s=0)
     assert [(g.answer, g.members) for g in groups] == [("1/2", [0, 2]), ("0.5", [1])]
+
+
+async def test_answers_equal_as_text_are_grouped_without_a_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def no_thread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("grouping went to a worker thread")
+
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    groups = await group_answers(["$4$", None, "4.", " 4"])
+    assert [(g.answer, g.members) for g in groups] == [("$4$", [0, 2, 3])]
+    assert await group_answers([None, None]) == []

@@ -1,0 +1,110 @@
+"""Request fields are strictly typed, as OpenAI's are: a wrong type is a 400 naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from backends.scripted import ScriptedBackend
+from tests.factories import SCRIPTED_MODEL, app_client, chat_body
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"stream": "yes"}, "stream"),
+        ({"stream": 1}, "stream"),
+        ({"n": "2"}, "n"),
+        ({"n": 2.5}, "n"),
+        ({"n": True}, "n"),
+        ({"max_tokens": "10"}, "max_tokens"),
+        ({"max_completion_tokens": 10.0}, "max_completion_tokens"),
+        ({"temperature": "0.5"}, "temperature"),
+        ({"top_p": False}, "top_p"),
+        ({"logprobs": 1}, "logprobs"),
+        ({"logprobs": "true"}, "logprobs"),
+        ({"seed": "7"}, "seed"),
+        ({"stop": 5}, "stop"),
+        (
+            {"stream": True, "stream_options": {"include_usage": "true"}},
+            "stream_options.include_usage",
+        ),
+        ({"reasoning_params": "n=4"}, "reasoning_params"),
+        ({"messages": [{"role": "user"}]}, "messages.0.content"),
+        ({"messages": [{"role": "system", "content": None}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": 4}]}, "messages.0.content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 4}]}]},
+            "messages.0.content.0.text",
+        ),
+    ],
+)
+async def test_a_field_of_the_wrong_type_is_a_400_naming_it(
+    fields: dict[str, Any], param: str
+) -> None:
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(**fields))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        param,
+        "invalid_value",
+    )
+    assert error["message"].startswith(f"{param}: ")
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"max_tokens": "5"}, "max_tokens"),
+        ({"echo": "false"}, "echo"),
+        ({"logprobs": 1.0}, "logprobs"),
+    ],
+)
+async def test_completions_fields_are_strict_too(fields: dict[str, Any], param: str) -> None:
+    body = {"model": SCRIPTED_MODEL, "prompt": "2 + 2 =", **fields}
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post("/v1/completions", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_integers_are_numbers_and_an_assistant_turn_may_go_without_content() -> None:
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant"},
+        {"role": "user", "content": "What is 2 + 2?"},
+    ]
+    body = chat_body(messages=messages, temperature=1, top_p=1, stream=False, n=1)
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"n": "4"}, "reasoning_params.n"),
+        ({"n": 4.0}, "reasoning_params.n"),
+        ({"return_trace": "yes"}, "reasoning_params.return_trace"),
+        ({"temperature": "0.7"}, "reasoning_params.temperature"),
+    ],
+)
+async def test_reasoning_params_are_strict(params: dict[str, Any], param: str) -> None:
+    body = chat_body(reasoning_strategy="majority_vote", reasoning_params=params)
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, "invalid_reasoning_params")
+
+
+async def test_reasoning_params_take_json_as_json_gives_them() -> None:
+    # An enum by its name, a float given as an integer.
+    params = {"n": 2, "temperature": 1, "aggregation": "min", "verifier": "confidence"}
+    body = chat_body(reasoning_strategy="best_of_n", reasoning_params=params)
+    async with app_client(ScriptedBackend(["4", "5"])) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
