@@ -15,6 +15,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from tests.exposition import Samples
 from tests.factories import free_port
 from tests.servers import gateway_process
 from tests.standin_vllm import ANSWER, PRM_MODEL, SERVED_MODEL, StandIn, run_standin
@@ -24,6 +25,10 @@ pytestmark = pytest.mark.e2e
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 3 + 4?"}]
 
 
+OTHER_MODEL = "standin/Other-Model"
+ROUTING_HEADER = "X-SMG-Routing-Key"
+
+
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[tuple[StandIn, StandIn]]:
     with run_standin() as first, run_standin() as second:
@@ -31,7 +36,14 @@ def replicas() -> Iterator[tuple[StandIn, StandIn]]:
 
 
 @pytest.fixture(scope="module")
-def gateway(replicas: tuple[StandIn, StandIn]) -> Iterator[str]:
+def other() -> Iterator[StandIn]:
+    """The one replica of a further model the gateway serves."""
+    with run_standin(OTHER_MODEL) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(replicas: tuple[StandIn, StandIn], other: StandIn) -> Iterator[str]:
     first, second = replicas
     # No --model: the gateway discovers the served name from /v1/models.
     verifiers = {
@@ -49,6 +61,10 @@ def gateway(replicas: tuple[StandIn, StandIn]) -> Iterator[str]:
         "1",
         "--verifiers",
         json.dumps(verifiers),
+        "--vllm.routing-header",
+        ROUTING_HEADER,
+        "--models",
+        json.dumps({OTHER_MODEL: {"vllm_url": [other.url]}}),
     ) as url:
         yield url
 
@@ -311,3 +327,85 @@ async def test_beam_search_continues_prefixes_one_request_each(
     )
     trace = (response.model_extra or {})["reasoning_trace"]
     assert response.usage is not None and response.usage.completion_tokens == trace["tokens"]
+
+
+async def test_the_routing_key_reaches_every_call_of_a_search(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    await client.chat.completions.create(
+        model=SERVED_MODEL,
+        messages=QUESTION,
+        max_tokens=50,
+        extra_headers={"X-Request-Id": "route-me"},
+        extra_body={
+            "reasoning_strategy": "beam_search",
+            "reasoning_params": {
+                "n": 4,
+                "beam_width": 2,
+                "verifier": "prm",
+                "step_separator": "\n",
+            },
+        },
+    )
+    calls = [r for replica in replicas for r in replica.requests if r.path != "/pooling"]
+    assert len(calls) >= 2
+    # A router in front of vLLM keys on it, so every call of the request lands on one replica.
+    assert {r.headers.get(ROUTING_HEADER.lower()) for r in calls} == {"chatcmpl-route-me"}
+
+
+async def test_a_further_model_is_served_on_its_own_replicas(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn], other: StandIn
+) -> None:
+    other.requests.clear()
+    listed = [model.id async for model in client.models.list()]
+    assert listed == [SERVED_MODEL, OTHER_MODEL]
+    response = await client.chat.completions.create(
+        model=OTHER_MODEL,
+        messages=QUESTION,
+        max_tokens=50,
+        extra_body={"reasoning_strategy": "majority_vote", "reasoning_params": {"n": 3}},
+    )
+    assert response.model == OTHER_MODEL
+    assert response.choices[0].message.content == ANSWER
+    assert [r.body["model"] for r in other.requests] == [OTHER_MODEL]
+    assert received(replicas, "/v1/chat/completions") == []
+    assert other.violations == []
+    with pytest.raises(openai.NotFoundError) as info:
+        await client.chat.completions.create(model="no/such-model", messages=QUESTION)
+    assert SERVED_MODEL in str(info.value) and OTHER_MODEL in str(info.value)
+
+
+async def test_calls_vllm_turns_away_are_retried_and_counted(
+    gateway: str, client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        before = Samples.parse((await http.get("/metrics")).text)
+        # One 503 on each replica: the call moves to the other one, then waits and tries again.
+        for replica in replicas:
+            replica.faults[:] = [503]
+        response = await client.chat.completions.create(
+            model=SERVED_MODEL,
+            messages=QUESTION,
+            max_tokens=50,
+            extra_body={"reasoning_strategy": "majority_vote", "reasoning_params": {"n": 3}},
+        )
+        assert response.choices[0].message.content == ANSWER
+        spent = Samples.parse((await http.get("/metrics")).text) - before
+    assert spent.get("ttc_backend_retries_total", reason="503") == 2
+    # Counted once among the calls, however many times it was sent.
+    assert spent.get("ttc_backend_calls_total", outcome="ok") == 1
+
+
+async def test_a_call_turned_away_past_its_retries_is_a_clean_503(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    for replica in replicas:
+        replica.faults[:] = [503] * 4
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.chat.completions.create(model=SERVED_MODEL, messages=QUESTION, max_tokens=5)
+    for replica in replicas:
+        replica.faults.clear()
+    assert info.value.status_code == 503
+    error = info.value.body
+    assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "backend_unavailable"

@@ -105,3 +105,31 @@ def test_a_backend_cannot_take_a_setting_or_change_the_config(
 ) -> None:
     with pytest.raises(TypeError, match=complaint):
         backend_settings([*BACKENDS.values(), FakeKind(model)])
+
+
+def test_further_models_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "TTC_MODELS",
+        '{"llama": {"vllm_url": "http://l0:8000/,http://l1:8000", '
+        '"verifiers": {"judge": {"kind": "llm_judge", "url": "http://j:8000"}}}}',
+    )
+    monkeypatch.setenv("TTC_VLLM__ROUTING_HEADER", "X-SMG-Routing-Key")
+    settings = Settings()
+    assert settings.models["llama"].vllm_url == ["http://l0:8000", "http://l1:8000"]
+    assert settings.models["llama"].verifiers["judge"].kind == "llm_judge"
+    assert settings.vllm.routing_header == "X-SMG-Routing-Key"
+
+
+@pytest.mark.parametrize(
+    ("served", "complaint"),
+    [
+        ({"vllm_url": []}, "at least one vLLM URL"),
+        ({"vllm_url": ["ftp://x"]}, "http://"),
+        ({"vllm_url": ["http://x"], "replicas": 2}, "Extra inputs"),
+    ],
+)
+def test_a_further_model_needs_replicas_and_nothing_unknown(
+    served: dict[str, Any], complaint: str
+) -> None:
+    with pytest.raises(ValidationError, match=complaint):
+        Settings.model_validate({"models": {"m": served}})
