@@ -25,6 +25,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 from math_verify import parse, verify
@@ -38,6 +39,9 @@ logging.getLogger("math_verify").setLevel(logging.ERROR)
 AnswerFormat = Literal["auto", "boxed", "last_number", "regex", "full_text"]
 
 _NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:\s*/\s*\d+)?")
+# Numbers whose value Decimal reads exactly as math-verify does: no thousands separators,
+# fractions or exponents.
+_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
@@ -112,6 +116,11 @@ async def group_answers(
     groups = _group_by_text(answers)
     if len(groups) < 2:
         return groups
+    # Plain numbers (most final answers) are equal when their values are: no sympy needed,
+    # and no trip to a thread when nothing else is left to compare.
+    groups = _merge_numbers(groups)
+    if len(groups) < 2 or all(_PLAIN_NUMBER.fullmatch(normalize(g.answer)) for g in groups):
+        return groups
     try:
         async with asyncio.timeout(timeout_s):
             return await asyncio.to_thread(_merge_equal, groups)
@@ -127,6 +136,21 @@ def _group_by_text(answers: Sequence[str | None]) -> list[AnswerGroup]:
             continue
         by_key.setdefault(normalize(answer), AnswerGroup(answer)).members.append(index)
     return list(by_key.values())
+
+
+def _merge_numbers(groups: list[AnswerGroup]) -> list[AnswerGroup]:
+    by_value: dict[Decimal, AnswerGroup] = {}
+    merged: list[AnswerGroup] = []
+    for group in groups:
+        if not _PLAIN_NUMBER.fullmatch(key := normalize(group.answer)):
+            merged.append(group)
+        elif (home := by_value.get(Decimal(key))) is None:
+            by_value[Decimal(key)] = group
+            merged.append(group)
+        else:
+            home.members.extend(group.members)
+            home.members.sort()
+    return sorted(merged, key=lambda g: g.members[0])
 
 
 def _merge_equal(groups: list[AnswerGroup]) -> list[AnswerGroup]:
