@@ -286,13 +286,19 @@ def rss_kib(pid: int) -> int:
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """`requests` POSTs of `body` to `url`, `concurrency` at a time."""
+    """`requests` POSTs of `body` to `url`, `concurrency` at a time, after `warmup` more on the
+    same connections (so the measured ones see a steady state, as a real client's would);
+    the CPU of `watch` (pids) and the stub's call count at `stats_url` are read around the
+    measured ones."""
 
     url: str
     body: dict[str, Any]
     concurrency: int
     requests: int
     timeout_s: float = 120.0
+    warmup: int = 0
+    watch: tuple[int, ...] = ()
+    stats_url: str | None = None
 
 
 @dataclass
@@ -310,6 +316,9 @@ class LoadResult:
     retry_after: Counter[int] = field(default_factory=Counter)
     exceptions: Counter[str] = field(default_factory=Counter)
     answers: Counter[str] = field(default_factory=Counter)
+    # CPU seconds of each watched pid, and the stub's calls, over the measured requests.
+    cpu_s: dict[int, float] = field(default_factory=dict)
+    calls: int = 0
 
     @property
     def statuses(self) -> Counter[int]:
@@ -371,10 +380,25 @@ async def _drive(spec: LoadSpec) -> LoadResult:
             result.samples.append((status, time.perf_counter() - started))
             _inspect(result, status, raw, retry_after)
 
+    async def calls(session: aiohttp.ClientSession) -> int:
+        if spec.stats_url is None:
+            return 0
+        async with session.get(spec.stats_url) as response:
+            return int((await response.json())["calls"])
+
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        if spec.warmup:
+            remaining = iter(range(spec.warmup))
+            await asyncio.gather(*(worker(session) for _ in range(spec.concurrency)))
+            result = LoadResult(spec, 0.0, [])
+            remaining = iter(range(spec.requests))
+        cpu = {pid: cpu_seconds(pid) for pid in spec.watch}
+        calls_before = await calls(session)
         started = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(spec.concurrency)))
         result.elapsed_s = time.perf_counter() - started
+        result.cpu_s = {pid: cpu_seconds(pid) - used for pid, used in cpu.items()}
+        result.calls = await calls(session) - calls_before
     return result
 
 

@@ -53,7 +53,6 @@ from bench._harness import (
     ServiceError,
     Services,
     Stub,
-    cpu_seconds,
     free_port,
     percentile,
     post_json,
@@ -214,15 +213,21 @@ def measure(
     requests: int,
     warmup: int,
 ) -> Row:
-    load.run(LoadSpec(target.url, target.body, concurrency, warmup))
-    stub.reset()
     pid = target.service.pid if target.service else None
-    gateway_cpu = cpu_seconds(pid) if pid else 0.0
-    stub_cpu = cpu_seconds(stub.service.pid)
-    result = load.run(LoadSpec(target.url, target.body, concurrency, requests))
-    gateway_cpu = cpu_seconds(pid) - gateway_cpu if pid else 0.0
-    stub_cpu = cpu_seconds(stub.service.pid) - stub_cpu
-    calls = int(stub.stats()["calls"])
+    stub_pid = stub.service.pid
+    spec = LoadSpec(
+        target.url,
+        target.body,
+        concurrency,
+        requests,
+        warmup=warmup,
+        watch=(stub_pid, pid) if pid else (stub_pid,),
+        stats_url=stub.url + "/stats",
+    )
+    result = load.run(spec)
+    gateway_cpu = result.cpu_s.get(pid, 0.0) if pid else 0.0
+    stub_cpu = result.cpu_s[stub_pid]
+    calls = result.calls
     latencies = result.latencies_ms(200)
     failures = {str(code): count for code, count in result.statuses.items() if code != 200}
     if result.malformed_ok:
