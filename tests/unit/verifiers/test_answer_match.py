@@ -56,25 +56,23 @@ async def test_text_only_grouping_when_math_verify_is_too_slow() -> None:
     assert [(g.answer, g.members) for g in groups] == [("1/2", [0, 2]), ("0.5", [1])]
 
 
-async def test_answers_equal_as_text_are_grouped_without_a_worker_thread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def no_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     async def no_thread(*args: object, **kwargs: object) -> None:
         raise AssertionError("grouping went to a worker thread")
 
     monkeypatch.setattr(asyncio, "to_thread", no_thread)
+
+
+@pytest.mark.usefixtures("no_worker_thread")
+async def test_answers_equal_as_text_are_grouped_without_a_worker_thread() -> None:
     groups = await group_answers(["$4$", None, "4.", " 4"])
     assert [(g.answer, g.members) for g in groups] == [("$4$", [0, 2, 3])]
     assert await group_answers([None, None]) == []
 
 
-async def test_plain_numbers_are_grouped_by_value_without_a_worker_thread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async def no_thread(*args: object, **kwargs: object) -> None:
-        raise AssertionError("grouping went to a worker thread")
-
-    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+@pytest.mark.usefixtures("no_worker_thread")
+async def test_plain_numbers_are_grouped_by_value_without_a_worker_thread() -> None:
     groups = await group_answers(["5", "4", "4.0", "-3", "5.00", "04"])
     assert [(g.answer, g.members) for g in groups] == [
         ("5", [0, 4]),
