@@ -2,7 +2,8 @@
 
 - `Services` starts child processes in their own process groups, waits for them to answer and
   stops every one of them on the way out, also on Ctrl-C, SIGTERM or an error.
-- `start_stub` and `start_ttc` start `bench/stub_vllm.py` and the gateway of this checkout.
+- `start_stub` and `start_ttc` start `bench/stub_vllm.py` (with either of its front ends,
+  `STUB_FRONTENDS`) and the gateway of this checkout.
 - `LoadGenerator` drives a URL from a process of its own (an aiohttp client with a pooled
   connector), so its CPU is not charged to the benchmark's bookkeeping, and measures every
   request's latency and status.
@@ -42,6 +43,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 STUB_MODEL = "stub-model"
 QUESTION = "What is 2 + 2? Answer with a number."
+# bench/stub_vllm.py's --frontend: `raw` is the ceiling, `fastapi` costs what vLLM's server does.
+STUB_FRONTENDS = ("raw", "fastapi")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -167,6 +170,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 @dataclass
 class Stub:
     service: Service
+    frontend: str = "raw"
 
     @property
     def url(self) -> str:
@@ -185,15 +189,19 @@ def start_stub(
     fail_503: float = 0.0,
     retry_after: bool = False,
     name: str = "stub",
+    frontend: str = "raw",
 ) -> Stub:
+    if frontend not in STUB_FRONTENDS:
+        raise ValueError(f"stub front end {frontend!r} is not one of {STUB_FRONTENDS}")
     port = free_port()
     argv = [sys.executable, str(BENCH / "stub_vllm.py"), "--port", str(port)]
+    argv += ["--frontend", frontend]
     argv += ["--latency-ms", str(latency_ms), "--fail-503", str(fail_503)]
     if retry_after:
         argv.append("--retry-after")
     service = services.start(name, argv, f"http://127.0.0.1:{port}")
     service.wait_ready("/v1/models", timeout_s=20)
-    return Stub(service)
+    return Stub(service, frontend)
 
 
 def start_ttc(services: Services, stub: Stub, extra_args: str = "", name: str = "ttc") -> Service:

@@ -7,7 +7,9 @@ Run by hand (about a minute for the first two scenarios):
         --overload-args '--limits.max-concurrent-requests 32'
 
 Each scenario starts its own vLLM stand-in (`bench/stub_vllm.py`) and this checkout's gateway
-in front of it, and drives majority votes (n=8) from a load generator in its own process:
+in front of it, and drives majority votes (n=8) from a load generator in its own process.
+`--stub-frontend` picks the stub's HTTP side: `raw` (default, a bare asyncio server) or
+`fastapi` (FastAPI + pydantic + uvicorn, the per-request cost of vLLM's own API server):
 
 - a, failing backend: the stub answers 503 to 30% of generation calls; 400 requests at c=16.
   Reports the fraction of client requests that succeeded (target ≥ 95%), the statuses of the
@@ -35,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import (
+    STUB_FRONTENDS,
     LoadGenerator,
     LoadResult,
     LoadSpec,
@@ -90,7 +93,9 @@ def scenario_a(args: argparse.Namespace, load: LoadGenerator) -> None:
         f"{args.a_requests} requests at c={args.a_concurrency}"
     )
     with Services(args.logs) as services:
-        stub = start_stub(services, fail_503=args.fail_fraction, name="stub-a")
+        stub = start_stub(
+            services, fail_503=args.fail_fraction, name="stub-a", frontend=args.stub_frontend
+        )
         ttc = start_ttc(services, stub, args.ttc_args, name="ttc-a")
         body = ttc_body(args.n, args.max_tokens)
         spec = LoadSpec(ttc.url + "/v1/chat/completions", body, args.a_concurrency, args.a_requests)
@@ -120,7 +125,9 @@ def scenario_b(args: argparse.Namespace, load: LoadGenerator) -> None:
         f"c={args.b_concurrency}"
     )
     with Services(args.logs) as services:
-        stub = start_stub(services, latency_ms=args.latency_ms, name="stub-b")
+        stub = start_stub(
+            services, latency_ms=args.latency_ms, name="stub-b", frontend=args.stub_frontend
+        )
         ttc = start_ttc(services, stub, args.ttc_args, name="ttc-b")
         body = ttc_body(args.n, args.max_tokens)
         url = ttc.url + "/v1/chat/completions"
@@ -160,7 +167,9 @@ def scenario_c(args: argparse.Namespace, load: LoadGenerator) -> None:
     )
     extra = " ".join(part for part in (args.ttc_args, args.overload_args) if part)
     with Services(args.logs) as services:
-        stub = start_stub(services, latency_ms=args.latency_ms, name="stub-c")
+        stub = start_stub(
+            services, latency_ms=args.latency_ms, name="stub-c", frontend=args.stub_frontend
+        )
         try:
             ttc = start_ttc(services, stub, extra, name="ttc-c")
         except ServiceError as exc:
@@ -188,6 +197,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--ttc-args", default="", help="extra flags for ttc-server, every scenario")
+    parser.add_argument(
+        "--stub-frontend",
+        choices=STUB_FRONTENDS,
+        default="raw",
+        help="the vLLM stand-in's HTTP side: raw (bare asyncio) or fastapi (shaped like vLLM's "
+        "API server)",
+    )
     parser.add_argument("--fail-fraction", type=float, default=0.3)
     parser.add_argument("--a-requests", type=int, default=400)
     parser.add_argument("--a-concurrency", type=int, default=16)
@@ -211,7 +227,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"ttc-server fault benchmark: {' '.join(shlex.quote(a) for a in sys.argv)}", flush=True)
+    print(f"ttc-server fault benchmark: {' '.join(shlex.quote(a) for a in sys.argv)}")
+    print(f"stub front end: {args.stub_frontend}", flush=True)
     runners = {"a": scenario_a, "b": scenario_b, "c": scenario_c}
     with LoadGenerator() as load:
         for scenario in args.scenarios:

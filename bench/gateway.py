@@ -5,16 +5,30 @@ Run by hand (a few minutes a pass; the peers are installed on first use):
     .venv/bin/python bench/gateway.py
     .venv/bin/python bench/gateway.py --systems direct,ttc --concurrency 1 64 --passes 5
     .venv/bin/python bench/gateway.py --ttc-args '--limits.max-concurrent-requests 256'
+    .venv/bin/python bench/gateway.py --stub-frontend fastapi
 
 Every system sits in front of the same zero-latency vLLM stand-in (`bench/stub_vllm.py`), so
 what is measured is each gateway's own cost of a majority vote over 8 samples:
 
-- `direct`: the stub called directly with the same `n=8` chat completion: the ceiling.
+- `direct`: the stub called directly with the same `n=8` chat completion: the reference
+  (what it stands for depends on the stub's front end, below).
 - `ttc`: this checkout's server (`python -m server --backend vllm ...`), with
   `reasoning_strategy: majority_vote`, `reasoning_params: {"n": 8}`.
 - `its_hub`: `its-hub[iaas]==1.2.0`'s `its-iaas` server, configured through its `/configure`
   endpoint for self-consistency with budget 8.
 - `optillm`: `optillm==0.4.0` with `--approach majority_voting` and `k: 8` in the request.
+
+The stub has two front ends (`--stub-frontend`), and what "× direct" means depends on which:
+
+- `raw` (the default): a bare asyncio server answering from pre-encoded bodies, about 10,000
+  req/s on 2 cores. It costs next to nothing, so `direct` is a ceiling no real backend reaches
+  and the ratio isolates each gateway's own cost.
+- `fastapi`: the same answers from a FastAPI app with pydantic request and response models,
+  served by uvicorn (uvloop, httptools, one process), built the way vLLM's OpenAI-compatible
+  API server is. The issue this benchmark serves measured "the stub called directly" at about
+  882 req/s at c=64, which is what such a front end costs; with it, `direct` costs per request
+  what a real vLLM front end does, and "× direct" reads as the share of a real vLLM server's
+  front-end throughput that the gateway keeps.
 
 The peers go into virtual environments of their own under the user's cache directory
 (`--venvs`), made on first use and never in CI. Each system is driven at each concurrency by a
@@ -46,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import (
     QUESTION,
+    STUB_FRONTENDS,
     STUB_MODEL,
     LoadGenerator,
     LoadSpec,
@@ -62,6 +77,11 @@ from bench._harness import (
 )
 
 SYSTEMS = ("direct", "ttc", "its_hub", "optillm")
+# What `direct`, hence "× direct", stands for with each of the stub's front ends.
+FRONTEND_MEANING = {
+    "raw": "bare asyncio, the ceiling: × direct isolates the gateway's own cost",
+    "fastapi": "vLLM-shaped FastAPI: × direct is the share of a vLLM front end's throughput kept",
+}
 
 
 @dataclass(frozen=True)
@@ -300,13 +320,13 @@ COLUMNS: list[tuple[str, Callable[[Row], float | None], int]] = [
 ]
 
 
-def markdown(summaries: list[Summary]) -> str:
-    header = ["system", "c", *(name for name, _, _ in COLUMNS), "failed"]
+def markdown(summaries: list[Summary], stub_frontend: str) -> str:
+    header = ["system", "stub", "c", *(name for name, _, _ in COLUMNS), "failed"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for summary in summaries:
         failed = sum(sum(row.failures.values()) for row in summary.rows)
         total = sum(row.requests for row in summary.rows)
-        cells = [summary.system, str(summary.concurrency)]
+        cells = [summary.system, stub_frontend, str(summary.concurrency)]
         cells += [summary.cell(pick, digits) for _, pick, digits in COLUMNS]
         cells.append(f"{failed}/{total}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -364,6 +384,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=8, help="samples per client request")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--ttc-args", default="", help="extra flags for ttc-server, one string")
+    parser.add_argument(
+        "--stub-frontend",
+        choices=STUB_FRONTENDS,
+        default="raw",
+        help="the vLLM stand-in's HTTP side. raw: a bare asyncio server (~10,000 req/s), the "
+        "ceiling that isolates the gateway's own cost. fastapi: FastAPI + pydantic + uvicorn "
+        "built like vLLM's OpenAI server (the issue's ~882 req/s 'stub called directly' at "
+        "c=64), so '× direct' reads as the share of a real vLLM front end's throughput the "
+        "gateway keeps",
+    )
     parser.add_argument("--venvs", type=Path, default=default_venvs(), help="peers' environments")
     parser.add_argument("--logs", type=Path, default=None, help="children's logs (default: tmp)")
     args = parser.parse_args(argv)
@@ -382,14 +412,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"systems {args.systems}, concurrency {args.concurrency}, {args.requests} requests a row, "
         f"{args.passes} passes, n={args.n}, max_tokens={args.max_tokens}, "
-        f"ttc args {args.ttc_args!r}, cores {os.cpu_count()}",
+        f"ttc args {args.ttc_args!r}, stub front end {args.stub_frontend}, "
+        f"cores {os.cpu_count()}",
         flush=True,
     )
     summaries: dict[tuple[str, int], Summary] = {}
     unavailable: dict[str, str] = {}
     with Services(args.logs) as services, LoadGenerator() as load:
         print(f"children's logs in {services.log_dir}")
-        stub = start_stub(services)
+        stub = start_stub(services, frontend=args.stub_frontend)
         targets: list[Target] = []
         for system in args.systems:
             started = time.monotonic()
@@ -420,17 +451,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print()
     print(
-        f"Medians over {args.passes} passes (min–max), {args.requests} requests a row, n={args.n}:"
+        f"Medians over {args.passes} passes (min–max), {args.requests} requests a row, n={args.n}, "
+        f"stub front end `{args.stub_frontend}` ({FRONTEND_MEANING[args.stub_frontend]}):"
     )
     print()
-    print(markdown(ordered))
+    print(markdown(ordered, args.stub_frontend))
     print()
     print("CPU is the gateway process and its descendants (utime+stime from /proc); `direct` has")
     print("no gateway. Backend calls are every request the stub received, per client request.")
     for system, reason in unavailable.items():
         print(f"\n{system} was not measured: {reason}")
     if "ttc" in args.systems:
-        print("\nttc-server targets (medians):")
+        print(f"\nttc-server targets (medians, stub front end `{args.stub_frontend}`):")
         for line in targets_report(summaries):
             print("  " + line)
     return 0
