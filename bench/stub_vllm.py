@@ -28,10 +28,14 @@ shared code; only the HTTP side differs):
   as pydantic response models and returned as `JSONResponse(content=response.model_dump())`
   (stream chunks as `model_dump_json(exclude_unset=True)`), validation errors as 400 OpenAI
   error objects, served by uvicorn with uvloop and httptools, one process, no access log.
-  Nothing is cached: each request pays what vLLM's front end pays, minus the engine. The
-  benchmark's issue measured "the stub called directly" at about 882 req/s at c=64, which is
-  what such a front end costs; with this one, "× direct" reads as the share of a real vLLM
-  front end's throughput that a gateway keeps.
+  Nothing is cached: each request pays for the HTTP, validation and serialisation work of
+  vLLM's front end, minus the engine. The benchmark's issue measured "the stub called directly"
+  at about 882 req/s at c=64, the cost of a vLLM-shaped FastAPI front end; with this one,
+  "× direct" reads as the share of a real vLLM front end's throughput that a gateway keeps,
+  rather than of a ceiling no backend reaches. It is lighter than vLLM's whole front end (whose
+  request model has some 80 fields and which also renders the chat template, tokenizes and
+  talks to the engine process): a first smoke run on 2 shared cores gave about 3,800 req/s at
+  c=64 with n=8, not 882, so its ratios are lower bounds on the share a gateway keeps.
 """
 
 from __future__ import annotations
@@ -821,7 +825,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="raw",
         help="raw: a bare asyncio server, the ceiling that isolates a gateway's own cost; "
         "fastapi: FastAPI + pydantic + uvicorn shaped like vLLM's API server, about its "
-        "per-request cost (the issue's ~882 req/s 'direct' at c=64)",
+        "per-request HTTP and pydantic cost (toward the issue's ~882 req/s 'direct' at c=64)",
     )
     parser.add_argument(
         "--latency-ms", type=float, default=0.0, help="wait this long before each generation"
