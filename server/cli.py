@@ -32,9 +32,6 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every backend call at INFO: a line per call on the hot path; --log-level debug
-    # still shows them.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:
