@@ -4,7 +4,7 @@ Run by hand (about a minute for the first two scenarios):
 
     .venv/bin/python bench/faults.py                          # scenarios a and b
     .venv/bin/python bench/faults.py --scenarios c \
-        --overload-args '--limits.max-concurrent-requests 32'
+        --overload-args '--limits.max-concurrent-requests 64 --limits.max-queued-requests 0'
 
 Each scenario starts its own vLLM stand-in (`bench/stub_vllm.py`) and this checkout's gateway
 in front of it, and drives majority votes (n=8) from a load generator in its own process.
@@ -19,7 +19,8 @@ in front of it, and drives majority votes (n=8) from a load generator in its own
   succeeded, p50/p99 (target p99 < 1 s), and the gateway's RSS (VmRSS, process and
   descendants) cold, before (after a warm-up burst), after and at most, sampled during the run
   (it should stay flat).
-- c, overload: the gateway started with `--overload-args` (a concurrency limit), the 50 ms stub,
+- c, overload: the gateway started with `--overload-args` (by default 32 requests at once and 16
+  waiting, so that most of c=200 is turned away), the 50 ms stub,
   c=200. Counts the 503s, their latency (they should come at once) and whether they carry
   `Retry-After`. A gateway that rejects the flags is reported as such, with its log's tail.
 """
@@ -212,7 +213,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--b-concurrency", type=int, default=200)
     parser.add_argument("--b-warmup", type=int, default=200, help="requests before RSS 'before'")
     parser.add_argument(
-        "--overload-args", default="--limits.max-concurrent-requests 32", help="for scenario c"
+        "--overload-args",
+        default="--limits.max-concurrent-requests 32 --limits.max-queued-requests 16",
+        help="for scenario c",
     )
     parser.add_argument("--c-requests", type=int, default=1000)
     parser.add_argument("--c-concurrency", type=int, default=200)
