@@ -5,7 +5,6 @@ Run it with `ttc-server`, or `uvicorn --factory server.app:create_app`.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -62,9 +61,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             )
             for name, served in settings.models.items():
                 logger.info("serving %s on vLLM at %s", name, ", ".join(served.vllm_url))
-            # Everything built so far lives as long as the app: out of the collector's sight,
-            # full collections under load walk only what requests allocate (shorter pauses).
-            gc.freeze()
             yield
 
     app = FastAPI(title="ttc-server", version="0.1.0", lifespan=lifespan)
