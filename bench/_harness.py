@@ -14,6 +14,7 @@ Nothing here imports the project: the benchmarks talk to it over HTTP only.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
 import contextlib
@@ -480,3 +481,13 @@ class LoadGenerator(contextlib.AbstractContextManager["LoadGenerator"]):
                 continue
             samples.append(rss_kib(pid))
             return result, samples
+
+
+def choices(
+    parser: argparse.ArgumentParser, value: str, known: Sequence[str], what: str
+) -> list[str]:
+    """A comma-separated option's items, each one of `known`, or the parser's usage error."""
+    chosen = [item.strip() for item in value.split(",") if item.strip()]
+    if unknown := sorted(set(chosen) - set(known)):
+        parser.error(f"unknown {what} {unknown}; choose from {', '.join(known)}")
+    return chosen

@@ -44,6 +44,7 @@ from bench._harness import (
     LoadSpec,
     ServiceError,
     Services,
+    choices,
     percentile,
     rss_kib,
     start_stub,
@@ -221,10 +222,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--c-concurrency", type=int, default=200)
     parser.add_argument("--logs", type=Path, default=None, help="children's logs (default: tmp)")
     args = parser.parse_args(argv)
-    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = sorted(set(args.scenarios) - set(SCENARIOS))
-    if unknown:
-        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+    args.scenarios = choices(parser, args.scenarios, list(SCENARIOS), "scenarios")
     return args
 
 

@@ -71,6 +71,7 @@ from bench._harness import (
     ServiceError,
     Services,
     Stub,
+    choices,
     free_port,
     percentile,
     post_json,
@@ -400,10 +401,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--venvs", type=Path, default=default_venvs(), help="peers' environments")
     parser.add_argument("--logs", type=Path, default=None, help="children's logs (default: tmp)")
     args = parser.parse_args(argv)
-    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = sorted(set(args.systems) - set(SYSTEMS))
-    if unknown:
-        parser.error(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+    args.systems = choices(parser, args.systems, list(SYSTEMS), "systems")
     return args
 
 
