@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -21,10 +21,12 @@ __all__ = [
     "ChatMessage",
     "ChatPrompt",
     "Completion",
+    "Echo",
     "FinishReason",
     "Generation",
     "Prompt",
     "PromptLogprobs",
+    "PromptToken",
     "RewardModel",
     "RewardOutputs",
     "SamplingParams",
@@ -33,6 +35,8 @@ __all__ = [
     "StreamEvent",
     "TextPrompt",
     "TokenLogprob",
+    "TokenPrompt",
+    "Tokenized",
 ]
 
 FinishReason = Literal["stop", "length"]
@@ -61,6 +65,14 @@ class TextPrompt:
     text: str
 
 
+@dataclass(frozen=True)
+class TokenPrompt:
+    """A prompt given as token ids, handed to the model as they are (the completions API)."""
+
+    ids: tuple[int, ...]
+
+
+# What strategies send; token ids reach a backend only as `echo`'s prompt.
 Prompt = ChatPrompt | TextPrompt
 
 
@@ -127,6 +139,36 @@ class PromptLogprobs:
 
 
 @dataclass(frozen=True)
+class PromptToken:
+    """One token of a prompt, scored: its log-probability given the tokens before it (none for
+    the first), the top alternatives there, and where its text starts in the prompt's text."""
+
+    token: str
+    logprob: float | None
+    top: tuple[tuple[str, float], ...]
+    offset: int
+
+
+@dataclass(frozen=True)
+class Echo:
+    """A raw prompt scored token by token, and what was generated after it (`max_tokens` 0
+    generates nothing: every completion is empty)."""
+
+    text: str
+    tokens: tuple[PromptToken, ...]
+    generation: Generation
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """A prompt's token ids as the model server's tokenizer makes them."""
+
+    ids: tuple[int, ...]
+    max_model_len: int
+    strings: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class StreamDelta:
     """New text of completion `index`, with the log-probabilities of its tokens if asked.
 
@@ -173,6 +215,25 @@ class BackendSession(Protocol):
 
     async def count_tokens(self, text: str) -> int:
         """How many tokens `text` is, without special tokens."""
+        ...
+
+    async def echo(self, prompt: TextPrompt | TokenPrompt, params: SamplingParams) -> Echo:
+        """Score the prompt's own tokens (`params.logprobs` alternatives each) and sample
+        `params.n` completions after it; `params.max_tokens` may be 0."""
+        ...
+
+    async def tokenize(
+        self, prompt: TextPrompt | ChatPrompt, add_special_tokens: bool, with_strings: bool
+    ) -> Tokenized:
+        """The prompt's token ids; a chat prompt is rendered with the model's template first."""
+        ...
+
+    async def detokenize(self, ids: Sequence[int]) -> str:
+        """The text of these token ids."""
+        ...
+
+    async def tokenizer_info(self) -> dict[str, Any]:
+        """The tokenizer's configuration, as vLLM's `GET /tokenizer_info` gives it."""
         ...
 
 

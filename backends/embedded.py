@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -23,14 +23,21 @@ from pydantic import BaseModel, Field
 from backends.base import (
     BackendSettings,
     ChatPrompt,
+    Completion,
+    Echo,
+    FinishReason,
     Generation,
     Prompt,
     PromptLogprobs,
     SamplingParams,
     StreamEnd,
     StreamEvent,
+    TextPrompt,
+    Tokenized,
+    TokenPrompt,
 )
 from backends.embedded_model import DeltaSink, LoadedModel
+from backends.embedded_tokens import score_prompt, tokenizer_info
 from backends.errors import BackendResponseError, BackendUnavailable
 from backends.http import HTTPClients
 from backends.smollm2 import MODEL_NAME
@@ -140,8 +147,45 @@ class EmbeddedBackend:
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def echo(self, prompt: TextPrompt | TokenPrompt, params: SamplingParams) -> Echo:
+        model = self._model
+        ids = model.encode(prompt)
+        model.check_length(len(ids), params.max_tokens)
+        text, tokens, greedy = await self._run(
+            lambda: score_prompt(model.model, model.tokenizer, ids, params.logprobs or 0), None
+        )
+        if params.max_tokens == 1 and params.temperature < 1e-5 and not params.stop:
+            # What lm-eval asks: the scoring pass already holds the one greedy token.
+            logprobs = (greedy,) if params.logprobs is not None else None
+            finish: FinishReason = "stop" if greedy.token == model.tokenizer.eos_token else "length"
+            one = Completion(greedy.token, finish, 1, logprobs)
+            generation = Generation((one,) * params.n, prompt_tokens=len(ids))
+        elif params.max_tokens:
+            generation = await self._submit(TokenPrompt(tuple(ids)), params, None)
+        else:
+            empty = Completion("", "length", 0, () if params.logprobs is not None else None)
+            generation = Generation((empty,) * params.n, prompt_tokens=len(ids))
+        return Echo(text, tokens, generation)
+
+    async def tokenize(
+        self, prompt: TextPrompt | ChatPrompt, add_special_tokens: bool, with_strings: bool
+    ) -> Tokenized:
+        tokenizer = self._model.tokenizer
+        ids: list[int] = tokenizer(
+            self._model.render(prompt), add_special_tokens=add_special_tokens
+        )["input_ids"]
+        strings = tuple(tokenizer.convert_ids_to_tokens(ids)) if with_strings else None
+        return Tokenized(tuple(ids), self._model.max_len, strings)
+
+    async def detokenize(self, ids: Sequence[int]) -> str:
+        text: str = self._model.tokenizer.decode(list(ids))
+        return text
+
+    async def tokenizer_info(self) -> dict[str, Any]:
+        return tokenizer_info(self._model.tokenizer)
+
     async def _submit(
-        self, prompt: Prompt, params: SamplingParams, sink: DeltaSink | None
+        self, prompt: Prompt | TokenPrompt, params: SamplingParams, sink: DeltaSink | None
     ) -> Generation:
         if isinstance(prompt, ChatPrompt) and not prompt.messages:
             raise BackendResponseError("messages must not be empty", status_code=400)

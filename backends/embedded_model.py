@@ -25,6 +25,7 @@ from backends.base import (
     StreamEvent,
     TextPrompt,
     TokenLogprob,
+    TokenPrompt,
 )
 from backends.errors import BackendResponseError
 from backends.smollm2 import converted_model_dir
@@ -236,19 +237,24 @@ class LoadedModel:
         model.eval()
         return cls(model, tokenizer)
 
-    def render(self, prompt: Prompt) -> str:
+    def render(self, prompt: Prompt | TokenPrompt) -> str:
+        if isinstance(prompt, TokenPrompt):
+            text: str = self.tokenizer.decode(list(prompt.ids))
+            return text
         if isinstance(prompt, TextPrompt):
             return prompt.text
         messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
-        text: str = self.tokenizer.apply_chat_template(
+        rendered: str = self.tokenizer.apply_chat_template(
             messages,
             tokenize=False,
             add_generation_prompt=not prompt.continue_final_message,
             continue_final_message=prompt.continue_final_message,
         )
-        return text
+        return rendered
 
-    def encode(self, prompt: Prompt) -> list[int]:
+    def encode(self, prompt: Prompt | TokenPrompt) -> list[int]:
+        if isinstance(prompt, TokenPrompt):
+            return list(prompt.ids)
         # Chat templates carry their own special tokens; raw prompts get the tokenizer's, as
         # vLLM does for /v1/chat/completions and /v1/completions respectively.
         ids: list[int] = self.tokenizer(
@@ -261,7 +267,7 @@ class LoadedModel:
 
     def generate(
         self,
-        prompt: Prompt,
+        prompt: Prompt | TokenPrompt,
         params: SamplingParams,
         cancel: threading.Event,
         sink: DeltaSink | None,
@@ -270,7 +276,7 @@ class LoadedModel:
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         ids = self.encode(prompt)
-        self._check_length(len(ids), params.max_tokens)
+        self.check_length(len(ids), params.max_tokens)
         if cancel.is_set():
             raise _Cancelled
         is_sampling = params.temperature >= _MIN_TEMPERATURE
@@ -313,7 +319,7 @@ class LoadedModel:
             return_offsets_mapping=True,
         )
         ids: list[int] = encoded["input_ids"]
-        self._check_length(len(ids), 0)
+        self.check_length(len(ids), 0)
         # A token belongs to the continuation when it ends past the prompt text, as vLLM's echo
         # scoring reads it from text offsets.
         first = next(
@@ -329,7 +335,7 @@ class LoadedModel:
         )
         return PromptLogprobs(scored, prompt_tokens=len(ids))
 
-    def _check_length(self, prompt_tokens: int, max_tokens: int) -> None:
+    def check_length(self, prompt_tokens: int, max_tokens: int) -> None:
         if prompt_tokens + max_tokens > self.max_len:
             raise BackendResponseError(
                 f"This model's maximum context length is {self.max_len} tokens; the prompt has "

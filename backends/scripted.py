@@ -10,22 +10,27 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from backends.base import (
     ChatPrompt,
     Completion,
+    Echo,
     FinishReason,
     Generation,
     Prompt,
     PromptLogprobs,
+    PromptToken,
     SamplingParams,
     StreamDelta,
     StreamEnd,
     StreamEvent,
     TextPrompt,
+    Tokenized,
     TokenLogprob,
+    TokenPrompt,
 )
 from backends.errors import BackendError
 from backends.stops import truncate_at_stop
@@ -74,6 +79,8 @@ class ScriptedBackend:
         self.logprob = logprob
         self.calls: list[Call] = []
         self.generated_tokens = 0
+        # Token ids are the order in which words were first seen.
+        self._vocab: dict[str, int] = {}
 
     @property
     def sampled(self) -> list[SamplingParams]:
@@ -116,6 +123,35 @@ class ScriptedBackend:
 
     async def count_tokens(self, text: str) -> int:
         return len(tokenize(text))
+
+    async def echo(self, prompt: TextPrompt | TokenPrompt, params: SamplingParams) -> Echo:
+        text = prompt.text if isinstance(prompt, TextPrompt) else await self.detokenize(prompt.ids)
+        self.calls.append(Call("echo", TextPrompt(text), params))
+        await self._wait()
+        tokens, offset = [], 0
+        for i, token in enumerate(tokenize(text)):
+            top = ((token, self.logprob),) if params.logprobs else ()
+            tokens.append(PromptToken(token, self.logprob if i else None, top, offset))
+            offset += len(token)
+        completions = self._completions(TextPrompt(text), params) if params.max_tokens else ()
+        if not completions:
+            empty = Completion("", "length", 0, () if params.logprobs is not None else None)
+            completions = (empty,) * params.n
+        return Echo(text, tuple(tokens), Generation(completions, len(tokens)))
+
+    async def tokenize(
+        self, prompt: TextPrompt | ChatPrompt, add_special_tokens: bool, with_strings: bool
+    ) -> Tokenized:
+        words = tokenize(await self.render(prompt))
+        ids = tuple(self._vocab.setdefault(word, len(self._vocab)) for word in words)
+        return Tokenized(ids, 2048, tuple(words) if with_strings else None)
+
+    async def detokenize(self, ids: Sequence[int]) -> str:
+        words = {i: word for word, i in self._vocab.items()}
+        return "".join(words.get(i, "") for i in ids)
+
+    async def tokenizer_info(self) -> dict[str, Any]:
+        return {"tokenizer_class": "ScriptedTokenizer", "eos_token": "</s>"}
 
     def session(
         self, request_id: str | None = None, deadline: float | None = None

@@ -32,16 +32,20 @@ import aiohttp
 from backends.base import (
     ChatPrompt,
     Completion,
+    Echo,
     FinishReason,
     Generation,
     Prompt,
     PromptLogprobs,
+    PromptToken,
     SamplingParams,
     StreamDelta,
     StreamEnd,
     StreamEvent,
     TextPrompt,
+    Tokenized,
     TokenLogprob,
+    TokenPrompt,
 )
 from backends.errors import BackendResponseError
 from backends.http import JSON, VLLMClient, error_message, loads
@@ -174,6 +178,69 @@ class VLLMSession:
         body = {"model": await self._model_name(), "prompt": text, "add_special_tokens": False}
         return _int(await self._post("/tokenize", body), "count")
 
+    async def echo(self, prompt: TextPrompt | TokenPrompt, params: SamplingParams) -> Echo:
+        # One call: vLLM echoes the prompt's tokens with their log-probabilities ahead of what
+        # it generates. It generates at least one token; for max_tokens 0 that one is dropped.
+        body: JSON = {
+            "model": await self._model_name(),
+            "prompt": prompt.text if isinstance(prompt, TextPrompt) else list(prompt.ids),
+            "n": params.n,
+            "max_tokens": max(1, params.max_tokens),
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "echo": True,
+            "logprobs": params.logprobs or 0,
+            "return_token_ids": True,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+            body["include_stop_str_in_output"] = params.include_stop
+        if params.seed is not None:
+            body["seed"] = params.seed
+        data = await self._post("/v1/completions", body)
+        prompt_tokens = _int(data.get("usage") or {}, "prompt_tokens")
+        choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
+        if len(choices) != params.n:
+            raise BackendResponseError(f"vLLM answered {len(choices)} choices for n={params.n}")
+        echoed = [_echoed(choice, prompt_tokens) for choice in choices]
+        text, tokens, _ = echoed[0]
+        completions = tuple(
+            _generated(choice, generated, params)
+            for choice, (_, _, generated) in zip(choices, echoed, strict=True)
+        )
+        return Echo(text, tokens, Generation(completions, prompt_tokens=prompt_tokens))
+
+    async def tokenize(
+        self, prompt: TextPrompt | ChatPrompt, add_special_tokens: bool, with_strings: bool
+    ) -> Tokenized:
+        body: JSON = {"model": await self._model_name(), "return_token_strs": with_strings}
+        if isinstance(prompt, TextPrompt):
+            body |= {"prompt": prompt.text, "add_special_tokens": add_special_tokens}
+        else:
+            body |= {
+                "messages": _messages(prompt),
+                "add_generation_prompt": not prompt.continue_final_message,
+                "continue_final_message": prompt.continue_final_message,
+                "add_special_tokens": add_special_tokens,
+            }
+        data = await self._post("/tokenize", body)
+        strings = data.get("token_strs")
+        return Tokenized(
+            tuple(int(i) for i in data.get("tokens") or ()),
+            _int(data, "max_model_len"),
+            tuple(strings) if with_strings and isinstance(strings, list) else None,
+        )
+
+    async def detokenize(self, ids: Sequence[int]) -> str:
+        data = await self._post(
+            "/detokenize", {"model": await self._model_name(), "tokens": list(ids)}
+        )
+        return str(data.get("prompt", ""))
+
+    async def tokenizer_info(self) -> dict[str, Any]:
+        # vLLM serves it only when started with --enable-tokenizer-info-endpoint.
+        return await self._client.get(f"{self._url}/tokenizer_info")
+
     # Request building and parsing
 
     async def _generation_request(self, prompt: Prompt, params: SamplingParams) -> tuple[str, JSON]:
@@ -302,6 +369,63 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[JSON]:
         if "error" in chunk or chunk.get("object") == "error":
             raise BackendResponseError(error_message(chunk))
         yield chunk
+
+
+def _echoed(choice: JSON, prompt_tokens: int) -> tuple[str, tuple[PromptToken, ...], slice]:
+    """A choice's echoed prompt: its text and scored tokens, and where the generated part of
+    the logprob lists starts."""
+    try:
+        lp = choice["logprobs"]
+        tokens, values, tops, offsets = (
+            lp["tokens"],
+            lp["token_logprobs"],
+            lp.get("top_logprobs") or [None] * len(lp["tokens"]),
+            lp["text_offset"],
+        )
+        text = str(choice.get("text") or "")
+        end = offsets[prompt_tokens] if len(offsets) > prompt_tokens else len(text)
+        scored = tuple(
+            PromptToken(
+                str(tokens[i]),
+                None if values[i] is None else float(values[i]),
+                tuple((str(t), float(v)) for t, v in (tops[i] or {}).items()),
+                int(offsets[i]),
+            )
+            for i in range(prompt_tokens)
+        )
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise BackendResponseError(f"vLLM echo response lacks logprobs: {exc!r}") from exc
+    return text[:end], scored, slice(prompt_tokens, None)
+
+
+def _generated(choice: JSON, part: slice, params: SamplingParams) -> Completion:
+    """What a choice generated after its echoed prompt; nothing when max_tokens is 0."""
+    lp = choice["logprobs"]
+    if params.max_tokens == 0:
+        return Completion("", "length", 0, () if params.logprobs is not None else None)
+    offsets = lp["text_offset"][part]
+    text = str(choice.get("text") or "")
+    start = offsets[0] if offsets else len(text)
+    tokens = lp["tokens"][part]
+    logprobs = tuple(
+        TokenLogprob(
+            str(token),
+            float(value),
+            tuple((str(t), float(v)) for t, v in (top or {}).items()),
+        )
+        for token, value, top in zip(
+            tokens,
+            lp["token_logprobs"][part],
+            (lp.get("top_logprobs") or [None] * len(lp["tokens"]))[part],
+            strict=True,
+        )
+    )
+    return Completion(
+        text=text[start:],
+        finish_reason=_finish_reason(choice.get("finish_reason")),
+        tokens=len(tokens),
+        logprobs=logprobs if params.logprobs is not None else None,
+    )
 
 
 def _messages(prompt: ChatPrompt) -> list[JSON]:

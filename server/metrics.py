@@ -112,6 +112,17 @@ class Metrics:
             "ttc_request_cost_dollars", "Dollars one request cost.", _COST_BUCKETS
         )
 
+    def plain(
+        self, model: str, status: str, seconds: float, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Record one plain-model completion (echo, scoring, batches): no strategy ran."""
+        assert status in REQUEST_STATUSES, status
+        labels = ("none", model)
+        self.requests.labels(*labels, status).inc()
+        self.request_duration.labels(*labels).observe(seconds)
+        self.prompt_tokens.labels(*labels).inc(prompt_tokens)
+        self.generated_tokens.labels(*labels).inc(completion_tokens)
+
     def retried(self, reason: str) -> None:
         """A call to a model server is being sent again."""
         self.backend_retries.labels(reason).inc()

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from backends.base import FinishReason, TextPrompt
+from backends.base import FinishReason, SamplingParams, TextPrompt, TokenPrompt
 from server.protocol.common import GenerationRequest, ReasoningExtensions, UsageInfo
 from server.protocol.errors import InvalidRequest
 from strategies.base import StrategyRequest
@@ -20,14 +20,61 @@ class CompletionRequest(GenerationRequest):
 
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
-    logprobs: int | None = Field(default=None, ge=0, le=5)
-    max_tokens: int | None = Field(default=None, ge=1, description="OpenAI's default is 16.")
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_tokens: int | None = Field(
+        default=None, ge=0, description="OpenAI's default is 16; 0 (with echo) scores the prompt."
+    )
     suffix: str | None = None
+
+    def plain_prompts(self) -> list[TextPrompt | TokenPrompt] | None:
+        """The prompts of a plain-model request (echo, `max_tokens` 0, token ids, or several
+        prompts: what evaluation harnesses send), which the backend answers directly; None for
+        a request that a strategy answers."""
+        prompt = self.prompt
+        plain = (
+            self.echo
+            or self.max_tokens == 0
+            or (isinstance(prompt, list) and (len(prompt) != 1 or not isinstance(prompt[0], str)))
+        )
+        if not plain:
+            return None
+        if self.max_tokens == 0 and not self.echo:
+            raise InvalidRequest("max_tokens 0 scores the prompt and needs echo", "max_tokens")
+        if self.reasoning_strategy != "none":
+            raise InvalidRequest(
+                "echo, max_tokens 0, token-id prompts and batches of prompts ask the model "
+                "itself (prompt scoring, evaluation); they take no reasoning_strategy but none",
+                "reasoning_strategy",
+            )
+        if self.stream:
+            raise InvalidRequest(
+                "echo, max_tokens 0, token-id prompts and batches of prompts are not streamed",
+                "stream",
+            )
+        if isinstance(prompt, str):
+            return [TextPrompt(prompt)]
+        if not prompt:
+            raise InvalidRequest("prompt must not be empty", "prompt")
+        ids = [item for item in prompt if isinstance(item, int)]
+        if len(ids) == len(prompt):
+            return [TokenPrompt(tuple(ids))]
+        prompts: list[TextPrompt | TokenPrompt] = []
+        for item in prompt:
+            if isinstance(item, str):
+                prompts.append(TextPrompt(item))
+            elif isinstance(item, list):
+                prompts.append(TokenPrompt(tuple(item)))
+            else:
+                raise InvalidRequest("prompt mixes token ids with texts", "prompt")
+        return prompts
+
+    def plain_sampling(self, limits: Limits) -> SamplingParams:
+        """How to sample after each prompt of a plain-model request."""
+        max_tokens = self.max_tokens if self.max_tokens is not None else 16
+        return self._sampling(max_tokens, limits, self.logprobs)
 
     def to_strategy_request(self, limits: Limits) -> StrategyRequest:
         """Validate against the server's limits and convert for the strategies."""
-        if self.echo:
-            raise InvalidRequest("echo is not supported", "echo")
         if self.suffix:
             raise InvalidRequest("suffix is not supported", "suffix")
         prompt = self.prompt
@@ -52,8 +99,9 @@ class CompletionLogprobs(BaseModel):
     """`choices[].logprobs` of a text completion."""
 
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    # A prompt's first token, echoed, has neither: nothing comes before it.
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
 
 

@@ -44,7 +44,13 @@ from strategies.limits import Limits
 from strategies.registry import STRATEGIES, get_strategy, parse_params
 from verifiers.base import Verifier
 
-__all__ = ["Deployment", "PreparedRequest", "Serving", "run_until_disconnected"]
+__all__ = [
+    "Deployment",
+    "PreparedRequest",
+    "Serving",
+    "request_status",
+    "run_until_disconnected",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +268,7 @@ class Serving:
         result: StrategyResult | None = None,
     ) -> None:
         seconds = time.perf_counter() - started
-        status = _status(exc)
+        status = request_status(exc)
         self.metrics.observe(
             strategy,
             model,
@@ -291,7 +297,8 @@ class Serving:
             logger.debug("strategy=%s status=%s duration=%.3fs", strategy, status, seconds)
 
 
-def _status(exc: BaseException | None) -> str:
+def request_status(exc: BaseException | None) -> str:
+    """The `status` label of a request that ended with `exc` (None: it succeeded)."""
     if exc is None:
         return "ok"
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):
