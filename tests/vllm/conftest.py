@@ -81,8 +81,9 @@ class VLLMServers:
 def vllm() -> Iterator[VLLMServers]:
     model = converted_model_dir()
     specs = (
-        vllm_spec("vllm-generator-a", model, GENERATOR),
-        vllm_spec("vllm-generator-b", model, GENERATOR),
+        # The tokenizer_info route, which lm-eval probes before tokenizing through the server.
+        vllm_spec("vllm-generator-a", model, GENERATOR, "--enable-tokenizer-info-endpoint"),
+        vllm_spec("vllm-generator-b", model, GENERATOR, "--enable-tokenizer-info-endpoint"),
         vllm_spec("vllm-prm", model, PRM, *PRM_FLAGS),
     )
     # Three start-ups share two cores; each takes about a minute alone.

@@ -19,6 +19,8 @@ from backends.base import (
     StreamDelta,
     StreamEnd,
     TextPrompt,
+    TokenLogprob,
+    TokenPrompt,
 )
 from backends.errors import BackendResponseError, BackendTimeout, BackendUnavailable
 from backends.vllm import VLLMBackend
@@ -625,3 +627,55 @@ async def test_routing_and_affinity_headers_reach_every_call(servers: Loopback) 
     assert [h["x-request-id"] for h in seen] == ["chatcmpl-7-0", "chatcmpl-7-1", "chatcmpl-7-2"]
     # The first call has no token yet; each later one echoes the last the router set.
     assert [h.get("x-session-token") for h in seen] == [None, "pod-1", "pod-2"]
+
+
+def echo_response() -> dict[str, Any]:
+    """vLLM's answer to an echo request for the prompt "Paris is" that generated " big"."""
+    tokens, values = ["Paris", " is", " big"], [None, -2.5, -1.25]
+    tops: list[dict[str, float] | None] = [None, {" is": -2.5}, {" big": -1.25}]
+    offsets = [0, 5, 8]
+    return {
+        "choices": [
+            {
+                "index": 0,
+                "text": "Paris is big",
+                "logprobs": {
+                    "tokens": tokens,
+                    "token_logprobs": values,
+                    "top_logprobs": tops,
+                    "text_offset": offsets,
+                },
+                "finish_reason": "length",
+                "token_ids": [7],
+            }
+        ],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
+    }
+
+
+@pytest.mark.parametrize("max_tokens", [0, 1])
+async def test_echo_splits_the_scored_prompt_from_what_was_generated(
+    servers: Loopback, max_tokens: int
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(body(request))
+        return httpx.Response(200, json=echo_response())
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0, logprobs=1)
+    echo = await (await session(servers, handler)).echo(TokenPrompt((11, 12)), params)
+    (sent,) = seen
+    # vLLM generates at least one token; for max_tokens 0 the gateway drops it.
+    assert sent["prompt"] == [11, 12] and sent["echo"] is True and sent["max_tokens"] == 1
+    assert echo.text == "Paris is"
+    assert [(t.token, t.logprob, t.offset) for t in echo.tokens] == [
+        ("Paris", None, 0),
+        (" is", -2.5, 5),
+    ]
+    (completion,) = echo.generation.completions
+    if max_tokens:
+        assert (completion.text, completion.tokens) == (" big", 1)
+        assert completion.logprobs == (TokenLogprob(" big", -1.25, ((" big", -1.25),)),)
+    else:
+        assert (completion.text, completion.tokens, completion.logprobs) == ("", 0, ())
