@@ -181,22 +181,9 @@ class VLLMSession:
     async def echo(self, prompt: TextPrompt | TokenPrompt, params: SamplingParams) -> Echo:
         # One call: vLLM echoes the prompt's tokens with their log-probabilities ahead of what
         # it generates. It generates at least one token; for max_tokens 0 that one is dropped.
-        body: JSON = {
-            "model": await self._model_name(),
-            "prompt": prompt.text if isinstance(prompt, TextPrompt) else list(prompt.ids),
-            "n": params.n,
-            "max_tokens": max(1, params.max_tokens),
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "echo": True,
-            "logprobs": params.logprobs or 0,
-            "return_token_ids": True,
-        }
-        if params.stop:
-            body["stop"] = list(params.stop)
-            body["include_stop_str_in_output"] = params.include_stop
-        if params.seed is not None:
-            body["seed"] = params.seed
+        body = await self._sampling_body(params, max(1, params.max_tokens))
+        body["prompt"] = prompt.text if isinstance(prompt, TextPrompt) else list(prompt.ids)
+        body |= {"echo": True, "logprobs": params.logprobs or 0}
         data = await self._post("/v1/completions", body)
         prompt_tokens = _int(data.get("usage") or {}, "prompt_tokens")
         choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
@@ -244,19 +231,7 @@ class VLLMSession:
     # Request building and parsing
 
     async def _generation_request(self, prompt: Prompt, params: SamplingParams) -> tuple[str, JSON]:
-        body: JSON = {
-            "model": await self._model_name(),
-            "n": params.n,
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "return_token_ids": True,
-        }
-        if params.stop:
-            body["stop"] = list(params.stop)
-            body["include_stop_str_in_output"] = params.include_stop
-        if params.seed is not None:
-            body["seed"] = params.seed
+        body = await self._sampling_body(params, params.max_tokens)
         if isinstance(prompt, ChatPrompt):
             body["messages"] = _messages(prompt)
             if prompt.continue_final_message:
@@ -270,6 +245,23 @@ class VLLMSession:
         if params.logprobs is not None:
             body["logprobs"] = params.logprobs
         return "/v1/completions", body
+
+    async def _sampling_body(self, params: SamplingParams, max_tokens: int) -> JSON:
+        """The fields of a generation call that say what to sample."""
+        body: JSON = {
+            "model": await self._model_name(),
+            "n": params.n,
+            "max_tokens": max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "return_token_ids": True,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+            body["include_stop_str_in_output"] = params.include_stop
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body
 
     def _completion(
         self, choice: JSON, params: SamplingParams, usage: JSON, n_choices: int

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from backends.base import BackendSession
 from server.deps import RequestIdDep, ServingDep
 from server.protocol.tokenizer import (
     DetokenizeRequest,
@@ -16,6 +17,7 @@ from server.protocol.tokenizer import (
     TokenizerInfoResponse,
 )
 from server.routes.answering import ERROR_RESPONSES
+from server.serving.core import Serving
 
 __all__ = ["detokenize", "router", "tokenize", "tokenizer_info"]
 
@@ -27,8 +29,7 @@ async def tokenize(
     body: TokenizeRequest, serving: ServingDep, request_id: RequestIdDep
 ) -> TokenizeResponse:
     """The token ids of a prompt or of a conversation rendered with the chat template."""
-    deployment = await serving.deployment(body.model) if body.model else serving.primary
-    session = deployment.backend.session(f"tokenize-{request_id}")
+    session = await _session(serving, body.model, f"tokenize-{request_id}")
     tokenized = await session.tokenize(
         body.to_prompt(), body.special_tokens(), body.return_token_strs
     )
@@ -45,12 +46,18 @@ async def detokenize(
     body: DetokenizeRequest, serving: ServingDep, request_id: RequestIdDep
 ) -> DetokenizeResponse:
     """The text of token ids."""
-    deployment = await serving.deployment(body.model) if body.model else serving.primary
-    session = deployment.backend.session(f"detokenize-{request_id}")
+    session = await _session(serving, body.model, f"detokenize-{request_id}")
     return DetokenizeResponse(prompt=await session.detokenize(body.tokens))
 
 
 @router.get("/tokenizer_info", response_model=TokenizerInfoResponse, responses=ERROR_RESPONSES)
 async def tokenizer_info(serving: ServingDep, request_id: RequestIdDep) -> dict[str, Any]:
     """The served model's tokenizer configuration (special tokens, chat template)."""
-    return await serving.primary.backend.session(f"tokenizer-{request_id}").tokenizer_info()
+    session = await _session(serving, None, f"tokenizer-{request_id}")
+    return await session.tokenizer_info()
+
+
+async def _session(serving: Serving, model: str | None, request_id: str) -> BackendSession:
+    """A session on the backend of `model`, or of the backend's own model when none is named."""
+    deployment = await serving.deployment(model) if model else serving.primary
+    return deployment.backend.session(request_id)
