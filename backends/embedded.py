@@ -2,10 +2,10 @@
 
 The model runs on one thread of its own, so the event loop (health checks, other requests,
 streams) stays responsive while it works. That thread advances every running request one token
-per round (`backends.embedded_scheduler`), so a short request is not queued behind a long one;
-the `n` samples of one request are the rows of one batch with their own KV cache
-(`backends.embedded_model`). Requests in the engine are bounded (a full queue is a 503, never a
-silent drop).
+per step (`backends.embedded_scheduler`), the rows of all of them (a request's `n` samples and
+every other request's) in one batched forward pass, so a short request is not queued behind a
+long one (`backends.embedded_model.DecodeBatch`). Requests in the engine are bounded (a full
+queue is a 503, never a silent drop).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class EmbeddedBackend:
         self._model = model
         self._max_queue = max_queue
         self._pending = 0
-        self._scheduler = ModelScheduler()
+        self._scheduler = ModelScheduler(model.batch())
 
     @classmethod
     async def create(

@@ -40,7 +40,15 @@ from backends.stops import find_stop, holdback
 if TYPE_CHECKING:
     from backends.embedded import EmbeddedSettings
 
-__all__ = ["Cancelled", "DeltaSink", "Decoding", "Dtype", "LoadedModel", "choose_dtype"]
+__all__ = [
+    "Cancelled",
+    "DecodeBatch",
+    "DeltaSink",
+    "Decoding",
+    "Dtype",
+    "LoadedModel",
+    "choose_dtype",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -211,11 +219,12 @@ def _eos_ids(tokenizer: Any) -> frozenset[int]:
 
 
 class Decoding:
-    """One request's rows in progress: its own KV cache, advanced one token per `step()`.
+    """One request's rows in progress, advanced one token per step.
 
     The first step is the prefill of the prompt, done once and copied to the `n` rows; every
-    later step feeds each live row its last token. Rows leave the batch (and the cache) as they
-    finish, so a request costs only what it still generates.
+    later step feeds each live row its last token. Rows leave as they finish, so a request
+    costs only what it still generates. Alone (`step()`) it keeps its own KV cache; in a
+    `DecodeBatch` its rows share one forward pass with every other running request's.
     """
 
     def __init__(
@@ -232,7 +241,7 @@ class Decoding:
         self._hook = hook
         self._ids = ids
         self._params = params
-        self._cancel = cancel
+        self.cancel = cancel
         self._temperature = params.temperature if params.temperature >= _MIN_TEMPERATURE else 0.0
         # Each request its own generator: a seeded request is reproducible however the steps of
         # other requests interleave with its own.
@@ -248,28 +257,33 @@ class Decoding:
         """The sequences still generating."""
         return len(self._rows)
 
-    def step(self) -> bool:
-        """Generate one token in every live row; True once every row has finished."""
+    @property
+    def prompt_len(self) -> int:
+        """Tokens in the prompt."""
+        return len(self._ids)
+
+    def prefill(self) -> tuple[Any, Any]:
+        """The prompt's KV cache, copied to the `n` rows, and each row's next-token logits."""
         import torch
         from transformers import DynamicCache
 
-        if self._cancel.is_set():
+        if self.cancel.is_set():
             raise Cancelled
+        cache = DynamicCache(config=self._model.config)
         with torch.inference_mode():
-            if self._cache is None:
-                self._cache = DynamicCache(config=self._model.config)
-                out = self._model(
-                    input_ids=torch.tensor([self._ids]),
-                    cache=self._cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                if self._params.n > 1:
-                    self._cache.batch_repeat_interleave(self._params.n)
-                logits = out.logits[:, -1].expand(self._params.n, -1)
-            else:
-                out = self._model(input_ids=self._next, cache=self._cache, use_cache=True)
-                logits = out.logits[:, -1]
+            out = self._model(
+                input_ids=torch.tensor([self._ids]), cache=cache, use_cache=True, logits_to_keep=1
+            )
+        if self._params.n > 1:
+            cache.batch_repeat_interleave(self._params.n)
+        return cache, out.logits[:, -1].expand(self._params.n, -1)
+
+    def advance(self, logits: Any) -> tuple[list[int], Any]:
+        """Pick each live row's token from its `logits` row and record it; returns the indices
+        (into these rows) of the rows still generating and their new tokens."""
+        import torch
+
+        with torch.inference_mode():
             tokens, dist = _pick(
                 logits,
                 self._temperature,
@@ -281,19 +295,195 @@ class Decoding:
         self._hook.advance(self._rows, chosen, dist)
         sequences = self._hook.sequences
         live = [i for i, row in enumerate(self._rows) if sequences[row].finish_reason is None]
+        if len(live) < len(self._rows):
+            self._rows = [self._rows[i] for i in live]
+            tokens = tokens[torch.tensor(live, dtype=torch.long)]
+        return live, tokens
+
+    def step(self) -> bool:
+        """Generate one token in every live row, on its own cache; True once all finished."""
+        import torch
+
+        if self._cache is None:
+            self._cache, logits = self.prefill()
+        else:
+            if self.cancel.is_set():
+                raise Cancelled
+            with torch.inference_mode():
+                logits = self._model(
+                    input_ids=self._next, cache=self._cache, use_cache=True
+                ).logits[:, -1]
+        before = len(self._rows)
+        live, tokens = self.advance(logits)
         if not live:
             return True
-        if len(live) < len(self._rows):
-            kept = torch.tensor(live)
-            self._cache.batch_select_indices(kept)
-            tokens = tokens[kept]
-            self._rows = [self._rows[i] for i in live]
+        if len(live) < before:
+            self._cache.batch_select_indices(torch.tensor(live, dtype=torch.long))
         self._next = tokens[:, None]
         return False
 
     def result(self) -> Generation:
-        """The completions, once `step()` has returned True."""
+        """The completions, once every row has finished."""
         return Generation(self._hook.completions(), prompt_tokens=len(self._ids))
+
+
+class DecodeBatch:
+    """Continuous batching: the live rows of every running request in one forward pass a step.
+
+    A request joins between steps: its prompt is prefilled on its own, then its KV cache is
+    left-padded (or the batch's is) to a common length and appended, with an attention mask
+    hiding the padding and per-row positions. Finished and cancelled rows leave after a step;
+    padding no row needs any more is trimmed.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self._members: list[Decoding] = []
+        self._cache: Any = None
+        self._mask: Any = None  # (rows, cached length), 1 for real tokens
+        self._positions: Any = None  # (rows,), the position of each row's next token
+        self._next: Any = None  # (rows,), each row's last sampled token
+
+    @property
+    def rows(self) -> int:
+        """Rows in the batch."""
+        return sum(m.rows for m in self._members)
+
+    def join(self, decoding: Decoding) -> bool:
+        """Prefill `decoding` and add its rows; True if it already finished on its first token."""
+        import torch
+
+        cache, logits = decoding.prefill()
+        live, tokens = decoding.advance(logits)
+        if not live:
+            return True
+        if len(live) < len(logits):
+            cache.batch_select_indices(torch.tensor(live, dtype=torch.long))
+        length = decoding.prompt_len
+        mask = torch.ones(len(live), length, dtype=torch.long)
+        positions = torch.full((len(live),), length, dtype=torch.long)
+        if self._cache is None:
+            self._cache, self._mask, self._positions, self._next = cache, mask, positions, tokens
+        else:
+            width = max(length, self._mask.shape[1])
+            ours, theirs = width - self._mask.shape[1], width - length
+            self._cache = _merged(self._model.config, self._cache, ours, cache, theirs)
+            pad = torch.nn.functional.pad
+            self._mask = torch.cat([pad(self._mask, (ours, 0)), pad(mask, (theirs, 0))])
+            self._positions = torch.cat([self._positions, positions])
+            self._next = torch.cat([self._next, tokens])
+        self._members.append(decoding)
+        return False
+
+    def step(self) -> list[tuple[Decoding, Exception | None]]:
+        """One token for every row; the requests that left, each with None (finished) or why."""
+        import torch
+
+        left: list[tuple[Decoding, Exception | None]] = []
+        # Cancelled requests leave before the forward pass, not after.
+        keep = [m for m in self._members if not m.cancel.is_set()]
+        if len(keep) < len(self._members):
+            left += [(m, Cancelled()) for m in self._members if m.cancel.is_set()]
+            self._select([m for m in self._members], keep)
+        if not self._members:
+            return left
+        self._mask = torch.cat([self._mask, torch.ones(len(self._mask), 1, dtype=torch.long)], 1)
+        with torch.inference_mode():
+            logits = self._model(
+                input_ids=self._next[:, None],
+                attention_mask=self._mask,
+                position_ids=self._positions[:, None],
+                cache=self._cache,
+                use_cache=True,
+            ).logits[:, -1]
+        self._positions = self._positions + 1
+        rows: list[int] = []
+        tokens: list[Any] = []
+        stay: list[Decoding] = []
+        at = 0
+        for member in self._members:
+            count = member.rows
+            try:
+                live, chosen = member.advance(logits[at : at + count])
+            except Exception as exc:
+                left.append((member, exc))
+            else:
+                if live:
+                    rows += [at + i for i in live]
+                    tokens.append(chosen)
+                    stay.append(member)
+                else:
+                    left.append((member, None))
+            at += count
+        if stay:
+            self._keep(rows, torch.cat(tokens))
+        self._members = stay
+        if not stay:
+            self._cache = self._mask = self._positions = self._next = None
+        return left
+
+    def _select(self, members: list[Decoding], keep: list[Decoding]) -> None:
+        import torch
+
+        rows: list[int] = []
+        at = 0
+        for member in members:
+            if member in keep:
+                rows += range(at, at + member.rows)
+            at += member.rows
+        self._members = keep
+        if keep:
+            self._keep(rows, self._next[torch.tensor(rows, dtype=torch.long)])
+        else:
+            self._cache = self._mask = self._positions = self._next = None
+
+    def _keep(self, rows: list[int], tokens: Any) -> None:
+        """Keep only `rows` (whose next tokens are `tokens`), then trim unneeded padding."""
+        import torch
+
+        if len(rows) < len(self._mask):
+            index = torch.tensor(rows, dtype=torch.long)
+            self._cache.batch_select_indices(index)
+            self._mask = self._mask[index]
+            self._positions = self._positions[index]
+        self._next = tokens
+        # Columns that are padding in every remaining row cost compute and attend to nothing.
+        unused = int(self._mask.any(dim=0).int().argmax())
+        if unused >= _TRIM_AT:
+            self._cache = _trimmed(self._model.config, self._cache, unused)
+            self._mask = self._mask[:, unused:]
+
+
+# Padding columns are dropped from the batch's cache once this many are unused by every row.
+_TRIM_AT = 16
+
+
+def _merged(config: Any, first: Any, first_pad: int, second: Any, second_pad: int) -> Any:
+    """One cache of `first`'s rows then `second`'s, each left-padded by so many positions."""
+    import torch
+    from transformers import DynamicCache
+
+    pad = torch.nn.functional.pad
+    merged = DynamicCache(config=config)
+    for index, (a, b) in enumerate(zip(first.layers, second.layers, strict=True)):
+        keys = torch.cat([pad(a.keys, (0, 0, first_pad, 0)), pad(b.keys, (0, 0, second_pad, 0))])
+        values = torch.cat(
+            [pad(a.values, (0, 0, first_pad, 0)), pad(b.values, (0, 0, second_pad, 0))]
+        )
+        merged.update(keys, values, index)
+    return merged
+
+
+def _trimmed(config: Any, cache: Any, start: int) -> Any:
+    """`cache` without its first `start` positions."""
+    from transformers import DynamicCache
+
+    trimmed = DynamicCache(config=config)
+    for index, layer in enumerate(cache.layers):
+        trimmed.update(
+            layer.keys[:, :, start:].contiguous(), layer.values[:, :, start:].contiguous(), index
+        )
+    return trimmed
 
 
 def choose_dtype(setting: str, cpu_flags: frozenset[str] | None = None) -> tuple[Dtype, str]:
@@ -389,6 +579,10 @@ class LoadedModel:
         if cancel.is_set():
             raise Cancelled
         return Decoding(self.model, _StepHook(self.tokenizer, params, sink), ids, params, cancel)
+
+    def batch(self) -> DecodeBatch:
+        """An empty continuous batch over this model, for the scheduler."""
+        return DecodeBatch(self.model)
 
     def generate(
         self,

@@ -1,11 +1,12 @@
 """The embedded model's one thread, shared by every request step by step.
 
-Requests are not run one after another: each running request (its `n` rows and its own KV
-cache, a `Decoding`) advances one token per round, in turn, so a short request finishes while a
-long one is still going instead of waiting behind it. Between rounds the thread takes what was
-submitted since: a new request's prefill is its first step in the next round, and other work on
-the model (prompt scoring) runs whole before that round. A request whose `cancel` event is set
-raises at its next step and leaves the round; a finished one leaves with its result.
+Requests are not run one after another: every running request advances one token per step of a
+`Batch`, so a short request finishes while a long one is still going instead of waiting behind
+it. The model's batch (`backends.embedded_model.DecodeBatch`) puts the rows of all running
+requests in one forward pass (continuous batching); `RoundRobin` steps each request on its own
+in turn. Between steps the thread takes what was submitted since: a new request is prefilled and
+joins the batch, and other work on the model (prompt scoring) runs whole. A request whose
+`cancel` event is set leaves at the next step; a finished one leaves with its result.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from backends.base import Generation
 from backends.errors import BackendUnavailable
 
-__all__ = ["ModelScheduler", "Stepper"]
+__all__ = ["Batch", "ModelScheduler", "RoundRobin", "Stepper"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ _T = TypeVar("_T")
 
 
 class Stepper(Protocol):
-    """What the scheduler advances: `backends.embedded_model.Decoding` or a test's stand-in."""
+    """One request's decoding: `backends.embedded_model.Decoding` or a test's stand-in."""
 
     @property
     def rows(self) -> int:
@@ -38,12 +39,60 @@ class Stepper(Protocol):
         ...
 
     def step(self) -> bool:
-        """Advance one token; True once finished (or raise, e.g. when cancelled)."""
+        """Advance one token on its own; True once finished (or raise, e.g. when cancelled)."""
         ...
 
     def result(self) -> Generation:
         """The finished generation."""
         ...
+
+
+class Batch(Protocol):
+    """The running requests, advanced together one token per `step()`."""
+
+    @property
+    def rows(self) -> int:
+        """Sequences in the batch."""
+        ...
+
+    def join(self, stepper: Any) -> bool:
+        """Take a new request (its prefill happens here); True if it already finished."""
+        ...
+
+    def step(self) -> list[tuple[Any, Exception | None]]:
+        """One token for every request; those that left, with None (finished) or the error."""
+        ...
+
+
+class RoundRobin:
+    """A `Batch` that steps each request on its own, in turn (no shared forward pass)."""
+
+    def __init__(self) -> None:
+        self._members: list[Stepper] = []
+
+    @property
+    def rows(self) -> int:
+        return sum(m.rows for m in self._members)
+
+    def join(self, stepper: Stepper) -> bool:
+        self._members.append(stepper)
+        return False
+
+    def step(self) -> list[tuple[Any, Exception | None]]:
+        left: list[tuple[Any, Exception | None]] = []
+        stay: list[Stepper] = []
+        for member in self._members:
+            try:
+                done = member.step()
+            except Exception as exc:
+                left.append((member, exc))
+                continue
+            if done:
+                left.append((member, None))
+            else:
+                stay.append(member)
+        self._members = stay
+        return left
 
 
 @dataclass
@@ -61,30 +110,25 @@ class _Decode:
     start: Callable[[], Stepper]
     future: Future[tuple[Generation, float]]
     submitted: float
-    stepper: Stepper | None = None
-    # From submission to its first step: how long it waited behind other work.
-    queue_seconds: float | None = None
 
 
 class ModelScheduler:
     """Runs submitted work and interleaves the steps of every running decode on one thread."""
 
-    def __init__(self, name: str = "embedded-model") -> None:
+    def __init__(self, batch: Batch, name: str = "embedded-model") -> None:
+        self._batch = batch
         self._inbox: deque[_Call | _Decode] = deque()
         self._wake = threading.Condition()
-        self._running: list[_Decode] = []
+        # Each running request's stepper, with its future and its wait before the prefill.
+        self._running: dict[int, tuple[Stepper, Future[tuple[Generation, float]], float]] = {}
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     @property
     def active_rows(self) -> int:
-        """Sequences of running decodes as of the last round (for tests and diagnostics)."""
-        return sum(
-            d.stepper.rows
-            for d in list(self._running)
-            if d.stepper is not None and not d.future.done()
-        )
+        """Sequences of the running requests (for tests and diagnostics)."""
+        return self._batch.rows
 
     def call(self, work: Callable[[], _T]) -> Future[_T]:
         """Run `work` on the model thread between two rounds of steps."""
@@ -135,34 +179,36 @@ class ModelScheduler:
             self._round()
         for job in self._inbox:
             job.future.cancel()
-        for running in self._running:
-            running.future.set_exception(BackendUnavailable("the embedded model was shut down"))
+        for _, future, _ in self._running.values():
+            future.set_exception(BackendUnavailable("the embedded model was shut down"))
 
     def _admit(self, job: _Decode) -> None:
+        """Start the request and let it join the batch: its prefill happens here."""
+        waited = time.perf_counter() - job.submitted
         try:
-            job.stepper = job.start()
+            stepper = job.start()
+            done = self._batch.join(stepper)
+            if done:
+                job.future.set_result((stepper.result(), waited))
+                return
         except Exception as exc:
             job.future.set_exception(exc)
             return
-        self._running.append(job)
+        self._running[id(stepper)] = (stepper, job.future, waited)
 
     def _round(self) -> None:
-        """One step of every running decode; finished or failed ones leave."""
-        still: list[_Decode] = []
-        for job in self._running:
-            assert job.stepper is not None
-            if job.queue_seconds is None:
-                job.queue_seconds = time.perf_counter() - job.submitted
-            try:
-                done = job.stepper.step()
-                if done:
-                    job.future.set_result((job.stepper.result(), job.queue_seconds))
-            except Exception as exc:
-                job.future.set_exception(exc)
+        """One step of the batch; finished or failed requests leave with their outcome."""
+        if not self._running:
+            return
+        for stepper, error in self._batch.step():
+            _, future, waited = self._running.pop(id(stepper))
+            if error is not None:
+                future.set_exception(error)
                 continue
-            if not done:
-                still.append(job)
-        self._running = still
+            try:
+                future.set_result((stepper.result(), waited))
+            except Exception as exc:
+                future.set_exception(exc)
 
 
 def _settle(future: Future[Any], work: Callable[[], Any]) -> None:

@@ -162,3 +162,25 @@ async def test_short_request_finishes_while_a_long_one_runs(backend: EmbeddedBac
             break
         await asyncio.sleep(0.01)
     assert backend._scheduler.active_rows == 0
+
+
+async def test_requests_batched_together_decode_as_they_do_alone(
+    backend: EmbeddedBackend,
+) -> None:
+    # Different prompt lengths (left padding), a request leaving early (its padding is trimmed)
+    # and one joining later: each greedy result is what the request gives on its own.
+    long_prompt = ChatPrompt((ChatMessage("user", "Name three colours. " * 12),))
+    jobs = [
+        (TextPrompt("1, 2, 3, 4,"), SamplingParams(max_tokens=30, temperature=0)),
+        (long_prompt, SamplingParams(max_tokens=4, temperature=0, n=2)),
+        (QUESTION, SamplingParams(max_tokens=12, temperature=0)),
+    ]
+    alone = [await backend.generate(prompt, params) for prompt, params in jobs]
+    first = asyncio.create_task(backend.generate(*jobs[0]))
+    second = await backend.generate(*jobs[1])
+    assert not first.done()
+    third = await backend.generate(*jobs[2])
+    together = [await first, second, third]
+    for a, b in zip(alone, together, strict=True):
+        assert [c.text for c in a.completions] == [c.text for c in b.completions]
+        assert [c.tokens for c in a.completions] == [c.tokens for c in b.completions]

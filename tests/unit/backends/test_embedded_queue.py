@@ -11,6 +11,7 @@ import pytest
 from backends.base import ChatMessage, ChatPrompt, Completion, Generation, SamplingParams
 from backends.embedded import EmbeddedBackend
 from backends.embedded_model import Cancelled, LoadedModel
+from backends.embedded_scheduler import RoundRobin
 from backends.errors import BackendUnavailable
 
 PROMPT = ChatPrompt((ChatMessage("user", "hi"),))
@@ -61,6 +62,10 @@ class StandInModel(LoadedModel):
 
     def start(self, prompt: Any, params: Any, cancel: threading.Event, sink: Any) -> Any:
         return StandInDecoding(self, params, cancel)
+
+    def batch(self) -> Any:
+        # Stand-ins step on their own; the real model's continuous batch is tested end to end.
+        return RoundRobin()
 
 
 LONG = SamplingParams(max_tokens=StandInModel.UNTIL_RELEASED, n=4)
