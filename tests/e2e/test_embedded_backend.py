@@ -10,6 +10,7 @@ import pytest
 from backends.base import (
     ChatMessage,
     ChatPrompt,
+    Prompt,
     SamplingParams,
     StreamDelta,
     StreamEnd,
@@ -170,7 +171,7 @@ async def test_requests_batched_together_decode_as_they_do_alone(
     # Different prompt lengths (left padding), a request leaving early (its padding is trimmed)
     # and one joining later: each greedy result is what the request gives on its own.
     long_prompt = ChatPrompt((ChatMessage("user", "Name three colours. " * 12),))
-    jobs = [
+    jobs: list[tuple[Prompt, SamplingParams]] = [
         (TextPrompt("1, 2, 3, 4,"), SamplingParams(max_tokens=30, temperature=0)),
         (long_prompt, SamplingParams(max_tokens=4, temperature=0, n=2)),
         (QUESTION, SamplingParams(max_tokens=12, temperature=0)),
