@@ -1,13 +1,13 @@
 """The embedded model itself: SmolLM2 loaded with transformers, decoding one step at a time.
 
-Every method here blocks; `backends.embedded` runs them on its one model thread. `LoadedModel.start`
-turns a request into a `Decoding`: the request's `n` rows with their own KV cache, advanced one
-token per `step()` (the first step is the prefill), so a scheduler can interleave the steps of
-many requests. After each step the bookkeeping (`_StepHook`) ends each sequence on its
-end-of-sequence token or first stop string, records exactly how many tokens each sequence
-generated, gathers log-probabilities of the unwarped distribution when asked and forwards new text
-to a streaming client; finished rows leave the batch and its cache, and a cancelled request stops
-at its next step.
+Every method here blocks; `backends.embedded` runs them on its one model thread.
+`LoadedModel.start` turns a request into a `Decoding`: its `n` rows, prefilled once, then one
+token per step. A `DecodeBatch` runs the steps of every running request in one forward pass
+(continuous batching); `LoadedModel.generate` steps one request alone on its own KV cache. After
+each step the bookkeeping (`_StepHook`) ends each sequence on its end-of-sequence token or first
+stop string, records exactly how many tokens each sequence generated, gathers log-probabilities
+of the unwarped distribution when asked and forwards new text to a streaming client; finished
+rows leave the batch and its cache, and a cancelled request leaves at the next step.
 
 The weights run in the precision the CPU computes fastest (`choose_dtype`).
 """
