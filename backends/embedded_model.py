@@ -262,6 +262,11 @@ class Decoding:
         """Tokens in the prompt."""
         return len(self._ids)
 
+    @property
+    def is_seeded(self) -> bool:
+        """Whether the request asked for a seed, i.e. for a reproducible result."""
+        return self._generator is not None
+
     def prefill(self) -> tuple[Any, Any]:
         """The prompt's KV cache, copied to the `n` rows, and each row's next-token logits."""
         import torch
@@ -334,11 +339,15 @@ class DecodeBatch:
     left-padded (or the batch's is) to a common length and appended, with an attention mask
     hiding the padding and per-row positions. Finished and cancelled rows leave after a step;
     padding no row needs any more is trimmed.
+
+    A request with a seed steps on its own KV cache instead, in the same round: a batch's
+    composition and padding shift logits by rounding, which would change what a seed samples.
     """
 
     def __init__(self, model: Any) -> None:
         self._model = model
         self._members: list[Decoding] = []
+        self._solo: list[Decoding] = []
         self._cache: Any = None
         self._mask: Any = None  # (rows, cached length), 1 for real tokens
         self._positions: Any = None  # (rows,), the position of each row's next token
@@ -347,12 +356,17 @@ class DecodeBatch:
     @property
     def rows(self) -> int:
         """Rows in the batch."""
-        return sum(m.rows for m in self._members)
+        return sum(m.rows for m in self._members) + sum(m.rows for m in self._solo)
 
     def join(self, decoding: Decoding) -> bool:
         """Prefill `decoding` and add its rows; True if it already finished on its first token."""
         import torch
 
+        if decoding.is_seeded:
+            if decoding.step():
+                return True
+            self._solo.append(decoding)
+            return False
         cache, logits = decoding.prefill()
         live, tokens = decoding.advance(logits)
         if not live:
@@ -379,7 +393,7 @@ class DecodeBatch:
         """One token for every row; the requests that left, each with None (finished) or why."""
         import torch
 
-        left: list[tuple[Decoding, Exception | None]] = []
+        left = self._step_solo()
         # Cancelled requests leave before the forward pass, not after.
         keep = [m for m in self._members if not m.cancel.is_set()]
         if len(keep) < len(self._members):
@@ -420,6 +434,20 @@ class DecodeBatch:
         self._members = stay
         if not stay:
             self._cache = self._mask = self._positions = self._next = None
+        return left
+
+    def _step_solo(self) -> list[tuple[Decoding, Exception | None]]:
+        left: list[tuple[Decoding, Exception | None]] = []
+        stay: list[Decoding] = []
+        for member in self._solo:
+            try:
+                if member.step():
+                    left.append((member, None))
+                else:
+                    stay.append(member)
+            except Exception as exc:
+                left.append((member, exc))
+        self._solo = stay
         return left
 
     def _select(self, members: list[Decoding], keep: list[Decoding]) -> None:

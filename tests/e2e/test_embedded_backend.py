@@ -185,3 +185,15 @@ async def test_requests_batched_together_decode_as_they_do_alone(
     for a, b in zip(alone, together, strict=True):
         assert [c.text for c in a.completions] == [c.text for c in b.completions]
         assert [c.tokens for c in a.completions] == [c.tokens for c in b.completions]
+
+
+async def test_a_seeded_request_samples_the_same_beside_others(backend: EmbeddedBackend) -> None:
+    params = SamplingParams(max_tokens=16, n=3, temperature=0.8, seed=7)
+    alone = await backend.generate(QUESTION, params)
+    other = asyncio.create_task(
+        backend.generate(TextPrompt("1, 2, 3, 4,"), SamplingParams(max_tokens=40, temperature=0))
+    )
+    beside = await backend.generate(QUESTION, params)
+    assert not other.done()
+    await other
+    assert [c.text for c in alone.completions] == [c.text for c in beside.completions]
