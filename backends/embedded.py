@@ -1,22 +1,23 @@
 """The embedded backend: SmolLM2 on the CPU build of torch, inside the gateway's process.
 
-Generation runs on one worker thread, so the event loop (health checks, other requests,
-streams) stays responsive while the model works; requests wait their turn in a bounded queue
-(a full queue is a 503, never a silent drop). The `n` samples of one request come from one
-batched `generate` call (`backends.embedded_model`).
+The model runs on one thread of its own, so the event loop (health checks, other requests,
+streams) stays responsive while it works. That thread advances every running request one token
+per step (`backends.embedded_scheduler`), the rows of all of them (a request's `n` samples and
+every other request's) in one batched forward pass, so a short request is not queued behind a
+long one (`backends.embedded_model.DecodeBatch`). Requests in the engine are bounded (a full
+queue is a 503, never a silent drop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -37,6 +38,7 @@ from backends.base import (
     TokenPrompt,
 )
 from backends.embedded_model import DeltaSink, LoadedModel
+from backends.embedded_scheduler import ModelScheduler
 from backends.embedded_tokens import score_prompt, tokenizer_info
 from backends.errors import BackendResponseError, BackendUnavailable
 from backends.http import HTTPClients
@@ -62,6 +64,11 @@ class EmbeddedSettings(BaseModel):
     threads: int | None = Field(
         default=None, ge=1, description="torch threads; default: all cores."
     )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="Precision of the weights; auto: bf16 where the CPU computes it natively "
+        "(avx512_bf16 or amx_bf16), else fp32.",
+    )
 
 
 class EmbeddedBackendSettings(BackendSettings):
@@ -80,7 +87,7 @@ class EmbeddedBackend:
         self._model = model
         self._max_queue = max_queue
         self._pending = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-model")
+        self._scheduler = ModelScheduler(model.batch())
 
     @classmethod
     async def create(
@@ -93,7 +100,7 @@ class EmbeddedBackend:
     async def load(cls, settings: EmbeddedSettings) -> EmbeddedBackend:
         """Convert (first time only) and load the model off the event loop."""
         model = await asyncio.to_thread(LoadedModel.load, settings)
-        logger.info("embedded model %s loaded", MODEL_NAME)
+        logger.info("embedded model %s loaded in %s", MODEL_NAME, model.dtype)
         return cls(model, settings.max_queue)
 
     async def model_name(self) -> str:
@@ -145,7 +152,8 @@ class EmbeddedBackend:
         return None
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # Joins the model thread, which may be in the middle of a step: off the event loop.
+        await asyncio.to_thread(self._scheduler.close)
 
     async def echo(self, prompt: TextPrompt | TokenPrompt, params: SamplingParams) -> Echo:
         model = self._model
@@ -190,30 +198,34 @@ class EmbeddedBackend:
         if isinstance(prompt, ChatPrompt) and not prompt.messages:
             raise BackendResponseError("messages must not be empty", status_code=400)
         cancel = threading.Event()
-        submitted = time.perf_counter()
-        started: list[float] = []
-
-        def work() -> Generation:
-            started.append(time.perf_counter())
-            return self._model.generate(prompt, params, cancel, sink)
-
-        generation = await self._run(work, cancel)
-        # Time spent behind other requests' work on the one model thread.
-        return replace(generation, queue_seconds=started[0] - submitted)
+        generation, queue_seconds = await self._enqueue(
+            lambda: self._scheduler.decode(lambda: self._model.start(prompt, params, cancel, sink)),
+            cancel,
+        )
+        # Time spent behind other work on the one model thread before its first step.
+        return replace(generation, queue_seconds=queue_seconds)
 
     async def _run(self, work: Callable[[], _T], cancel: threading.Event | None) -> _T:
+        """Run `work` whole on the model thread, between two rounds of decoding steps."""
+        return await self._enqueue(lambda: self._scheduler.call(work), cancel)
+
+    async def _enqueue(
+        self,
+        submit: Callable[[], concurrent.futures.Future[_T]],
+        cancel: threading.Event | None,
+    ) -> _T:
         if self._pending >= self._max_queue:
             raise BackendUnavailable(
                 f"the embedded model has {self._pending} requests queued (limit {self._max_queue})"
             )
         self._pending += 1
-        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
-        # Counted until the worker is really done with it, even when the caller gave up early.
+        future = asyncio.wrap_future(submit())
+        # Counted until the model thread is really done with it, even when the caller gave up.
         future.add_done_callback(self._release)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            # Tell the worker to stop at its next token, then let the cancellation through.
+            # Its rows leave the batch at their next step; then let the cancellation through.
             if cancel is not None:
                 cancel.set()
             raise

@@ -10,12 +10,14 @@ import pytest
 from backends.base import (
     ChatMessage,
     ChatPrompt,
+    Prompt,
     SamplingParams,
     StreamDelta,
     StreamEnd,
     TextPrompt,
 )
 from backends.embedded import EmbeddedBackend, EmbeddedSettings
+from backends.embedded_model import Dtype, LoadedModel, _eos_ids, choose_dtype
 
 pytestmark = pytest.mark.e2e
 
@@ -106,3 +108,92 @@ async def test_tiny_temperature_is_greedy(backend: EmbeddedBackend) -> None:
     greedy = await backend.generate(QUESTION, SamplingParams(max_tokens=8, temperature=0))
     tiny = await backend.generate(QUESTION, SamplingParams(max_tokens=8, temperature=1e-40))
     assert tiny.completions[0].text == greedy.completions[0].text
+
+
+async def test_greedy_equals_transformers_generate(backend: EmbeddedBackend) -> None:
+    import torch
+
+    model = backend._model
+    ids = model.encode(QUESTION)
+    ours = await backend.generate(QUESTION, SamplingParams(max_tokens=24, temperature=0))
+    with torch.inference_mode():
+        out = model.model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=24,
+            do_sample=False,
+            eos_token_id=sorted(_eos_ids(model.tokenizer)),
+            pad_token_id=model.tokenizer.eos_token_id,
+        )
+    expected = out[0, len(ids) :].tolist()
+    assert ours.completions[0].tokens == len(expected)
+    assert ours.completions[0].text == model.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+async def test_auto_precision_follows_the_cpu(backend: EmbeddedBackend) -> None:
+    assert backend._model.dtype == choose_dtype("auto")[0]
+    assert str(backend._model.model.dtype) == f"torch.{backend._model.dtype}"
+
+
+async def test_explicit_precision_is_honoured() -> None:
+    other: Dtype = "float32" if choose_dtype("auto")[0] == "bfloat16" else "bfloat16"
+    loaded = await asyncio.to_thread(LoadedModel.load, EmbeddedSettings(dtype=other))
+    assert loaded.dtype == other
+    assert str(loaded.model.dtype) == f"torch.{other}"
+
+
+async def test_short_request_finishes_while_a_long_one_runs(backend: EmbeddedBackend) -> None:
+    counting = TextPrompt("1, 2, 3, 4,")
+    long = asyncio.create_task(
+        backend.generate(counting, SamplingParams(max_tokens=300, temperature=0, n=2))
+    )
+    for _ in range(500):
+        if backend._scheduler.active_rows == 2:
+            break
+        await asyncio.sleep(0.01)
+    short = await backend.generate(QUESTION, SamplingParams(max_tokens=3, temperature=0))
+    assert short.completions[0].tokens == 3
+    assert not long.done() and backend._scheduler.active_rows == 2
+    # Cancelling the long one takes its rows out of the batch at its next step.
+    long.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await long
+    for _ in range(500):
+        if backend._scheduler.active_rows == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert backend._scheduler.active_rows == 0
+
+
+async def test_requests_batched_together_decode_as_they_do_alone(
+    backend: EmbeddedBackend,
+) -> None:
+    # Different prompt lengths (left padding), a request leaving early (its padding is trimmed)
+    # and one joining later: each greedy result is what the request gives on its own.
+    long_prompt = ChatPrompt((ChatMessage("user", "Name three colours. " * 12),))
+    jobs: list[tuple[Prompt, SamplingParams]] = [
+        (TextPrompt("1, 2, 3, 4,"), SamplingParams(max_tokens=30, temperature=0)),
+        (long_prompt, SamplingParams(max_tokens=4, temperature=0, n=2)),
+        (QUESTION, SamplingParams(max_tokens=12, temperature=0)),
+    ]
+    alone = [await backend.generate(prompt, params) for prompt, params in jobs]
+    first = asyncio.create_task(backend.generate(*jobs[0]))
+    second = await backend.generate(*jobs[1])
+    assert not first.done()
+    third = await backend.generate(*jobs[2])
+    together = [await first, second, third]
+    for a, b in zip(alone, together, strict=True):
+        assert [c.text for c in a.completions] == [c.text for c in b.completions]
+        assert [c.tokens for c in a.completions] == [c.tokens for c in b.completions]
+
+
+async def test_a_seeded_request_samples_the_same_beside_others(backend: EmbeddedBackend) -> None:
+    params = SamplingParams(max_tokens=16, n=3, temperature=0.8, seed=7)
+    alone = await backend.generate(QUESTION, params)
+    other = asyncio.create_task(
+        backend.generate(TextPrompt("1, 2, 3, 4,"), SamplingParams(max_tokens=40, temperature=0))
+    )
+    beside = await backend.generate(QUESTION, params)
+    assert not other.done()
+    await other
+    assert [c.text for c in alone.completions] == [c.text for c in beside.completions]
