@@ -31,6 +31,7 @@ from strategies.base import (
     StrategyResult,
 )
 from strategies.context import StrategyContext
+from strategies.early_stop import EarlyStop, settled
 from strategies.ranking import ranked
 from verifiers.answer_match import AnswerFormat, extract_answer, group_answers
 from verifiers.base import Aggregation, Candidate, CandidateScore, VerifierError
@@ -49,6 +50,7 @@ __all__ = [
     "result_of",
     "sample",
     "sample_and_verify",
+    "sample_until_settled",
     "vote",
 ]
 
@@ -157,12 +159,18 @@ async def sample(
     request: StrategyRequest,
     params: CandidateParams,
     logprobs: int | None = None,
+    wave: tuple[int, int] | None = None,
 ) -> list[Sampled]:
-    """Sample the candidates in one backend call (`n` in the request) and extract answers."""
+    """Sample the candidates in one backend call (`n` in the request) and extract answers;
+    `wave` (its index and size) draws only that many, with a seed of its own."""
     wanted = [v for v in (request.sampling.logprobs, logprobs) if v is not None]
+    seed = request.sampling.seed
+    if wave is not None and seed is not None:
+        seed += wave[0]  # the same seed again would draw the same candidates again
     sampling = dataclasses.replace(
         request.sampling,
-        n=effort_n(request, params.n, ctx.limits.max_n),
+        n=effort_n(request, params.n, ctx.limits.max_n) if wave is None else wave[1],
+        seed=seed,
         temperature=request.sampling.temperature
         if params.temperature is None
         else params.temperature,
@@ -180,6 +188,33 @@ async def sample(
         )
         for c in generation.completions
     ]
+
+
+async def sample_until_settled(
+    ctx: StrategyContext,
+    request: StrategyRequest,
+    params: CandidateParams,
+    rule: EarlyStop | None,
+) -> tuple[list[Sampled], str | None]:
+    """Without a rule, the candidates of one call. With one, candidates in waves until the
+    majority vote over them is settled (or all `n` are drawn); and why it stopped early."""
+    total = effort_n(request, params.n, ctx.limits.max_n)
+    if rule is None:
+        return await sample(ctx, request, params), None
+    drawn: list[Sampled] = []
+    while len(drawn) < total:
+        size = min(rule.wave, total - len(drawn))
+        drawn += await sample(ctx, request, params, wave=(len(drawn), size))
+        left = total - len(drawn)
+        if left and len(drawn) >= rule.min_samples:
+            votes = await rank_groups(drawn, weights=None)
+            voted = sum(len(v.members) for v in votes)
+            if settled(rule, [v.weight for v in votes], voted, left):
+                return (
+                    drawn,
+                    f"early_stop: {rule.method} rule settled after {len(drawn)} of {total}",
+                )
+    return drawn, None
 
 
 async def sample_and_verify(
@@ -223,12 +258,22 @@ async def vote(
     candidates: Sequence[Sampled],
     strategy: str,
     fallback: str | None = None,
+    stopped_early: str | None = None,
 ) -> StrategyResult:
     """Majority vote over sampled candidates: the first candidate of each of the `n` largest
     answer groups; with no answer to vote on, the first candidate."""
     votes = await rank_groups(candidates, weights=None)
     chosen = [v.members[0] for v in votes[: request.sampling.n]] or [0]
-    return result_of(ctx, request, strategy, candidates, chosen, votes=votes, fallback=fallback)
+    return result_of(
+        ctx,
+        request,
+        strategy,
+        candidates,
+        chosen,
+        votes=votes,
+        fallback=fallback,
+        stopped_early=stopped_early,
+    )
 
 
 class VerifiedSelection(ABC):
@@ -267,6 +312,7 @@ def result_of(
     scored: Scored | None = None,
     votes: Sequence[Vote] = (),
     fallback: str | None = None,
+    stopped_early: str | None = None,
 ) -> StrategyResult:
     """The chosen candidates as the answer, with the whole run as its trace."""
     asked_logprobs = request.sampling.logprobs is not None
@@ -298,7 +344,11 @@ def result_of(
     }
     if fallback:
         trace["fallback"] = fallback
-    return StrategyResult(choices, ctx.usage, trace=trace, fallback=fallback)
+    if stopped_early:
+        trace["stopped_early"] = stopped_early
+    return StrategyResult(
+        choices, ctx.usage, stopped_early=stopped_early, trace=trace, fallback=fallback
+    )
 
 
 def _steps(score: CandidateScore) -> list[float] | None:

@@ -118,3 +118,32 @@ async def test_unknown_verifier_is_400_listing_configured(client: openai.AsyncOp
             extra_body={"reasoning_strategy": "best_of_n", "reasoning_params": {"verifier": "prm"}},
         )
     assert "confidence" in str(info.value) and "llm_judge" in str(info.value)
+
+
+async def test_early_stopped_vote_answers_after_one_agreeing_wave(
+    client: openai.AsyncOpenAI,
+) -> None:
+    # Greedy samples agree, so the first wave of 4 settles the vote and 4 are never drawn.
+    response = await client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=24,
+        temperature=0,
+        extra_body={
+            "reasoning_strategy": "majority_vote",
+            "reasoning_params": {
+                "n": 8,
+                "return_trace": True,
+                "answer_format": "regex",
+                "answer_pattern": r"(\S+)",
+                "early_stop": {"method": "beta", "wave": 4},
+            },
+        },
+    )
+    trace = trace_of(response)
+    assert len(trace["candidates"]) == 4
+    extras = response.model_extra or {}
+    assert extras["reasoning_stopped_early"] == "early_stop: beta rule settled after 4 of 8"
+    usage = response.usage
+    assert usage is not None
+    assert usage.completion_tokens == sum(c["tokens"] for c in trace["candidates"])
