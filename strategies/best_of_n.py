@@ -9,16 +9,19 @@ et al., "Let's Verify Step by Step" (2023) for process reward models:
 3. Answer with the highest-scored candidate; among equal scores, the earliest. A request with
    `n` > 1 gets the `n` highest-scored candidates.
 
-Steps 1 and 2, and what a failing verifier does, are `VerifiedSelection`'s.
+Steps 1 and 2, and what a failing verifier does, are `VerifiedSelection`'s. With
+`early_stop: {"method": "score", "threshold": t}`, steps 1-2 repeat in waves until a candidate
+scores at least `t`.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from strategies.candidates import Scored, VerifiedParams, VerifiedSelection, Vote, rank_groups
+from strategies.early_stop import ScoreStop
 from strategies.ranking import ranked
 
 __all__ = ["BestOfN", "BestOfNParams"]
@@ -27,12 +30,21 @@ __all__ = ["BestOfN", "BestOfNParams"]
 class BestOfNParams(VerifiedParams):
     """Params of `best_of_n`."""
 
+    early_stop: ScoreStop | None = Field(
+        default=None, description="Waves until a candidate scores at least `threshold`."
+    )
+
 
 class BestOfN(VerifiedSelection):
     """The verifier's favourite among N samples."""
 
     name: ClassVar[str] = "best_of_n"
     params_model: ClassVar[type[BaseModel]] = BestOfNParams
+
+    async def settled(self, scored: Scored, params: VerifiedParams, left: int) -> bool:
+        rule = params.early_stop
+        assert isinstance(rule, ScoreStop)
+        return max(scored.values, default=float("-inf")) >= rule.threshold
 
     async def choose(
         self, scored: Scored, n: int, with_trace: bool

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -31,7 +31,7 @@ from strategies.base import (
     StrategyResult,
 )
 from strategies.context import StrategyContext
-from strategies.early_stop import EarlyStop, settled
+from strategies.early_stop import EarlyStop, Waves, settled
 from strategies.ranking import ranked
 from verifiers.answer_match import AnswerFormat, extract_answer, group_answers
 from verifiers.base import Aggregation, Candidate, CandidateScore, VerifierError
@@ -93,6 +93,9 @@ class VerifiedParams(CandidateParams):
     on_verifier_error: Literal["error", "vote"] = Field(
         default="error", description="`vote`: fall back to majority vote, and say so."
     )
+    early_stop: Waves | None = Field(
+        default=None, description="Draw candidates in waves, each scored, until a rule stops."
+    )
 
     @model_validator(mode="after")
     def _known_verifier(self, info: ValidationInfo) -> VerifiedParams:
@@ -128,6 +131,7 @@ class Scored:
     scores: tuple[CandidateScore, ...] | None
     values: list[float]
     fallback: str | None = None
+    stopped_early: str | None = None
 
 
 @dataclass(frozen=True)
@@ -218,22 +222,43 @@ async def sample_until_settled(
 
 
 async def sample_and_verify(
-    ctx: StrategyContext, request: StrategyRequest, params: VerifiedParams
+    ctx: StrategyContext,
+    request: StrategyRequest,
+    params: VerifiedParams,
+    stop: Callable[[Scored, int], Awaitable[bool]] | None = None,
 ) -> Scored:
     """Sample the candidates (with the log-probabilities the verifier needs) and score them all
-    in one verifier call; a failing verifier is an error unless the request allows a vote."""
+    in one verifier call; a failing verifier is an error unless the request allows a vote.
+    With `early_stop`, waves of candidates, each scored in one call, until `stop` (told the
+    candidates so far and how many are left) says the choice is settled."""
     needs = ctx.verifiers[params.verifier].logprobs
-    candidates = await sample(ctx, request, params, logprobs=needs)
-    try:
-        scores = await ctx.verify(
-            params.verifier, question_of(request.prompt), [c.for_verifier() for c in candidates]
+    total = effort_n(request, params.n, ctx.limits.max_n)
+    rule = params.early_stop
+    candidates: list[Sampled] = []
+    scores: list[CandidateScore] = []
+    while len(candidates) < total:
+        wave = None if rule is None else (len(candidates), min(rule.wave, total - len(candidates)))
+        new = await sample(ctx, request, params, logprobs=needs, wave=wave)
+        candidates += new
+        try:
+            scores += await ctx.verify(
+                params.verifier, question_of(request.prompt), [c.for_verifier() for c in new]
+            )
+        except VerifierError as exc:
+            if params.on_verifier_error == "error":
+                raise
+            reason = f"verifier {params.verifier!r} failed ({exc}); answered by majority vote"
+            return Scored(candidates, None, [], fallback=reason)
+        scored = Scored(
+            candidates, tuple(scores), [s.aggregated(params.aggregation) for s in scores]
         )
-    except VerifierError as exc:
-        if params.on_verifier_error == "error":
-            raise
-        reason = f"verifier {params.verifier!r} failed ({exc}); answered by majority vote"
-        return Scored(candidates, None, [], fallback=reason)
-    return Scored(candidates, scores, [s.aggregated(params.aggregation) for s in scores])
+        left = total - len(candidates)
+        if rule is None or not left or len(candidates) < rule.min_samples or stop is None:
+            continue
+        if await stop(scored, left):
+            reason = f"early_stop: {rule.method} rule settled after {len(candidates)} of {total}"
+            return dataclasses.replace(scored, stopped_early=reason)
+    return scored
 
 
 async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | None) -> list[Vote]:
@@ -285,14 +310,28 @@ class VerifiedSelection(ABC):
     async def run(
         self, request: StrategyRequest, params: VerifiedParams, ctx: StrategyContext
     ) -> StrategyResult:
-        scored = await sample_and_verify(ctx, request, params)
+        scored = await sample_and_verify(
+            ctx, request, params, lambda so_far, left: self.settled(so_far, params, left)
+        )
         if scored.fallback is not None:
             # Majority vote answers, and the trace says so under its registered name.
             return await vote(ctx, request, scored.candidates, "majority_vote", scored.fallback)
         chosen, votes = await self.choose(scored, request.sampling.n, params.return_trace)
         return result_of(
-            ctx, request, self.name, scored.candidates, chosen, scored=scored, votes=votes
+            ctx,
+            request,
+            self.name,
+            scored.candidates,
+            chosen,
+            scored=scored,
+            votes=votes,
+            stopped_early=scored.stopped_early,
         )
+
+    async def settled(self, scored: Scored, params: VerifiedParams, left: int) -> bool:
+        """Whether the candidates so far settle the choice (with `early_stop`; `left` more
+        could be drawn)."""
+        return False
 
     @abstractmethod
     async def choose(

@@ -23,20 +23,33 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EarlyStop", "leader_probability", "settled"]
+__all__ = ["EarlyStop", "ScoreStop", "Waves", "leader_probability", "settled"]
 
 
-class EarlyStop(BaseModel):
-    """`reasoning_params.early_stop`: how to draw candidates in waves and when to stop."""
+class Waves(BaseModel):
+    """How candidates are drawn when a rule may stop early: `wave` per backend call."""
 
     model_config = ConfigDict(extra="forbid")
+
+    method: str
+    min_samples: int = Field(default=4, ge=1, description="Never stop with fewer candidates.")
+    wave: int = Field(default=4, ge=1, description="Candidates per backend call.")
+
+
+class EarlyStop(Waves):
+    """`reasoning_params.early_stop` of the votes: stop once the vote is settled."""
 
     method: Literal["beta", "margin"]
     threshold: float = Field(
         default=0.95, gt=0.5, lt=1.0, description="beta: the leader's probability to stop at."
     )
-    min_samples: int = Field(default=4, ge=1, description="Never stop with fewer candidates.")
-    wave: int = Field(default=4, ge=1, description="Candidates per backend call.")
+
+
+class ScoreStop(Waves):
+    """`reasoning_params.early_stop` of `best_of_n`: stop once a candidate scores `threshold`."""
+
+    method: Literal["score"]
+    threshold: float = Field(description="The verifier score that is good enough.")
 
 
 def settled(

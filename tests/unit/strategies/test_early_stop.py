@@ -10,14 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from backends.scripted import ScriptedBackend
-from strategies.base import ParamsContext, StrategyResult
+from strategies.base import InvalidParamsError, ParamsContext, StrategyResult
 from strategies.context import StrategyContext
 from strategies.early_stop import EarlyStop, leader_probability, settled
 from strategies.limits import Limits
 from strategies.registry import get_strategy, parse_params
-from tests.factories import chat_request
+from tests.factories import TableVerifier, chat_request
 
-CONTEXT = ParamsContext(verifiers=frozenset(), limits=Limits(max_n=16))
+CONTEXT = ParamsContext(verifiers=frozenset({"v"}), limits=Limits(max_n=16))
 
 
 @pytest.mark.parametrize(("a", "b"), [(0, 0), (3, 0), (3, 1), (5, 2), (8, 8), (12, 3), (2, 5)])
@@ -106,3 +106,48 @@ async def test_without_early_stop_one_call_draws_all() -> None:
     result = await strategy.run(chat_request(), parsed, ctx)
     assert [p.n for p in backend.sampled] == [16]
     assert result.stopped_early is None
+
+
+async def run_verified(
+    name: str, texts: list[str], table: dict[str, float], early_stop: dict[str, Any]
+) -> tuple[StrategyResult, ScriptedBackend, TableVerifier]:
+    backend, verifier = ScriptedBackend(texts), TableVerifier(table)
+    strategy = get_strategy(name)
+    params = {"n": 16, "verifier": "v", "return_trace": True, "early_stop": early_stop}
+    parsed = parse_params(strategy, params, CONTEXT)
+    ctx = StrategyContext(backend=backend, request_id="r", verifiers={"v": verifier})
+    return await strategy.run(chat_request(), parsed, ctx), backend, verifier
+
+
+async def test_best_of_n_stops_once_a_candidate_scores_the_threshold() -> None:
+    texts = ["a 1", "b 2", "c 3", "d 4", "e 5", "f 6"]
+    table = {"a 1": 0.2, "b 2": 0.3, "c 3": 0.1, "d 4": 0.4, "e 5": 0.95, "f 6": 0.5}
+    result, backend, verifier = await run_verified(
+        "best_of_n", texts, table, {"method": "score", "threshold": 0.9}
+    )
+    # The first wave's best is 0.4; the second holds 0.95, so no third is drawn.
+    assert [p.n for p in backend.sampled] == [4, 4]
+    assert [len(candidates) for _, candidates in verifier.calls] == [4, 4]
+    assert result.choices[0].content == "e 5"
+    assert result.stopped_early == "early_stop: score rule settled after 8 of 16"
+
+
+async def test_weighted_vote_stops_on_its_weighted_totals() -> None:
+    table = {"so 4": 0.9, "so 5": 0.1}
+    result, backend, _ = await run_verified("weighted_vote", ["so 4"], table, {"method": "beta"})
+    # 4 votes of 0.9 each count as 4 agreeing voters: 0.97 >= 0.95.
+    assert [p.n for p in backend.sampled] == [4]
+    assert result.stopped_early is not None and result.choices[0].content == "so 4"
+
+
+def test_each_strategy_takes_its_own_rule() -> None:
+    with pytest.raises(InvalidParamsError):
+        parse_params(
+            get_strategy("best_of_n"), {"verifier": "v", "early_stop": {"method": "beta"}}, CONTEXT
+        )
+    with pytest.raises(InvalidParamsError):
+        parse_params(
+            get_strategy("majority_vote"),
+            {"early_stop": {"method": "score", "threshold": 1}},
+            CONTEXT,
+        )
