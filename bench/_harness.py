@@ -32,11 +32,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 
@@ -491,3 +491,14 @@ def choices(
     if unknown := sorted(set(chosen) - set(known)):
         parser.error(f"unknown {what} {unknown}; choose from {', '.join(known)}")
     return chosen
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """Exit with `main`'s status; an interrupt or a service that failed to start ends the script
+    with one line (every child process is stopped on the way out)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit("interrupted: every child process was stopped")
+    except ServiceError as exc:
+        sys.exit(str(exc))

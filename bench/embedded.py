@@ -22,7 +22,6 @@ While one side is measured the other is idle, so they do not compete for the two
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
@@ -30,13 +29,11 @@ import statistics
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import ROOT, Service, Services, free_port, percentile
+from bench._harness import ROOT, Service, Services, free_port, percentile, post_json
 
 MODEL = "SmolLM2-135M-Instruct"
 # backends/smollm2.py's cache directory, re-derived: bench/ imports nothing from the project.
@@ -73,13 +70,8 @@ def server_dtype(service: Service) -> str:
     return found.group(1) if found else "bfloat16"
 
 
-def post(url: str, body: dict[str, Any], timeout_s: float = 600.0) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        data: dict[str, Any] = json.loads(response.read())
-        return data
+# A long request on a shared CPU may take minutes.
+_TIMEOUT_S = 600.0
 
 
 def chat(url: str, n: int, max_tokens: int, temperature: float) -> tuple[float, int]:
@@ -92,7 +84,7 @@ def chat(url: str, n: int, max_tokens: int, temperature: float) -> tuple[float, 
         "temperature": temperature,
     }
     started = time.perf_counter()
-    answer = post(url + "/v1/chat/completions", body)
+    answer = post_json(url + "/v1/chat/completions", body, _TIMEOUT_S)
     return time.perf_counter() - started, int(answer["usage"]["completion_tokens"])
 
 
@@ -184,7 +176,7 @@ def fairness(url: str, shorts: int) -> float:
         }
         started = time.perf_counter()
         try:
-            post(url + "/v1/completions", body)
+            post_json(url + "/v1/completions", body, _TIMEOUT_S)
         finally:
             long_seconds.append(time.perf_counter() - started)
             long_done.set()

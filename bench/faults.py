@@ -47,6 +47,7 @@ from bench._harness import (
     choices,
     percentile,
     rss_kib,
+    run_script,
     start_stub,
     start_ttc,
     ttc_body,
@@ -239,9 +240,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit("interrupted: every child process was stopped")
-    except ServiceError as exc:
-        sys.exit(str(exc))
+    run_script(main)

@@ -75,6 +75,7 @@ from bench._harness import (
     free_port,
     percentile,
     post_json,
+    run_script,
     start_stub,
     start_ttc,
     ttc_body,
@@ -470,9 +471,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit("interrupted: every child process was stopped")
-    except ServiceError as exc:
-        sys.exit(str(exc))
+    run_script(main)
