@@ -203,22 +203,29 @@ async def sample_until_settled(
     """Without a rule, the candidates of one call. With one, candidates in waves until the
     majority vote over them is settled (or all `n` are drawn); and why it stopped early."""
     total = effort_n(request, params.n, ctx.limits.max_n)
-    if rule is None:
-        return await sample(ctx, request, params), None
     drawn: list[Sampled] = []
     while len(drawn) < total:
-        size = min(rule.wave, total - len(drawn))
-        drawn += await sample(ctx, request, params, wave=(len(drawn), size))
-        left = total - len(drawn)
-        if left and len(drawn) >= rule.min_samples:
+        drawn += await sample(ctx, request, params, wave=_next_wave(rule, len(drawn), total))
+        if rule is not None and _may_stop(rule, len(drawn), total):
             votes = await rank_groups(drawn, weights=None)
             voted = sum(len(v.members) for v in votes)
-            if settled(rule, [v.weight for v in votes], voted, left):
-                return (
-                    drawn,
-                    f"early_stop: {rule.method} rule settled after {len(drawn)} of {total}",
-                )
+            if settled(rule, [v.weight for v in votes], voted, total - len(drawn)):
+                return drawn, _stopped(rule, len(drawn), total)
     return drawn, None
+
+
+def _next_wave(rule: Waves | None, drawn: int, total: int) -> tuple[int, int] | None:
+    """The next wave's offset and size; without a rule, None: all `total` in one call."""
+    return None if rule is None else (drawn, min(rule.wave, total - drawn))
+
+
+def _may_stop(rule: Waves, drawn: int, total: int) -> bool:
+    """Whether the rule is asked after a wave: candidates are left, and enough were drawn."""
+    return rule.min_samples <= drawn < total
+
+
+def _stopped(rule: Waves, drawn: int, total: int) -> str:
+    return f"early_stop: {rule.method} rule settled after {drawn} of {total}"
 
 
 async def sample_and_verify(
@@ -237,7 +244,7 @@ async def sample_and_verify(
     candidates: list[Sampled] = []
     scores: list[CandidateScore] = []
     while len(candidates) < total:
-        wave = None if rule is None else (len(candidates), min(rule.wave, total - len(candidates)))
+        wave = _next_wave(rule, len(candidates), total)
         new = await sample(ctx, request, params, logprobs=needs, wave=wave)
         candidates += new
         try:
@@ -252,12 +259,11 @@ async def sample_and_verify(
         scored = Scored(
             candidates, tuple(scores), [s.aggregated(params.aggregation) for s in scores]
         )
-        left = total - len(candidates)
-        if rule is None or not left or len(candidates) < rule.min_samples or stop is None:
+        if rule is None or stop is None or not _may_stop(rule, len(candidates), total):
             continue
-        if await stop(scored, left):
-            reason = f"early_stop: {rule.method} rule settled after {len(candidates)} of {total}"
-            return dataclasses.replace(scored, stopped_early=reason)
+        if await stop(scored, total - len(candidates)):
+            stopped = _stopped(rule, len(candidates), total)
+            return dataclasses.replace(scored, stopped_early=stopped)
     return scored
 
 
