@@ -35,8 +35,11 @@ async def complete_plain(
     started = time.perf_counter()
     status = "server_error"
     tokens = (0, 0)
+    # A client's model name labels metrics only once it names a served model.
+    model = "unknown"
     try:
         deployment = await serving.deployment(body.model)
+        model = body.model
         params = body.plain_sampling(serving.limits)
         timeout = serving.limits.request_timeout_s
         loop = asyncio.get_running_loop()
@@ -60,7 +63,7 @@ async def complete_plain(
         status = request_status(exc)
         raise
     finally:
-        serving.metrics.plain(body.model, status, time.perf_counter() - started, *tokens)
+        serving.metrics.plain(model, status, time.perf_counter() - started, *tokens)
     return CompletionResponse(
         id=request_id,
         created=int(time.time()),

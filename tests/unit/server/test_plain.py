@@ -112,3 +112,16 @@ async def test_tokenizer_routes_round_trip() -> None:
     assert chat.json()["count"] == 1  # the scripted template renders one word
     assert info["eos_token"] == "</s>"
     assert neither.status_code == 400
+
+
+async def test_an_unknown_model_is_a_404_that_labels_no_metric_with_it() -> None:
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post(
+            "/v1/completions", json={"model": "made-up", "prompt": "a", "echo": True}
+        )
+        metrics = (await client.get("/metrics")).text
+    assert response.status_code == 404
+    assert 'model="made-up"' not in metrics
+    assert (
+        'ttc_requests_total{model="unknown",status="client_error",strategy="none"} 1.0' in metrics
+    )
