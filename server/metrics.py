@@ -102,7 +102,14 @@ class Metrics:
             registry=registry,
         )
         self.early_stops = counter(
-            "ttc_early_stops", "Searches that answered before finishing (budget or iterations)."
+            "ttc_early_stops",
+            "Requests answered before spending all they asked for: a settled vote, a budget, "
+            "a search's iterations.",
+        )
+        self.tokens_saved = counter(
+            "ttc_early_stop_saved_tokens",
+            "Tokens the candidates not drawn would have cost (the requested N less those drawn, "
+            "at the drawn ones' mean).",
         )
         self.fallbacks = counter(
             "ttc_verifier_fallbacks", "Requests answered by majority vote after a verifier failed."
@@ -156,6 +163,7 @@ class Metrics:
         price: ModelPrice | None = None,
         stopped_early: bool = False,
         fallback: bool = False,
+        tokens_saved: int = 0,
     ) -> None:
         """Record one finished request; `spent` is what it spent, if it got as far as running."""
         assert status in REQUEST_STATUSES, status
@@ -183,6 +191,8 @@ class Metrics:
             self.verifier_calls.labels(strategy, verifier, outcome).inc(calls)
         if stopped_early:
             self.early_stops.labels(*labels).inc()
+        if tokens_saved:
+            self.tokens_saved.labels(*labels).inc(tokens_saved)
         if fallback:
             self.fallbacks.labels(*labels).inc()
         if price is not None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliImplicitFlag, SettingsConfigDict
 
 from backends.base import BackendSettings
 from backends.http import VLLMClientSettings
 from backends.registry import BACKENDS, BackendKind
 from backends.vllm import VLLMReplicaSettings
+from strategies.accounting import ModelPrice
 from strategies.limits import Limits
 from verifiers.base import VerifierConfig
 from verifiers.registry import DEFAULT_VERIFIERS, AnyVerifierConfig
@@ -40,27 +41,6 @@ if TYPE_CHECKING:
     BackendName = str
 else:
     BackendName = Literal[tuple(BACKENDS)]
-
-
-class ModelPrice(BaseModel):
-    """What a model's tokens cost, in US dollars per million tokens."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prompt: float = Field(default=0.0, ge=0, description="Per million prompt tokens.")
-    completion: float = Field(default=0.0, ge=0, description="Per million generated tokens.")
-    verifier: float = Field(
-        default=0.0, ge=0, description="Per million tokens read or written by verifiers."
-    )
-
-    def cost(self, prompt_tokens: int, completion_tokens: int, verifier_tokens: int) -> float:
-        """Dollars for these token counts."""
-        total = (
-            prompt_tokens * self.prompt
-            + completion_tokens * self.completion
-            + verifier_tokens * self.verifier
-        )
-        return total / 1_000_000
 
 
 class ServedModel(VLLMReplicaSettings):

@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from backends.base import Generation
 from backends.errors import BackendTimeout
 
-__all__ = ["CallStats", "Clock", "Outcome", "Usage", "outcome_of"]
+__all__ = ["CallStats", "Clock", "ModelPrice", "Outcome", "Usage", "outcome_of"]
 
 Outcome = Literal["ok", "timeout", "cancelled", "error"]
 Clock = Callable[[], float]
@@ -35,6 +37,31 @@ class Usage:
         self.prompt_tokens += generation.prompt_tokens
         self.completion_tokens += generation.completion_tokens
         self.calls += 1
+
+    def cost(self, price: ModelPrice) -> float:
+        """Dollars spent so far at `price`."""
+        return price.cost(self.prompt_tokens, self.completion_tokens, self.verifier_tokens)
+
+
+class ModelPrice(BaseModel):
+    """What a model's tokens cost, in US dollars per million tokens (the server's `--prices`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: float = Field(default=0.0, ge=0, description="Per million prompt tokens.")
+    completion: float = Field(default=0.0, ge=0, description="Per million generated tokens.")
+    verifier: float = Field(
+        default=0.0, ge=0, description="Per million tokens read or written by verifiers."
+    )
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, verifier_tokens: int) -> float:
+        """Dollars for these token counts."""
+        total = (
+            prompt_tokens * self.prompt
+            + completion_tokens * self.completion
+            + verifier_tokens * self.verifier
+        )
+        return total / 1_000_000
 
 
 def outcome_of(exc: BaseException | None) -> Outcome:

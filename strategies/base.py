@@ -17,17 +17,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from backends.base import FinishReason, Prompt, SamplingParams, TokenLogprob
 from backends.errors import GatewayError
-from strategies.accounting import Usage
-from strategies.limits import CEILINGS, Limits
+from strategies.accounting import ModelPrice, Usage
+from strategies.limits import CEILINGS, LimitExceeded, Limits
 
 if TYPE_CHECKING:
     from strategies.context import StrategyContext
 
 __all__ = [
+    "Budget",
     "Choice",
     "ChoiceDelta",
     "EventSink",
@@ -80,6 +81,7 @@ class ParamsContext:
 
     verifiers: frozenset[str] = frozenset()
     limits: Limits = field(default_factory=Limits)
+    price: ModelPrice | None = None
 
     @classmethod
     def of(cls, context: Any) -> ParamsContext:
@@ -93,11 +95,55 @@ class ParamsContext:
             raise ValueError(f"unknown verifier {name!r}; configured: {names}")
 
 
-class StrategyParams(BaseModel):
-    """Base of every strategy's params: unknown fields are errors, and every field the server
-    limits (`strategies.limits.CEILINGS`) is checked against its ceiling."""
+# The `Limits` field that is the ceiling of each budget unit the server bounds.
+_BUDGET_CEILINGS = {"tokens": "search_max_tokens", "seconds": "search_max_seconds"}
+
+
+class Budget(BaseModel):
+    """`reasoning_params.budget`: what a request may spend on its answer, in any of three units.
+
+    `tokens` counts generated and verifier tokens; `seconds` the strategy's wall time; `usd`
+    dollars at the server's `--prices` for the model (prompt tokens included). The server's
+    search ceilings (`--limits.search-max-tokens`, `--limits.search-max-seconds`) bound it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens: int | None = Field(default=None, ge=1, description="Generated plus verifier tokens.")
+    seconds: float | None = Field(default=None, gt=0, description="Wall time of the strategy.")
+    usd: float | None = Field(default=None, gt=0, description="Dollars at the server's prices.")
+
+    @field_validator("tokens", "seconds")
+    @classmethod
+    def _within_ceiling(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.field_name is not None:
+            limits = ParamsContext.of(info.context).limits
+            ceiling: float = getattr(limits, _BUDGET_CEILINGS[info.field_name])
+            if value > ceiling:
+                raise LimitExceeded(f"budget.{info.field_name}", value, ceiling)
+        return value
+
+    @field_validator("usd")
+    @classmethod
+    def _priced(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and ParamsContext.of(info.context).price is None:
+            raise ValueError(
+                "a usd budget needs the model's price, and this server has none for it "
+                "(--prices); give tokens or seconds instead"
+            )
+        return value
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's params: unknown fields are errors, every field the server
+    limits (`strategies.limits.CEILINGS`) is checked against its ceiling, and every strategy
+    takes a `budget`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    budget: Budget | None = Field(
+        default=None, description="Tokens, seconds or dollars the answer may cost at most."
+    )
 
     @field_validator(*CEILINGS, check_fields=False)
     @classmethod
@@ -108,7 +154,8 @@ class StrategyParams(BaseModel):
 
 
 class NoParams(StrategyParams):
-    """Params of a strategy that takes none: any field given is an error."""
+    """Params of a strategy that takes none but the `budget` every strategy takes: any other
+    field given is an error."""
 
 
 @dataclass(frozen=True)
@@ -148,8 +195,9 @@ class Choice:
 class StrategyResult:
     """What a run returns; `trace` is shown to the client only when it asks.
 
-    `fallback` says why another strategy answered (a verifier failed); `stopped_early` why a
-    search answered with its best so far.
+    `fallback` says why another strategy answered (a verifier failed); `stopped_early` why it
+    answered before spending all it was asked to (a settled vote, a budget, a search's limits);
+    `tokens_saved` estimates what the candidates it did not draw would have cost.
     """
 
     choices: tuple[Choice, ...]
@@ -157,6 +205,7 @@ class StrategyResult:
     stopped_early: str | None = None
     trace: Mapping[str, Any] | None = None
     fallback: str | None = None
+    tokens_saved: int = 0
 
     @property
     def reasoning_tokens(self) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from verifiers.base import Aggregation, Candidate, CandidateScore, VerifierError
 __all__ = [
     "EFFORT_N",
     "CandidateParams",
+    "Draws",
     "Sampled",
     "Scored",
     "VerifiedParams",
@@ -132,6 +134,7 @@ class Scored:
     values: list[float]
     fallback: str | None = None
     stopped_early: str | None = None
+    requested: int = 0
 
 
 @dataclass(frozen=True)
@@ -164,9 +167,11 @@ async def sample(
     params: CandidateParams,
     logprobs: int | None = None,
     wave: tuple[int, int] | None = None,
+    cap: int | None = None,
 ) -> list[Sampled]:
     """Sample the candidates in one backend call (`n` in the request) and extract answers;
-    `wave` (its index and size) draws only that many, with a seed of its own."""
+    `wave` (its index and size) draws only that many, with a seed of its own; `cap` bounds each
+    candidate's tokens below its `max_tokens`."""
     wanted = [v for v in (request.sampling.logprobs, logprobs) if v is not None]
     seed = request.sampling.seed
     if wave is not None and seed is not None:
@@ -178,7 +183,7 @@ async def sample(
         temperature=request.sampling.temperature
         if params.temperature is None
         else params.temperature,
-        max_tokens=params.max_tokens or request.sampling.max_tokens,
+        max_tokens=min(params.max_tokens or request.sampling.max_tokens, cap or sys.maxsize),
         logprobs=max(wanted) if wanted else None,
     )
     generation = await ctx.generate(request.prompt, sampling)
@@ -199,33 +204,102 @@ async def sample_until_settled(
     request: StrategyRequest,
     params: CandidateParams,
     rule: EarlyStop | None,
-) -> tuple[list[Sampled], str | None]:
-    """Without a rule, the candidates of one call. With one, candidates in waves until the
-    majority vote over them is settled (or all `n` are drawn); and why it stopped early."""
-    total = effort_n(request, params.n, ctx.limits.max_n)
-    drawn: list[Sampled] = []
-    while len(drawn) < total:
-        drawn += await sample(ctx, request, params, wave=_next_wave(rule, len(drawn), total))
-        if rule is not None and _may_stop(rule, len(drawn), total):
-            votes = await rank_groups(drawn, weights=None)
+) -> Draws:
+    """Without a rule or budget, the candidates of one call. With a rule, candidates in waves
+    until the majority vote over them is settled (or all `n` are drawn); with a budget, as many
+    as it affords. The draws say why they stopped early."""
+    draws = Draws.begin(ctx, request, params, rule)
+    while (wave := draws.next_wave()) is not None:
+        draws.drawn += await sample(ctx, request, params, wave=wave, cap=draws.cap)
+        if rule is not None and draws.may_stop():
+            votes = await rank_groups(draws.drawn, weights=None)
             voted = sum(len(v.members) for v in votes)
-            if settled(rule, [v.weight for v in votes], voted, total - len(drawn)):
-                return drawn, _stopped(rule, len(drawn), total)
-    return drawn, None
+            if settled(rule, [v.weight for v in votes], voted, draws.left):
+                draws.stopped = draws.settled()
+                break
+    return draws
 
 
-def _next_wave(rule: Waves | None, drawn: int, total: int) -> tuple[int, int] | None:
-    """The next wave's offset and size; without a rule, None: all `total` in one call."""
-    return None if rule is None else (drawn, min(rule.wave, total - drawn))
+# Candidates per call when only a time budget asks for waves: a check of the clock every wave.
+TIMED_WAVE = 4
 
 
-def _may_stop(rule: Waves, drawn: int, total: int) -> bool:
-    """Whether the rule is asked after a wave: candidates are left, and enough were drawn."""
-    return rule.min_samples <= drawn < total
+@dataclass
+class Draws:
+    """Candidates drawn so far towards a requested `total`, and how the next wave is sized: all
+    that are left at once without a rule or budget; a rule's wave; never more than the budget's
+    tokens left afford at the cost of the candidates so far (`max_tokens` each before the first).
+    The first candidate is always drawn, capped (`cap`) to the tokens left."""
+
+    ctx: StrategyContext
+    rule: Waves | None
+    total: int
+    max_tokens: int
+    drawn: list[Sampled]
+    start: int
+    cap: int | None = None
+    stopped: str | None = None
+
+    @classmethod
+    def begin(
+        cls,
+        ctx: StrategyContext,
+        request: StrategyRequest,
+        params: CandidateParams,
+        rule: Waves | None,
+    ) -> Draws:
+        total = effort_n(request, params.n, ctx.limits.max_n)
+        max_tokens = params.max_tokens or request.sampling.max_tokens
+        return cls(ctx, rule, total, max_tokens, [], _tokens(ctx))
+
+    @property
+    def left(self) -> int:
+        """Candidates not drawn yet."""
+        return self.total - len(self.drawn)
+
+    def may_stop(self) -> bool:
+        """Whether the rule is asked after a wave: candidates are left, and enough were drawn."""
+        return self.rule is not None and self.rule.min_samples <= len(self.drawn) < self.total
+
+    def settled(self) -> str:
+        assert self.rule is not None
+        return (
+            f"early_stop: {self.rule.method} rule settled after {len(self.drawn)} of {self.total}"
+        )
+
+    def next_wave(self) -> tuple[int, int] | None:
+        """The next wave's offset and size, or None when no more are drawn (`stopped` says
+        why, if the budget stopped them)."""
+        drawn, size = len(self.drawn), self.left
+        if size <= 0:
+            return None
+        if self.rule is not None:
+            size = min(size, self.rule.wave)
+        budget = self.ctx.budget
+        if budget.limited:
+            if drawn and (reason := budget.spent()) is not None:
+                self.stopped = reason
+                return None
+            if budget.deadline is not None and self.rule is None:
+                size = min(size, TIMED_WAVE)
+            left = budget.tokens_left()
+            if left is not None:
+                each = (_tokens(self.ctx) - self.start) / drawn if drawn else self.max_tokens
+                size = min(size, int(left // max(1.0, each)))
+                if size == 0 and drawn:
+                    self.stopped = (
+                        f"token budget reached ({left} tokens left; a candidate takes about "
+                        f"{each:.0f})"
+                    )
+                    return None
+                if size == 0:
+                    size, self.cap = 1, max(1, left)
+        return drawn, size
 
 
-def _stopped(rule: Waves, drawn: int, total: int) -> str:
-    return f"early_stop: {rule.method} rule settled after {drawn} of {total}"
+def _tokens(ctx: StrategyContext) -> int:
+    """Generated and verifier tokens the request has spent."""
+    return ctx.usage.completion_tokens + ctx.usage.verifier_tokens
 
 
 async def sample_and_verify(
@@ -237,16 +311,15 @@ async def sample_and_verify(
     """Sample the candidates (with the log-probabilities the verifier needs) and score them all
     in one verifier call; a failing verifier is an error unless the request allows a vote.
     With `early_stop`, waves of candidates, each scored in one call, until `stop` (told the
-    candidates so far and how many are left) says the choice is settled."""
+    candidates so far and how many are left) says the choice is settled; with a budget, as many
+    as it affords."""
     needs = ctx.verifiers[params.verifier].logprobs
-    total = effort_n(request, params.n, ctx.limits.max_n)
-    rule = params.early_stop
-    candidates: list[Sampled] = []
+    draws = Draws.begin(ctx, request, params, params.early_stop)
     scores: list[CandidateScore] = []
-    while len(candidates) < total:
-        wave = _next_wave(rule, len(candidates), total)
-        new = await sample(ctx, request, params, logprobs=needs, wave=wave)
-        candidates += new
+    scored = Scored([], (), [], requested=draws.total)
+    while (wave := draws.next_wave()) is not None:
+        new = await sample(ctx, request, params, logprobs=needs, wave=wave, cap=draws.cap)
+        draws.drawn += new
         try:
             scores += await ctx.verify(
                 params.verifier, question_of(request.prompt), [c.for_verifier() for c in new]
@@ -255,16 +328,16 @@ async def sample_and_verify(
             if params.on_verifier_error == "error":
                 raise
             reason = f"verifier {params.verifier!r} failed ({exc}); answered by majority vote"
-            return Scored(candidates, None, [], fallback=reason)
+            return Scored(draws.drawn, None, [], fallback=reason, requested=draws.total)
         scored = Scored(
-            candidates, tuple(scores), [s.aggregated(params.aggregation) for s in scores]
+            draws.drawn,
+            tuple(scores),
+            [s.aggregated(params.aggregation) for s in scores],
+            requested=draws.total,
         )
-        if rule is None or stop is None or not _may_stop(rule, len(candidates), total):
-            continue
-        if await stop(scored, total - len(candidates)):
-            stopped = _stopped(rule, len(candidates), total)
-            return dataclasses.replace(scored, stopped_early=stopped)
-    return scored
+        if stop is not None and draws.may_stop() and await stop(scored, draws.left):
+            return dataclasses.replace(scored, stopped_early=draws.settled())
+    return dataclasses.replace(scored, stopped_early=draws.stopped)
 
 
 async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | None) -> list[Vote]:
@@ -290,6 +363,7 @@ async def vote(
     strategy: str,
     fallback: str | None = None,
     stopped_early: str | None = None,
+    requested: int | None = None,
 ) -> StrategyResult:
     """Majority vote over sampled candidates: the first candidate of each of the `n` largest
     answer groups; with no answer to vote on, the first candidate."""
@@ -304,6 +378,7 @@ async def vote(
         votes=votes,
         fallback=fallback,
         stopped_early=stopped_early,
+        requested=requested,
     )
 
 
@@ -321,7 +396,14 @@ class VerifiedSelection(ABC):
         )
         if scored.fallback is not None:
             # Majority vote answers, and the trace says so under its registered name.
-            return await vote(ctx, request, scored.candidates, "majority_vote", scored.fallback)
+            return await vote(
+                ctx,
+                request,
+                scored.candidates,
+                "majority_vote",
+                scored.fallback,
+                requested=scored.requested,
+            )
         chosen, votes = await self.choose(scored, request.sampling.n, params.return_trace)
         return result_of(
             ctx,
@@ -332,6 +414,7 @@ class VerifiedSelection(ABC):
             scored=scored,
             votes=votes,
             stopped_early=scored.stopped_early,
+            requested=scored.requested,
         )
 
     async def settled(self, scored: Scored, params: VerifiedParams, left: int) -> bool:
@@ -358,8 +441,11 @@ def result_of(
     votes: Sequence[Vote] = (),
     fallback: str | None = None,
     stopped_early: str | None = None,
+    requested: int | None = None,
 ) -> StrategyResult:
-    """The chosen candidates as the answer, with the whole run as its trace."""
+    """The chosen candidates as the answer, with the whole run as its trace; with `requested`
+    (the N asked for), what was drawn against it and the tokens the undrawn ones would have
+    cost at the drawn ones' mean."""
     asked_logprobs = request.sampling.logprobs is not None
     choices = tuple(
         Choice(
@@ -387,12 +473,23 @@ def result_of(
         "votes": {v.answer: v.weight for v in votes},
         "answer": candidates[chosen[0]].answer if chosen else None,
     }
+    saved = 0
+    if requested is not None:
+        undrawn = max(0, requested - len(candidates))
+        spent = ctx.usage.completion_tokens + ctx.usage.verifier_tokens
+        saved = round(undrawn * spent / len(candidates)) if candidates else 0
+        trace["samples"] = {"requested": requested, "drawn": len(candidates), "tokens_saved": saved}
     if fallback:
         trace["fallback"] = fallback
     if stopped_early:
         trace["stopped_early"] = stopped_early
     return StrategyResult(
-        choices, ctx.usage, stopped_early=stopped_early, trace=trace, fallback=fallback
+        choices,
+        ctx.usage,
+        stopped_early=stopped_early,
+        trace=trace,
+        fallback=fallback,
+        tokens_saved=saved,
     )
 
 

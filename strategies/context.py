@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from backends.base import BackendSession, Generation, Prompt, SamplingParams
-from strategies.accounting import CallStats, Usage
+from strategies.accounting import CallStats, ModelPrice, Usage
 from strategies.base import ChoiceDelta, EventSink
+from strategies.budget import Allowance
 from strategies.limits import Limits
 from strategies.streams import DeltaHandler, collect
 from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
@@ -23,7 +24,9 @@ __all__ = ["StrategyContext"]
 class StrategyContext:
     """One run's backend session, verifiers, limits and deadline, and what it has spent.
 
-    `deadline` is on the running loop's clock; `sink` receives a streaming client's text.
+    `deadline` is on the running loop's clock; `sink` receives a streaming client's text;
+    `budget` is what the request's `reasoning_params.budget` allows (unlimited by default), and
+    `price` the model's price, where the server has one.
     """
 
     backend: BackendSession
@@ -34,6 +37,11 @@ class StrategyContext:
     sink: EventSink | None = None
     usage: Usage = field(default_factory=Usage)
     stats: CallStats = field(default_factory=CallStats)
+    price: ModelPrice | None = None
+    budget: Allowance = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.budget = Allowance(self.usage, self.price)
 
     @property
     def is_streaming(self) -> bool:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from backends.base import ChatMessage, Prompt, StreamDelta, TextPrompt
 from strategies.base import Choice, ChoiceDelta, StrategyParams, StrategyRequest, StrategyResult
+from strategies.budget import capped_by_budget
 from strategies.context import StrategyContext
 
 __all__ = [
@@ -138,10 +139,11 @@ class ChainOfThought:
             reasoning, answer = splitters[delta.index].feed(delta.text)
             await ctx.emit(ChoiceDelta(delta.index, answer, reasoning, delta.logprobs))
 
+        sampling = ctx.budget.capped(request.sampling)
         if ctx.is_streaming:
-            generation = await ctx.generate_streamed(prompt, request.sampling, split)
+            generation = await ctx.generate_streamed(prompt, sampling, split)
         else:
-            generation = await ctx.generate(prompt, request.sampling)
+            generation = await ctx.generate(prompt, sampling)
             for splitter, completion in zip(splitters, generation.completions, strict=True):
                 splitter.feed(completion.text)
 
@@ -162,4 +164,6 @@ class ChainOfThought:
                     logprobs=completion.logprobs,
                 )
             )
-        return StrategyResult(tuple(choices), ctx.usage)
+        return StrategyResult(
+            tuple(choices), ctx.usage, stopped_early=capped_by_budget(request, sampling)
+        )

@@ -46,6 +46,13 @@ class MajorityVote:
         self, request: StrategyRequest, params: MajorityVoteParams, ctx: StrategyContext
     ) -> StrategyResult:
         # 1-2. Sample (in waves, until settled, with early_stop), and extract the answers.
-        candidates, stopped = await sample_until_settled(ctx, request, params, params.early_stop)
+        draws = await sample_until_settled(ctx, request, params, params.early_stop)
         # 3-4. Group and vote.
-        return await vote(ctx, request, candidates, self.name, stopped_early=stopped)
+        return await vote(
+            ctx,
+            request,
+            draws.drawn,
+            self.name,
+            stopped_early=draws.stopped,
+            requested=draws.total,
+        )

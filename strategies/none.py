@@ -1,5 +1,7 @@
 """`none`: plain generation. The request goes to the model as it came; nothing is added.
 
+A token or dollar `budget` cuts `max_tokens` to what it affords.
+
 Reasoning that a vLLM reasoning parser split off is passed through in `message.reasoning`.
 """
 
@@ -11,6 +13,7 @@ from pydantic import BaseModel
 
 from backends.base import StreamDelta
 from strategies.base import Choice, ChoiceDelta, NoParams, StrategyRequest, StrategyResult
+from strategies.budget import capped_by_budget
 from strategies.context import StrategyContext
 
 __all__ = ["PlainGeneration"]
@@ -25,6 +28,7 @@ class PlainGeneration:
     async def run(
         self, request: StrategyRequest, params: NoParams, ctx: StrategyContext
     ) -> StrategyResult:
+        sampling = ctx.budget.capped(request.sampling)
         if ctx.is_streaming:
 
             async def forward(delta: StreamDelta) -> None:
@@ -32,9 +36,9 @@ class PlainGeneration:
                     ChoiceDelta(delta.index, delta.text, delta.reasoning, delta.logprobs)
                 )
 
-            generation = await ctx.generate_streamed(request.prompt, request.sampling, forward)
+            generation = await ctx.generate_streamed(request.prompt, sampling, forward)
         else:
-            generation = await ctx.generate(request.prompt, request.sampling)
+            generation = await ctx.generate(request.prompt, sampling)
         choices = tuple(
             Choice(
                 c.text,
@@ -45,4 +49,4 @@ class PlainGeneration:
             )
             for c in generation.completions
         )
-        return StrategyResult(choices, ctx.usage)
+        return StrategyResult(choices, ctx.usage, stopped_early=capped_by_budget(request, sampling))

@@ -1,18 +1,17 @@
 """What the step-level searches (beam search, DVTS, MCTS) share: their params, the tree of
 steps, the budget they spend, how a search starts and how it answers.
 
-A search spends a budget of generated tokens and seconds; `SearchBudget` tells when it is
-spent, and stops calls in flight at the deadline, so the search can answer with its best
-solution so far and say that it stopped early. The step mechanics (expanding and scoring
+A search spends the request's budget narrowed by its own caps (`search_allowance`); the
+allowance tells when it is spent, caps each step to the tokens left, and stops calls in flight at
+the deadline, so the search can answer with its best solution so far and say that it stopped
+early. The step mechanics (expanding and scoring
 nodes) are in `strategies.steps`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from backends.base import SamplingParams
 from strategies.base import Choice, ParamsContext, StrategyParams, StrategyRequest, StrategyResult
+from strategies.budget import Allowance, BudgetSpent
 from strategies.candidates import effort_n
 from strategies.context import StrategyContext
 from strategies.ranking import best
@@ -30,9 +30,9 @@ __all__ = [
     "BudgetSpent",
     "Node",
     "Search",
-    "SearchBudget",
     "SearchParams",
     "by_reward",
+    "search_allowance",
 ]
 
 
@@ -49,10 +49,10 @@ class SearchParams(StrategyParams):
     step_separator: str = Field(default="\n\n", min_length=1)
     max_step_tokens: int = Field(default=256, ge=1, description="Tokens one step may take.")
     max_search_tokens: int | None = Field(
-        default=None, ge=1, description="Generated tokens the whole search may spend."
+        default=None, ge=1, description="Generated tokens the search may spend (budget's alias)."
     )
     max_search_seconds: float | None = Field(
-        default=None, gt=0, description="Time the whole search may take."
+        default=None, gt=0, description="Time the search may take (budget.seconds' alias)."
     )
     return_trace: bool = False
 
@@ -151,47 +151,20 @@ def by_reward(node: Node) -> float:
     return node.reward or 0.0
 
 
-class BudgetSpent(Exception):
-    """A search's token or time budget ran out; carries the reason to report."""
-
-
-class SearchBudget:
-    """Generated tokens and seconds a search may spend, from its params or the server's defaults."""
-
-    def __init__(self, ctx: StrategyContext, params: SearchParams) -> None:
-        loop = asyncio.get_running_loop()
-        self._usage = ctx.usage
-        self._start = ctx.usage.completion_tokens
-        self.max_tokens = params.max_search_tokens or ctx.limits.search_default_tokens
-        self.seconds = params.max_search_seconds or ctx.limits.search_default_seconds
-        self.deadline = loop.time() + self.seconds
-        if ctx.deadline is not None:
-            # Leave the request a moment to answer with what the search found.
-            self.deadline = min(self.deadline, ctx.deadline - 1.0)
-
-    def spent(self) -> str | None:
-        """Why the search must stop now, or None while budget remains."""
-        used = self._usage.completion_tokens - self._start
-        if used >= self.max_tokens:
-            return f"token budget reached ({used} of {self.max_tokens} generated tokens)"
-        if asyncio.get_running_loop().time() >= self.deadline:
-            return f"time budget reached ({self.seconds:g} s)"
-        return None
-
-    @contextlib.asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        """Run calls that stop at the deadline; raises `BudgetSpent` when the budget is gone."""
-        reason = self.spent()
-        if reason is not None:
-            raise BudgetSpent(reason)
-        limit = asyncio.timeout_at(self.deadline)
-        try:
-            async with limit:
-                yield
-        except TimeoutError as exc:
-            if limit.expired():
-                raise BudgetSpent(f"time budget reached ({self.seconds:g} s)") from exc
-            raise
+def search_allowance(ctx: StrategyContext, params: SearchParams) -> Allowance:
+    """The request's budget narrowed by the search's own caps: `max_search_tokens` (generated
+    tokens) and `max_search_seconds`, or the server's defaults where the request's budget does
+    not bound that unit either."""
+    budget = params.budget
+    generated = params.max_search_tokens
+    if generated is None and (budget is None or (budget.tokens is None and budget.usd is None)):
+        generated = ctx.limits.search_default_tokens
+    seconds = params.max_search_seconds
+    if seconds is None and (budget is None or budget.seconds is None):
+        seconds = ctx.limits.search_default_seconds
+    # Leave the request a moment to answer with what the search found.
+    before = None if ctx.deadline is None else ctx.deadline - 1.0
+    return ctx.budget.narrowed(generated=generated, seconds=seconds, before=before)
 
 
 @dataclass
@@ -202,7 +175,7 @@ class Search:
     """
 
     ctx: StrategyContext
-    budget: SearchBudget
+    budget: Allowance
     sampling: SamplingParams
     root: Node = field(default_factory=lambda: Node(step="", tokens=0))
     stopped: str | None = None
@@ -222,7 +195,8 @@ class Search:
             temperature=params.temperature,
             logprobs=0 if priors else request.sampling.logprobs,
         )
-        return cls(ctx, SearchBudget(ctx, params), sampling)
+        ctx.budget = search_allowance(ctx, params)
+        return cls(ctx, ctx.budget, sampling)
 
     def answer(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from collections.abc import Sequence
 
 from backends.base import ChatMessage, ChatPrompt, Prompt, SamplingParams, TextPrompt
@@ -47,7 +48,9 @@ async def expand(
     params: SearchParams,
 ) -> list[list[Node]]:
     """`widths[i]` new children for each node: one request per distinct prefix, with `n` for
-    all its children, every request in flight at once."""
+    all its children, every request in flight at once. Each child's step is capped to its share
+    of the tokens the budget has left, so a step never overshoots it by more than a token each."""
+    share = _share(ctx, sum(widths))
     by_path: dict[str, list[int]] = {}
     for i, node in enumerate(nodes):
         by_path.setdefault(node.path, []).append(i)
@@ -61,7 +64,9 @@ async def expand(
                         n=sum(widths[i] for i in members),
                         stop=(params.step_separator,),
                         include_stop=True,
-                        max_tokens=_step_tokens(nodes[members[0]].path_tokens, sampling, params),
+                        max_tokens=min(
+                            share, _step_tokens(nodes[members[0]].path_tokens, sampling, params)
+                        ),
                     ),
                 )
             )
@@ -85,6 +90,12 @@ async def expand(
                 node.children.append(child)
                 children[i].append(child)
     return children
+
+
+def _share(ctx: StrategyContext, children: int) -> int:
+    """Tokens each of `children` new steps may take of what the budget has left."""
+    left = ctx.budget.tokens_left()
+    return sys.maxsize if left is None else max(1, left // max(1, children))
 
 
 def _step_tokens(used: int, sampling: SamplingParams, params: SearchParams) -> int:
@@ -115,7 +126,7 @@ async def look_ahead(
                     greedy,
                     stop=(params.step_separator,),
                     include_stop=True,
-                    max_tokens=_step_tokens(tokens, sampling, params),
+                    max_tokens=min(_share(ctx, len(nodes)), _step_tokens(tokens, sampling, params)),
                 ),
             )
             completion = generation.completions[0]

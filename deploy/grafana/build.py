@@ -210,12 +210,25 @@ ROWS = (
             Panel(
                 "Fallbacks and early stops",
                 "Requests answered by majority vote because their verifier failed, and "
-                "searches that answered before finishing (budget or iterations), per request.",
+                "requests answered before spending all they asked for (a settled vote, a "
+                "budget, a search's iterations), per request.",
                 (
                     Query(per_run("ttc_verifier_fallbacks_total"), "fallback {{strategy}}"),
                     Query(per_run("ttc_early_stops_total"), "early stop {{strategy}}"),
                 ),
                 unit="percentunit",
+            ),
+            Panel(
+                "Tokens saved by early stops",
+                "Tokens per second the candidates not drawn would have cost: the requested N "
+                "less those drawn, at the drawn ones' mean.",
+                (
+                    Query(
+                        "sum by (strategy) (rate(ttc_early_stop_saved_tokens_total"
+                        '{strategy=~"$strategy", model=~"$model"}[$__rate_interval]))',
+                        "{{strategy}}",
+                    ),
+                ),
             ),
         ),
     ),

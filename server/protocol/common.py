@@ -82,7 +82,9 @@ class ReasoningExtensions(BaseModel):
         default=None, description="Set when a verifier failed and another strategy answered."
     )
     reasoning_stopped_early: str | None = Field(
-        default=None, description="Why a search stopped with its best answer so far."
+        default=None,
+        description="Why the strategy answered before spending all it was asked to: a settled "
+        "vote, a budget, a search's limits.",
     )
 
 

@@ -9,6 +9,7 @@ it has in flight.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -36,9 +37,11 @@ from strategies.base import (
     EventSink,
     ParamsContext,
     Strategy,
+    StrategyParams,
     StrategyRequest,
     StrategyResult,
 )
+from strategies.budget import Allowance
 from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import STRATEGIES, get_strategy, parse_params
@@ -141,7 +144,11 @@ class Serving:
                 logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
             request = body.to_strategy_request(self.limits)
             strategy = get_strategy(body.reasoning_strategy)
-            params = parse_params(strategy, body.reasoning_params, deployment.params_context)
+            context = deployment.params_context
+            if (price := self.prices.get(model)) is not None:
+                # A `usd` budget is valid only for a priced model.
+                context = dataclasses.replace(context, price=price)
+            params = parse_params(strategy, body.reasoning_params, context)
         except Exception as exc:
             self._observe(label, model, exc, started)
             raise
@@ -244,12 +251,16 @@ class Serving:
             limits=self.limits,
             deadline=deadline,
             sink=sink,
+            price=self.prices.get(prepared.model),
         )
 
     async def _execute(self, prepared: PreparedRequest, ctx: StrategyContext) -> StrategyResult:
         """The strategy's run under the request's deadline."""
         timeout = self.limits.request_timeout_s
         deadline = asyncio.timeout(timeout)
+        if isinstance(prepared.params, StrategyParams):
+            # The budget's clock starts with the run.
+            ctx.budget = Allowance.of(prepared.params.budget, ctx.usage, ctx.price)
         try:
             async with deadline:
                 return await prepared.strategy.run(prepared.request, prepared.params, ctx)
@@ -278,6 +289,7 @@ class Serving:
             price=self.prices.get(model),
             stopped_early=result is not None and result.stopped_early is not None,
             fallback=result is not None and result.fallback is not None,
+            tokens_saved=result.tokens_saved if result is not None else 0,
         )
         # One line per request, at DEBUG: `--access-log` is the cheap per-request line.
         if ctx is not None:

@@ -150,3 +150,27 @@ async def test_a_stream_closed_by_its_client_counts_the_call_it_cut_short() -> N
     assert value("ttc_requests_total", status="cancelled") == 1
     assert value("ttc_backend_calls_total", outcome="cancelled") == 1
     assert value("ttc_requests_in_flight") == 0
+
+
+async def test_a_budget_is_checked_against_the_price_and_what_it_saves_is_counted() -> None:
+    body = chat_body(
+        reasoning_strategy="majority_vote",
+        reasoning_params={"n": 16, "budget": {"usd": 0.02}},
+        max_tokens=8,
+    )
+    unpriced = Settings()
+    async with app_client(ScriptedBackend(["the answer is 4"]), settings=unpriced) as client:
+        refused = await client.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "reasoning_params.budget.usd"
+    assert "--prices" in refused.json()["error"]["message"]
+
+    priced = Settings(prices={SCRIPTED_MODEL: ModelPrice(completion=1000.0)})
+    async with app_client(ScriptedBackend(["the answer is 4"]), settings=priced) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+        samples = await scrape(client)
+    assert response.status_code == 200
+    # $0.02 is 20 tokens at $1,000 per million: 2 candidates of up to 8, then 3 of 4; 11 undrawn at 4 each.
+    assert response.json()["reasoning_stopped_early"] == "usd budget reached ($0.020000 of $0.02)"
+    assert samples.get("ttc_early_stops_total") == 1
+    assert samples.get("ttc_early_stop_saved_tokens_total") == 44
