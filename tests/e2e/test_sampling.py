@@ -147,3 +147,31 @@ async def test_early_stopped_vote_answers_after_one_agreeing_wave(
     usage = response.usage
     assert usage is not None
     assert usage.completion_tokens == sum(c["tokens"] for c in trace["candidates"])
+
+
+async def test_a_token_budget_draws_fewer_candidates_and_says_so(
+    client: openai.AsyncOpenAI,
+) -> None:
+    # 30 tokens afford one candidate of up to 16 at first; the rest by what it cost.
+    response = await client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=16,
+        temperature=0.8,
+        seed=5,
+        extra_body={
+            "reasoning_strategy": "majority_vote",
+            "reasoning_params": {"n": 8, "return_trace": True, "budget": {"tokens": 30}},
+        },
+    )
+    trace = trace_of(response)
+    usage = response.usage
+    assert usage is not None
+    drawn = trace["samples"]["drawn"]
+    assert 1 <= drawn < 8 and len(trace["candidates"]) == drawn
+    # At most one wave over: each wave was sized to fit at the mean cost so far.
+    assert usage.completion_tokens <= 30 + 16
+    assert usage.completion_tokens == sum(c["tokens"] for c in trace["candidates"])
+    stopped = (response.model_extra or {}).get("reasoning_stopped_early")
+    assert isinstance(stopped, str) and stopped.startswith("token budget reached")
+    assert trace["samples"]["tokens_saved"] > 0

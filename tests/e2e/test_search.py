@@ -74,3 +74,22 @@ async def test_search_token_budget_is_reported(client: openai.AsyncOpenAI) -> No
     )
     stopped = (response.model_extra or {}).get("reasoning_stopped_early")
     assert isinstance(stopped, str) and "token budget" in stopped
+
+
+async def test_a_search_out_of_time_answers_with_its_partial_solution(
+    client: openai.AsyncOpenAI,
+) -> None:
+    # A budget shorter than one step: the first step is never cut, so there is an answer.
+    response = await client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=48,
+        extra_body={
+            "reasoning_strategy": "mcts",
+            "reasoning_params": {**SMALL, "k": 2, "budget": {"seconds": 0.001}},
+        },
+    )
+    assert response.choices[0].message.content
+    assert response.choices[0].finish_reason == "length"
+    stopped = (response.model_extra or {}).get("reasoning_stopped_early")
+    assert stopped == "time budget reached (0.001 s)"

@@ -170,7 +170,8 @@ async def test_a_budget_is_checked_against_the_price_and_what_it_saves_is_counte
         response = await client.post("/v1/chat/completions", json=body)
         samples = await scrape(client)
     assert response.status_code == 200
-    # $0.02 is 20 tokens at $1,000 per million: 2 candidates of up to 8, then 3 of 4; 11 undrawn at 4 each.
+    # $0.02 is 20 tokens at $1,000 per million: 2 candidates of up to 8, then 3 of 4;
+    # 11 undrawn at 4 each.
     assert response.json()["reasoning_stopped_early"] == "usd budget reached ($0.020000 of $0.02)"
     assert samples.get("ttc_early_stops_total") == 1
     assert samples.get("ttc_early_stop_saved_tokens_total") == 44
