@@ -33,6 +33,7 @@ __all__ = [
     "StreamDelta",
     "StreamEnd",
     "StreamEvent",
+    "StructuredOutput",
     "TextPrompt",
     "TokenLogprob",
     "TokenPrompt",
@@ -77,8 +78,17 @@ Prompt = ChatPrompt | TextPrompt
 
 
 @dataclass(frozen=True)
+class StructuredOutput:
+    """Output the model must produce, enforced while it decodes (never by retrying): any JSON
+    object, or, with `json_schema`, JSON valid for that schema."""
+
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class SamplingParams:
-    """How to sample; `logprobs=None` asks for none, `0` for the chosen token's only."""
+    """How to sample; `logprobs=None` asks for none, `0` for the chosen token's only;
+    `structured` constrains the output's form."""
 
     max_tokens: int
     temperature: float = 1.0
@@ -88,6 +98,7 @@ class SamplingParams:
     include_stop: bool = False
     seed: int | None = None
     logprobs: int | None = None
+    structured: StructuredOutput | None = None
 
 
 @dataclass(frozen=True)
