@@ -14,6 +14,8 @@ own branch, and this is the whole tree with the HTTP status each maps to::
     ├── StrategyError           400  strategies.base
     │   ├── UnknownStrategyError     `reasoning_strategy` names no registered strategy
     │   └── InvalidParamsError       `reasoning_params` does not validate
+    ├── OutOfTime               504  strategies.budget: a one-call strategy ran out of its
+    │                                `budget.seconds` (it has no partial answer)
     ├── VerifierError           502  verifiers.base: a verifier failed or timed out
     └── BackendError            502  backends.errors: a model server call failed
         ├── BackendUnavailable  503  no replica reachable, or the embedded queue is full
@@ -45,6 +47,7 @@ from backends.errors import (
 )
 from server.protocol.errors import ErrorInfo, ErrorResponse, InvalidRequest
 from strategies.base import InvalidParamsError, StrategyError, UnknownStrategyError
+from strategies.budget import OutOfTime
 from strategies.limits import LimitExceeded
 from verifiers.base import VerifierError
 
@@ -111,6 +114,7 @@ _TABLE: tuple[tuple[type[GatewayError], _Mapped], ...] = (
     (LimitExceeded, _Mapped(400, _INVALID, "invalid_value")),
     (ModelNotFound, _Mapped(404, "not_found_error", "model_not_found")),
     (RequestTimeout, _Mapped(504, "timeout_error", "request_timeout")),
+    (OutOfTime, _Mapped(504, "timeout_error", "budget_exhausted")),
     (Overloaded, _Mapped(503, _UNAVAILABLE, "overloaded")),
     (ShuttingDown, _Mapped(503, _UNAVAILABLE, "shutting_down")),
     (BackendTimeout, _Mapped(504, "timeout_error", "backend_timeout")),

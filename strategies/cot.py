@@ -143,10 +143,12 @@ class ChainOfThought:
             await ctx.emit(ChoiceDelta(delta.index, answer, reasoning, delta.logprobs))
 
         sampling = ctx.budget.capped(request.sampling)
-        if ctx.is_streaming:
-            generation = await ctx.generate_streamed(prompt, sampling, split)
-        else:
-            generation = await ctx.generate(prompt, sampling)
+        async with ctx.budget.timed(self.name):
+            if ctx.is_streaming:
+                generation = await ctx.generate_streamed(prompt, sampling, split)
+            else:
+                generation = await ctx.generate(prompt, sampling)
+        if not ctx.is_streaming:
             for splitter, completion in zip(splitters, generation.completions, strict=True):
                 splitter.feed(completion.text)
 
