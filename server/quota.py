@@ -156,11 +156,12 @@ class Quotas:
         self.metrics.key_admitted(key.alias)
         return Claim(key, model, reservation)
 
-    def settle(self, claim: Claim, usage: Usage | None) -> None:
-        """Charge what the request spent (None: what it reserved) and free its place; runs
-        in the background, so that a cancelled request is still settled."""
+    def settle(self, claim: Claim, usage: Usage | None) -> asyncio.Task[None] | None:
+        """Charge what the request spent (None: what it reserved) and free its place. It runs
+        as a task of its own, so that a cancelled request is still settled; the caller may
+        await it (None: nothing to wait for)."""
         if claim.settled:
-            return
+            return None
         claim.settled = True
         price = self.prices.get(claim.model)
         reservation = claim.reservation
@@ -173,10 +174,11 @@ class Quotas:
             nano = round(dollars * NANO)
         self.metrics.key_spent(claim.key.alias, tokens, dollars if price is not None else None)
         if reservation is None:
-            return
+            return None
         task = asyncio.get_running_loop().create_task(self._settle(reservation, tokens, nano))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
+        return task
 
     async def aclose(self) -> None:
         """Finish the settlements under way, then close the store."""

@@ -59,11 +59,15 @@ async def answer(
         if held is not None:
             events = _settling(events, *held, prepared.spent)
         return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+    settling = None
     try:
         result = await run_until_disconnected(request.receive, serving.complete(prepared))
     finally:
         if held is not None:
-            held[0].settle(held[1], prepared.spent)
+            settling = held[0].settle(held[1], prepared.spent)
+    if settling is not None:
+        # Before answering, so that the client's next request finds it charged.
+        await settling
     if result is None:
         # nginx's code for "client closed request": only logs will ever see it.
         return Response(status_code=499)

@@ -35,7 +35,7 @@ async def create_completion(
         if raw.app.state.quotas is not None:
             held = await admit(raw, body.model, f"cmpl-{request_id}", _plain_need(body, prompts))
         work = complete_plain(serving, body, prompts, f"cmpl-{request_id}")
-        response = None
+        response, settling = None, None
         try:
             response = await run_until_disconnected(raw.receive, work)
         finally:
@@ -45,7 +45,9 @@ async def create_completion(
                 usage = None
                 if spent is not None:
                     usage = Usage(spent.prompt_tokens, spent.completion_tokens)
-                held[0].settle(held[1], usage)
+                settling = held[0].settle(held[1], usage)
+        if settling is not None:
+            await settling
         if response is None:
             return Response(status_code=499)
         return JSONResponse(response.model_dump(exclude_none=True))
