@@ -18,6 +18,14 @@ import redis
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.exposition import Samples
+from tests.prometheus import (
+    as_prometheus_sees_it,
+    dashboard_queries,
+    has_data,
+    prometheus,
+    query,
+    wait_for_scrapes,
+)
 from tests.servers import gateway_process
 from tests.standin_vllm import SERVED_MODEL, StandIn, run_standin
 
@@ -214,3 +222,17 @@ async def test_a_request_cut_off_is_charged_what_it_used(
     assert charged == scrape.get("ttc_key_tokens_total", key=metered[0]) == counted
     # Some candidates were drawn, each of five tokens, and far fewer than the 64 reserved.
     assert 0 < charged < 64 * 16 and charged % ANSWER_TOKENS == 0
+
+
+def test_every_tenants_panel_returns_data(gateways: tuple[str, str]) -> None:
+    # After the tests above: both gateways have served, refused and charged keys.
+    targets = {"ttc-gateway": [url.removeprefix("http://") for url in gateways]}
+    with prometheus(targets) as url:
+        wait_for_scrapes(url, "ttc-gateway")
+        queries = dashboard_queries("keys")
+        empty = [
+            f"{title}: {expr}"
+            for title, expr in queries
+            if not has_data(query(url, as_prometheus_sees_it(expr)))
+        ]
+    assert queries and empty == [], "no data for:\n" + "\n".join(empty)
