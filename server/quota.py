@@ -59,6 +59,7 @@ class Estimate:
 
     strategy: str
     n: int
+    n_param: str  # the field `n` came from, for a 429 naming it
     budget_tokens: int | None
     tokens: int  # generated plus verifier
     prompt_tokens: int
@@ -104,6 +105,7 @@ def estimate(prepared: PreparedRequest, search_default_tokens: int) -> Estimate:
     return Estimate(
         strategy=prepared.strategy.name,
         n=max(sampling.n, own_n or 1),
+        n_param="reasoning_params.n" if (own_n or 1) > sampling.n else "n",
         budget_tokens=max(asked) if asked else None,
         tokens=tokens,
         prompt_tokens=_prompt_chars(prepared) // PROMPT_CHARS_PER_TOKEN + 1,
@@ -224,8 +226,10 @@ class Quotas:
             message = f"This key may not use {need.strategy!r}; it may use: {allowed}."
             raise self._refused(key, "strategy", message, param="reasoning_strategy")
         if limits.max_n is not None and need.n > limits.max_n:
-            message = f"n is {need.n}; this key allows at most {limits.max_n}."
-            raise self._refused(key, "n", message, param="n")
+            message = f"{need.n_param} is {need.n}; this key allows at most {limits.max_n}."
+            if need.n_param != "n":
+                message += " (Without reasoning_params.n, reasoning_effort sets it.)"
+            raise self._refused(key, "n", message, param=need.n_param)
         ceiling = limits.max_search_tokens
         if ceiling is not None and need.budget_tokens is not None and need.budget_tokens > ceiling:
             message = (

@@ -80,5 +80,10 @@ async def _settling(
     try:
         async for event in events:
             yield event
-    finally:
-        quotas.settle(claim, spent)
+    except BaseException:
+        quotas.settle(claim, spent)  # in the background: this task may be cancelled
+        raise
+    settling = quotas.settle(claim, spent)
+    if settling is not None:
+        # Before the body ends, so that the client's next request finds it charged.
+        await settling

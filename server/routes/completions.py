@@ -61,6 +61,7 @@ def _plain_need(body: CompletionRequest, prompts: list[TextPrompt | TokenPrompt]
     return Estimate(
         strategy="none",
         n=body.n,
+        n_param="n",
         budget_tokens=None,
         tokens=len(prompts) * body.n * (body.max_tokens if body.max_tokens is not None else 16),
         prompt_tokens=chars // 3 + 1,

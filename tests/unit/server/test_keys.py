@@ -272,3 +272,55 @@ async def test_redis_unreachable(
         assert error_of(response)["code"] == "limits_unavailable"
         assert response.headers["retry-after"] == "1"
     assert scrape.get("ttc_limit_store_errors_total", outcome=outcome) == 1
+
+
+async def test_a_strategy_s_own_n_counts_against_max_n(tmp_path: Path) -> None:
+    async with app_client(ScriptedBackend(), settings=settings(tmp_path, {"max_n": 4})) as client:
+        # majority_vote draws 8 candidates by default (reasoning_effort medium).
+        default = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(reasoning_strategy="majority_vote"),
+            headers=auth(),
+        )
+        four = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(reasoning_strategy="majority_vote", reasoning_params={"n": 4}),
+            headers=auth(),
+        )
+    assert default.status_code == 429
+    assert error_of(default)["param"] == "reasoning_params.n"
+    assert four.status_code == 200
+
+
+async def test_a_stream_is_charged_what_it_spent_once_it_ends(tmp_path: Path) -> None:
+    chosen = settings(tmp_path, {"tpm": 100, "max_in_flight": 1})
+    backend = ScriptedBackend(["The answer is 4."])
+    async with app_client(backend, settings=chosen) as client:
+        for _ in range(3):
+            response = await client.post(
+                "/v1/chat/completions",
+                json=chat_body(max_tokens=60, stream=True),
+                headers=auth(),
+            )
+            assert response.status_code == 200 and "[DONE]" in response.text
+        scrape = Samples.parse((await client.get("/metrics")).text)
+    # Three streams of 4 tokens, each reserving 60 of 100 and one place in flight: each was
+    # settled, or the second would have been refused.
+    assert scrape.get("ttc_key_tokens_total", key="alpha") == 12
+    assert scrape.get("ttc_key_rejected_requests_total", key="alpha") == 0
+
+
+async def test_plain_completions_are_held_to_the_key_too(tmp_path: Path) -> None:
+    chosen = settings(tmp_path, {"rpm": 1, "max_n": 2})
+    async with app_client(ScriptedBackend(), settings=chosen) as client:
+        body = {"model": SCRIPTED_MODEL, "prompt": ["a", "b"], "max_tokens": 2}
+        too_many = await client.post("/v1/completions", json={**body, "n": 3}, headers=auth())
+        first = await client.post("/v1/completions", json=body, headers=auth())
+        second = await client.post("/v1/completions", json=body, headers=auth())
+        scrape = Samples.parse((await client.get("/metrics")).text)
+    assert too_many.status_code == 429 and error_of(too_many)["param"] == "n"
+    assert first.status_code == 200 and second.status_code == 429
+    assert (
+        scrape.get("ttc_key_tokens_total", key="alpha")
+        == first.json()["usage"]["completion_tokens"]
+    )
