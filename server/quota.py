@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from backends.base import ChatPrompt
 from server.errors import KeyLimitExceeded, LimitStoreUnavailable
 from server.keys import ApiKey, KeyLimits
 from server.limit_store import (
@@ -115,7 +116,7 @@ def estimate(prepared: PreparedRequest, search_default_tokens: int) -> Estimate:
 
 def _prompt_chars(prepared: PreparedRequest) -> int:
     prompt = prepared.request.prompt
-    if hasattr(prompt, "messages"):
+    if isinstance(prompt, ChatPrompt):
         return sum(len(m.content) for m in prompt.messages)
     return len(prompt.text)
 

@@ -324,3 +324,13 @@ async def test_plain_completions_are_held_to_the_key_too(tmp_path: Path) -> None
         scrape.get("ttc_key_tokens_total", key="alpha")
         == first.json()["usage"]["completion_tokens"]
     )
+
+
+def test_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTC_API_KEYS", "sk-one,sk-two")
+    monkeypatch.setenv("TTC_REDIS_ON_ERROR", "open-rates")
+    ring = Settings().key_ring()
+    assert ring is not None and ring.aliases == ("key-1", "key-2")
+    assert Settings().redis_on_error == "open-rates"
+    # The keys never show in the settings' repr (logs, tracebacks).
+    assert "sk-one" not in repr(Settings())
