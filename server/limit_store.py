@@ -18,6 +18,7 @@ Errors::
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -79,8 +80,14 @@ class Reservation:
 
 def windows_at(now: float) -> tuple[str, str, str]:
     """The ids of the minute, day and month `now` (epoch seconds) falls in, in UTC."""
-    moment = datetime.fromtimestamp(now, UTC)
-    return str(int(now // 60)), moment.strftime("%Y-%m-%d"), moment.strftime("%Y-%m")
+    return _windows_of_minute(int(now // 60))
+
+
+@functools.lru_cache(maxsize=2)
+def _windows_of_minute(minute: int) -> tuple[str, str, str]:
+    # Every request of a minute shares them: format the dates once a minute, not per request.
+    moment = datetime.fromtimestamp(minute * 60, UTC)
+    return str(minute), moment.strftime("%Y-%m-%d"), moment.strftime("%Y-%m")
 
 
 def retry_after_s(refusal: Refusal, now: float) -> int:
