@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from server.keys import ApiKey
 from server.protocol.errors import ErrorResponse
@@ -56,9 +57,14 @@ async def answer(
     rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
     if stream:
         events: AsyncIterator[str] = serving.stream(prepared, rendering)
+        after = None
         if held is not None:
             events = _settling(events, *held, prepared.spent)
-        return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+            # Should the body never start (the client gone first), settle after the response.
+            after = BackgroundTask(_settle_later, *held, prepared.spent)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers=_SSE_HEADERS, background=after
+        )
     settling = None
     try:
         result = await run_until_disconnected(request.receive, serving.complete(prepared))
@@ -72,6 +78,12 @@ async def answer(
         # nginx's code for "client closed request": only logs will ever see it.
         return Response(status_code=499)
     return JSONResponse(rendering.body(result))
+
+
+async def _settle_later(quotas: Quotas, claim: Claim, spent: Usage) -> None:
+    settling = quotas.settle(claim, spent)  # a no-op once the stream settled it
+    if settling is not None:
+        await settling
 
 
 async def _settling(

@@ -11,12 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from backends.scripted import ScriptedBackend
-from server.keys import KeyRing
+from server.keys import ApiKey, KeyLimits, KeyRing
+from server.limit_store import MemoryLimitStore
+from server.metrics import Metrics
+from server.quota import Estimate, Quotas
 from server.settings import Settings
-from strategies.accounting import ModelPrice
+from strategies.accounting import ModelPrice, Usage
 from strategies.limits import Limits
 from tests.exposition import Samples
 from tests.factories import SCRIPTED_MODEL, app_client, chat_body, free_port
@@ -334,3 +338,22 @@ def test_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().redis_on_error == "open-rates"
     # The keys never show in the settings' repr (logs, tracebacks).
     assert "sk-one" not in repr(Settings())
+
+
+async def test_a_claim_is_settled_once_however_often_it_is_asked() -> None:
+    # A stream settles as it ends, and again (a no-op) after its response, in case it never
+    # started.
+    metrics = Metrics(CollectorRegistry())
+    quotas = Quotas(MemoryLimitStore(60), metrics, {})
+    key = ApiKey("alpha", KeyLimits(max_in_flight=1))
+    need = Estimate("none", 1, "n", None, tokens=50, prompt_tokens=1)
+    claim = await quotas.admit(key, SCRIPTED_MODEL, "req-1", need)
+    spent = Usage(prompt_tokens=3, completion_tokens=7)
+    first = quotas.settle(claim, spent)
+    assert first is not None
+    await first
+    assert quotas.settle(claim, spent) is None
+    await quotas.aclose()
+    assert metrics.key_tokens.labels("alpha")._value.get() == 7
+    # Its place in flight was freed: another request of the key is admitted.
+    assert (await quotas.admit(key, SCRIPTED_MODEL, "req-2", need)).reservation is not None
