@@ -35,11 +35,13 @@ serve: install
 
 test: test-main test-vllm test-image
 
-# Debian's Prometheus and promtool, which the observability tests run for real, and
-# docker-compose, whose `config` check validates deploy/docker-compose.yml without an engine.
-TOOLS := prometheus docker-compose
+# Debian's Prometheus and promtool, which the observability tests run for real,
+# docker-compose, whose `config` check validates deploy/docker-compose.yml without an engine,
+# and redis-server, which the keys' limit tests share between gateways.
+TOOLS := prometheus docker-compose redis-server
 install-tools:
 	command -v promtool >/dev/null && command -v docker-compose >/dev/null \
+		&& command -v redis-server >/dev/null \
 		|| $(APT_INSTALL) $(TOOLS) || ($(SUDO) apt-get update && $(APT_INSTALL) $(TOOLS))
 
 test-main: install-test install-tools

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -32,6 +32,7 @@ from server.protocol.common import GenerationRequest
 from server.protocol.errors import InvalidRequest
 from server.serving.rendering import Rendering
 from server.settings import ModelPrice
+from strategies.accounting import Usage
 from strategies.base import (
     ChoiceDelta,
     EventSink,
@@ -84,6 +85,8 @@ class PreparedRequest:
     with_trace: bool
     include_usage: bool
     stream_progress: bool = False
+    # What the run spends, as it spends it: its key is charged this however the run ends.
+    spent: Usage = field(default_factory=Usage)
 
 
 class Serving:
@@ -277,6 +280,7 @@ class Serving:
             limits=self.limits,
             deadline=deadline,
             sink=sink,
+            usage=prepared.spent,
             price=self.prices.get(prepared.model),
             is_progress_asked=prepared.stream_progress,
         )
