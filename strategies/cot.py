@@ -10,6 +10,9 @@ After Kojima et al., "Large Language Models are Zero-Shot Reasoners" (2022), and
    the reasoning (`message.reasoning`), the text after it the answer (`message.content`).
    A completion with no marker keeps all of its text as reasoning, and its last non-empty line
    becomes the answer: small models often state the answer without the marker.
+
+With `tools`, the backend's calls (parsed by vLLM's tool parser, or the embedded backend's)
+pass through as the answer, after whatever reasoning the model wrote before them.
 """
 
 from __future__ import annotations
@@ -137,7 +140,9 @@ class ChainOfThought:
 
         async def split(delta: StreamDelta) -> None:
             reasoning, answer = splitters[delta.index].feed(delta.text)
-            await ctx.emit(ChoiceDelta(delta.index, answer, reasoning, delta.logprobs))
+            await ctx.emit(
+                ChoiceDelta(delta.index, answer, reasoning, delta.logprobs, delta.tool_calls)
+            )
 
         sampling = ctx.budget.capped(request.sampling)
         if ctx.is_streaming:
@@ -155,6 +160,10 @@ class ChainOfThought:
             if reasoning or answer:
                 await ctx.emit(ChoiceDelta(index, answer, reasoning))
             answer_tokens = await ctx.count_tokens(splitter.answer) if splitter.answer else 0
+            if completion.tool_calls:
+                # The calls are the answer: every token but the reasoning's is in them.
+                reasoning_tokens = await ctx.count_tokens(splitter.reasoning)
+                answer_tokens = completion.tokens - reasoning_tokens
             choices.append(
                 Choice(
                     content=splitter.answer,
@@ -162,6 +171,7 @@ class ChainOfThought:
                     content_tokens=min(answer_tokens, completion.tokens),
                     reasoning=splitter.reasoning or None,
                     logprobs=completion.logprobs,
+                    tool_calls=completion.tool_calls,
                 )
             )
         return StrategyResult(

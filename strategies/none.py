@@ -2,7 +2,8 @@
 
 A token or dollar `budget` cuts `max_tokens` to what it affords.
 
-Reasoning that a vLLM reasoning parser split off is passed through in `message.reasoning`.
+Reasoning that a vLLM reasoning parser split off is passed through in `message.reasoning`;
+`tools` reach the backend with the prompt, and the calls it returns (or streams) pass through.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class PlainGeneration:
 
             async def forward(delta: StreamDelta) -> None:
                 await ctx.emit(
-                    ChoiceDelta(delta.index, delta.text, delta.reasoning, delta.logprobs)
+                    ChoiceDelta(
+                        delta.index, delta.text, delta.reasoning, delta.logprobs, delta.tool_calls
+                    )
                 )
 
             generation = await ctx.generate_streamed(request.prompt, sampling, forward)
@@ -46,6 +49,7 @@ class PlainGeneration:
                 content_tokens=c.tokens,
                 reasoning=c.reasoning,
                 logprobs=c.logprobs,
+                tool_calls=c.tool_calls,
             )
             for c in generation.completions
         )
