@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 from openai.types.chat import ChatCompletionToolParam
@@ -48,11 +48,12 @@ def backend() -> ScriptedBackend:
 async def client(backend: ScriptedBackend) -> AsyncIterator[openai.AsyncOpenAI]:
     app = create_app(Settings(), backend=backend)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport) as http:
-            yield openai.AsyncOpenAI(
-                base_url="http://gateway/v1", api_key="x", http_client=http, max_retries=0
-            )
+        # The SDK's own HTTP client (httpx2 since openai 3), wired straight to the app.
+        http = openai.DefaultAsyncHttpxClient(transport=httpx2.ASGITransport(app=app))
+        async with openai.AsyncOpenAI(
+            base_url="http://gateway/v1", api_key="x", http_client=http, max_retries=0
+        ) as sdk:
+            yield sdk
 
 
 async def test_a_call_comes_back_in_openais_shape(
