@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -250,3 +252,37 @@ async def test_litellm_with_tools(gateway: str, standin: StandIn) -> None:
     (made,) = choice.message.tool_calls
     assert made.function.name == "get_weather"
     assert json.loads(made.function.arguments) == ARGUMENTS
+
+
+async def test_node_clients_with_tools(gateway: str, standin: StandIn) -> None:
+    # The openai Node SDK and the Vercel AI SDK, from tests/node (make install-node).
+    script = Path(__file__).parents[1] / "node" / "tools.mjs"
+    done = subprocess.run(
+        ["node", str(script), f"{gateway}/v1", SERVED_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["openai"] == {
+        "finish_reason": "tool_calls",
+        "id": report["openai"]["id"],
+        "name": "get_weather",
+        "arguments": ARGUMENTS,
+    }
+    assert report["openai_stream"] == {
+        "finish_reason": "tool_calls",
+        "name": "get_weather",
+        "arguments": ARGUMENTS,
+    }
+    # generateText: the call, the tool run with its input, then the answer to the result.
+    assert report["ai_sdk"] == {
+        "steps": 2,
+        "first_finish": "tool-calls",
+        "calls": [{"name": "get_weather", "input": ARGUMENTS}],
+        "ran": [ARGUMENTS],
+        "text": ANSWER,
+    }
+    tool_turn = sent(standin)[-1]["messages"][-1]
+    assert tool_turn["role"] == "tool" and tool_turn["content"] == "18 C and sunny"
