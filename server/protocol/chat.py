@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    Field,
-    SerializerFunctionWrapHandler,
-    ValidationInfo,
-    field_validator,
-    model_serializer,
-)
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from backends.base import ChatMessage, ChatPrompt, FinishReason
 from server.protocol.common import (
@@ -143,15 +136,8 @@ class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning: str | None = None
-    tool_calls: list[ToolCallOut] = Field(default_factory=list)
-
-    @model_serializer(mode="wrap")
-    def _calls_only_when_made(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # As OpenAI's: a message that made no calls has no `tool_calls` field at all.
-        data = handler(self)
-        if isinstance(data, dict) and not self.tool_calls:
-            data.pop("tool_calls", None)
-        return data
+    # As OpenAI's: a message that made no calls has no `tool_calls` field at all.
+    tool_calls: list[ToolCallOut] = Field(default_factory=list, exclude_if=lambda calls: not calls)
 
 
 class TopLogprob(BaseModel):
