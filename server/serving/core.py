@@ -127,7 +127,11 @@ class Serving:
         return self.primary
 
     def _deployment(self, backend: Backend, verifiers: Mapping[str, Verifier]) -> Deployment:
-        context = ParamsContext(verifiers=frozenset(verifiers), limits=self.limits)
+        context = ParamsContext(
+            verifiers=frozenset(verifiers),
+            limits=self.limits,
+            logprob_verifiers=frozenset(n for n, v in verifiers.items() if v.logprobs is not None),
+        )
         return Deployment(backend, dict(verifiers), context)
 
     async def prepare(self, body: GenerationRequest, request_id: str) -> PreparedRequest:
@@ -151,6 +155,8 @@ class Serving:
                 # A `usd` budget is valid only for a priced model.
                 context = dataclasses.replace(context, price=price)
             params = parse_params(strategy, body.reasoning_params, context)
+            if isinstance(params, StrategyParams):
+                params.check_request(request)
         except Exception as exc:
             self._observe(label, model, exc, started)
             raise
