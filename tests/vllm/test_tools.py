@@ -46,7 +46,7 @@ async def test_a_forced_call_and_its_result_round_trip(client: openai.AsyncOpenA
         messages=[QUESTION],
         tools=[WEATHER],
         tool_choice=NAMED,
-        max_tokens=40,
+        max_tokens=60,
         temperature=0,
     )
     choice = asked.choices[0]
@@ -112,7 +112,7 @@ async def test_votes_on_real_calls(client: openai.AsyncOpenAI) -> None:
         messages=[QUESTION],
         tools=[WEATHER],
         tool_choice="required",
-        max_tokens=40,
+        max_tokens=60,
         extra_body={
             "reasoning_strategy": "majority_vote",
             "reasoning_params": {"n": 3, "return_trace": True},
