@@ -17,7 +17,7 @@ VLLM_BIN := $(VLLM_VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
-.PHONY: serve test test-main test-vllm test-image install install-test install-vllm install-tools install-engine
+.PHONY: serve test test-main test-vllm test-image install install-test install-vllm install-tools install-engine install-node
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,14 +37,20 @@ test: test-main test-vllm test-image
 
 # Debian's Prometheus and promtool, which the observability tests run for real,
 # docker-compose, whose `config` check validates deploy/docker-compose.yml without an engine,
-# and redis-server, which the keys' limit tests share between gateways.
-TOOLS := prometheus docker-compose redis-server
+# redis-server, which the keys' limit tests share between gateways, and Node with npm, which
+# run the Node clients' tests.
+TOOLS := prometheus docker-compose redis-server nodejs npm
 install-tools:
 	command -v promtool >/dev/null && command -v docker-compose >/dev/null \
-		&& command -v redis-server >/dev/null \
+		&& command -v redis-server >/dev/null && command -v npm >/dev/null \
 		|| $(APT_INSTALL) $(TOOLS) || ($(SUDO) apt-get update && $(APT_INSTALL) $(TOOLS))
 
-test-main: install-test install-tools
+# The Node clients the tests drive (the openai SDK, the Vercel AI SDK), as tests/node's lock
+# file pins them, from the npm registry (~40 MB, a few seconds).
+install-node: install-tools
+	npm ci --prefix tests/node --no-audit --no-fund
+
+test-main: install-test install-tools install-node
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

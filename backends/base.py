@@ -23,6 +23,7 @@ __all__ = [
     "Completion",
     "Echo",
     "FinishReason",
+    "ForcedTool",
     "Generation",
     "Prompt",
     "PromptLogprobs",
@@ -38,25 +39,85 @@ __all__ = [
     "TokenLogprob",
     "TokenPrompt",
     "Tokenized",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "Tools",
 ]
 
-FinishReason = Literal["stop", "length"]
+# "tool_calls": the model ended its turn by calling tools (OpenAI's and vLLM's name).
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made: the call's id, the function's name and its arguments
+    as the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One chat turn; content is plain text (multi-part content is flattened at the edge)."""
+    """One chat turn; content is plain text (multi-part content is flattened at the edge).
+
+    An assistant turn may carry the `tool_calls` it made; a `tool` turn answers the call
+    `tool_call_id` names.
+    """
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: its name, what it does, and the JSON schema of its
+    arguments (None: it takes none)."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+@dataclass(frozen=True)
+class ForcedTool:
+    """`tool_choice` naming the one function the model must call."""
+
+    name: str
+
+
+ToolChoice = Literal["none", "auto", "required"] | ForcedTool
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The functions a conversation offers, whether (or which) one must be called, and
+    whether several calls may come in one turn."""
+
+    functions: tuple[Tool, ...]
+    choice: ToolChoice = "auto"
+    parallel: bool = True
+
+    @property
+    def is_forced(self) -> bool:
+        """Whether the answer must be a call (`required`, or a named function)."""
+        return self.choice == "required" or isinstance(self.choice, ForcedTool)
 
 
 @dataclass(frozen=True)
 class ChatPrompt:
-    """A conversation to answer, or, with `continue_final_message`, an assistant turn to extend."""
+    """A conversation to answer, or, with `continue_final_message`, an assistant turn to extend;
+    `tools` are the functions the model may call in its answer."""
 
     messages: tuple[ChatMessage, ...]
     continue_final_message: bool = False
+    tools: Tools | None = None
 
 
 @dataclass(frozen=True)
@@ -112,13 +173,15 @@ class TokenLogprob:
 
 @dataclass(frozen=True)
 class Completion:
-    """One sampled continuation; `reasoning` is what a server-side reasoning parser split off."""
+    """One sampled continuation; `reasoning` is what a server-side reasoning parser split off,
+    `tool_calls` the calls a tool parser found (`text` is then what the model wrote besides)."""
 
     text: str
     finish_reason: FinishReason
     tokens: int
     logprobs: tuple[TokenLogprob, ...] | None = None
     reasoning: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,16 +243,30 @@ class Tokenized:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call, in OpenAI's shape: the call's first piece has its
+    `id` and `name`, every piece a part of its `arguments` text; `index` orders the calls of
+    one completion."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class StreamDelta:
     """New text of completion `index`, with the log-probabilities of its tokens if asked.
 
-    `reasoning` is text a vLLM reasoning parser split off the answer, kept apart likewise.
+    `reasoning` is text a vLLM reasoning parser split off the answer, kept apart likewise;
+    `tool_calls` are pieces of the calls a tool parser found.
     """
 
     index: int
     text: str
     logprobs: tuple[TokenLogprob, ...] | None = None
     reasoning: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True)

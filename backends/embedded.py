@@ -6,6 +6,10 @@ per step (`backends.embedded_scheduler`), the rows of all of them (a request's `
 every other request's) in one batched forward pass, so a short request is not queued behind a
 long one (`backends.embedded_model.DecodeBatch`). Requests in the engine are bounded (a full
 queue is a 503, never a silent drop).
+
+Tools are written into the prompt and calls parsed back out of the text in the Hermes-style
+format of `backends.tool_calls` (SmolLM2's template has no tools section); a forced
+`tool_choice` is enforced through `SamplingParams.structured`.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from backends.base import (
     Prompt,
     PromptLogprobs,
     SamplingParams,
+    StreamDelta,
     StreamEnd,
     StreamEvent,
     TextPrompt,
     Tokenized,
     TokenPrompt,
+    Tools,
 )
 from backends.embedded_model import DeltaSink, LoadedModel
 from backends.embedded_scheduler import ModelScheduler
@@ -43,6 +49,7 @@ from backends.embedded_tokens import score_prompt, tokenizer_info
 from backends.errors import BackendResponseError, BackendUnavailable
 from backends.http import HTTPClients
 from backends.smollm2 import MODEL_NAME
+from backends.tool_calls import HeldText, call_deltas, forced_schema, parse_calls
 
 __all__ = ["EmbeddedBackend", "EmbeddedBackendSettings", "EmbeddedSettings"]
 
@@ -107,9 +114,40 @@ class EmbeddedBackend:
         return MODEL_NAME
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
-        return await self._submit(prompt, params, None)
+        tools = _offered(prompt)
+        if tools is None:
+            return await self._submit(prompt, params, None)
+        generation = await self._submit(prompt, _forced(params, tools), None)
+        completions = tuple(_with_calls(c, tools) for c in generation.completions)
+        return replace(generation, completions=completions)
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamEvent]:
+        tools = _offered(prompt)
+        if tools is None:
+            async for event in self._stream(prompt, params):
+                yield event
+            return
+        # Text streams until a call may begin; the calls go out whole once the model is done.
+        held = [HeldText(tools) for _ in range(params.n)]
+        texts = [""] * params.n
+        async for event in self._stream(prompt, _forced(params, tools)):
+            if isinstance(event, StreamDelta):
+                texts[event.index] += event.text
+                shown = held[event.index].feed(event.text)
+                if shown or event.logprobs:
+                    yield replace(event, text=shown)
+                continue
+            finish = list(event.finish_reasons)
+            for i, text in enumerate(texts):
+                parsed = parse_calls(text, tools, finish[i])
+                if parsed.calls:
+                    yield StreamDelta(i, "", tool_calls=call_deltas(parsed.calls))
+                elif held[i].held:
+                    yield StreamDelta(i, held[i].held)
+                finish[i] = parsed.finish_reason
+            yield replace(event, finish_reasons=tuple(finish))
+
+    async def _stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
 
@@ -235,3 +273,29 @@ class EmbeddedBackend:
         if not future.cancelled():
             # Mark the outcome as seen: when the caller was cancelled nobody else will read it.
             future.exception()
+
+
+def _offered(prompt: Prompt) -> Tools | None:
+    """The tools the model may call in its answer to `prompt`, if any."""
+    if isinstance(prompt, ChatPrompt) and prompt.tools is not None:
+        return None if prompt.tools.choice == "none" else prompt.tools
+    return None
+
+
+def _forced(params: SamplingParams, tools: Tools) -> SamplingParams:
+    """`params` with a forced `tool_choice` enforced as JSON of the allowed calls."""
+    schema = forced_schema(tools)
+    return params if schema is None else replace(params, structured=schema)
+
+
+def _with_calls(completion: Completion, tools: Tools) -> Completion:
+    """A completion with the calls in its text read out of it."""
+    parsed = parse_calls(completion.text, tools, completion.finish_reason)
+    if not parsed.calls:
+        return completion
+    return replace(
+        completion,
+        text=parsed.text,
+        tool_calls=parsed.calls,
+        finish_reason=parsed.finish_reason,
+    )

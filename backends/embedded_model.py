@@ -37,6 +37,7 @@ from backends.base import (
 from backends.errors import BackendResponseError
 from backends.smollm2 import converted_model_dir
 from backends.stops import find_stop, holdback
+from backends.tool_calls import with_tools_in_prompt
 
 if TYPE_CHECKING:
     from backends.embedded import EmbeddedSettings
@@ -578,7 +579,9 @@ class LoadedModel:
             return text
         if isinstance(prompt, TextPrompt):
             return prompt.text
-        messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        # Tools, earlier calls and their results as text the model reads (SmolLM2's template
+        # has no tools section).
+        messages = [{"role": m.role, "content": m.content} for m in with_tools_in_prompt(prompt)]
         rendered: str = self.tokenizer.apply_chat_template(
             messages,
             tokenize=False,

@@ -2,7 +2,9 @@
 
 Calls used (vLLM's extensions to OpenAI's fields are marked *):
 - `POST /v1/chat/completions`: chat prompts; continuation of an assistant turn with
-  `continue_final_message`* and `add_generation_prompt`*=false.
+  `continue_final_message`* and `add_generation_prompt`*=false; `tools`, `tool_choice` and
+  `parallel_tool_calls` as OpenAI's, which vLLM parses calls for only when started with
+  `--enable-auto-tool-choice --tool-call-parser <name>` (a forced choice needs neither).
 - `POST /v1/completions`: raw prompts; `echo` with `logprobs` for the log-probabilities of
   given text.
 - `POST /tokenize`* and `POST /detokenize`*: rendering a chat template, counting tokens.
@@ -46,6 +48,9 @@ from backends.base import (
     Tokenized,
     TokenLogprob,
     TokenPrompt,
+    ToolCall,
+    ToolCallDelta,
+    Tools,
 )
 from backends.errors import BackendResponseError
 from backends.http import JSON, VLLMClient, error_message, loads
@@ -114,7 +119,7 @@ class VLLMSession:
                     has_token_ids = True
                     tokens[index] += len(choice["token_ids"])
                 delta = _delta(choice, params)
-                if delta.text or delta.logprobs or delta.reasoning:
+                if delta.text or delta.logprobs or delta.reasoning or delta.tool_calls:
                     yield delta
                 if choice.get("finish_reason"):
                     finish[index] = _finish_reason(choice["finish_reason"])
@@ -160,15 +165,15 @@ class VLLMSession:
         if isinstance(prompt, TextPrompt):
             return prompt.text
         model = await self._model_name()
-        tokenized = await self._post(
-            "/tokenize",
-            {
-                "model": model,
-                "messages": _messages(prompt),
-                "add_generation_prompt": not prompt.continue_final_message,
-                "continue_final_message": prompt.continue_final_message,
-            },
-        )
+        body: JSON = {
+            "model": model,
+            "messages": _messages(prompt),
+            "add_generation_prompt": not prompt.continue_final_message,
+            "continue_final_message": prompt.continue_final_message,
+        }
+        if prompt.tools is not None:
+            body["tools"] = _tools_fields(prompt.tools)["tools"]
+        tokenized = await self._post("/tokenize", body)
         detokenized = await self._post(
             "/detokenize", {"model": model, "tokens": tokenized["tokens"]}
         )
@@ -210,6 +215,8 @@ class VLLMSession:
                 "continue_final_message": prompt.continue_final_message,
                 "add_special_tokens": add_special_tokens,
             }
+            if prompt.tools is not None:
+                body["tools"] = _tools_fields(prompt.tools)["tools"]
         data = await self._post("/tokenize", body)
         strings = data.get("token_strs")
         return Tokenized(
@@ -234,6 +241,10 @@ class VLLMSession:
         body = await self._sampling_body(params, params.max_tokens)
         if isinstance(prompt, ChatPrompt):
             body["messages"] = _messages(prompt)
+            if prompt.tools is not None:
+                # vLLM renders them with the model's template and parses the calls back out
+                # (--enable-auto-tool-choice --tool-call-parser); a forced choice it enforces.
+                body |= _tools_fields(prompt.tools)
             if prompt.continue_final_message:
                 body["continue_final_message"] = True
                 body["add_generation_prompt"] = False
@@ -280,6 +291,7 @@ class VLLMSession:
             tokens=tokens,
             logprobs=logprobs if params.logprobs is not None else None,
             reasoning=reasoning or None,
+            tool_calls=_tool_calls(choice.get("message") or {}),
         )
 
     def _split_usage(self, usage: JSON, n: int) -> list[int]:
@@ -421,11 +433,82 @@ def _generated(choice: JSON, part: slice, params: SamplingParams) -> Completion:
 
 
 def _messages(prompt: ChatPrompt) -> list[JSON]:
-    return [{"role": m.role, "content": m.content} for m in prompt.messages]
+    messages: list[JSON] = []
+    for m in prompt.messages:
+        message: JSON = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in m.tool_calls
+            ]
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        messages.append(message)
+    return messages
+
+
+def _tools_fields(tools: Tools) -> JSON:
+    """`tools`, `tool_choice` and `parallel_tool_calls` as OpenAI's (and vLLM's) API takes them."""
+    functions = []
+    for tool in tools.functions:
+        function: JSON = {"name": tool.name}
+        if tool.description is not None:
+            function["description"] = tool.description
+        if tool.parameters is not None:
+            function["parameters"] = tool.parameters
+        if tool.strict is not None:
+            function["strict"] = tool.strict
+        functions.append({"type": "function", "function": function})
+    choice: Any = tools.choice
+    if not isinstance(choice, str):
+        choice = {"type": "function", "function": {"name": choice.name}}
+    return {"tools": functions, "tool_choice": choice, "parallel_tool_calls": tools.parallel}
+
+
+def _tool_calls(message: JSON) -> tuple[ToolCall, ...]:
+    """The calls vLLM's tool parser found in a message."""
+    try:
+        return tuple(
+            ToolCall(
+                str(call.get("id") or ""),
+                str(call["function"]["name"]),
+                str(call["function"].get("arguments") or ""),
+            )
+            for call in message.get("tool_calls") or ()
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise BackendResponseError(f"vLLM sent tool_calls in an unexpected shape: {exc!r}") from exc
+
+
+def _tool_call_deltas(delta: JSON) -> tuple[ToolCallDelta, ...]:
+    """The pieces of tool calls in a stream chunk's delta."""
+    try:
+        pieces = []
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            pieces.append(
+                ToolCallDelta(
+                    int(call.get("index", 0)),
+                    call.get("id"),
+                    function.get("name"),
+                    function.get("arguments") or "",
+                )
+            )
+        return tuple(pieces)
+    except (TypeError, AttributeError, ValueError) as exc:
+        raise BackendResponseError(
+            f"vLLM streamed tool_calls in an unexpected shape: {exc!r}"
+        ) from exc
 
 
 def _finish_reason(value: Any) -> FinishReason:
-    return "length" if value == "length" else "stop"
+    if value == "length":
+        return "length"
+    return "tool_calls" if value == "tool_calls" else "stop"
 
 
 def _int(data: JSON, key: str) -> int:
@@ -438,7 +521,8 @@ def _int(data: JSON, key: str) -> int:
 def _delta(choice: JSON, params: SamplingParams) -> StreamDelta:
     text, reasoning = _text(choice, "delta")
     logprobs = _logprobs(choice.get("logprobs")) if params.logprobs is not None else None
-    return StreamDelta(int(choice.get("index", 0)), text, logprobs, reasoning)
+    calls = _tool_call_deltas(choice.get("delta") or {})
+    return StreamDelta(int(choice.get("index", 0)), text, logprobs, reasoning, calls)
 
 
 def _text(choice: JSON, chat_key: str) -> tuple[str, str]:

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Typ
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from backends.base import FinishReason, Prompt, SamplingParams, TokenLogprob
+from backends.base import (
+    FinishReason,
+    Prompt,
+    SamplingParams,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+)
 from backends.errors import GatewayError
 from strategies.accounting import ModelPrice, Usage
 from strategies.limits import CEILINGS, LimitExceeded, Limits
@@ -176,12 +183,14 @@ class StrategyRequest:
 
 @dataclass(frozen=True)
 class ChoiceDelta:
-    """New text of one choice, sent to a streaming client as it is produced."""
+    """New text (or pieces of tool calls) of one choice, sent to a streaming client as it is
+    produced."""
 
     index: int
     content: str = ""
     reasoning: str = ""
     logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -194,13 +203,15 @@ EventSink = Callable[[ChoiceDelta], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Choice:
-    """One returned answer; `content_tokens` is how many generated tokens `content` holds."""
+    """One returned answer; `content_tokens` is how many generated tokens `content` (and the
+    `tool_calls`, when the answer is calls) holds."""
 
     content: str
     finish_reason: FinishReason
     content_tokens: int
     reasoning: str | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ then choose. If the verifier fails or times out, the request fails with a 502, u
 `on_verifier_error` is `vote`: then the same candidates are majority-voted, and the response
 says so in `reasoning_fallback`.
 
+With `tools`, a candidate is either text or a set of tool calls. Calls vote as one answer,
+by function name and arguments in canonical JSON (keys sorted, numbers normalised) whatever
+their order; the winner's calls are returned with fresh ids and finish_reason `tool_calls`.
+
 Ties, everywhere, follow `strategies.ranking`: among equal votes, weights or scores, the
 candidate (or answer group) that appeared first wins.
 """
@@ -23,7 +27,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, model_validator
 
-from backends.base import ChatPrompt, FinishReason, Prompt, TokenLogprob
+from backends.base import ChatPrompt, FinishReason, Prompt, TokenLogprob, ToolCall
+from backends.tool_calls import canonical_json, new_call_id, render_call
 from strategies.base import (
     Choice,
     ParamsContext,
@@ -46,6 +51,7 @@ __all__ = [
     "VerifiedParams",
     "VerifiedSelection",
     "Vote",
+    "calls_answer",
     "effort_n",
     "question_of",
     "rank_groups",
@@ -110,17 +116,28 @@ class VerifiedParams(CandidateParams):
 
 @dataclass(frozen=True)
 class Sampled:
-    """One candidate: its text, the answer extracted from it, and what it cost."""
+    """One candidate: its text, the answer extracted from it (for calls, their canonical
+    form), and what it cost."""
 
     text: str
     answer: str | None
     tokens: int
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def for_verifier(self) -> Candidate:
-        """The candidate as verifiers see it."""
-        return Candidate(self.text, self.logprobs)
+        """The candidate as verifiers see it: its text, then its calls as the model is asked
+        to write them."""
+        calls = "\n".join(render_call(c.name, c.arguments) for c in self.tool_calls)
+        text = "\n".join(part for part in (self.text, calls) if part)
+        return Candidate(text, self.logprobs)
+
+
+def calls_answer(calls: Sequence[ToolCall]) -> str:
+    """The answer a set of calls votes for: each as `name(arguments)` in canonical JSON, in
+    sorted order, so the same calls in any order, key order or number spelling agree."""
+    return "; ".join(sorted(f"{c.name}({canonical_json(c.arguments)})" for c in calls))
 
 
 @dataclass(frozen=True)
@@ -193,10 +210,13 @@ async def sample(
     return [
         Sampled(
             text=c.text,
-            answer=extract_answer(c.text, params.answer_format, params.answer_pattern),
+            answer=calls_answer(c.tool_calls)
+            if c.tool_calls
+            else extract_answer(c.text, params.answer_format, params.answer_pattern),
             tokens=c.tokens,
             finish_reason=c.finish_reason,
             logprobs=c.logprobs,
+            tool_calls=c.tool_calls,
         )
         for c in generation.completions
     ]
@@ -346,15 +366,23 @@ async def sample_and_verify(
 
 
 async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | None) -> list[Vote]:
-    """Answer groups, best first: by total vote (a count, or the sum of `weights`)."""
-    groups = await group_answers([c.answer for c in candidates])
+    """Answer groups, best first: by total vote (a count, or the sum of `weights`). Text
+    answers group by equivalence (`verifiers.answer_match`), calls by their exact canonical
+    form."""
+    groups = await group_answers([None if c.tool_calls else c.answer for c in candidates])
+    members = [(g.answer, g.members) for g in groups]
+    calls: dict[str, list[int]] = {}
+    for i, c in enumerate(candidates):
+        if c.tool_calls and c.answer is not None:
+            calls.setdefault(c.answer, []).append(i)
+    members += calls.items()
     votes = [
         Vote(
-            g.answer,
-            tuple(sorted(g.members)),
-            float(len(g.members)) if weights is None else sum(weights[i] for i in g.members),
+            answer,
+            tuple(sorted(indices)),
+            float(len(indices)) if weights is None else sum(weights[i] for i in indices),
         )
-        for g in groups
+        for answer, indices in members
     ]
     # In the order of their first members, so that a tie goes to the earlier group.
     in_order = sorted(votes, key=lambda v: v.members[0])
@@ -455,9 +483,13 @@ def result_of(
     choices = tuple(
         Choice(
             content=candidates[i].text,
-            finish_reason=candidates[i].finish_reason,
+            finish_reason="tool_calls" if candidates[i].tool_calls else candidates[i].finish_reason,
             content_tokens=candidates[i].tokens,
             logprobs=candidates[i].logprobs if asked_logprobs else None,
+            # Fresh ids: the same calls may answer more than one choice (or request).
+            tool_calls=tuple(
+                ToolCall(new_call_id(), c.name, c.arguments) for c in candidates[i].tool_calls
+            ),
         )
         for i in chosen
     )
@@ -472,6 +504,15 @@ def result_of(
                 "score": values[i] if scores else None,
                 "step_scores": _steps(scores[i]) if scores else None,
                 "tokens": c.tokens,
+                **(
+                    {
+                        "tool_calls": [
+                            {"name": t.name, "arguments": t.arguments} for t in c.tool_calls
+                        ]
+                    }
+                    if c.tool_calls
+                    else {}
+                ),
             }
             for i, c in enumerate(candidates)
         ],

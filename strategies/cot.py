@@ -11,6 +11,9 @@ After Kojima et al., "Large Language Models are Zero-Shot Reasoners" (2022), and
    Small models often state the answer without the marker: then the last non-empty line is
    the answer and the lines before it the reasoning; a completion of one line answers with its
    last sentence, the sentences before it being the reasoning.
+
+With `tools`, the backend's calls (parsed by vLLM's tool parser, or the embedded backend's)
+pass through as the answer, after whatever reasoning the model wrote before them.
 """
 
 from __future__ import annotations
@@ -140,7 +143,9 @@ class ChainOfThought:
 
         async def split(delta: StreamDelta) -> None:
             reasoning, answer = splitters[delta.index].feed(delta.text)
-            await ctx.emit(ChoiceDelta(delta.index, answer, reasoning, delta.logprobs))
+            await ctx.emit(
+                ChoiceDelta(delta.index, answer, reasoning, delta.logprobs, delta.tool_calls)
+            )
 
         sampling = ctx.budget.capped(request.sampling)
         async with ctx.budget.timed(self.name):
@@ -160,6 +165,10 @@ class ChainOfThought:
             if reasoning or answer:
                 await ctx.emit(ChoiceDelta(index, answer, reasoning))
             answer_tokens = await ctx.count_tokens(splitter.answer) if splitter.answer else 0
+            if completion.tool_calls:
+                # The calls are the answer: every token but the reasoning's is in them.
+                reasoning_tokens = await ctx.count_tokens(splitter.reasoning)
+                answer_tokens = completion.tokens - reasoning_tokens
             choices.append(
                 Choice(
                     content=splitter.answer,
@@ -167,6 +176,7 @@ class ChainOfThought:
                     content_tokens=min(answer_tokens, completion.tokens),
                     reasoning=splitter.reasoning or None,
                     logprobs=completion.logprobs,
+                    tool_calls=completion.tool_calls,
                 )
             )
         return StrategyResult(

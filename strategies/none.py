@@ -3,7 +3,8 @@
 A token or dollar `budget` cuts `max_tokens` to what it affords; past a `seconds` budget the
 request fails with 504, as there is no partial answer.
 
-Reasoning that a vLLM reasoning parser split off is passed through in `message.reasoning`.
+Reasoning that a vLLM reasoning parser split off is passed through in `message.reasoning`;
+`tools` reach the backend with the prompt, and the calls it returns (or streams) pass through.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ class PlainGeneration:
         sampling = ctx.budget.capped(request.sampling)
 
         async def forward(delta: StreamDelta) -> None:
-            await ctx.emit(ChoiceDelta(delta.index, delta.text, delta.reasoning, delta.logprobs))
+            await ctx.emit(
+                ChoiceDelta(
+                    delta.index, delta.text, delta.reasoning, delta.logprobs, delta.tool_calls
+                )
+            )
 
         async with ctx.budget.timed(self.name):
             if ctx.is_streaming:
@@ -46,6 +51,7 @@ class PlainGeneration:
                 content_tokens=c.tokens,
                 reasoning=c.reasoning,
                 logprobs=c.logprobs,
+                tool_calls=c.tool_calls,
             )
             for c in generation.completions
         )

@@ -1,8 +1,8 @@
 """Reading a backend's stream: pass each piece of text on as it comes, keep the whole generation.
 
 A strategy that streams to its client still needs what a plain call returns (every completion's
-text, finish reason, token count and log-probabilities); `collect` rebuilds that `Generation`
-from the stream's deltas and its final `StreamEnd`.
+text, finish reason, token count, log-probabilities and tool calls); `collect` rebuilds that
+`Generation` from the stream's deltas and its final `StreamEnd`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from backends.base import (
     StreamEnd,
     StreamEvent,
     TokenLogprob,
+    ToolCall,
 )
 from backends.errors import BackendResponseError
 
@@ -32,6 +33,8 @@ async def collect(
     texts = [""] * params.n
     reasonings = [""] * params.n
     logprobs: list[list[TokenLogprob]] = [[] for _ in range(params.n)]
+    # Per completion, each call's id, name and arguments so far, by the call's index.
+    calls: list[dict[int, list[str]]] = [{} for _ in range(params.n)]
     end: StreamEnd | None = None
     async for event in events:
         if isinstance(event, StreamEnd):
@@ -40,6 +43,11 @@ async def collect(
         texts[event.index] += event.text
         reasonings[event.index] += event.reasoning
         logprobs[event.index].extend(event.logprobs or ())
+        for piece in event.tool_calls:
+            call = calls[event.index].setdefault(piece.index, ["", "", ""])
+            call[0] = call[0] or piece.id or ""
+            call[1] = call[1] or piece.name or ""
+            call[2] += piece.arguments
         await on_delta(event)
     if end is None:
         raise BackendResponseError("the backend's stream ended without its final event")
@@ -50,6 +58,7 @@ async def collect(
             tokens=end.completion_tokens[i],
             logprobs=tuple(logprobs[i]) if params.logprobs is not None else None,
             reasoning=reasonings[i] or None,
+            tool_calls=tuple(ToolCall(*calls[i][k]) for k in sorted(calls[i])),
         )
         for i in range(params.n)
     )

@@ -14,6 +14,14 @@ from server.protocol.common import (
     UsageInfo,
 )
 from server.protocol.errors import InvalidRequest
+from server.protocol.tools import (
+    ChatCompletionToolParam,
+    DeltaToolCall,
+    ToolCallOut,
+    ToolCallParam,
+    ToolChoiceParam,
+    tools_of,
+)
 from strategies.base import StrategyRequest
 from strategies.limits import Limits
 
@@ -46,6 +54,12 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextContentPart] | None = Field(default=None, validate_default=True)
     name: str | None = None
+    tool_calls: list[ToolCallParam] | None = Field(
+        default=None, description="The calls an assistant turn made."
+    )
+    tool_call_id: str | None = Field(
+        default=None, description="The call a tool turn answers (required there)."
+    )
 
     @field_validator("content")
     @classmethod
@@ -64,7 +78,12 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
         else:
             text = self.content or ""
         # Chat templates know `system`; OpenAI's newer `developer` role means the same.
-        return ChatMessage("system" if self.role == "developer" else self.role, text)
+        return ChatMessage(
+            "system" if self.role == "developer" else self.role,
+            text,
+            tuple(c.to_call() for c in self.tool_calls or ()),
+            self.tool_call_id,
+        )
 
 
 class ChatCompletionRequest(GenerationRequest):
@@ -75,6 +94,9 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[ChatCompletionToolParam] | None = None
+    tool_choice: ToolChoiceParam | None = None
+    parallel_tool_calls: bool | None = None
 
     def to_strategy_request(self, limits: Limits) -> StrategyRequest:
         """Validate against the server's limits and convert for the strategies."""
@@ -86,20 +108,36 @@ class ChatCompletionRequest(GenerationRequest):
             or self._default_max_tokens(limits.default_max_tokens, limits)
         )
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        for i, m in enumerate(self.messages):
+            if m.role == "tool" and m.tool_call_id is None:
+                raise InvalidRequest(
+                    "a tool message needs the tool_call_id of the call it answers",
+                    f"messages.{i}.tool_call_id",
+                )
         messages = tuple(m.to_message() for m in self.messages)
-        # A conversation that ends with an assistant turn is a prefix to continue, as in vLLM.
-        prompt = ChatPrompt(messages, continue_final_message=messages[-1].role == "assistant")
+        tools = tools_of(self.tools, self.tool_choice, self.parallel_tool_calls)
+        # A conversation that ends with an assistant turn is a prefix to continue, as in vLLM
+        # (not one that ended in calls: their results are still to come).
+        last = messages[-1]
+        prompt = ChatPrompt(
+            messages,
+            continue_final_message=last.role == "assistant" and not last.tool_calls,
+            tools=tools,
+        )
         return StrategyRequest(
             prompt, self._sampling(max_tokens, limits, logprobs), self.reasoning_effort
         )
 
 
 class ChatMessageOut(BaseModel):
-    """The assistant's message; `reasoning` is the chosen candidate's visible reasoning."""
+    """The assistant's message; `reasoning` is the chosen candidate's visible reasoning,
+    `tool_calls` the calls it made (its `content` is then null unless it wrote text too)."""
 
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning: str | None = None
+    # As OpenAI's: a message that made no calls has no `tool_calls` field at all.
+    tool_calls: list[ToolCallOut] = Field(default_factory=list, exclude_if=lambda calls: not calls)
 
 
 class TopLogprob(BaseModel):
@@ -148,6 +186,7 @@ class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatCompletionStreamChoice(BaseModel):

@@ -18,6 +18,7 @@ from server.protocol.chat import (
     DeltaMessage,
     TopLogprob,
 )
+from server.protocol.tools import DeltaToolCall, ToolCallOut
 from server.serving.rendering import Rendering
 from strategies.base import ChoiceDelta, StrategyResult
 
@@ -53,7 +54,12 @@ class ChatRendering(Rendering):
         return [
             ChatCompletionChoice(
                 index=i,
-                message=ChatMessageOut(content=c.content, reasoning=c.reasoning),
+                message=ChatMessageOut(
+                    # A turn that only called tools has no content, as OpenAI's.
+                    content=None if c.tool_calls and not c.content else c.content,
+                    reasoning=c.reasoning,
+                    tool_calls=[ToolCallOut.of(call) for call in c.tool_calls],
+                ),
                 logprobs=chat_logprobs(c.logprobs),
                 finish_reason=c.finish_reason,
             )
@@ -66,7 +72,11 @@ class ChatRendering(Rendering):
         return [self.chunk([ChatCompletionStreamChoice(index=i, delta=announce)]) for i in range(n)]
 
     def delta(self, delta: ChoiceDelta) -> BaseModel:
-        message = DeltaMessage(content=delta.content or None, reasoning=delta.reasoning or None)
+        message = DeltaMessage(
+            content=delta.content or None,
+            reasoning=delta.reasoning or None,
+            tool_calls=[DeltaToolCall.of(piece) for piece in delta.tool_calls] or None,
+        )
         logprobs = chat_logprobs(delta.logprobs)
         return self.chunk(
             [ChatCompletionStreamChoice(index=delta.index, delta=message, logprobs=logprobs)]

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from starlette.types import Receive
 
 from backends.base import Backend
+from backends.tool_calls import call_deltas
 from server.errors import (
     ModelNotFound,
     RequestTimeout,
@@ -46,7 +47,7 @@ from strategies.base import (
 from strategies.budget import Allowance
 from strategies.context import StrategyContext
 from strategies.limits import Limits
-from strategies.registry import STRATEGIES, get_strategy, parse_params
+from strategies.registry import STRATEGIES, check_tools, get_strategy, parse_params
 from verifiers.base import Verifier
 
 __all__ = [
@@ -156,6 +157,7 @@ class Serving:
                 logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
             request = body.to_strategy_request(self.limits)
             strategy = get_strategy(body.reasoning_strategy)
+            check_tools(strategy, request)
             context = deployment.params_context
             if (price := self.prices.get(model)) is not None:
                 # A `usd` budget is valid only for a priced model.
@@ -234,7 +236,13 @@ class Serving:
                     # A strategy that decides only at the end sends its answer in one piece;
                     # after progress lines, the reasoning streamed was theirs.
                     reasoning = "" if progressed else choice.reasoning or ""
-                    whole = ChoiceDelta(index, choice.content, reasoning, choice.logprobs)
+                    whole = ChoiceDelta(
+                        index,
+                        choice.content,
+                        reasoning,
+                        choice.logprobs,
+                        call_deltas(choice.tool_calls),
+                    )
                     yield _sse(rendering.delta(whole))
                 yield _sse(rendering.finish(index, choice.finish_reason))
             tail = rendering.tail(result, prepared.include_usage)
