@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from strategies.auto import Auto
 from strategies.base import InvalidParamsError, ParamsContext, Strategy, UnknownStrategyError
 from strategies.beam_search import BeamSearch
 from strategies.best_of_n import BestOfN
@@ -34,6 +35,7 @@ STRATEGIES: Mapping[str, Strategy[Any]] = {
         BeamSearch(),
         DVTS(),
         MCTS(),
+        Auto(),
     )
 }
 
