@@ -43,7 +43,7 @@ from strategies.context import StrategyContext
 from strategies.weighted_vote import WeightedVote
 from verifiers.base import Aggregation, VerifierError
 
-__all__ = ["POLICY", "Auto", "AutoParams", "Stage", "stop_at_stage"]
+__all__ = ["POLICY", "Auto", "AutoParams", "Stage", "fitted", "stop_at_stage"]
 
 
 class Stage(BaseModel):
@@ -69,7 +69,8 @@ POLICY: tuple[Stage, ...] = (
 
 class AutoParams(CandidateParams):
     """Params of `auto`: the sampling params of the votes, a policy, and the escalation's
-    verifier. `n` is the policy's to choose, so it is not taken."""
+    verifier. `n` is the policy's to choose, so it is not taken; the default policy is cut to
+    the server's `max_n` (`fitted`), a policy given must fit it."""
 
     policy: tuple[Stage, ...] = Field(
         default=POLICY, description="The stages, in order; default the tuned policy."
@@ -87,14 +88,24 @@ class AutoParams(CandidateParams):
         if self.n is not None:
             raise ValueError("auto chooses how many samples to draw; give policy instead of n")
         context = ParamsContext.of(info.context)
-        _check_policy(self.policy, context.limits.max_n)
+        update: dict[str, object] = {}
+        if "policy" in self.model_fields_set:
+            _check_policy(self.policy, context.limits.max_n)
+        else:
+            update["policy"] = fitted(self.policy, context.limits.max_n)
         if self.verifier is not None:
             context.require_verifier(self.verifier)
-            return self
-        if context.prms:
+        elif context.prms:
             # The first configured PRM by name, so that the choice does not depend on order.
-            return self.model_copy(update={"verifier": min(context.prms)})
-        return self
+            update["verifier"] = min(context.prms)
+        return self.model_copy(update=update) if update else self
+
+
+def fitted(policy: Sequence[Stage], max_n: int) -> tuple[Stage, ...]:
+    """The default policy on a server that allows fewer samples: the stages below `max_n`,
+    then a last one of `max_n`."""
+    last = Stage(samples=min(max_n, policy[-1].samples))
+    return (*(s for s in policy if s.samples < last.samples), last)
 
 
 def _check_policy(policy: Sequence[Stage], max_n: int) -> None:
@@ -139,11 +150,10 @@ class Auto:
         drawn: list[Sampled] = []
         stages: list[_StageRecord] = []
         stopped: str | None = None
-        votes: list[Vote] = []
+        path = "majority vote"
         for index, stage in enumerate(params.policy):
-            is_last = index == len(params.policy) - 1
             if drawn and (reason := ctx.budget.spent()) is not None:
-                stopped = reason
+                stopped, path = reason, f"budget spent after stage {index}"
                 break
             # 1. This stage's new samples, in one call, seeded after the ones before.
             wave = (len(drawn), stage.samples - len(drawn))
@@ -153,22 +163,28 @@ class Auto:
             tally = {v.answer: v.weight for v in votes}
             stages.append(_StageRecord(len(drawn), tally, stage.stop_at))
             # 3. Stop once the leader has the votes the stage asks for.
-            if stop_at_stage(stage, is_last, votes):
+            if stop_at_stage(stage, index == len(params.policy) - 1, votes):
                 stopped = (
                     f"auto: {votes[0].weight:g} of {len(drawn)} samples agree "
                     f"(stage {index + 1} stops at {stage.stop_at})"
                 )
+                path = f"stopped at stage {index + 1}"
                 break
         requested = params.policy[-1].samples
-        escalate = params.verifier is not None and len(stages) == len(params.policy)
-        if escalate and stopped is None:
-            # 4. The vote is still open: the PRM weighs every sample.
+        if stopped is None and params.verifier is not None:
+            # 4. The vote is still open after every stage: the PRM weighs every sample.
             result = await self._weighted(ctx, request, params, drawn, requested)
+            failed = result.fallback is not None
+            path = (
+                "majority vote (the verifier failed)"
+                if failed
+                else f"weighted vote by {params.verifier}"
+            )
         else:
             result = await vote(
                 ctx, request, drawn, self.name, stopped_early=stopped, requested=requested
             )
-        return _traced(result, stages, params, is_weighted=escalate and stopped is None)
+        return _traced(result, stages, params, path)
 
     async def _weighted(
         self,
@@ -196,18 +212,9 @@ class Auto:
 
 
 def _traced(
-    result: StrategyResult, stages: list[_StageRecord], params: AutoParams, is_weighted: bool
+    result: StrategyResult, stages: list[_StageRecord], params: AutoParams, path: str
 ) -> StrategyResult:
     """The result, its trace saying which path the policy took."""
-    last = len(stages) == len(params.policy)
-    if result.fallback is not None:
-        path = "majority vote (the verifier failed)"
-    elif is_weighted:
-        path = f"weighted vote by {params.verifier}"
-    elif result.stopped_early is not None and not last:
-        path = f"stopped at stage {len(stages)}"
-    else:
-        path = "majority vote"
     auto = {
         "path": path,
         "stage": len(stages),

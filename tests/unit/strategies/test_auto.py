@@ -46,6 +46,18 @@ def test_the_default_policy_is_the_tuned_one() -> None:
     assert POLICY == (Stage(samples=4, stop_at=3), Stage(samples=8, stop_at=5), Stage(samples=16))
 
 
+@pytest.mark.parametrize(
+    ("max_n", "samples"), [(64, [4, 8, 16]), (16, [4, 8, 16]), (8, [4, 8]), (6, [4, 6]), (2, [2])]
+)
+def test_the_default_policy_fits_the_servers_max_n(max_n: int, samples: list[int]) -> None:
+    parsed = parse_params(get_strategy("auto"), {}, ParamsContext(limits=Limits(max_n=max_n)))
+    assert isinstance(parsed, AutoParams)
+    assert [s.samples for s in parsed.policy] == samples
+    # The last stage always votes on everything drawn.
+    assert parsed.policy[-1].stop_at is None
+    assert parsed.policy[:-1] == POLICY[: len(samples) - 1]
+
+
 async def test_three_of_four_agreeing_stop_after_the_first_call() -> None:
     result, backend = await run(["it is 4", "so 4", "maybe 5", "4 again"] + ["7"] * 12)
     assert waves(backend) == [(100, 4)]
@@ -144,6 +156,8 @@ async def test_a_spent_budget_stops_before_the_next_stage() -> None:
     assert waves(backend) == [(100, 4)]
     assert result.stopped_early is not None
     assert result.stopped_early.startswith("token budget reached")
+    assert result.trace is not None
+    assert result.trace["auto"]["path"] == "budget spent after stage 1"
 
 
 @pytest.mark.parametrize(
