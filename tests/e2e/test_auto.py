@@ -37,7 +37,7 @@ async def test_agreeing_samples_stop_after_the_first_stage(client: openai.AsyncO
     # The default policy, cut to this server's max_n of 8.
     assert [s["samples"] for s in trace["auto"]["policy"]] == [4, MAX_N]
     stopped = (response.model_extra or {}).get("reasoning_stopped_early")
-    assert stopped == "auto: 4 of 4 samples agree (stage 1 stops at 3)"
+    assert stopped == "auto: 4 of 4 samples agree (stage 1 stops at 2)"
     usage = response.usage
     assert usage is not None
     assert usage.completion_tokens == sum(c["tokens"] for c in trace["candidates"])

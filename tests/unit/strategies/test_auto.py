@@ -43,7 +43,7 @@ def waves(backend: ScriptedBackend) -> list[tuple[int | None, int]]:
 
 
 def test_the_default_policy_is_the_tuned_one() -> None:
-    assert POLICY == (Stage(samples=4, stop_at=3), Stage(samples=8, stop_at=5), Stage(samples=16))
+    assert POLICY == (Stage(samples=4, stop_at=2), Stage(samples=8, stop_at=5), Stage(samples=16))
 
 
 @pytest.mark.parametrize(
@@ -58,15 +58,15 @@ def test_the_default_policy_fits_the_servers_max_n(max_n: int, samples: list[int
     assert parsed.policy[:-1] == POLICY[: len(samples) - 1]
 
 
-async def test_three_of_four_agreeing_stop_after_the_first_call() -> None:
+async def test_an_answer_repeated_in_the_first_four_stops_after_the_first_call() -> None:
     result, backend = await run(["it is 4", "so 4", "maybe 5", "4 again"] + ["7"] * 12)
     assert waves(backend) == [(100, 4)]
     assert result.choices[0].content == "it is 4"
-    assert result.stopped_early == "auto: 3 of 4 samples agree (stage 1 stops at 3)"
+    assert result.stopped_early == "auto: 3 of 4 samples agree (stage 1 stops at 2)"
     assert result.trace is not None
     assert result.trace["auto"]["path"] == "stopped at stage 1"
     assert result.trace["auto"]["stages"] == [
-        {"samples": 4, "votes": {"4": 3.0, "5": 1.0}, "stop_at": 3}
+        {"samples": 4, "votes": {"4": 3.0, "5": 1.0}, "stop_at": 2}
     ]
     # 12 samples not drawn, at the 9 / 4 tokens each the drawn ones took.
     assert result.usage.completion_tokens == 9
@@ -74,15 +74,15 @@ async def test_three_of_four_agreeing_stop_after_the_first_call() -> None:
 
 
 async def test_five_of_eight_agreeing_stop_after_the_second_call() -> None:
-    texts = ["a 1", "b 2", "c 1", "d 2", "e 2", "f 2", "g 2", "h 3"] + ["9"] * 8
+    texts = ["a 1", "b 2", "c 3", "d 4", "e 2", "f 2", "g 2", "h 2"] + ["9"] * 8
     result, backend = await run(texts)
     # The second wave is seeded after the first's four samples.
     assert waves(backend) == [(100, 4), (104, 4)]
     assert result.choices[0].content == "b 2"
     assert result.trace is not None
     assert [s["votes"] for s in result.trace["auto"]["stages"]] == [
-        {"1": 2.0, "2": 2.0},
-        {"2": 5.0, "1": 2.0, "3": 1.0},
+        {"1": 1.0, "2": 1.0, "3": 1.0, "4": 1.0},
+        {"2": 5.0, "1": 1.0, "3": 1.0, "4": 1.0},
     ]
     assert result.stopped_early == "auto: 5 of 8 samples agree (stage 2 stops at 5)"
 
