@@ -21,7 +21,7 @@ differences are paired, not noise. Three steps:
     # 3. Replay a grid of `auto` policies (how the default policy was chosen).
     .venv/bin/python bench/accuracy.py tune
 
-The samples are stored in the repository (bench/data/, ~0.6 MB) rather than a cache: the
+The samples are stored in the repository (bench/data/, ~0.5 MB) rather than a cache: the
 README's table and plots are computed from them, and anyone can re-run the report, or try a
 new rule on the same samples, without a vLLM. The answer to a problem is the last number of the
 chosen message, as in `bench/sweep.py`.
@@ -49,7 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import ROOT, Services, free_port  # noqa: E402
-from bench.replay import Outcome, Stored, replay  # noqa: E402
+from bench.replay import Outcome, Stored, default_policy, replay  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 SAMPLES = DATA / "accuracy-samples.jsonl"
@@ -109,8 +109,10 @@ ROWS = (
     Row("auto", "auto", dict(COMMON)),
 )
 BASELINE = "majority@16"
-# The rows the live subset runs through the server, to show that the replay matches it.
+# The rows the live subset runs through the server, to show that the replay matches it; `auto`
+# with its default policy spelled out, so that a gateway of another revision serves the same.
 LIVE_ROWS = ("early stop beta", "auto")
+LIVE_PARAMS = {"auto": {**COMMON, "policy": default_policy()}}
 # Hook: particle filtering (Puri et al., 2025) needs a PRM server next to the generator; when
 # `particle_filtering` is registered on main, its live row goes here and `collect` starts the
 # PRM as tests/vllm/conftest.py does. It is not a replayable sampling row.
@@ -226,9 +228,10 @@ def live_subset(all_problems: Sequence[Problem], count: int) -> list[Problem]:
     return list(all_problems[::step][:count])
 
 
-async def run_live(url: str, subset: list[Problem]) -> None:
-    """The live rows on the subset, one request at a time, written to LIVE."""
-    rows = [r for r in ROWS if r.label in LIVE_ROWS]
+async def run_live(url: str, subset: list[Problem], path: Path) -> None:
+    """The live rows on the subset, one request at a time, written to `path`."""
+    rows = [Row(r.label, r.strategy, LIVE_PARAMS.get(r.label, r.params)) for r in ROWS]
+    rows = [r for r in rows if r.label in LIVE_ROWS]
     records = []
     async with httpx.AsyncClient(timeout=1800) as client:
         for problem in subset:
@@ -238,12 +241,14 @@ async def run_live(url: str, subset: list[Problem]) -> None:
                     {
                         "seed": problem.seed,
                         "label": row.label,
+                        "strategy": row.strategy,
+                        "params": row.params,
                         "content": data["choices"][0]["message"]["content"],
                         "completion_tokens": data["usage"]["completion_tokens"],
                         "stopped_early": data.get("reasoning_stopped_early"),
                     }
                 )
-    LIVE.write_text("".join(json.dumps(r) + "\n" for r in records))
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def collect(args: argparse.Namespace) -> None:
@@ -255,7 +260,7 @@ def collect(args: argparse.Namespace) -> None:
         print(f"gateway {url}: {len(todo)} problems to sample", file=sys.stderr, flush=True)
         asyncio.run(draw_samples(url, todo, args.concurrency))
         if args.live:
-            asyncio.run(run_live(url, live_subset(all_problems, args.live)))
+            asyncio.run(run_live(url, live_subset(all_problems, args.live), Path(args.live_file)))
 
 
 # --- 2. report ----------------------------------------------------------------------------------
@@ -384,23 +389,29 @@ def check_targets(scores: dict[str, Scores], share: np.ndarray[Any, np.dtype[np.
         print(f"  {'PASS' if passed else 'MISS'}  {text}: {detail}")
 
 
-def check_live(scores: dict[str, Scores], records: Sequence[dict[str, Any]]) -> None:
-    """Whether the live subset answered and spent what its replay did."""
+def check_live(records: Sequence[dict[str, Any]]) -> None:
+    """Whether the live subset answered and spent what its replay, with the strategy and params
+    each request was served with, does."""
     if not LIVE.exists():
         print("\nlive subset: none stored (collect --live N)")
         return
-    index = {r["seed"]: i for i, r in enumerate(records)}
-    same_answer = same_tokens = total = 0
+    by_seed = {r["seed"]: r for r in records}
+    tally: dict[str, list[int]] = {}
     for line in LIVE.read_text().splitlines():
         live = json.loads(line)
-        replayed = scores[live["label"]].outcomes[index[live["seed"]]]
-        total += 1
-        same_answer += live["content"] == replayed.content
-        same_tokens += live["completion_tokens"] == replayed.completion_tokens
-    print(
-        f"\nlive subset against its replay: {same_answer}/{total} same chosen message, "
-        f"{same_tokens}/{total} same generated tokens ({', '.join(LIVE_ROWS)})"
-    )
+        record = by_seed[live["seed"]]
+        row = Row(live["label"], live["strategy"], live["params"])
+        replayed = asyncio.run(replay_row(row, [record])).outcomes[0]
+        counts = tally.setdefault(live["label"], [0, 0, 0])
+        counts[0] += 1
+        counts[1] += live["content"] == replayed.content
+        counts[2] += live["completion_tokens"] == replayed.completion_tokens
+    print("\nlive subset against its replay (same seeds, same params):")
+    for label, (total, same_answer, same_tokens) in tally.items():
+        print(
+            f"  {label}: {same_answer}/{total} same chosen message, "
+            f"{same_tokens}/{total} same generated tokens"
+        )
 
 
 def plot(
@@ -494,7 +505,7 @@ def report(args: argparse.Namespace) -> None:
         if (tiers == tier).any():
             print_table(f"tier {tier}", scores, tiers == tier)
     check_targets(scores, share)
-    check_live(scores, records)
+    check_live(records)
     if PARTICLE_FILTERING is None:
         print("particle_filtering: no row yet (not on main; see PARTICLE_FILTERING)")
     if args.plots:
@@ -505,8 +516,8 @@ def report(args: argparse.Namespace) -> None:
 
 
 def policies() -> list[list[dict[str, int | None]]]:
-    """The grid `tune` tries: a first stage of 3 or 4, a second of 8, then 16; one stage
-    fewer; one stage more."""
+    """The grid `tune` tries: a first stage of 3 or 4, a second of 8, then 16; a stage fewer
+    (up to 16, or up to 8 only); a stage more; a first stage that stops on 2 votes."""
     grid: list[list[dict[str, int | None]]] = []
     for first, first_stop in ((3, 3), (4, 3), (4, 4)):
         for second_stop in (5, 6, 7):
@@ -518,6 +529,14 @@ def policies() -> list[list[dict[str, int | None]]]:
                 ]
             )
     grid.append([{"samples": 4, "stop_at": 3}, {"samples": 16, "stop_at": None}])
+    grid.append([{"samples": 4, "stop_at": 3}, {"samples": 8, "stop_at": None}])
+    grid.append(
+        [
+            {"samples": 4, "stop_at": 2},
+            {"samples": 8, "stop_at": 5},
+            {"samples": 16, "stop_at": None},
+        ]
+    )
     for third_stop in (7, 8):
         grid.append(
             [
@@ -561,6 +580,7 @@ def main() -> None:
     draw.add_argument("--per-tier", type=int, default=70, help="problems per tier")
     draw.add_argument("--concurrency", type=int, default=4)
     draw.add_argument("--live", type=int, default=30, help="problems the live subset runs")
+    draw.add_argument("--live-file", default=str(LIVE), help="where the live subset goes")
     show = steps.add_parser("report", help="replay every row on the stored samples")
     show.add_argument("--plots", help="write the PNG plots to this directory")
     steps.add_parser("tune", help="replay a grid of auto policies")

@@ -17,15 +17,21 @@ from typing import Any
 
 from backends.base import ChatMessage, ChatPrompt, Completion, Generation, Prompt, SamplingParams
 from backends.scripted import ScriptedBackend
+from strategies.auto import POLICY
 from strategies.base import ParamsContext, StrategyRequest
 from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import get_strategy, parse_params
 
-__all__ = ["Outcome", "ReplayBackend", "Stored", "replay"]
+__all__ = ["Outcome", "ReplayBackend", "Stored", "default_policy", "replay"]
 
 # The server's default ceiling on samples per request, which a policy of 16 stays within.
 _CONTEXT = ParamsContext(limits=Limits(max_n=16))
+
+
+def default_policy() -> list[dict[str, int | None]]:
+    """`auto`'s default policy as `reasoning_params.policy` spells it."""
+    return [stage.model_dump() for stage in POLICY]
 
 
 @dataclass(frozen=True)
