@@ -82,12 +82,14 @@ class InvalidParamsError(StrategyError):
 
 @dataclass(frozen=True)
 class ParamsContext:
-    """What params validators may check against: the configured verifiers and the limits.
+    """What params validators may check against: the configured verifiers (`prms`: those that
+    are process reward models) and the limits.
 
     Passed as pydantic's validation context, so a bad param is a 400 before anything runs.
     """
 
     verifiers: frozenset[str] = frozenset()
+    prms: frozenset[str] = frozenset()
     limits: Limits = field(default_factory=Limits)
     price: ModelPrice | None = None
     # Verifiers that score a candidate by its own token log-probabilities.

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from backends.base import ChatPrompt
+from strategies.auto import Auto
 from strategies.base import (
     InvalidParamsError,
     ParamsContext,
@@ -49,6 +50,7 @@ STRATEGIES: Mapping[str, Strategy[Any]] = {
         BeamSearch(),
         DVTS(),
         MCTS(),
+        Auto(),
     )
 }
 

@@ -49,6 +49,7 @@ from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import STRATEGIES, check_tools, get_strategy, parse_params
 from verifiers.base import Verifier
+from verifiers.registry import prm_names
 
 __all__ = [
     "Deployment",
@@ -137,6 +138,7 @@ class Serving:
     def _deployment(self, backend: Backend, verifiers: Mapping[str, Verifier]) -> Deployment:
         context = ParamsContext(
             verifiers=frozenset(verifiers),
+            prms=prm_names(verifiers),
             limits=self.limits,
             logprob_verifiers=frozenset(n for n, v in verifiers.items() if v.logprobs is not None),
         )

@@ -33,6 +33,9 @@ def params_for(name: str) -> dict[str, Any] | None:
         return {"n": 3}
     if name in ("beam_search", "dvts"):
         return {"n": 3, "beam_width": 1}
+    if name == "auto":
+        # A one-stage policy: its samples in one call, as the other samplers'.
+        return {"policy": [{"samples": 3}]}
     return None
 
 
