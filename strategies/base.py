@@ -82,6 +82,8 @@ class ParamsContext:
     verifiers: frozenset[str] = frozenset()
     limits: Limits = field(default_factory=Limits)
     price: ModelPrice | None = None
+    # Each verifier's kind, where the server knows it (`confidence`, `vllm_prm`, ...).
+    kinds: Mapping[str, str | None] = field(default_factory=dict)
 
     @classmethod
     def of(cls, context: Any) -> ParamsContext:
@@ -93,6 +95,11 @@ class ParamsContext:
         if name not in self.verifiers:
             names = ", ".join(sorted(self.verifiers)) or "none"
             raise ValueError(f"unknown verifier {name!r}; configured: {names}")
+
+    def require_kind(self, name: str, kind: str, why: str) -> None:
+        """Raise `ValueError` (a 400 naming the field) unless verifier `name` is of `kind`."""
+        if self.kinds.get(name) != kind:
+            raise ValueError(f"{why}: verifier {name!r} is not a {kind!r} verifier")
 
 
 # The `Limits` field that is the ceiling of each budget unit the server bounds.

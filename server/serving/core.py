@@ -46,6 +46,7 @@ from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import STRATEGIES, get_strategy, parse_params
 from verifiers.base import Verifier
+from verifiers.registry import GuardedVerifier
 
 __all__ = [
     "Deployment",
@@ -126,7 +127,8 @@ class Serving:
         return self.primary
 
     def _deployment(self, backend: Backend, verifiers: Mapping[str, Verifier]) -> Deployment:
-        context = ParamsContext(verifiers=frozenset(verifiers), limits=self.limits)
+        kinds = {name: v.kind for name, v in verifiers.items() if isinstance(v, GuardedVerifier)}
+        context = ParamsContext(frozenset(verifiers), self.limits, kinds=kinds)
         return Deployment(backend, dict(verifiers), context)
 
     async def prepare(self, body: GenerationRequest, request_id: str) -> PreparedRequest:
