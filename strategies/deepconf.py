@@ -369,9 +369,10 @@ class _Run:
         """5. New voters join the vote (weighed in one call), which 4. may settle: once the
         leading answer holds `consensus` of the weight."""
         online, tau = self.online, self.rule.consensus
+        weights = await self.weigh(voters) if self.weigh is not None and voters else []
+        # Both lists grow together, with no await between: they stay aligned.
         online.voters += voters
-        if self.weigh is not None and voters:
-            online.weights += await self.weigh(voters)
+        online.weights += weights
         if tau is None or online.settled:
             return
         votes = await rank_groups(online.voters, online.weights if self.weigh else None)
