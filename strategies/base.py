@@ -35,6 +35,7 @@ __all__ = [
     "InvalidParamsError",
     "NoParams",
     "ParamsContext",
+    "Progress",
     "ReasoningEffort",
     "Strategy",
     "StrategyError",
@@ -82,8 +83,8 @@ class ParamsContext:
     verifiers: frozenset[str] = frozenset()
     limits: Limits = field(default_factory=Limits)
     price: ModelPrice | None = None
-    # Each verifier's kind, where the server knows it (`confidence`, `vllm_prm`, ...).
-    kinds: Mapping[str, str | None] = field(default_factory=dict)
+    # Verifiers that score a candidate by its own token log-probabilities.
+    logprob_verifiers: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, context: Any) -> ParamsContext:
@@ -95,11 +96,6 @@ class ParamsContext:
         if name not in self.verifiers:
             names = ", ".join(sorted(self.verifiers)) or "none"
             raise ValueError(f"unknown verifier {name!r}; configured: {names}")
-
-    def require_kind(self, name: str, kind: str, why: str) -> None:
-        """Raise `ValueError` (a 400 naming the field) unless verifier `name` is of `kind`."""
-        if self.kinds.get(name) != kind:
-            raise ValueError(f"{why}: verifier {name!r} is not a {kind!r} verifier")
 
 
 # The `Limits` field that is the ceiling of each budget unit the server bounds.
@@ -152,6 +148,10 @@ class StrategyParams(BaseModel):
         default=None, description="Tokens, seconds or dollars the answer may cost at most."
     )
 
+    def check_request(self, request: StrategyRequest) -> None:
+        """Raise `InvalidParamsError` (a 400, before any call) when the request asks for what
+        the strategy cannot honour; by default it can honour anything."""
+
     @field_validator(*CEILINGS, check_fields=False)
     @classmethod
     def _within_limits(cls, value: float | None, info: ValidationInfo) -> float | None:
@@ -182,6 +182,11 @@ class ChoiceDelta:
     content: str = ""
     reasoning: str = ""
     logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Progress(ChoiceDelta):
+    """A line on how the run is going (`StrategyContext.progress`), not part of the answer."""
 
 
 EventSink = Callable[[ChoiceDelta], Awaitable[None]]

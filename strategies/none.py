@@ -1,6 +1,7 @@
 """`none`: plain generation. The request goes to the model as it came; nothing is added.
 
-A token or dollar `budget` cuts `max_tokens` to what it affords.
+A token or dollar `budget` cuts `max_tokens` to what it affords; past a `seconds` budget the
+request fails with 504, as there is no partial answer.
 
 Reasoning that a vLLM reasoning parser split off is passed through in `message.reasoning`.
 """
@@ -29,16 +30,15 @@ class PlainGeneration:
         self, request: StrategyRequest, params: NoParams, ctx: StrategyContext
     ) -> StrategyResult:
         sampling = ctx.budget.capped(request.sampling)
-        if ctx.is_streaming:
 
-            async def forward(delta: StreamDelta) -> None:
-                await ctx.emit(
-                    ChoiceDelta(delta.index, delta.text, delta.reasoning, delta.logprobs)
-                )
+        async def forward(delta: StreamDelta) -> None:
+            await ctx.emit(ChoiceDelta(delta.index, delta.text, delta.reasoning, delta.logprobs))
 
-            generation = await ctx.generate_streamed(request.prompt, sampling, forward)
-        else:
-            generation = await ctx.generate(request.prompt, sampling)
+        async with ctx.budget.timed(self.name):
+            if ctx.is_streaming:
+                generation = await ctx.generate_streamed(request.prompt, sampling, forward)
+            else:
+                generation = await ctx.generate(request.prompt, sampling)
         choices = tuple(
             Choice(
                 c.text,

@@ -63,11 +63,13 @@ class WeightedVoteParams(VerifiedParams):
         cls, rule: EarlyStop | DeepConf | None, info: ValidationInfo
     ) -> EarlyStop | DeepConf | None:
         check_warmup(rule, info.data.get("n"))
-        if isinstance(rule, DeepConf) and "verifier" in info.data:
-            ParamsContext.of(info.context).require_kind(
-                info.data["verifier"],
-                "confidence",
-                "weighted_vote with early_stop deepconf weighs its votes by confidence",
+        verifier = info.data.get("verifier")
+        context = ParamsContext.of(info.context)
+        if isinstance(rule, DeepConf) and verifier and verifier not in context.logprob_verifiers:
+            raise ValueError(
+                "weighted_vote with early_stop deepconf weighs its votes by the traces' own "
+                f"confidence: verifier {verifier!r} does not score token log-probabilities; "
+                "use a confidence verifier"
             )
         return rule
 

@@ -86,14 +86,10 @@ DEFAULT_VERIFIERS: Mapping[str, VerifierConfig] = {
 
 
 class GuardedVerifier:
-    """A verifier whose calls time out after `timeout_s` and fail only with `VerifierError`;
-    `kind` is the kind its config named."""
+    """A verifier whose calls time out after `timeout_s` and fail only with `VerifierError`."""
 
-    def __init__(
-        self, name: str, inner: Verifier, timeout_s: float, kind: str | None = None
-    ) -> None:
+    def __init__(self, name: str, inner: Verifier, timeout_s: float) -> None:
         self.name = name
-        self.kind = kind
         self._inner = inner
         self._timeout_s = timeout_s
 
@@ -117,10 +113,7 @@ def create_verifiers(
     """One guarded verifier per configured name."""
     return {
         name: GuardedVerifier(
-            name,
-            VERIFIERS[config.kind].create(config, backend, clients),
-            config.timeout_s,
-            config.kind,
+            name, VERIFIERS[config.kind].create(config, backend, clients), config.timeout_s
         )
         for name, config in configs.items()
     }

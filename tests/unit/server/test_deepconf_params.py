@@ -1,4 +1,4 @@
-"""DeepConf through the HTTP surface: the server tells verifiers apart by their configured kind."""
+"""DeepConf through the HTTP surface: the server knows which verifiers score log-probabilities."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ async def test_weighted_vote_with_deepconf_needs_a_confidence_verifier() -> None
     assert refused.status_code == 400
     error = refused.json()["error"]
     assert error["param"] == "reasoning_params.early_stop"
-    assert "'llm_judge' is not a 'confidence' verifier" in error["message"]
+    assert "'llm_judge' does not score token log-probabilities" in error["message"]
     # The out-of-the-box `confidence` verifier is one: three traces streamed after the warm-up.
     assert answered.status_code == 200
     body = answered.json()

@@ -21,7 +21,7 @@ from verifiers.confidence import ConfidenceConfig, ConfidenceVerifier, lowest_gr
 CONTEXT = ParamsContext(
     verifiers=frozenset({"confidence", "v"}),
     limits=Limits(max_n=16),
-    kinds={"confidence": "confidence", "v": "vllm_prm"},
+    logprob_verifiers=frozenset({"confidence"}),
 )
 # A token's confidence (minus the mean of its top log-probabilities), by word; others 2.
 CONFIDENCE = {"hi": 4.0, "ok": 2.0, "lo": 1.0}
@@ -220,7 +220,7 @@ def test_params_are_checked() -> None:
     with pytest.raises(InvalidParamsError) as info:
         parse_params(weighted, {"verifier": "v", "early_stop": {"method": "deepconf"}}, CONTEXT)
     assert info.value.param == "reasoning_params.early_stop"
-    assert "'v' is not a 'confidence' verifier" in str(info.value)
+    assert "'v' does not score token log-probabilities" in str(info.value)
     # best_of_n keeps its own rule only.
     with pytest.raises(InvalidParamsError):
         parse_params(
@@ -230,7 +230,7 @@ def test_params_are_checked() -> None:
         )
 
 
-def test_the_kind_comes_from_the_server_not_the_name() -> None:
+def test_what_a_verifier_scores_comes_from_the_server_not_its_name() -> None:
     context = ParamsContext(verifiers=frozenset({"confidence"}))
     with pytest.raises(InvalidParamsError):
         parse_params(get_strategy("weighted_vote"), {"early_stop": {"method": "deepconf"}}, context)
