@@ -74,6 +74,7 @@ class ScriptedBackend:
         delay_s: float = 0.0,
         error: BackendError | None = None,
         logprob: float = -0.5,
+        token_logprob: Callable[[str, int], TokenLogprob] | None = None,
     ) -> None:
         if callable(texts):
             self._script: Script = texts
@@ -84,6 +85,8 @@ class ScriptedBackend:
         self.delay_s = delay_s
         self.error = error
         self.logprob = logprob
+        # How a token's log-probability looks, alternatives included (k of them asked).
+        self.token_logprob = token_logprob
         self.calls: list[Call] = []
         self.generated_tokens = 0
         # Token ids are the order in which words were first seen.
@@ -215,6 +218,8 @@ class ScriptedBackend:
     ) -> tuple[TokenLogprob, ...] | None:
         if params.logprobs is None:
             return None
+        if self.token_logprob is not None:
+            return tuple(self.token_logprob(t, params.logprobs) for t in tokens)
         return tuple(TokenLogprob(t, self.logprob) for t in tokens)
 
     def _prompt_tokens(self, prompt: Prompt) -> int:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -110,19 +110,22 @@ class VLLMSession:
         tokens = [0] * params.n
         has_token_ids = False
         usage: JSON = {}
-        async for chunk in self._sse(path, body):
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for choice in chunk.get("choices", []):
-                index = int(choice.get("index", 0))
-                if "token_ids" in choice and choice["token_ids"] is not None:
-                    has_token_ids = True
-                    tokens[index] += len(choice["token_ids"])
-                delta = _delta(choice, params)
-                if delta.text or delta.logprobs or delta.reasoning or delta.tool_calls:
-                    yield delta
-                if choice.get("finish_reason"):
-                    finish[index] = _finish_reason(choice["finish_reason"])
+        # Closed with this generator, at once: a caller that stops reading ends the request
+        # (vLLM aborts a request whose connection closes).
+        async with contextlib.aclosing(self._sse(path, body)) as chunks:
+            async for chunk in chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices", []):
+                    index = int(choice.get("index", 0))
+                    if "token_ids" in choice and choice["token_ids"] is not None:
+                        has_token_ids = True
+                        tokens[index] += len(choice["token_ids"])
+                    delta = _delta(choice, params)
+                    if delta.text or delta.logprobs or delta.reasoning or delta.tool_calls:
+                        yield delta
+                    if choice.get("finish_reason"):
+                        finish[index] = _finish_reason(choice["finish_reason"])
         if not has_token_ids:
             tokens = self._split_usage(usage, params.n)
         yield StreamEnd(
@@ -321,7 +324,7 @@ class VLLMSession:
         async with self._call(path, body) as response:
             return loads(await response.read())
 
-    async def _sse(self, path: str, body: JSON) -> AsyncIterator[JSON]:
+    async def _sse(self, path: str, body: JSON) -> AsyncGenerator[JSON, None]:
         async with self._call(path, body) as response:
             async for chunk in _events(response):
                 yield chunk

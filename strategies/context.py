@@ -6,15 +6,15 @@ reported to the request's usage and times it for the metrics, so no strategy can
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from backends.base import BackendSession, Generation, Prompt, SamplingParams
+from backends.base import BackendSession, Generation, Prompt, SamplingParams, StreamDelta
 from strategies.accounting import CallStats, ModelPrice, Usage
 from strategies.base import ChoiceDelta, EventSink, Progress
 from strategies.budget import Allowance
 from strategies.limits import Limits
-from strategies.streams import DeltaHandler, collect
+from strategies.streams import DeltaHandler, collect, collect_until
 from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
 
 __all__ = ["StrategyContext"]
@@ -80,6 +80,21 @@ class StrategyContext:
         with self.stats.backend_call():
             generation = await collect(self.backend.stream(prompt, params), params, on_delta)
         return self._counted(generation)
+
+    async def generate_until(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        stop: Callable[[StreamDelta], bool],
+        prompt_tokens: int,
+    ) -> tuple[Generation, bool]:
+        """Stream one completion, closing the stream (and so the backend's request) as soon as
+        `stop` says so; whether it did, and what arrived until then is counted
+        (`strategies.streams.collect_until`)."""
+        with self.stats.backend_call():
+            stream = self.backend.stream(prompt, params)
+            generation, cut = await collect_until(stream, params, stop, prompt_tokens)
+        return self._counted(generation), cut
 
     def _counted(self, generation: Generation) -> Generation:
         self.stats.generated(generation)
