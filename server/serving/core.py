@@ -44,7 +44,7 @@ from strategies.base import (
 from strategies.budget import Allowance
 from strategies.context import StrategyContext
 from strategies.limits import Limits
-from strategies.registry import STRATEGIES, get_strategy, parse_params
+from strategies.registry import STRATEGIES, STRUCTURED_OUTPUT, get_strategy, parse_params
 from verifiers.base import Verifier
 
 __all__ = [
@@ -144,6 +144,7 @@ class Serving:
                 logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
             request = body.to_strategy_request(self.limits)
             strategy = get_strategy(body.reasoning_strategy)
+            _check_structured(strategy.name, request)
             context = deployment.params_context
             if (price := self.prices.get(model)) is not None:
                 # A `usd` budget is valid only for a priced model.
@@ -349,3 +350,14 @@ async def run_until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | 
         await asyncio.gather(task, return_exceptions=True)
         return None
     return task.result()
+
+
+def _check_structured(strategy: str, request: StrategyRequest) -> None:
+    """A 400 for JSON output asked of a strategy that cannot give it (a search)."""
+    if request.sampling.structured is not None and strategy not in STRUCTURED_OUTPUT:
+        raise InvalidRequest(
+            f"response_format json_object and json_schema are not supported by "
+            f"reasoning_strategy {strategy!r}; the strategies that take them are: "
+            f"{', '.join(sorted(STRUCTURED_OUTPUT))}",
+            "response_format",
+        )
