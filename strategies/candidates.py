@@ -7,6 +7,10 @@ then choose. If the verifier fails or times out, the request fails with a 502, u
 `on_verifier_error` is `vote`: then the same candidates are majority-voted, and the response
 says so in `reasoning_fallback`.
 
+With `response_format`, every candidate is JSON, and its answer is the whole of it in canonical
+form (`verifiers.answer_match.canonical_json`): votes group equal JSON values, whatever their key
+order or spacing; a candidate cut off before its JSON closed has no answer and no vote.
+
 Ties, everywhere, follow `strategies.ranking`: among equal votes, weights or scores, the
 candidate (or answer group) that appeared first wins.
 """
@@ -34,7 +38,7 @@ from strategies.base import (
 from strategies.context import StrategyContext
 from strategies.early_stop import EarlyStop, Waves, settled
 from strategies.ranking import ranked
-from verifiers.answer_match import AnswerFormat, extract_answer, group_answers
+from verifiers.answer_match import AnswerFormat, canonical_json, extract_answer, group_answers
 from verifiers.base import Aggregation, Candidate, CandidateScore, VerifierError
 
 __all__ = [
@@ -107,13 +111,15 @@ class VerifiedParams(CandidateParams):
 
 @dataclass(frozen=True)
 class Sampled:
-    """One candidate: its text, the answer extracted from it, and what it cost."""
+    """One candidate: its text, the answer extracted from it, and what it cost; `is_json` when
+    the request constrained it to JSON, whose answer is then the whole text, canonical."""
 
     text: str
     answer: str | None
     tokens: int
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None
+    is_json: bool = False
 
     def for_verifier(self) -> Candidate:
         """The candidate as verifiers see it."""
@@ -187,13 +193,18 @@ async def sample(
         logprobs=max(wanted) if wanted else None,
     )
     generation = await ctx.generate(request.prompt, sampling)
+    # A JSON answer is the whole candidate: no answer format applies to it.
+    is_json = sampling.structured is not None
     return [
         Sampled(
             text=c.text,
-            answer=extract_answer(c.text, params.answer_format, params.answer_pattern),
+            answer=canonical_json(c.text)
+            if is_json
+            else extract_answer(c.text, params.answer_format, params.answer_pattern),
             tokens=c.tokens,
             finish_reason=c.finish_reason,
             logprobs=c.logprobs,
+            is_json=is_json,
         )
         for c in generation.completions
     ]
@@ -342,7 +353,9 @@ async def sample_and_verify(
 
 async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | None) -> list[Vote]:
     """Answer groups, best first: by total vote (a count, or the sum of `weights`)."""
-    groups = await group_answers([c.answer for c in candidates])
+    groups = await group_answers(
+        [c.answer for c in candidates], exact=any(c.is_json for c in candidates)
+    )
     votes = [
         Vote(
             g.answer,
