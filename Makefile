@@ -20,7 +20,7 @@ VLLM_BIN := $(VLLM_VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
-.PHONY: serve test test-main test-vllm install install-test install-vllm install-tools
+.PHONY: serve test test-main test-vllm test-image install install-test install-vllm install-tools install-engine
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ install-test: $(BIN)/python
 serve: install
 	$(BIN)/ttc-server $(ARGS)
 
-test: test-main test-vllm
+test: test-main test-vllm test-image
 
 # Debian's Prometheus and promtool, which the observability tests run for real, and
 # docker-compose, whose `config` check validates deploy/docker-compose.yml without an engine.
@@ -64,3 +64,13 @@ install-vllm: $(VLLM_BIN)/python
 
 test-vllm: install-vllm install-tools
 	$(VLLM_BIN)/pytest -m vllm --durations=5
+
+# The container image, built from the Dockerfile by Debian's podman (with runc) and run against
+# the vLLM stand-in; mmdebstrap stands in for the base image, as no registry is reachable.
+ENGINE := podman runc mmdebstrap
+install-engine:
+	command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null \
+		|| $(APT_INSTALL) $(ENGINE) || ($(SUDO) apt-get update && $(APT_INSTALL) $(ENGINE))
+
+test-image: install-test install-engine
+	TTC_REQUIRE_ENGINE=1 $(BIN)/pytest -m image tests/image

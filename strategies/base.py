@@ -82,6 +82,8 @@ class ParamsContext:
     verifiers: frozenset[str] = frozenset()
     limits: Limits = field(default_factory=Limits)
     price: ModelPrice | None = None
+    # Verifiers that score a candidate by its own token log-probabilities.
+    logprob_verifiers: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, context: Any) -> ParamsContext:
@@ -144,6 +146,10 @@ class StrategyParams(BaseModel):
     budget: Budget | None = Field(
         default=None, description="Tokens, seconds or dollars the answer may cost at most."
     )
+
+    def check_request(self, request: StrategyRequest) -> None:
+        """Raise `InvalidParamsError` (a 400, before any call) when the request asks for what
+        the strategy cannot honour; by default it can honour anything."""
 
     @field_validator(*CEILINGS, check_fields=False)
     @classmethod

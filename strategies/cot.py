@@ -8,8 +8,9 @@ After Kojima et al., "Large Language Models are Zero-Shot Reasoners" (2022), and
 2. Sample the request's `n` completions (streamed token by token when the client streams).
 3. Split each completion at the first answer marker (case-insensitive): the text before it is
    the reasoning (`message.reasoning`), the text after it the answer (`message.content`).
-   A completion with no marker keeps all of its text as reasoning, and its last non-empty line
-   becomes the answer: small models often state the answer without the marker.
+   Small models often state the answer without the marker: then the last non-empty line is
+   the answer and the lines before it the reasoning; a completion of one line answers with its
+   last sentence, the sentences before it being the reasoning.
 
 With `response_format` (JSON), the whole completion is the answer: the grammar lets the model
 write nothing but the JSON, so there is no reasoning text to split off (and an answer marker
@@ -73,7 +74,6 @@ class AnswerSplitter:
 
     def __init__(self, marker: str) -> None:
         # Matched on the original text: lower-casing can change a string's length ("İ").
-        self._marker = marker
         self._pattern = re.compile(re.escape(marker), re.IGNORECASE)
         self._pending = ""
         self._has_marker = False
@@ -93,22 +93,29 @@ class AnswerSplitter:
             self._has_marker = True
             self.reasoning += before
             return before, self._add_answer(after)
-        # Hold back a tail that could still grow into the marker.
-        keep = _partial_marker(self._pending, self._marker)
-        released = self._pending[: len(self._pending) - keep]
-        self._pending = self._pending[len(released) :]
+        # Hold back the last line with text: without a marker it may be the answer (and a
+        # marker could still begin in it).
+        cut = self._pending.rstrip().rfind("\n") + 1
+        released, self._pending = self._pending[:cut], self._pending[cut:]
         self.reasoning += released
         return released, ""
 
     def finish(self) -> tuple[str, str]:
-        """End of text: flush what was held back and, without a marker, pick the last line."""
+        """End of text: without a marker, the held-back last line is the answer, or, if it is
+        the only line, its last sentence."""
         if self._has_marker:
             return "", ""
-        released, self._pending = self._pending, ""
-        self.reasoning += released
-        lines = [line.strip() for line in self.reasoning.splitlines() if line.strip()]
-        self.answer = lines[-1] if lines else ""
-        return released, self.answer
+        last, self._pending = self._pending, ""
+        line = last.strip()
+        reasoning = ""
+        if line and not self.reasoning.strip():
+            sentences = _SENTENCE_END.split(line)
+            if len(sentences) > 1:
+                line = sentences[-1]
+                reasoning = last[: last.rindex(line)]
+        self.reasoning += reasoning
+        self.answer = line
+        return reasoning, line
 
     def _add_answer(self, text: str) -> str:
         if not self._answer_started:
@@ -118,12 +125,8 @@ class AnswerSplitter:
         return text
 
 
-def _partial_marker(text: str, marker: str) -> int:
-    """Length of the longest end of `text` that is a proper start of `marker`, ignoring case."""
-    return max(
-        (k for k in range(1, len(marker)) if text[-k:].casefold() == marker[:k].casefold()),
-        default=0,
-    )
+# Where one sentence ends and the next begins.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def with_instruction(prompt: Prompt, instruction: str) -> Prompt:

@@ -21,7 +21,7 @@ from strategies.mcts import MCTS
 from strategies.none import PlainGeneration
 from strategies.weighted_vote import WeightedVote
 
-__all__ = ["STRATEGIES", "STRUCTURED_OUTPUT", "get_strategy", "parse_params"]
+__all__ = ["STRATEGIES", "get_strategy", "parse_params"]
 
 STRATEGIES: Mapping[str, Strategy[Any]] = {
     strategy.name: strategy
@@ -36,12 +36,6 @@ STRATEGIES: Mapping[str, Strategy[Any]] = {
         MCTS(),
     )
 }
-
-
-# The strategies that can answer in a constrained form (`response_format`): those whose answer
-# is one whole sample. A search builds its answer step by step from prefixes cut at step
-# boundaries and scored as text, which a grammar over the whole answer cannot follow.
-STRUCTURED_OUTPUT = frozenset({"none", "cot", "majority_vote", "weighted_vote", "best_of_n"})
 
 
 def get_strategy(name: str) -> Strategy[Any]:

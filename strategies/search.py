@@ -18,7 +18,14 @@ from typing import Any
 from pydantic import Field, ValidationInfo, model_validator
 
 from backends.base import SamplingParams
-from strategies.base import Choice, ParamsContext, StrategyParams, StrategyRequest, StrategyResult
+from strategies.base import (
+    Choice,
+    InvalidParamsError,
+    ParamsContext,
+    StrategyParams,
+    StrategyRequest,
+    StrategyResult,
+)
 from strategies.budget import Allowance, BudgetSpent
 from strategies.candidates import effort_n
 from strategies.context import StrategyContext
@@ -58,8 +65,40 @@ class SearchParams(StrategyParams):
 
     @model_validator(mode="after")
     def _known_verifier(self, info: ValidationInfo) -> SearchParams:
-        ParamsContext.of(info.context).require_verifier(self.verifier)
+        context = ParamsContext.of(info.context)
+        context.require_verifier(self.verifier)
+        if self.verifier in context.logprob_verifiers:
+            able = sorted(context.verifiers - context.logprob_verifiers)
+            raise ValueError(
+                f"verifier {self.verifier!r} scores a whole candidate by its token "
+                "log-probabilities, which a search's partial solutions do not carry; verifiers "
+                f"that can score steps here: {', '.join(able) or 'none'}"
+            )
         return self
+
+    def check_request(self, request: StrategyRequest) -> None:
+        # A search returns its one best solution, as a string of steps.
+        if request.sampling.n > 1:
+            raise InvalidParamsError(
+                "a search returns one solution, so n must be 1; majority_vote, weighted_vote "
+                "and best_of_n return the n best answers",
+                param="n",
+            )
+        if request.sampling.logprobs is not None:
+            raise InvalidParamsError(
+                "a search's answer is assembled from steps and carries no log-probabilities; "
+                "logprobs are returned by none, cot and the sampling strategies",
+                param="logprobs",
+            )
+        if request.sampling.structured is not None:
+            # Prefixes cut at step boundaries and scored as text: a grammar over the whole
+            # answer cannot follow them.
+            raise InvalidParamsError(
+                "a search assembles its answer from steps, which a JSON grammar cannot "
+                "constrain; response_format json_object and json_schema are taken by none, "
+                "cot, majority_vote, weighted_vote and best_of_n",
+                param="response_format",
+            )
 
 
 class BeamParams(SearchParams):
@@ -87,12 +126,14 @@ class Node:
 
     `reward` is the verifier's score of the path to here, once evaluated; `visits` and
     `value_sum` are MCTS's statistics; `prior` its prior from the step's log-probabilities.
+    A final node ended the solution; `cut` says the request's `max_tokens` ended it.
     """
 
     step: str
     tokens: int
     parent: Node | None = None
     is_final: bool = False
+    cut: bool = False
     prior: float = 1.0
     reward: float | None = None
     step_rewards: tuple[float, ...] | None = None
@@ -217,7 +258,7 @@ class Search:
             stopped = stopped or unfinished_reason
         choice = Choice(
             content=chosen.path,
-            finish_reason="stop" if chosen.is_final else "length",
+            finish_reason="stop" if chosen.is_final and not chosen.cut else "length",
             content_tokens=chosen.path_tokens,
         )
         tree_tokens = sum(node.tokens + node.lookahead_tokens for node in self.root.nodes())

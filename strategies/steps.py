@@ -86,7 +86,8 @@ async def expand(
                     lps = [t.logprob for t in completion.logprobs]
                     child.mean_logprob = sum(lps) / len(lps)
                 # The solution is over at the end of sequence, or when no token is left for it.
-                child.is_final = ended or child.path_tokens >= sampling.max_tokens
+                child.cut = not ended and child.path_tokens >= sampling.max_tokens
+                child.is_final = ended or child.cut
                 node.children.append(child)
                 children[i].append(child)
     return children

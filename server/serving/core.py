@@ -44,7 +44,7 @@ from strategies.base import (
 from strategies.budget import Allowance
 from strategies.context import StrategyContext
 from strategies.limits import Limits
-from strategies.registry import STRATEGIES, STRUCTURED_OUTPUT, get_strategy, parse_params
+from strategies.registry import STRATEGIES, get_strategy, parse_params
 from verifiers.base import Verifier
 
 __all__ = [
@@ -126,7 +126,11 @@ class Serving:
         return self.primary
 
     def _deployment(self, backend: Backend, verifiers: Mapping[str, Verifier]) -> Deployment:
-        context = ParamsContext(verifiers=frozenset(verifiers), limits=self.limits)
+        context = ParamsContext(
+            verifiers=frozenset(verifiers),
+            limits=self.limits,
+            logprob_verifiers=frozenset(n for n, v in verifiers.items() if v.logprobs is not None),
+        )
         return Deployment(backend, dict(verifiers), context)
 
     async def prepare(self, body: GenerationRequest, request_id: str) -> PreparedRequest:
@@ -144,12 +148,13 @@ class Serving:
                 logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
             request = body.to_strategy_request(self.limits)
             strategy = get_strategy(body.reasoning_strategy)
-            _check_structured(strategy.name, request)
             context = deployment.params_context
             if (price := self.prices.get(model)) is not None:
                 # A `usd` budget is valid only for a priced model.
                 context = dataclasses.replace(context, price=price)
             params = parse_params(strategy, body.reasoning_params, context)
+            if isinstance(params, StrategyParams):
+                params.check_request(request)
         except Exception as exc:
             self._observe(label, model, exc, started)
             raise
@@ -350,14 +355,3 @@ async def run_until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | 
         await asyncio.gather(task, return_exceptions=True)
         return None
     return task.result()
-
-
-def _check_structured(strategy: str, request: StrategyRequest) -> None:
-    """A 400 for JSON output asked of a strategy that cannot give it (a search)."""
-    if request.sampling.structured is not None and strategy not in STRUCTURED_OUTPUT:
-        raise InvalidRequest(
-            f"response_format json_object and json_schema are not supported by "
-            f"reasoning_strategy {strategy!r}; the strategies that take them are: "
-            f"{', '.join(sorted(STRUCTURED_OUTPUT))}",
-            "response_format",
-        )

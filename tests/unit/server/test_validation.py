@@ -108,3 +108,26 @@ async def test_reasoning_params_take_json_as_json_gives_them() -> None:
     async with app_client(ScriptedBackend(["4", "5"])) as client:
         response = await client.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
+
+
+async def test_a_search_refuses_what_it_cannot_honour_before_any_call() -> None:
+    backend = ScriptedBackend(["never sent"])
+    async with app_client(backend) as client:
+        confidence = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(
+                reasoning_strategy="beam_search", reasoning_params={"verifier": "confidence"}
+            ),
+        )
+        two = await client.post(
+            "/v1/chat/completions", json=chat_body(n=2, reasoning_strategy="beam_search")
+        )
+        logprobs = await client.post(
+            "/v1/chat/completions", json=chat_body(logprobs=True, reasoning_strategy="dvts")
+        )
+    assert confidence.status_code == two.status_code == logprobs.status_code == 400
+    assert confidence.json()["error"]["param"] == "reasoning_params"
+    assert "llm_judge" in confidence.json()["error"]["message"]
+    assert two.json()["error"]["param"] == "n"
+    assert logprobs.json()["error"]["param"] == "logprobs"
+    assert backend.calls == []

@@ -229,3 +229,15 @@ def test_search_budget_ceilings_are_enforced() -> None:
     for name in ("beam_search", "dvts"):
         with pytest.raises(InvalidParamsError, match="at most 8"):
             parse_params(get_strategy(name), {"verifier": "prm", "n": 16}, context)
+
+
+@pytest.mark.parametrize("name", ["beam_search", "dvts", "mcts"])
+async def test_a_solution_cut_by_max_tokens_finishes_with_length(name: str) -> None:
+    backend = ScriptedBackend(children)
+    strategy = get_strategy(name)
+    parsed = parse_params(strategy, {"verifier": "prm"}, CONTEXT)
+    ctx = StrategyContext(backend=backend, request_id="r", verifiers={"prm": PathPRM()})
+    # Two tokens end every solution in its first step: "s0a" and the separator.
+    result = await strategy.run(chat_request(max_tokens=2), parsed, ctx)
+    assert result.choices[0].finish_reason == "length"
+    assert result.stopped_early is None

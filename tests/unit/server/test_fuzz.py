@@ -1,0 +1,45 @@
+"""Bad input, fuzzed: schemathesis generates requests from the server's own OpenAPI schema,
+valid and not, and sends them to the app (lifespan and all) around a scripted backend.
+
+No request may get a 5xx, and every 4xx must be an OpenAI error object. Bounded to a few
+hundred cases, derandomised, so a run is repeatable and quick.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
+
+from backends.scripted import ScriptedBackend
+from server.app import create_app
+from server.settings import Settings
+from strategies.limits import Limits
+
+# Small limits, so that generated sizes stay cheap and many requests hit a ceiling.
+LIMITS = Limits(max_n=4, max_tokens=64, default_max_tokens=16, search_default_tokens=64)
+app = create_app(Settings(limits=LIMITS), backend=ScriptedBackend(["The answer is 4."]))
+schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+
+
+@schema.parametrize()
+@settings(
+    max_examples=30,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_no_input_gets_a_server_error_and_every_refusal_is_an_openai_error(case: Any) -> None:
+    response = case.call()
+    status = response.status_code
+    assert status < 500, f"{case.method} {case.path} -> {status}: {response.text[:500]}"
+    if status >= 400:
+        body = json.loads(response.text)
+        error = body.get("error")
+        assert isinstance(error, dict), body
+        assert set(error) >= {"message", "type", "param", "code"}, error
+        assert isinstance(error["message"], str) and error["message"]
