@@ -51,7 +51,13 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 configs = {**settings.verifiers, **served.verifiers}
                 more[name] = (model, create_verifiers(configs, model, clients))
             app.state.serving = Serving(
-                active, settings.limits, metrics, verifiers, prices=settings.prices, more=more
+                active,
+                settings.limits,
+                metrics,
+                verifiers,
+                prices=settings.prices,
+                more=more,
+                keepalive_s=settings.stream_keepalive_s,
             )
             logger.info(
                 "serving %s on the %s backend; verifiers: %s",

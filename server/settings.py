@@ -97,6 +97,14 @@ class ServerSettings(BaseSettings):
             f"they are cancelled. Default: limits.request_timeout_s + {DRAIN_MARGIN_S:g}."
         ),
     )
+    stream_keepalive_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "A stream that sent nothing for this long sends an SSE comment (`: keep-alive`), "
+            "so that proxies keep the connection while a strategy is still deciding."
+        ),
+    )
     verifiers: dict[str, AnyVerifierConfig] = Field(
         default_factory=dict,
         description=(

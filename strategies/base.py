@@ -35,6 +35,7 @@ __all__ = [
     "InvalidParamsError",
     "NoParams",
     "ParamsContext",
+    "Progress",
     "ReasoningEffort",
     "Strategy",
     "StrategyError",
@@ -181,6 +182,11 @@ class ChoiceDelta:
     content: str = ""
     reasoning: str = ""
     logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Progress(ChoiceDelta):
+    """A line on how the run is going (`StrategyContext.progress`), not part of the answer."""
 
 
 EventSink = Callable[[ChoiceDelta], Awaitable[None]]

@@ -75,6 +75,9 @@ class CandidateParams(StrategyParams):
     answer_format: AnswerFormat = "auto"
     answer_pattern: str | None = Field(default=None, description="For answer_format=regex.")
     return_trace: bool = False
+    stream_progress: bool = Field(
+        default=False, description="Streamed: a reasoning line after each wave of candidates."
+    )
 
     @model_validator(mode="after")
     def _pattern_for_regex(self) -> CandidateParams:
@@ -222,6 +225,7 @@ async def sample_until_settled(
     draws = Draws.begin(ctx, request, params, rule)
     while (wave := draws.next_wave()) is not None:
         draws.drawn += await sample(ctx, request, params, wave=wave, cap=draws.cap)
+        await _report_votes(ctx, draws.drawn, draws.total)
         if rule is not None and draws.may_stop():
             votes = await rank_groups(draws.drawn, weights=None)
             voted = sum(len(v.members) for v in votes)
@@ -346,6 +350,7 @@ async def sample_and_verify(
             [s.aggregated(params.aggregation) for s in scores],
             requested=draws.total,
         )
+        await _report_scores(ctx, scored)
         if stop is not None and draws.may_stop() and await stop(scored, draws.left):
             return dataclasses.replace(scored, stopped_early=draws.settled())
     return dataclasses.replace(scored, stopped_early=draws.stopped)
@@ -504,6 +509,38 @@ def result_of(
         fallback=fallback,
         tokens_saved=saved,
     )
+
+
+async def _report_votes(ctx: StrategyContext, drawn: Sequence[Sampled], total: int) -> None:
+    """Progress after a wave: how many candidates are drawn, the leading answer and its votes."""
+    if not ctx.is_reporting_progress:
+        return  # grouping answers is not free
+    votes = await rank_groups(drawn, weights=None)
+    lead = (
+        f"leading answer {_short(votes[0].answer)} with {votes[0].weight:g} of {len(drawn)} votes"
+        if votes
+        else "no answer yet"
+    )
+    await ctx.progress(f"sampled {len(drawn)} of {total}; {lead}")
+
+
+async def _report_scores(ctx: StrategyContext, scored: Scored) -> None:
+    """Progress after a scored wave: how many candidates are drawn, the best score and its
+    answer."""
+    if not scored.values:
+        return
+    top = max(range(len(scored.values)), key=scored.values.__getitem__)
+    answer = scored.candidates[top].answer
+    await ctx.progress(
+        f"sampled {len(scored.candidates)} of {scored.requested}; best score "
+        f"{scored.values[top]:.3f} (answer {_short(answer) if answer is not None else 'none'})"
+    )
+
+
+def _short(answer: str, width: int = 40) -> str:
+    """An answer as a progress line shows it: on one line, cut to `width` characters."""
+    flat = " ".join(answer.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _steps(score: CandidateScore) -> list[float] | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from backends.base import BackendSession, Generation, Prompt, SamplingParams
 from strategies.accounting import CallStats, ModelPrice, Usage
-from strategies.base import ChoiceDelta, EventSink
+from strategies.base import ChoiceDelta, EventSink, Progress
 from strategies.budget import Allowance
 from strategies.limits import Limits
 from strategies.streams import DeltaHandler, collect
@@ -26,7 +26,8 @@ class StrategyContext:
 
     `deadline` is on the running loop's clock; `sink` receives a streaming client's text;
     `budget` is what the request's `reasoning_params.budget` allows (unlimited by default), and
-    `price` the model's price, where the server has one.
+    `price` the model's price, where the server has one. `is_progress_asked`: the request asked
+    for progress lines (`reasoning_params.stream_progress`).
     """
 
     backend: BackendSession
@@ -38,6 +39,7 @@ class StrategyContext:
     usage: Usage = field(default_factory=Usage)
     stats: CallStats = field(default_factory=CallStats)
     price: ModelPrice | None = None
+    is_progress_asked: bool = False
     budget: Allowance = field(init=False)
 
     def __post_init__(self) -> None:
@@ -52,6 +54,18 @@ class StrategyContext:
         """Send new text to a streaming client; a no-op otherwise."""
         if self.sink is not None:
             await self.sink(delta)
+
+    @property
+    def is_reporting_progress(self) -> bool:
+        """Whether `progress` lines reach the client: it streams and asked for them. Worth
+        checking before composing a line that costs something to compute."""
+        return self.is_progress_asked and self.sink is not None
+
+    async def progress(self, line: str) -> None:
+        """Tell a streaming client that asked how the run is going: `line` (a newline is added)
+        goes out as reasoning text of the first choice; a no-op otherwise."""
+        if self.is_progress_asked and self.sink is not None:
+            await self.sink(Progress(0, reasoning=line + "\n"))
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         """Sample `params.n` completions and count their tokens."""

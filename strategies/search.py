@@ -62,6 +62,9 @@ class SearchParams(StrategyParams):
         default=None, gt=0, description="Time the search may take (budget.seconds' alias)."
     )
     return_trace: bool = False
+    stream_progress: bool = Field(
+        default=False, description="Streamed: a reasoning line after each step of the search."
+    )
 
     @model_validator(mode="after")
     def _known_verifier(self, info: ValidationInfo) -> SearchParams:
@@ -238,6 +241,14 @@ class Search:
         )
         ctx.budget = search_allowance(ctx, params)
         return cls(ctx, ctx.budget, sampling)
+
+    async def report(self, step: int) -> None:
+        """Progress after a step: its number and the best score of any partial solution yet."""
+        if not self.ctx.is_reporting_progress:
+            return  # walking the tree is not free
+        scores = [node.reward for node in self.root.nodes() if node.reward is not None]
+        best_score = f"{max(scores):.3f}" if scores else "none yet"
+        await self.ctx.progress(f"step {step}: best score {best_score}")
 
     def answer(
         self,

@@ -36,6 +36,7 @@ from strategies.base import (
     ChoiceDelta,
     EventSink,
     ParamsContext,
+    Progress,
     Strategy,
     StrategyParams,
     StrategyRequest,
@@ -82,13 +83,15 @@ class PreparedRequest:
     request_id: str
     with_trace: bool
     include_usage: bool
+    stream_progress: bool = False
 
 
 class Serving:
     """Runs strategies for the routes; built once per app in its lifespan.
 
     It serves the backend's own model and, by name, any further models (each with its own
-    backend and verifiers) given in `more`.
+    backend and verifiers) given in `more`. A stream that has sent nothing for `keepalive_s`
+    sends an SSE comment, so that proxies keep the connection of a strategy still deciding.
     """
 
     def __init__(
@@ -99,8 +102,10 @@ class Serving:
         verifiers: Mapping[str, Verifier] | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
         more: Mapping[str, tuple[Backend, Mapping[str, Verifier]]] | None = None,
+        keepalive_s: float = 10.0,
     ) -> None:
         self.limits = limits
+        self.keepalive_s = keepalive_s
         self.metrics = metrics
         self.prices = dict(prices or {})
         self.primary = self._deployment(backend, verifiers or {})
@@ -167,6 +172,8 @@ class Serving:
             request_id=request_id,
             with_trace=bool(getattr(params, "return_trace", False)),
             include_usage=body.include_usage,
+            # Only a stream has somewhere to send progress lines; a plain answer ignores them.
+            stream_progress=body.stream and bool(getattr(params, "stream_progress", False)),
         )
 
     async def complete(self, prepared: PreparedRequest) -> StrategyResult:
@@ -184,35 +191,47 @@ class Serving:
     async def stream(
         self, prepared: PreparedRequest, rendering: Rendering
     ) -> AsyncGenerator[str, None]:
-        """Server-Sent Events: deltas as the strategy produces them, then usage, then [DONE]."""
+        """Server-Sent Events: deltas as the strategy produces them, then usage, then [DONE];
+        an SSE comment whenever nothing was sent for `keepalive_s`."""
         started = time.perf_counter()
         # Unbounded: a request's deltas are bounded by its own max_tokens and n, and the end
         # sentinel below must never find the queue full.
-        deltas: asyncio.Queue[ChoiceDelta | None] = asyncio.Queue()
+        deltas: asyncio.Queue[ChoiceDelta | _KeepAlive | None] = asyncio.Queue()
         ctx = self._context(prepared, sink=deltas.put)
         task = asyncio.create_task(self._execute(prepared, ctx), name=prepared.request_id)
         # Queued behind every delta the strategy emitted, so the loop below sees them all.
         task.add_done_callback(lambda _: deltas.put_nowait(None))
+        keepalive = _KeepAlive(deltas, self.keepalive_s)
         outcome: BaseException | None = None
         try:
             for chunk in rendering.opening(prepared.request.sampling.n):
                 yield _sse(chunk)
             streamed: set[int] = set()
+            progressed = False
             while (delta := await deltas.get()) is not None:
-                if not streamed:
-                    self._first_text(prepared, started)
-                streamed.add(delta.index)
-                yield _sse(rendering.delta(delta))
+                if isinstance(delta, _KeepAlive):
+                    yield _KEEPALIVE_COMMENT
+                elif isinstance(delta, Progress):
+                    # How the run is going, not the answer: that is still to be sent whole.
+                    progressed = True
+                    yield _sse(rendering.delta(delta))
+                else:
+                    if not streamed:
+                        self._first_text(prepared, started)
+                    streamed.add(delta.index)
+                    yield _sse(rendering.delta(delta))
+                keepalive.sent()
+            keepalive.cancel()
             result = task.result()
             if not streamed:
                 # A strategy that decides only at the end: its answer is the first text.
                 self._first_text(prepared, started)
             for index, choice in enumerate(result.choices):
                 if index not in streamed:
-                    # A strategy that decides only at the end sends its answer in one piece.
-                    whole = ChoiceDelta(
-                        index, choice.content, choice.reasoning or "", choice.logprobs
-                    )
+                    # A strategy that decides only at the end sends its answer in one piece;
+                    # after progress lines, the reasoning streamed was theirs.
+                    reasoning = "" if progressed else choice.reasoning or ""
+                    whole = ChoiceDelta(index, choice.content, reasoning, choice.logprobs)
                     yield _sse(rendering.delta(whole))
                 yield _sse(rendering.finish(index, choice.finish_reason))
             tail = rendering.tail(result, prepared.include_usage)
@@ -230,6 +249,7 @@ class Serving:
             outcome = exc
             raise
         finally:
+            keepalive.cancel()
             task.cancel()
             if outcome is not None:
                 # Once the cancelled strategy has unwound, so its calls in flight are counted.
@@ -258,6 +278,7 @@ class Serving:
             deadline=deadline,
             sink=sink,
             price=self.prices.get(prepared.model),
+            is_progress_asked=prepared.stream_progress,
         )
 
     async def _execute(self, prepared: PreparedRequest, ctx: StrategyContext) -> StrategyResult:
@@ -328,6 +349,47 @@ def request_status(exc: BaseException | None) -> str:
     if code in (502, 503):
         return "backend_error"
     return "client_error" if code < 500 else "server_error"
+
+
+# A comment line: clients skip it, proxies see the connection is alive.
+_KEEPALIVE_COMMENT = ": keep-alive\n\n"
+
+
+class _KeepAlive:
+    """Puts itself in a stream's queue once `interval_s` passed with nothing sent.
+
+    One timer per stream, re-armed only when it fires, for the later of the next due time and
+    `interval_s` after the last send: while deltas flow, each costs one clock read (`sent`), no
+    timer or task of its own.
+    """
+
+    def __init__(self, queue: asyncio.Queue[Any], interval_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = queue
+        self._interval_s = interval_s
+        self._last_sent = self._loop.time()
+        self._is_pending = False
+        self._timer = self._loop.call_at(self._last_sent + interval_s, self._fire)
+
+    def sent(self) -> None:
+        """Something (a delta or this comment) went out just now."""
+        self._last_sent = self._loop.time()
+        self._is_pending = False
+
+    def cancel(self) -> None:
+        """No more comments: the stream ends."""
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        due = self._last_sent + self._interval_s
+        now = self._loop.time()
+        if now >= due:
+            if not self._is_pending:
+                # One at a time: a client too slow to take it gets no pile behind it.
+                self._is_pending = True
+                self._queue.put_nowait(self)
+            due = now + self._interval_s
+        self._timer = self._loop.call_at(due, self._fire)
 
 
 def _sse(model: BaseModel) -> str:
