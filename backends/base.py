@@ -149,7 +149,13 @@ class StructuredOutput:
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample; `logprobs=None` asks for none, `0` for the chosen token's only;
-    `structured` constrains the output's form."""
+    `structured` constrains the output's form.
+
+    The logits transforms take vLLM's meanings and neutral values: `top_k` 0 keeps every
+    token; `repetition_penalty` divides the logits of tokens in the prompt or the output;
+    `frequency_penalty` and `presence_penalty` count the output only; `logit_bias` adds to
+    token ids' logits; a token of `stop_token_ids` ends a sequence (its text left out).
+    """
 
     max_tokens: int
     temperature: float = 1.0
@@ -160,6 +166,13 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None
     structured: StructuredOutput | None = None
+    top_k: int = 0
+    min_p: float = 0.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

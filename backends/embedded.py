@@ -10,6 +10,10 @@ queue is a 503, never a silent drop).
 Tools are written into the prompt and calls parsed back out of the text in the Hermes-style
 format of `backends.tool_calls` (SmolLM2's template has no tools section); a forced
 `tool_choice` is enforced through `SamplingParams.structured`.
+
+`response_format` is enforced while decoding with a grammar (`backends.embedded_grammar`),
+compiled per schema in a worker thread before the request joins the batch; the sampling
+transforms (`top_k`, `min_p`, penalties, `logit_bias`) are in `backends.embedded_sampling`.
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ from backends.base import (
     StreamDelta,
     StreamEnd,
     StreamEvent,
+    StructuredOutput,
     TextPrompt,
     Tokenized,
     TokenPrompt,
     Tools,
 )
-from backends.embedded_model import DeltaSink, LoadedModel
+from backends.embedded_grammar import Grammars
+from backends.embedded_model import DeltaSink, LoadedModel, eos_ids
 from backends.embedded_scheduler import ModelScheduler
 from backends.embedded_tokens import score_prompt, tokenizer_info
 from backends.errors import BackendResponseError, BackendUnavailable
@@ -95,6 +101,8 @@ class EmbeddedBackend:
         self._max_queue = max_queue
         self._pending = 0
         self._scheduler = ModelScheduler(model.batch())
+        # Made on the first structured request: nothing else pays for it.
+        self._grammars: Grammars | None = None
 
     @classmethod
     async def create(
@@ -235,13 +243,24 @@ class EmbeddedBackend:
     ) -> Generation:
         if isinstance(prompt, ChatPrompt) and not prompt.messages:
             raise BackendResponseError("messages must not be empty", status_code=400)
+        # Compiled (once per schema) in a worker thread before the request reaches the model.
+        grammar = await self._grammar(params.structured) if params.structured else None
         cancel = threading.Event()
         generation, queue_seconds = await self._enqueue(
-            lambda: self._scheduler.decode(lambda: self._model.start(prompt, params, cancel, sink)),
+            lambda: self._scheduler.decode(
+                lambda: self._model.start(prompt, params, cancel, sink, grammar)
+            ),
             cancel,
         )
         # Time spent behind other work on the one model thread before its first step.
         return replace(generation, queue_seconds=queue_seconds)
+
+    async def _grammar(self, structured: StructuredOutput) -> Any:
+        if self._grammars is None:
+            model = self._model
+            ends = sorted(eos_ids(model.tokenizer))
+            self._grammars = Grammars(model.tokenizer, model.vocab_size, ends)
+        return await self._grammars.compiled(structured)
 
     async def _run(self, work: Callable[[], _T], cancel: threading.Event | None) -> _T:
         """Run `work` whole on the model thread, between two rounds of decoding steps."""

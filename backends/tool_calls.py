@@ -41,7 +41,6 @@ __all__ = [
     "CALL_OPEN",
     "HeldText",
     "ParsedCalls",
-    "canonical_json",
     "call_deltas",
     "forced_schema",
     "new_call_id",
@@ -252,28 +251,6 @@ def _json_prefix(text: str) -> Any:
 def call_deltas(calls: Sequence[ToolCall]) -> tuple[ToolCallDelta, ...]:
     """Whole calls as stream pieces: one piece per call, with its id, name and arguments."""
     return tuple(ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(calls))
-
-
-def canonical_json(arguments: str) -> str:
-    """A call's arguments in one canonical form, so equal calls compare equal: keys sorted,
-    numbers normalised (`1`, `1.0` and `1e0` are one number); text that is not JSON as is."""
-    try:
-        value = json.loads(arguments) if arguments.strip() else {}
-    except json.JSONDecodeError:
-        return arguments
-    return json.dumps(_normalised(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _normalised(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int | float):
-        return int(value) if float(value).is_integer() and abs(value) < 2**53 else float(value)
-    if isinstance(value, list):
-        return [_normalised(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _normalised(v) for k, v in value.items()}
-    return value
 
 
 class HeldText:

@@ -9,7 +9,9 @@ Calls used (vLLM's extensions to OpenAI's fields are marked *):
   given text.
 - `POST /tokenize`* and `POST /detokenize`*: rendering a chat template, counting tokens.
 Every generation asks for `return_token_ids`* so each sample's token count is exact, and
-`include_stop_str_in_output`* when the caller keeps stop strings.
+`include_stop_str_in_output`* when the caller keeps stop strings. A constrained output form goes
+as `structured_outputs`* (`json` or `json_object`), the sampling fields as vLLM names them
+(`top_k`*, `min_p`*, `repetition_penalty`*, `stop_token_ids`* among them).
 
 A call vLLM did not process (refused or reset connection, 503, 429) is retried by the client
 (`backends.http`); when another replica is free, it moves there at once, and the rest of the
@@ -59,6 +61,16 @@ if TYPE_CHECKING:
     from backends.vllm import Replicas
 
 __all__ = ["VLLMSession"]
+
+
+# Sampling fields vLLM takes as they are, with the value that leaves sampling unchanged.
+_SAMPLING_EXTRAS: dict[str, float] = {
+    "top_k": 0,
+    "min_p": 0.0,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "repetition_penalty": 1.0,
+}
 
 
 class VLLMSession:
@@ -275,6 +287,21 @@ class VLLMSession:
             body["include_stop_str_in_output"] = params.include_stop
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.structured is not None:
+            # vLLM's own field, taken alike by both endpoints (its `response_format` becomes it).
+            schema = params.structured.json_schema
+            body["structured_outputs"] = (
+                {"json_object": True} if schema is None else {"json": schema}
+            )
+        # Neutral values stay off the wire, so a request that sets none reads as it always did.
+        for name, neutral in _SAMPLING_EXTRAS.items():
+            value = getattr(params, name)
+            if value != neutral:
+                body[name] = value
+        if params.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
+        if params.stop_token_ids:
+            body["stop_token_ids"] = list(params.stop_token_ids)
         return body
 
     def _completion(

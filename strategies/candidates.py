@@ -11,6 +11,10 @@ With `tools`, a candidate is either text or a set of tool calls. Calls vote as o
 by function name and arguments in canonical JSON (keys sorted, numbers normalised) whatever
 their order; the winner's calls are returned with fresh ids and finish_reason `tool_calls`.
 
+With `response_format`, every candidate is JSON, and its answer is the whole of it in canonical
+form (`verifiers.answer_match.canonical_json`): votes group equal JSON values, whatever their key
+order or spacing; a candidate cut off before its JSON closed has no answer and no vote.
+
 Ties, everywhere, follow `strategies.ranking`: among equal votes, weights or scores, the
 candidate (or answer group) that appeared first wins.
 """
@@ -28,7 +32,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, ValidationInfo, model_validator
 
 from backends.base import ChatPrompt, FinishReason, Prompt, TokenLogprob, ToolCall
-from backends.tool_calls import canonical_json, new_call_id, render_call
+from backends.tool_calls import new_call_id, render_call
 from strategies.base import (
     Choice,
     ParamsContext,
@@ -39,7 +43,7 @@ from strategies.base import (
 from strategies.context import StrategyContext
 from strategies.early_stop import EarlyStop, Waves, settled
 from strategies.ranking import ranked
-from verifiers.answer_match import AnswerFormat, extract_answer, group_answers
+from verifiers.answer_match import AnswerFormat, canonical_json, extract_answer, group_answers
 from verifiers.base import Aggregation, Candidate, CandidateScore, VerifierError
 
 __all__ = [
@@ -116,8 +120,9 @@ class VerifiedParams(CandidateParams):
 
 @dataclass(frozen=True)
 class Sampled:
-    """One candidate: its text, the answer extracted from it (for calls, their canonical
-    form), and what it cost."""
+    """One candidate: its text, the answer extracted from it (for calls, their canonical form;
+    for a request constrained to JSON, `is_json`, the whole text in canonical form), and what it
+    cost."""
 
     text: str
     answer: str | None
@@ -125,6 +130,7 @@ class Sampled:
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None
     tool_calls: tuple[ToolCall, ...] = ()
+    is_json: bool = False
 
     def for_verifier(self) -> Candidate:
         """The candidate as verifiers see it: its text, then its calls as the model is asked
@@ -137,7 +143,12 @@ class Sampled:
 def calls_answer(calls: Sequence[ToolCall]) -> str:
     """The answer a set of calls votes for: each as `name(arguments)` in canonical JSON, in
     sorted order, so the same calls in any order, key order or number spelling agree."""
-    return "; ".join(sorted(f"{c.name}({canonical_json(c.arguments)})" for c in calls))
+    return "; ".join(sorted(f"{c.name}({_arguments(c.arguments)})" for c in calls))
+
+
+def _arguments(arguments: str) -> str:
+    """Arguments in canonical JSON (none are `{}`); text that is not JSON as it is."""
+    return canonical_json(arguments.strip() or "{}") or arguments
 
 
 @dataclass(frozen=True)
@@ -207,16 +218,21 @@ async def sample(
         logprobs=max(wanted) if wanted else None,
     )
     generation = await ctx.generate(request.prompt, sampling)
+    # A JSON answer is the whole candidate: no answer format applies to it.
+    is_json = sampling.structured is not None
     return [
         Sampled(
             text=c.text,
             answer=calls_answer(c.tool_calls)
             if c.tool_calls
+            else canonical_json(c.text)
+            if is_json
             else extract_answer(c.text, params.answer_format, params.answer_pattern),
             tokens=c.tokens,
             finish_reason=c.finish_reason,
             logprobs=c.logprobs,
             tool_calls=c.tool_calls,
+            is_json=is_json,
         )
         for c in generation.completions
     ]
@@ -367,9 +383,12 @@ async def sample_and_verify(
 
 async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | None) -> list[Vote]:
     """Answer groups, best first: by total vote (a count, or the sum of `weights`). Text
-    answers group by equivalence (`verifiers.answer_match`), calls by their exact canonical
-    form."""
-    groups = await group_answers([None if c.tool_calls else c.answer for c in candidates])
+    answers group by equivalence (`verifiers.answer_match`; JSON answers exactly, in canonical
+    form), calls by their exact canonical form."""
+    groups = await group_answers(
+        [None if c.tool_calls else c.answer for c in candidates],
+        exact=any(c.is_json for c in candidates),
+    )
     members = [(g.answer, g.members) for g in groups]
     calls: dict[str, list[int]] = {}
     for i, c in enumerate(candidates):

@@ -93,6 +93,15 @@ class SearchParams(StrategyParams):
                 "logprobs are returned by none, cot and the sampling strategies",
                 param="logprobs",
             )
+        if request.sampling.structured is not None:
+            # Prefixes cut at step boundaries and scored as text: a grammar over the whole
+            # answer cannot follow them.
+            raise InvalidParamsError(
+                "a search assembles its answer from steps, which a JSON grammar cannot "
+                "constrain; response_format json_object and json_schema are taken by none, "
+                "cot, majority_vote, weighted_vote and best_of_n",
+                param="response_format",
+            )
 
 
 class BeamParams(SearchParams):

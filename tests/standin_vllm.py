@@ -11,9 +11,11 @@ first) function, arguments filled from its schema (`tool_call_arguments`), finis
 `tool_calls` (`stop` for a named function, as OpenAI's); streamed as vLLM streams calls, the
 name first, then the arguments in pieces.
 
-Prompts steer it: a user message containing TOO_LONG gets vLLM's context-length 400, and one
-containing SLOW makes it wait before answering. Faults are injected through `faults`: the next
-generation calls are answered with those statuses (503 and 429 with a vLLM error body), in order.
+With `structured_outputs` it honours the constraint: the answer is a JSON instance of the schema
+(`json`) or a small JSON object (`json_object`). Prompts steer it: a user message containing
+TOO_LONG gets vLLM's context-length 400, and one containing SLOW makes it wait before answering.
+Faults are injected through `faults`: the next generation calls are answered with those statuses
+(503 and 429 with a vLLM error body), in order.
 """
 
 from __future__ import annotations
@@ -52,7 +54,17 @@ _GENERATION_FIELDS = {
     "top_logprobs",
     "stream",
     "stream_options",
+    "structured_outputs",
+    "top_k",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "logit_bias",
+    "stop_token_ids",
 }
+# vLLM's structured_outputs: exactly one constraint; the gateway sends these two.
+_CONSTRAINTS = {"json", "json_object", "regex", "choice", "grammar", "structural_tag"}
 _CHAT_FIELDS = _GENERATION_FIELDS | {
     "messages",
     "continue_final_message",
@@ -109,6 +121,29 @@ def _words(text: str) -> list[str]:
     return text.split(" ")
 
 
+def _instance(schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """A JSON value valid for `schema` (the subset pydantic models produce): what a grammar
+    would let the model write."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return _instance(root.get("$defs", {})[name], root)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return _instance(schema[key][0], root)
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {k: _instance(v, root) for k, v in properties.items()} or {"answer": "7"}
+    if kind == "array":
+        return [_instance(schema.get("items", {"type": "string"}), root)]
+    return {"string": "7", "integer": 7, "number": 7.5, "boolean": True, "null": None}[kind]
+
+
 def _error(message: str, status: int = 400) -> JSONResponse:
     body = {"error": {"message": message, "type": "BadRequestError", "param": None, "code": status}}
     return JSONResponse(body, status_code=status)
@@ -137,6 +172,33 @@ def create_standin(state: StandIn) -> FastAPI:
             check("stop" in body, "include_stop_str_in_output without stop")
         if body.get("stream"):
             check(body.get("stream_options") == {"include_usage": True}, "stream without usage")
+        if "structured_outputs" in body:
+            constraint = body["structured_outputs"]
+            check(isinstance(constraint, dict), "structured_outputs must be an object")
+            given = set(constraint) & _CONSTRAINTS
+            check(len(given) == 1, f"structured_outputs needs one constraint, got {sorted(given)}")
+            if "json" in constraint:
+                check(isinstance(constraint["json"], dict | str), "json must be a schema")
+            if "json_object" in constraint:
+                check(constraint["json_object"] is True, "json_object must be true")
+        for name in ("min_p", "frequency_penalty", "presence_penalty", "repetition_penalty"):
+            if name in body:
+                check(isinstance(body[name], int | float), f"{name} must be a number")
+        if "top_k" in body:
+            check(isinstance(body["top_k"], int), "top_k must be an int")
+        if "logit_bias" in body:
+            bias = body["logit_bias"]
+            check(
+                isinstance(bias, dict)
+                and all(k.isdigit() and isinstance(v, int | float) for k, v in bias.items()),
+                "logit_bias maps token id strings to numbers",
+            )
+        if "stop_token_ids" in body:
+            ids = body["stop_token_ids"]
+            check(
+                isinstance(ids, list) and all(isinstance(i, int) for i in ids),
+                "stop_token_ids must be a list of ints",
+            )
 
     @app.exception_handler(AssertionError)
     async def violation(request: Request, exc: AssertionError) -> JSONResponse:
@@ -294,8 +356,15 @@ def create_standin(state: StandIn) -> FastAPI:
             await asyncio.sleep(state.slow_s)
         if calls is not None:
             return call_answer(body, prompt_tokens, *calls)
-        # A deterministic model: it always writes ANSWER, continuing it after a prefix of it.
-        rest = ANSWER[len(prefix) :] if ANSWER.startswith(prefix) else ANSWER
+        # A deterministic model: it always writes ANSWER, continuing it after a prefix of it;
+        # constrained, it writes JSON of the schema instead.
+        written = ANSWER
+        if (constraint := body.get("structured_outputs")) is not None:
+            schema = constraint.get("json")
+            schema = json.loads(schema) if isinstance(schema, str) else schema
+            value = {"answer": "7"} if schema is None else _instance(schema, schema)
+            written = json.dumps(value, separators=(", ", ": "))
+        rest = written[len(prefix) :] if written.startswith(prefix) else written
         finish = "stop"
         for stop in body.get("stop") or ():
             # vLLM's stop semantics: cut at the first stop string, keeping it if asked.

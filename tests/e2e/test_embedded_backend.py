@@ -18,7 +18,7 @@ from backends.base import (
     TextPrompt,
 )
 from backends.embedded import EmbeddedBackend, EmbeddedSettings
-from backends.embedded_model import Dtype, LoadedModel, _eos_ids, choose_dtype
+from backends.embedded_model import Dtype, LoadedModel, choose_dtype, eos_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -123,7 +123,7 @@ async def test_greedy_equals_transformers_generate(backend: EmbeddedBackend) -> 
             attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             max_new_tokens=24,
             do_sample=False,
-            eos_token_id=sorted(_eos_ids(model.tokenizer)),
+            eos_token_id=sorted(eos_ids(model.tokenizer)),
             pad_token_id=model.tokenizer.eos_token_id,
         )
     expected = out[0, len(ids) :].tolist()

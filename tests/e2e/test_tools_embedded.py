@@ -148,14 +148,8 @@ async def test_a_round_trip_answers_from_the_tool_result(client: openai.AsyncOpe
     assert choice.message.content or choice.message.tool_calls
 
 
-# The forced path sets SamplingParams.structured (backends.tool_calls.forced_schema); the
-# embedded engine enforces it only with the grammar library of the `structured` branch.
-needs_enforcement = pytest.mark.skip(
-    reason="needs the embedded backend to enforce SamplingParams.structured (branch structured)"
-)
-
-
-@needs_enforcement
+# The forced path sets SamplingParams.structured (backends.tool_calls.forced_schema), which the
+# embedded engine enforces with its grammar (backends.embedded_grammar).
 @pytest.mark.parametrize(
     "tool_choice",
     ["required", {"type": "function", "function": {"name": "get_weather"}}],

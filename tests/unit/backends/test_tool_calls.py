@@ -9,7 +9,6 @@ import pytest
 from backends.base import ChatMessage, ChatPrompt, ForcedTool, Tool, ToolCall, Tools
 from backends.tool_calls import (
     HeldText,
-    canonical_json,
     forced_schema,
     parse_calls,
     with_tools_in_prompt,
@@ -117,12 +116,6 @@ def test_the_prompt_lists_the_tools_and_renders_the_history() -> None:
     assert user == ChatMessage("user", "Weather in Paris?")
     assert assistant.content == block("get_weather", {"city": "Paris"})
     assert tool == ChatMessage("tool", "<tool_response>\n18 C\n</tool_response>")
-
-
-def test_canonical_arguments_ignore_key_order_and_number_spelling() -> None:
-    assert canonical_json('{"b": 1.0, "a": [2e0, "x"]}') == canonical_json('{"a":[2,"x"],"b":1}')
-    assert canonical_json('{"a": 1.5}') != canonical_json('{"a": 1}')
-    assert canonical_json("not json") == "not json"
 
 
 def test_held_text_streams_until_a_call_begins() -> None:

@@ -102,3 +102,13 @@ def test_calls_answer_is_canonical() -> None:
     one = (ToolCall("a", "f", '{"x": 1.0, "y": [1e0]}'), ToolCall("b", "g", "{}"))
     other = (ToolCall("c", "g", ""), ToolCall("d", "f", '{"y":[1],"x":1}'))
     assert calls_answer(one) == calls_answer(other) == 'f({"x":1,"y":[1]}); g({})'
+
+
+def test_calls_vote_by_canonical_arguments_whatever_their_spelling() -> None:
+    def call(name: str, arguments: str) -> ToolCall:
+        return ToolCall("id", name, arguments)
+
+    same = calls_answer([call("f", '{"b": 1.0, "a": [2e0, "x"]}'), call("g", "")])
+    assert same == calls_answer([call("g", "{}"), call("f", '{"a":[2,"x"],"b":1}')])
+    assert calls_answer([call("f", '{"a": 1.5}')]) != calls_answer([call("f", '{"a": 1}')])
+    assert calls_answer([call("f", "not json")]) == "f(not json)"
