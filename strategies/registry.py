@@ -19,6 +19,7 @@ from strategies.dvts import DVTS
 from strategies.majority_vote import MajorityVote
 from strategies.mcts import MCTS
 from strategies.none import PlainGeneration
+from strategies.particle_filtering import ParticleFiltering
 from strategies.weighted_vote import WeightedVote
 
 __all__ = ["STRATEGIES", "get_strategy", "parse_params"]
@@ -34,6 +35,7 @@ STRATEGIES: Mapping[str, Strategy[Any]] = {
         BeamSearch(),
         DVTS(),
         MCTS(),
+        ParticleFiltering(),
     )
 }
 
