@@ -19,6 +19,13 @@ The answer is the finished particle with the best aggregated score (ties: the ea
 `selection: weighted_vote` the best-scored member of the answer group whose finished particles'
 scores sum highest. Without finished ones, or at the token or time budget, the best unfinished
 particle is returned and the response says why in `reasoning_stopped_early`.
+
+Two choices differ from the authors' reference code, which keeps finished particles in the
+population (a finished one drawn again fills a slot without generating) and takes the softmax
+of the scores' log-odds: here a finished particle is kept once and its slot is not refilled, so
+a run never advances more than N particles per step nor keeps more than N finished ones; and
+the softmax is of the scores themselves, as the paper's algorithm states it, any verifier's
+scale being valid, with `resampling_temperature` to sharpen it.
 """
 
 from __future__ import annotations
