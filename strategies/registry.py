@@ -28,6 +28,7 @@ from strategies.dvts import DVTS
 from strategies.majority_vote import MajorityVote
 from strategies.mcts import MCTS
 from strategies.none import PlainGeneration
+from strategies.particle_filtering import ParticleFiltering
 from strategies.weighted_vote import WeightedVote
 
 __all__ = [
@@ -50,6 +51,7 @@ STRATEGIES: Mapping[str, Strategy[Any]] = {
         BeamSearch(),
         DVTS(),
         MCTS(),
+        ParticleFiltering(),
         Auto(),
     )
 }

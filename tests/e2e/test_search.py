@@ -30,6 +30,7 @@ def tree_tokens(node: dict[str, Any]) -> int:
         ("beam_search", {"n": 4, "beam_width": 2, "num_iterations": 2}),
         ("dvts", {"n": 4, "beam_width": 2, "num_iterations": 2}),
         ("mcts", {"iterations": 3, "k": 2, "max_depth": 3}),
+        ("particle_filtering", {"n": 4, "num_iterations": 2}),
     ],
 )
 async def test_search_answers_with_a_tree_whose_tokens_are_the_usage(

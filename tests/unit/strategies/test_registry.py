@@ -17,7 +17,7 @@ from verifiers.base import Verifier
 NAMES = sorted(STRATEGIES)
 TEXTS = ["step one\nAnswer: 4", "just 5", "six seven 8"]
 SAMPLERS = {"majority_vote", "weighted_vote", "best_of_n"}
-SEARCHES = {"beam_search", "dvts", "mcts"}
+SEARCHES = {"beam_search", "dvts", "mcts", "particle_filtering"}
 # The default verifiers of the sampling (confidence) and search (llm_judge) strategies.
 PARAMS = ParamsContext(verifiers=frozenset({"confidence", "llm_judge"}))
 
