@@ -90,7 +90,7 @@ async def test_a_search_out_of_time_answers_with_its_partial_solution(
             "reasoning_params": {**SMALL, "k": 2, "budget": {"seconds": 0.001}},
         },
     )
+    # The first step's solutions may end there or not; either way there is one to answer with.
     assert response.choices[0].message.content
-    assert response.choices[0].finish_reason == "length"
     stopped = (response.model_extra or {}).get("reasoning_stopped_early")
     assert stopped == "time budget reached (0.001 s)"
