@@ -19,6 +19,10 @@ its tokens when it is shorter than a window). Higher is more confident.
    stopped at their next token and no more are started.
 5. The traces that reached s vote, by the strategy's own rule: counted (`majority_vote`) or
    weighed by the confidence verifier (`weighted_vote`).
+
+Within a token `budget`, the warm-up is as many traces as fit at `max_tokens` each (at least one,
+cut to the tokens left), and a trace starts only while the tokens left, less what the traces in
+flight are expected to take at the mean cost so far, afford one more.
 """
 
 from __future__ import annotations
@@ -255,9 +259,15 @@ async def think(
     k = max(wanted)
     run = _Run(ctx, request, params, rule, weigh, k)
 
-    # 1. Warm-up: one call.
+    # 1. Warm-up: one call, of as many traces as a token budget affords at `max_tokens` each
+    # (at least one, cut to the tokens left).
     warmup = min(rule.warmup, total)
-    generation = await ctx.generate(request.prompt, run.sampling(warmup, offset=0))
+    first = run.sampling(warmup, offset=0)
+    left = ctx.budget.tokens_left()
+    if left is not None and left < warmup * first.max_tokens:
+        warmup = max(1, left // first.max_tokens)
+        first = dataclasses.replace(first, n=warmup, max_tokens=max(1, min(first.max_tokens, left)))
+    generation = await ctx.generate(request.prompt, first)
     confidences = [
         lowest_group_confidence(c.logprobs or (), rule.window) for c in generation.completions
     ]
@@ -291,6 +301,8 @@ class _Run:
     top_logprobs: int
     online: Online = field(init=False)
     prompt_tokens: int = 0
+    # Tokens the traces in flight are expected to take, at the cost of the traces so far.
+    reserved: float = 0.0
 
     def sampling(self, n: int, offset: int) -> SamplingParams:
         """`n` traces as the request samples them, with log-probabilities; a seeded request's
@@ -315,30 +327,56 @@ class _Run:
             if online.settled or online.budget:
                 return
             budget = self.ctx.budget
-            if budget.limited and (reason := budget.spent()) is not None:
-                online.budget = reason
+            if budget.limited and (reason := budget.spent() or self._unaffordable()) is not None:
+                online.budget = online.budget or reason
                 return
-            group = GroupConfidence(self.rule.window)
-            why: list[Status] = []
+            each = self._cost()
+            self.reserved += each
+            try:
+                await self._stream(sample, online)
+            finally:
+                self.reserved -= each
 
-            def stop(delta: StreamDelta) -> bool:
-                for token in delta.logprobs or ():
-                    group.add(token_confidence(token))
-                if group.full and group.lowest < online.threshold:
-                    why.append("stopped")
-                elif online.settled:
-                    why.append("cancelled")
-                return bool(why)
+    def _cost(self) -> float:
+        """What a trace takes: the mean of those drawn so far."""
+        traces = self.online.traces
+        return sum(t.tokens for t in traces) / len(traces) if traces else 0.0
 
-            generation, cut = await self.ctx.generate_until(
-                self.request.prompt, self.sampling(1, offset=sample), stop, self.prompt_tokens
-            )
-            completion = generation.completions[0]
-            kept = self.finished(
-                sample, "stream", completion, group.lowest, cut=why[0] if cut else None
-            )
-            if kept is not None:
-                await self.vote([kept])
+    def _unaffordable(self) -> str | None:
+        """Why a token budget, less what the traces in flight will take, cannot afford one
+        more trace; None if it can (or none bounds tokens)."""
+        left = self.ctx.budget.tokens_left()
+        each = self._cost()
+        if left is None or left - self.reserved >= max(1.0, each):
+            return None
+        return (
+            f"token budget reached ({left} tokens left, {self.reserved:.0f} of them for the "
+            f"traces in flight; a trace takes about {each:.0f})"
+        )
+
+    async def _stream(self, sample: int, online: Online) -> None:
+        """The trace itself: streamed, and cut below the threshold or once settled."""
+        group = GroupConfidence(self.rule.window)
+        why: list[Status] = []
+
+        def stop(delta: StreamDelta) -> bool:
+            for token in delta.logprobs or ():
+                group.add(token_confidence(token))
+            if group.full and group.lowest < online.threshold:
+                why.append("stopped")
+            elif online.settled:
+                why.append("cancelled")
+            return bool(why)
+
+        generation, cut = await self.ctx.generate_until(
+            self.request.prompt, self.sampling(1, offset=sample), stop, self.prompt_tokens
+        )
+        completion = generation.completions[0]
+        kept = self.finished(
+            sample, "stream", completion, group.lowest, cut=why[0] if cut else None
+        )
+        if kept is not None:
+            await self.vote([kept])
 
     def finished(
         self,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from backends.base import TokenLogprob
 from backends.scripted import ScriptedBackend
 from strategies.accounting import ModelPrice
 from strategies.base import InvalidParamsError, ParamsContext, StrategyResult
@@ -70,6 +71,36 @@ async def test_a_budget_below_one_candidate_still_draws_one_cut_to_it() -> None:
     assert result.choices[0].content == "the answer"
     assert result.choices[0].finish_reason == "length"
     assert result.usage.completion_tokens == 2
+
+
+def confident(token: str, k: int) -> TokenLogprob:
+    """Every token equally confident: DeepConf keeps every trace, so only the budget stops."""
+    return TokenLogprob(token, -0.1, (("alt", -2.0),) * k)
+
+
+async def test_deepconf_streams_only_the_traces_the_token_budget_affords() -> None:
+    backend = ScriptedBackend([FOUR_TOKENS], token_logprob=confident)
+    params = {"n": 12, "early_stop": {"method": "deepconf"}, "budget": {"tokens": 40}}
+    result = await run("majority_vote", params, backend, max_tokens=8)
+    # The warm-up's 4 traces of up to 8 tokens fit in 40 and took 16; the 24 left afford six
+    # more at 4 each, reserved as they all start at once, and not a seventh.
+    calls = [(c.method, c.params.n if c.params else 0) for c in backend.calls]
+    assert calls == [("generate", 4)] + [("stream", 1)] * 6
+    assert result.usage.completion_tokens == 40
+    assert result.stopped_early == (
+        "deepconf: token budget reached (24 tokens left, 24 of them for the traces in flight; "
+        "a trace takes about 4)"
+    )
+
+
+async def test_deepconf_warms_up_with_what_the_budget_affords() -> None:
+    backend = ScriptedBackend([FOUR_TOKENS], token_logprob=confident)
+    params = {"n": 8, "early_stop": {"method": "deepconf"}, "budget": {"tokens": 3}}
+    result = await run("majority_vote", params, backend, max_tokens=8)
+    # Not one trace of up to 8 fits in 3: one is drawn, cut to the 3 tokens left.
+    assert [(p.n, p.max_tokens) for p in backend.sampled] == [(1, 3)]
+    assert result.usage.completion_tokens == 3
+    assert result.stopped_early is not None and "token budget reached" in result.stopped_early
 
 
 async def test_verifier_tokens_count_against_the_budget() -> None:
