@@ -322,6 +322,21 @@ async def test_models_health_ready() -> None:
         assert (await client.get("/health")).status_code == 200
 
 
+async def test_model_is_retrieved_by_id_and_an_unknown_one_is_404() -> None:
+    async with app_client(ScriptedBackend(model="org/model-1")) as client:
+        found = await client.get("/v1/models/org/model-1")
+        missing = await client.get("/v1/models/gpt-9")
+    assert found.status_code == 200
+    assert found.json()["id"] == "org/model-1"
+    assert found.json()["object"] == "model"
+    assert missing.status_code == 404
+    error = missing.json()["error"]
+    assert error["code"] == "model_not_found"
+    assert error["type"] == "not_found_error"
+    assert error["param"] == "model"
+    assert "'gpt-9'" in error["message"] and "'org/model-1'" in error["message"]
+
+
 async def test_metrics_count_requests_by_strategy_and_status() -> None:
     async with app_client(ScriptedBackend(["x"])) as client:
         await client.post("/v1/chat/completions", json=chat_body())
