@@ -45,10 +45,22 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One chat turn; content is plain text (multi-part content is flattened at the edge)."""
+    """One chat turn; content is plain text (multi-part content is flattened at the edge).
+
+    An assistant turn may carry the `reasoning` it showed, for chat templates that render
+    interleaved thinking (vLLM's name for it).
+    """
 
     role: str
     content: str
+    reasoning: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """The turn as chat templates and vLLM take it; `reasoning` only when there is some."""
+        turn = {"role": self.role, "content": self.content}
+        if self.reasoning:
+            turn["reasoning"] = self.reasoning
+        return turn
 
 
 @dataclass(frozen=True)

@@ -578,7 +578,7 @@ class LoadedModel:
             return text
         if isinstance(prompt, TextPrompt):
             return prompt.text
-        messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        messages = [m.as_dict() for m in prompt.messages]
         rendered: str = self.tokenizer.apply_chat_template(
             messages,
             tokenize=False,

@@ -421,7 +421,7 @@ def _generated(choice: JSON, part: slice, params: SamplingParams) -> Completion:
 
 
 def _messages(prompt: ChatPrompt) -> list[JSON]:
-    return [{"role": m.role, "content": m.content} for m in prompt.messages]
+    return [m.as_dict() for m in prompt.messages]
 
 
 def _finish_reason(value: Any) -> FinishReason:

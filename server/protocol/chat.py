@@ -46,6 +46,22 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextContentPart] | None = Field(default=None, validate_default=True)
     name: str | None = None
+    reasoning: str | None = Field(
+        default=None, description="An assistant turn's reasoning, as a response returned it."
+    )
+    reasoning_content: str | None = Field(
+        default=None,
+        description="The older name of `reasoning`, which DeepSeek-style clients send.",
+    )
+
+    @field_validator("reasoning", "reasoning_content")
+    @classmethod
+    def _reasoning_only_from_assistant(
+        cls, reasoning: str | None, info: ValidationInfo
+    ) -> str | None:
+        if reasoning is not None and info.data.get("role") != "assistant":
+            raise ValueError("only an assistant message carries reasoning")
+        return reasoning
 
     @field_validator("content")
     @classmethod
@@ -64,7 +80,8 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
         else:
             text = self.content or ""
         # Chat templates know `system`; OpenAI's newer `developer` role means the same.
-        return ChatMessage("system" if self.role == "developer" else self.role, text)
+        role = "system" if self.role == "developer" else self.role
+        return ChatMessage(role, text, reasoning=self.reasoning or self.reasoning_content)
 
 
 class ChatCompletionRequest(GenerationRequest):
@@ -95,11 +112,13 @@ class ChatCompletionRequest(GenerationRequest):
 
 
 class ChatMessageOut(BaseModel):
-    """The assistant's message; `reasoning` is the chosen candidate's visible reasoning."""
+    """The assistant's message; `reasoning` is the chosen candidate's visible reasoning, mirrored
+    as `reasoning_content` for clients that read the older name."""
 
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning: str | None = None
+    reasoning_content: str | None = None
 
 
 class TopLogprob(BaseModel):
@@ -148,6 +167,7 @@ class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning: str | None = None
+    reasoning_content: str | None = None
 
 
 class ChatCompletionStreamChoice(BaseModel):

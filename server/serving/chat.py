@@ -53,7 +53,9 @@ class ChatRendering(Rendering):
         return [
             ChatCompletionChoice(
                 index=i,
-                message=ChatMessageOut(content=c.content, reasoning=c.reasoning),
+                message=ChatMessageOut(
+                    content=c.content, reasoning=c.reasoning, reasoning_content=c.reasoning
+                ),
                 logprobs=chat_logprobs(c.logprobs),
                 finish_reason=c.finish_reason,
             )
@@ -66,7 +68,10 @@ class ChatRendering(Rendering):
         return [self.chunk([ChatCompletionStreamChoice(index=i, delta=announce)]) for i in range(n)]
 
     def delta(self, delta: ChoiceDelta) -> BaseModel:
-        message = DeltaMessage(content=delta.content or None, reasoning=delta.reasoning or None)
+        reasoning = delta.reasoning or None
+        message = DeltaMessage(
+            content=delta.content or None, reasoning=reasoning, reasoning_content=reasoning
+        )
         logprobs = chat_logprobs(delta.logprobs)
         return self.chunk(
             [ChatCompletionStreamChoice(index=delta.index, delta=message, logprobs=logprobs)]

@@ -25,7 +25,12 @@ async def test_chat_completion_shape_and_exact_usage() -> None:
     assert body["choices"] == [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": "The answer is 4.", "reasoning": None},
+            "message": {
+                "role": "assistant",
+                "content": "The answer is 4.",
+                "reasoning": None,
+                "reasoning_content": None,
+            },
             "logprobs": None,
             "finish_reason": "stop",
         }
@@ -320,6 +325,52 @@ async def test_models_health_ready() -> None:
         ready = await client.get("/ready")
         assert ready.status_code == 503
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_reasoning_is_mirrored_as_reasoning_content() -> None:
+    backend = ScriptedBackend(["Two and two make four. Answer: 4"])
+    body = chat_body(reasoning_strategy="cot")
+    async with app_client(backend) as client:
+        whole = (await client.post("/v1/chat/completions", json=body)).json()
+        streamed = await client.post("/v1/chat/completions", json=body | {"stream": True})
+    message = whole["choices"][0]["message"]
+    assert message["content"] == "4"
+    assert message["reasoning"].strip() == "Two and two make four."
+    assert message["reasoning_content"] == message["reasoning"]
+    deltas = [e["choices"][0]["delta"] for e in sse_events(streamed.text)[:-1] if e["choices"]]
+    reasoning = [d for d in deltas if "reasoning" in d]
+    assert reasoning, deltas
+    assert all(d["reasoning_content"] == d["reasoning"] for d in reasoning)
+    assert "".join(d["reasoning"] for d in reasoning).strip() == "Two and two make four."
+
+
+@pytest.mark.parametrize("name", ["reasoning", "reasoning_content"])
+async def test_assistant_reasoning_in_the_history_reaches_the_backend(name: str) -> None:
+    backend = ScriptedBackend(["ok"])
+    messages = [
+        {"role": "user", "content": "2 + 2?"},
+        {"role": "assistant", "content": "4", name: "Two and two."},
+        {"role": "user", "content": "And 3 + 3?"},
+    ]
+    async with app_client(backend) as client:
+        response = await client.post(
+            "/v1/chat/completions", json=chat_body() | {"messages": messages}
+        )
+    assert response.status_code == 200
+    prompt = backend.calls[0].prompt
+    assert isinstance(prompt, ChatPrompt)
+    assert [m.reasoning for m in prompt.messages] == [None, "Two and two.", None]
+    assert prompt.messages[1].as_dict()["reasoning"] == "Two and two."
+
+
+async def test_reasoning_on_a_user_message_is_400() -> None:
+    messages = [{"role": "user", "content": "hi", "reasoning_content": "hm"}]
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post(
+            "/v1/chat/completions", json=chat_body() | {"messages": messages}
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages.0.reasoning_content"
 
 
 async def test_model_is_retrieved_by_id_and_an_unknown_one_is_404() -> None:
