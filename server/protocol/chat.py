@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from backends.base import ChatMessage, ChatPrompt, FinishReason
 from server.protocol.common import (
@@ -12,6 +12,7 @@ from server.protocol.common import (
     OpenAIBaseModel,
     ReasoningExtensions,
     UsageInfo,
+    text_of,
 )
 from server.protocol.errors import InvalidRequest
 from strategies.base import StrategyRequest
@@ -28,23 +29,30 @@ __all__ = [
     "ChatLogprob",
     "ChatMessageOut",
     "DeltaMessage",
-    "TextContentPart",
+    "ContentPart",
     "TopLogprob",
 ]
 
 
-class TextContentPart(OpenAIBaseModel):
-    """A text part of a multi-part message."""
+class ContentPart(OpenAIBaseModel):
+    """A part of a multi-part message: text, or a kind (`image_url`, `input_audio`, `file`)
+    this text-only server refuses with a 400 naming the part."""
 
-    type: Literal["text"]
-    text: str
+    type: str
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_has_text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs text")
+        return self
 
 
 class ChatCompletionMessageParam(OpenAIBaseModel):
     """One message of a conversation."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextContentPart] | None = Field(default=None, validate_default=True)
+    content: str | list[ContentPart] | None = Field(default=None, validate_default=True)
     name: str | None = None
     reasoning: str | None = Field(
         default=None, description="An assistant turn's reasoning, as a response returned it."
@@ -66,17 +74,18 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
     @field_validator("content")
     @classmethod
     def _content_unless_assistant(
-        cls, content: str | list[TextContentPart] | None, info: ValidationInfo
-    ) -> str | list[TextContentPart] | None:
+        cls, content: str | list[ContentPart] | None, info: ValidationInfo
+    ) -> str | list[ContentPart] | None:
         # OpenAI lets only an assistant turn (one that called tools) go without content.
         if content is None and info.data.get("role", "assistant") != "assistant":
             raise ValueError(f"a {info.data['role']} message needs content")
         return content
 
-    def to_message(self) -> ChatMessage:
-        """The message as the backend sees it: one role, one text."""
+    def to_message(self, param: str) -> ChatMessage:
+        """The message as the backend sees it: one role, one text; `param` names it in errors."""
         if isinstance(self.content, list):
-            text = "".join(part.text for part in self.content)
+            parts = [(part.type, part.text) for part in self.content]
+            text = text_of(parts, ("text",), f"{param}.content")
         else:
             text = self.content or ""
         # Chat templates know `system`; OpenAI's newer `developer` role means the same.
@@ -103,7 +112,7 @@ class ChatCompletionRequest(GenerationRequest):
             or self._default_max_tokens(limits.default_max_tokens, limits)
         )
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
-        messages = tuple(m.to_message() for m in self.messages)
+        messages = tuple(m.to_message(f"messages.{i}") for i, m in enumerate(self.messages))
         # A conversation that ends with an assistant turn is a prefix to continue, as in vLLM.
         prompt = ChatPrompt(messages, continue_final_message=messages[-1].role == "assistant")
         return StrategyRequest(

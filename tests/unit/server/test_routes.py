@@ -373,6 +373,44 @@ async def test_reasoning_on_a_user_message_is_400() -> None:
     assert response.json()["error"]["param"] == "messages.0.reasoning_content"
 
 
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+    ],
+)
+async def test_a_non_text_part_is_400_naming_it(part: dict[str, object]) -> None:
+    content = [{"type": "text", "text": "What is this?"}, part]
+    body = chat_body() | {"messages": [{"role": "user", "content": content}]}
+    backend = ScriptedBackend()
+    async with app_client(backend) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "messages.0.content.1"
+    assert "text only" in error["message"] and repr(part["type"]) in error["message"]
+    assert backend.calls == []
+
+
+async def test_text_parts_are_joined() -> None:
+    content = [{"type": "text", "text": "What is"}, {"type": "text", "text": " 2 + 2?"}]
+    backend = ScriptedBackend(["4"])
+    async with app_client(backend) as client:
+        body = chat_body() | {"messages": [{"role": "user", "content": content}]}
+        response = await client.post("/v1/chat/completions", json=body)
+        missing = await client.post(
+            "/v1/chat/completions",
+            json=chat_body() | {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+        )
+    assert response.status_code == 200
+    prompt = backend.calls[0].prompt
+    assert isinstance(prompt, ChatPrompt)
+    assert prompt.messages[0].content == "What is 2 + 2?"
+    assert missing.status_code == 400
+    assert missing.json()["error"]["param"] == "messages.0.content.0"
+
+
 async def test_model_is_retrieved_by_id_and_an_unknown_one_is_404() -> None:
     async with app_client(ScriptedBackend(model="org/model-1")) as client:
         found = await client.get("/v1/models/org/model-1")
