@@ -48,7 +48,7 @@ from backends.base import (
     TokenPrompt,
 )
 from backends.errors import BackendResponseError
-from backends.http import JSON, VLLMClient, error_message, loads
+from backends.http import JSON, VLLMClient, loads, stream_error
 
 if TYPE_CHECKING:
     from backends.vllm import Replicas
@@ -359,7 +359,7 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[JSON]:
             return
         chunk = loads(payload)
         if "error" in chunk or chunk.get("object") == "error":
-            raise BackendResponseError(error_message(chunk))
+            raise stream_error(chunk)
         yield chunk
 
 

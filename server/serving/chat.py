@@ -18,7 +18,7 @@ from server.protocol.chat import (
     DeltaMessage,
     TopLogprob,
 )
-from server.serving.rendering import Rendering
+from server.serving.rendering import ChunkRendering
 from strategies.base import ChoiceDelta, StrategyResult
 
 __all__ = ["ChatRendering", "chat_logprobs"]
@@ -43,7 +43,7 @@ def chat_logprobs(logprobs: tuple[TokenLogprob, ...] | None) -> ChatChoiceLogpro
     )
 
 
-class ChatRendering(Rendering):
+class ChatRendering(ChunkRendering):
     """One chat completion, whole or as `chat.completion.chunk`s."""
 
     body_model: ClassVar[type[BaseModel]] = ChatCompletionResponse

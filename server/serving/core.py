@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Mapping
@@ -184,7 +183,8 @@ class Serving:
     async def stream(
         self, prepared: PreparedRequest, rendering: Rendering
     ) -> AsyncGenerator[str, None]:
-        """Server-Sent Events: deltas as the strategy produces them, then usage, then [DONE]."""
+        """Server-Sent Events: deltas as the strategy produces them, then what closes the stream
+        (usage, the final state), in `rendering`'s framing."""
         started = time.perf_counter()
         # Unbounded: a request's deltas are bounded by its own max_tokens and n, and the end
         # sentinel below must never find the queue full.
@@ -195,14 +195,15 @@ class Serving:
         task.add_done_callback(lambda _: deltas.put_nowait(None))
         outcome: BaseException | None = None
         try:
-            for chunk in rendering.opening(prepared.request.sampling.n):
-                yield _sse(chunk)
+            for event in rendering.sse_opening(prepared.request.sampling.n):
+                yield event
             streamed: set[int] = set()
             while (delta := await deltas.get()) is not None:
                 if not streamed:
                     self._first_text(prepared, started)
                 streamed.add(delta.index)
-                yield _sse(rendering.delta(delta))
+                for event in rendering.sse_delta(delta):
+                    yield event
             result = task.result()
             if not streamed:
                 # A strategy that decides only at the end: its answer is the first text.
@@ -213,11 +214,12 @@ class Serving:
                     whole = ChoiceDelta(
                         index, choice.content, choice.reasoning or "", choice.logprobs
                     )
-                    yield _sse(rendering.delta(whole))
-                yield _sse(rendering.finish(index, choice.finish_reason))
-            tail = rendering.tail(result, prepared.include_usage)
-            if tail is not None:
-                yield _sse(tail)
+                    for event in rendering.sse_delta(whole):
+                        yield event
+                for event in rendering.sse_finish(index, choice.finish_reason):
+                    yield event
+            for event in rendering.sse_closing(result, prepared.include_usage):
+                yield event
             self._observe(prepared.strategy.name, prepared.model, None, started, ctx, result)
         except Exception as exc:
             outcome = exc
@@ -225,7 +227,8 @@ class Serving:
             logger.info(
                 "stream %s failed with %d: %s", prepared.request_id, status, body.error.message
             )
-            yield _sse(body)
+            for event in rendering.sse_error(body):
+                yield event
         except BaseException as exc:
             outcome = exc
             raise
@@ -240,7 +243,8 @@ class Serving:
                         prepared.strategy.name, prepared.model, failed, started, ctx
                     )
                 )
-        yield "data: [DONE]\n\n"
+        for event in rendering.sse_end():
+            yield event
 
     def _first_text(self, prepared: PreparedRequest, started: float) -> None:
         self.metrics.first_token(
@@ -328,10 +332,6 @@ def request_status(exc: BaseException | None) -> str:
     if code in (502, 503):
         return "backend_error"
     return "client_error" if code < 500 else "server_error"
-
-
-def _sse(model: BaseModel) -> str:
-    return f"data: {json.dumps(model.model_dump(exclude_none=True), separators=(',', ':'))}\n\n"
 
 
 async def run_until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None:

@@ -303,8 +303,26 @@ async def test_error_mid_stream_is_one_error_chunk_then_done() -> None:
         response = await client.post("/v1/chat/completions", json=chat_body(stream=True))
     events = sse_events(response.text)
     assert events[-1] == "[DONE]"
-    assert events[-2]["error"]["code"] == "backend_unavailable"
-    assert "vLLM went away" in events[-2]["error"]["message"]
+    error = events[-2]["error"]
+    assert error["code"] == "backend_unavailable"
+    assert "vLLM went away" in error["message"]
+    # The whole error object, as a non-streamed error body has it.
+    assert error["param"] is None and error["type"] == "service_unavailable_error"
+
+
+async def test_error_mid_stream_names_the_field_to_blame() -> None:
+    backend = ScriptedBackend()
+    async with app_client(backend) as client:
+        backend.error = BackendResponseError("too many tokens", status_code=400, param="max_tokens")
+        response = await client.post("/v1/chat/completions", json=chat_body(stream=True))
+    assert response.status_code == 200
+    error = sse_events(response.text)[-2]["error"]
+    assert error == {
+        "message": "too many tokens",
+        "type": "invalid_request_error",
+        "param": "max_tokens",
+        "code": "backend_rejected",
+    }
 
 
 async def test_unknown_route_uses_error_envelope() -> None:
