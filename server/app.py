@@ -20,7 +20,7 @@ from server.admission import Admission, AdmissionMiddleware
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.request_id import RequestIdMiddleware
-from server.routes import chat, completions, health, models, tokenizer
+from server.routes import chat, completions, health, models, responses, tokenizer
 from server.serving.core import Serving
 from server.settings import Settings
 from verifiers.registry import create_verifiers
@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.add_middleware(AdmissionMiddleware, admission=admission)
     app.add_middleware(RequestIdMiddleware)  # outermost: turned-away requests get an id too
     install_error_handlers(app)
-    for module in (chat, completions, models, tokenizer, health):
+    for module in (chat, completions, responses, models, tokenizer, health):
         app.include_router(module.router)
 
     @app.get("/metrics", include_in_schema=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -25,10 +26,11 @@ async def answer(
     request: Request,
     serving: Serving,
     prepared: PreparedRequest,
-    render_as: type[Rendering],
+    render_as: Callable[[str, str, bool], Rendering],
     stream: bool,
 ) -> Response:
-    """Stream Server-Sent Events, or run to the end and return one JSON body."""
+    """Stream Server-Sent Events, or run to the end and return one JSON body; `render_as` makes
+    the endpoint's rendering from the response's id, the model and whether to show the trace."""
     rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
     if stream:
         events = serving.stream(prepared, rendering)
