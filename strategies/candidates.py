@@ -107,13 +107,15 @@ class VerifiedParams(CandidateParams):
 
 @dataclass(frozen=True)
 class Sampled:
-    """One candidate: its text, the answer extracted from it, and what it cost."""
+    """One candidate: its text, the answer extracted from it, and what it cost; `reasoning` is
+    what the model server's reasoning parser split off it, shown when it is chosen."""
 
     text: str
     answer: str | None
     tokens: int
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None
+    reasoning: str | None = None
 
     def for_verifier(self) -> Candidate:
         """The candidate as verifiers see it."""
@@ -194,6 +196,7 @@ async def sample(
             tokens=c.tokens,
             finish_reason=c.finish_reason,
             logprobs=c.logprobs,
+            reasoning=c.reasoning,
         )
         for c in generation.completions
     ]
@@ -452,6 +455,7 @@ def result_of(
             content=candidates[i].text,
             finish_reason=candidates[i].finish_reason,
             content_tokens=candidates[i].tokens,
+            reasoning=candidates[i].reasoning,
             logprobs=candidates[i].logprobs if asked_logprobs else None,
         )
         for i in chosen

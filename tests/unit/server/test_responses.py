@@ -3,6 +3,7 @@ and its stream events checked against the openai SDK's own types, and every refu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from backends.base import ChatMessage, ChatPrompt
+from backends.base import ChatMessage, ChatPrompt, Generation, Prompt, SamplingParams
 from backends.errors import BackendResponseError
 from backends.scripted import ScriptedBackend
 from strategies.limits import Limits
@@ -210,6 +211,35 @@ async def test_majority_vote_answers_through_responses() -> None:
     assert whole["usage"]["output_tokens"] == 9
     streamed = named_events((await post(backend, body | {"stream": True})).text)
     assert Response.model_validate(streamed[-1][1]["response"]).output_text == "It is 4."
+
+
+class ThinkingBackend(ScriptedBackend):
+    """Splits `<think>...</think>` off each completion as its reasoning, as a vLLM reasoning
+    parser does."""
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        generation = await super().generate(prompt, params)
+        completions = []
+        for c in generation.completions:
+            thought, _, answer = c.text.removeprefix("<think>").partition("</think>")
+            completions.append(dataclasses.replace(c, text=answer, reasoning=thought))
+        return dataclasses.replace(generation, completions=tuple(completions))
+
+
+async def test_a_vote_shows_its_chosen_candidates_reasoning() -> None:
+    backend = ThinkingBackend(
+        ["<think>5 it is</think>5", "<think>3 plus 1</think>4", "<think>2 and 2</think>4"]
+    )
+    body = responses_body(reasoning_strategy="majority_vote", reasoning_params={"n": 3})
+    whole = Response.model_validate((await post(backend, body)).json())
+    streamed = named_events((await post(backend, body | {"stream": True})).text)
+    final = Response.model_validate(streamed[-1][1]["response"])
+    for response in (whole, final):
+        assert [item.type for item in response.output] == ["reasoning", "message"]
+        reasoning = response.output[0]
+        assert reasoning.type == "reasoning" and reasoning.content is not None
+        assert reasoning.content[0].text == "3 plus 1"
+        assert response.output_text == "4"
 
 
 async def test_error_mid_stream_is_an_error_event_with_param_then_failed() -> None:
