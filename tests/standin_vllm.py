@@ -134,8 +134,13 @@ def create_standin(state: StandIn) -> FastAPI:
         messages: list[dict[str, Any]] = body.get("messages") or []
         check(isinstance(messages, list) and bool(messages), "messages must be a list")
         for message in messages:
-            check(set(message) == {"role", "content"}, f"message fields {sorted(message)}")
+            fields = set(message) - {"reasoning"}
+            check(fields == {"role", "content"}, f"message fields {sorted(message)}")
             check(isinstance(message["content"], str), "content must be a string")
+            if "reasoning" in message:
+                # vLLM passes an earlier answer's reasoning to the chat template.
+                check(message["role"] == "assistant", "only an assistant turn has reasoning")
+                check(isinstance(message["reasoning"], str), "reasoning must be a string")
         if body.get("continue_final_message"):
             check(
                 body.get("add_generation_prompt") is False, "continuing needs no generation prompt"
