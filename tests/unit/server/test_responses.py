@@ -161,7 +161,7 @@ async def test_cot_reasoning_is_a_reasoning_item_whole_and_streamed() -> None:
     kinds = [name for name, _ in events]
     reasoning_deltas = kinds.count("response.reasoning_text.delta")
     text_deltas = kinds.count("response.output_text.delta")
-    assert reasoning_deltas > 1 and text_deltas >= 1
+    assert reasoning_deltas >= 1 and text_deltas >= 1
     assert kinds == [
         "response.created",
         "response.in_progress",
