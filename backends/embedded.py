@@ -6,6 +6,14 @@ per step (`backends.embedded_scheduler`), the rows of all of them (a request's `
 every other request's) in one batched forward pass, so a short request is not queued behind a
 long one (`backends.embedded_model.DecodeBatch`). Requests in the engine are bounded (a full
 queue is a 503, never a silent drop).
+
+Tools are written into the prompt and calls parsed back out of the text in the Hermes-style
+format of `backends.tool_calls` (SmolLM2's template has no tools section); a forced
+`tool_choice` is enforced through `SamplingParams.structured`.
+
+`response_format` is enforced while decoding with a grammar (`backends.embedded_grammar`),
+compiled per schema in a worker thread before the request joins the batch; the sampling
+transforms (`top_k`, `min_p`, penalties, `logit_bias`) are in `backends.embedded_sampling`.
 """
 
 from __future__ import annotations
@@ -31,18 +39,23 @@ from backends.base import (
     Prompt,
     PromptLogprobs,
     SamplingParams,
+    StreamDelta,
     StreamEnd,
     StreamEvent,
+    StructuredOutput,
     TextPrompt,
     Tokenized,
     TokenPrompt,
+    Tools,
 )
-from backends.embedded_model import DeltaSink, LoadedModel
+from backends.embedded_grammar import Grammars
+from backends.embedded_model import DeltaSink, LoadedModel, eos_ids
 from backends.embedded_scheduler import ModelScheduler
 from backends.embedded_tokens import score_prompt, tokenizer_info
 from backends.errors import BackendResponseError, BackendUnavailable
 from backends.http import HTTPClients
 from backends.smollm2 import MODEL_NAME
+from backends.tool_calls import HeldText, call_deltas, forced_schema, parse_calls
 
 __all__ = ["EmbeddedBackend", "EmbeddedBackendSettings", "EmbeddedSettings"]
 
@@ -88,6 +101,8 @@ class EmbeddedBackend:
         self._max_queue = max_queue
         self._pending = 0
         self._scheduler = ModelScheduler(model.batch())
+        # Made on the first structured request: nothing else pays for it.
+        self._grammars: Grammars | None = None
 
     @classmethod
     async def create(
@@ -107,9 +122,40 @@ class EmbeddedBackend:
         return MODEL_NAME
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
-        return await self._submit(prompt, params, None)
+        tools = _offered(prompt)
+        if tools is None:
+            return await self._submit(prompt, params, None)
+        generation = await self._submit(prompt, _forced(params, tools), None)
+        completions = tuple(_with_calls(c, tools) for c in generation.completions)
+        return replace(generation, completions=completions)
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamEvent]:
+        tools = _offered(prompt)
+        if tools is None:
+            async for event in self._stream(prompt, params):
+                yield event
+            return
+        # Text streams until a call may begin; the calls go out whole once the model is done.
+        held = [HeldText(tools) for _ in range(params.n)]
+        texts = [""] * params.n
+        async for event in self._stream(prompt, _forced(params, tools)):
+            if isinstance(event, StreamDelta):
+                texts[event.index] += event.text
+                shown = held[event.index].feed(event.text)
+                if shown or event.logprobs:
+                    yield replace(event, text=shown)
+                continue
+            finish = list(event.finish_reasons)
+            for i, text in enumerate(texts):
+                parsed = parse_calls(text, tools, finish[i])
+                if parsed.calls:
+                    yield StreamDelta(i, "", tool_calls=call_deltas(parsed.calls))
+                elif held[i].held:
+                    yield StreamDelta(i, held[i].held)
+                finish[i] = parsed.finish_reason
+            yield replace(event, finish_reasons=tuple(finish))
+
+    async def _stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
 
@@ -197,13 +243,24 @@ class EmbeddedBackend:
     ) -> Generation:
         if isinstance(prompt, ChatPrompt) and not prompt.messages:
             raise BackendResponseError("messages must not be empty", status_code=400)
+        # Compiled (once per schema) in a worker thread before the request reaches the model.
+        grammar = await self._grammar(params.structured) if params.structured else None
         cancel = threading.Event()
         generation, queue_seconds = await self._enqueue(
-            lambda: self._scheduler.decode(lambda: self._model.start(prompt, params, cancel, sink)),
+            lambda: self._scheduler.decode(
+                lambda: self._model.start(prompt, params, cancel, sink, grammar)
+            ),
             cancel,
         )
         # Time spent behind other work on the one model thread before its first step.
         return replace(generation, queue_seconds=queue_seconds)
+
+    async def _grammar(self, structured: StructuredOutput) -> Any:
+        if self._grammars is None:
+            model = self._model
+            ends = sorted(eos_ids(model.tokenizer))
+            self._grammars = Grammars(model.tokenizer, model.vocab_size, ends)
+        return await self._grammars.compiled(structured)
 
     async def _run(self, work: Callable[[], _T], cancel: threading.Event | None) -> _T:
         """Run `work` whole on the model thread, between two rounds of decoding steps."""
@@ -235,3 +292,29 @@ class EmbeddedBackend:
         if not future.cancelled():
             # Mark the outcome as seen: when the caller was cancelled nobody else will read it.
             future.exception()
+
+
+def _offered(prompt: Prompt) -> Tools | None:
+    """The tools the model may call in its answer to `prompt`, if any."""
+    if isinstance(prompt, ChatPrompt) and prompt.tools is not None:
+        return None if prompt.tools.choice == "none" else prompt.tools
+    return None
+
+
+def _forced(params: SamplingParams, tools: Tools) -> SamplingParams:
+    """`params` with a forced `tool_choice` enforced as JSON of the allowed calls."""
+    schema = forced_schema(tools)
+    return params if schema is None else replace(params, structured=schema)
+
+
+def _with_calls(completion: Completion, tools: Tools) -> Completion:
+    """A completion with the calls in its text read out of it."""
+    parsed = parse_calls(completion.text, tools, completion.finish_reason)
+    if not parsed.calls:
+        return completion
+    return replace(
+        completion,
+        text=parsed.text,
+        tool_calls=parsed.calls,
+        finish_reason=parsed.finish_reason,
+    )

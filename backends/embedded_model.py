@@ -34,9 +34,12 @@ from backends.base import (
     TokenLogprob,
     TokenPrompt,
 )
+from backends.embedded_grammar import Constraint
+from backends.embedded_sampling import LogitsTransforms, pick
 from backends.errors import BackendResponseError
 from backends.smollm2 import converted_model_dir
 from backends.stops import find_stop, holdback
+from backends.tool_calls import with_tools_in_prompt
 
 if TYPE_CHECKING:
     from backends.embedded import EmbeddedSettings
@@ -49,6 +52,7 @@ __all__ = [
     "Dtype",
     "LoadedModel",
     "choose_dtype",
+    "eos_ids",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,33 +85,8 @@ class _Sequence:
     read: int = 0
     finish_reason: FinishReason | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
-
-
-def _pick(
-    logits: Any, temperature: float, top_p: float, keep: bool, generator: Any
-) -> tuple[Any, Any]:
-    """The next token of each row, and the step's raw log-softmax when `keep`.
-
-    Warping happens here, after the raw distribution is kept, so log-probabilities are those of
-    the unwarped distribution, as vLLM reports them. Sampling is from the whole vocabulary
-    (no top-k), as in vLLM and OpenAI; `temperature == 0` is greedy.
-    """
-    import torch
-
-    scores = logits.float()
-    dist = torch.log_softmax(scores, dim=-1) if keep else None
-    if temperature == 0:
-        return scores.argmax(dim=-1), dist
-    if temperature != 1.0:
-        scores = scores / temperature
-    if top_p < 1.0:
-        ordered, order = torch.sort(scores, descending=True, dim=-1)
-        probs = torch.softmax(ordered, dim=-1)
-        # Drop a token once the mass before it already reaches top_p; the first always stays.
-        drop = (probs.cumsum(dim=-1) - probs) >= top_p
-        scores = scores.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1), dist
+    # Generated tokens not in `ids`: a stop token id, whose text is left out.
+    hidden: int = 0
 
 
 class _StepHook:
@@ -117,7 +96,7 @@ class _StepHook:
         self.tokenizer = tokenizer
         self.params = params
         self.sink = sink
-        self.eos_ids = _eos_ids(tokenizer)
+        self.eos_ids = eos_ids(tokenizer)
         self.sequences = [_Sequence() for _ in range(params.n)]
         # Text is needed while generating only to find stop strings or to stream it.
         self.needs_text = bool(params.stop) or sink is not None
@@ -133,11 +112,18 @@ class _StepHook:
         self._dist = None
 
     def _advance(self, row: int, seq: _Sequence, token: int, at: int) -> None:
-        seq.ids.append(token)
         new_logprobs: tuple[TokenLogprob, ...] | None = None
         if self.params.logprobs is not None:
             new_logprobs = (self._logprob(at, token),)
             seq.logprobs.extend(new_logprobs)
+        if token in self.params.stop_token_ids:
+            # Counted and ended on, but its text left out, as vLLM does with stop token ids.
+            seq.hidden += 1
+            seq.finish_reason = "stop"
+            if self.sink is not None:
+                self._emit(row, seq, new_logprobs)
+            return
+        seq.ids.append(token)
         before = len(seq.text)
         if self.needs_text:
             self._detokenize(seq)
@@ -151,7 +137,7 @@ class _StepHook:
                 seq.text = seq.text[: at + len(stop)] if self.params.include_stop else seq.text[:at]
                 seq.finish_reason = "stop"
                 seq.prefix = seq.read = len(seq.ids)  # nothing after the stop string is text
-        if seq.finish_reason is None and len(seq.ids) >= self.params.max_tokens:
+        if seq.finish_reason is None and len(seq.ids) + seq.hidden >= self.params.max_tokens:
             seq.finish_reason = "length"
         if self.sink is not None:
             self._emit(row, seq, new_logprobs)
@@ -203,14 +189,15 @@ class _StepHook:
             Completion(
                 text=seq.text,
                 finish_reason=seq.finish_reason or "length",
-                tokens=len(seq.ids),
+                tokens=len(seq.ids) + seq.hidden,
                 logprobs=tuple(seq.logprobs) if self.params.logprobs is not None else None,
             )
             for seq in self.sequences
         )
 
 
-def _eos_ids(tokenizer: Any) -> frozenset[int]:
+def eos_ids(tokenizer: Any) -> frozenset[int]:
+    """The tokens that end a sequence: the tokenizer's end-of-sequence and ChatML's turn end."""
     ids = {tokenizer.eos_token_id}
     # ChatML models end a turn with <|im_end|>, which may differ from the tokenizer's eos.
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -235,6 +222,7 @@ class Decoding:
         ids: list[int],
         params: SamplingParams,
         cancel: threading.Event,
+        transforms: LogitsTransforms | None = None,
     ) -> None:
         import torch
 
@@ -243,6 +231,7 @@ class Decoding:
         self._ids = ids
         self._params = params
         self.cancel = cancel
+        self._transforms = transforms
         self._temperature = params.temperature if params.temperature >= _MIN_TEMPERATURE else 0.0
         # Each request its own generator: a seeded request is reproducible however the steps of
         # other requests interleave with its own.
@@ -289,15 +278,16 @@ class Decoding:
         (into these rows) of the rows still generating and their new tokens."""
         import torch
 
+        keep = self._params.logprobs is not None
         with torch.inference_mode():
-            tokens, dist = _pick(
-                logits,
-                self._temperature,
-                self._params.top_p,
-                self._params.logprobs is not None,
-                self._generator,
-            )
+            # Log-probabilities are the raw distribution's, before any transform.
+            dist = torch.log_softmax(logits.float(), dim=-1) if keep else None
+            if self._transforms is not None:
+                logits = self._transforms.apply(logits, self._rows)
+            tokens, _ = pick(logits, self._params, self._temperature, False, self._generator)
         chosen: list[int] = tokens.tolist()
+        if self._transforms is not None:
+            self._transforms.advance(self._rows, chosen)
         self._hook.advance(self._rows, chosen, dist)
         sequences = self._hook.sequences
         live = [i for i, row in enumerate(self._rows) if sequences[row].finish_reason is None]
@@ -578,7 +568,9 @@ class LoadedModel:
             return text
         if isinstance(prompt, TextPrompt):
             return prompt.text
-        messages = [m.as_dict() for m in prompt.messages]
+        # Tools, earlier calls and their results as text the model reads (SmolLM2's template
+        # has no tools section); an assistant turn keeps its reasoning.
+        messages = [m.as_dict() for m in with_tools_in_prompt(prompt)]
         rendered: str = self.tokenizer.apply_chat_template(
             messages,
             tokenize=False,
@@ -606,13 +598,20 @@ class LoadedModel:
         params: SamplingParams,
         cancel: threading.Event,
         sink: DeltaSink | None,
+        grammar: Any = None,
     ) -> Decoding:
-        """A request's decoding, ready for its first step (the prefill)."""
+        """A request's decoding, ready for its first step (the prefill); `grammar` is the
+        compiled grammar its output must follow (`backends.embedded_grammar`)."""
         ids = self.encode(prompt)
         self.check_length(len(ids), params.max_tokens)
+        self.check_token_ids(params)
         if cancel.is_set():
             raise Cancelled
-        return Decoding(self.model, _StepHook(self.tokenizer, params, sink), ids, params, cancel)
+        vocab = self.vocab_size
+        constraint = Constraint(grammar, params.n, vocab) if grammar is not None else None
+        transforms = LogitsTransforms.of(params, ids, vocab, constraint)
+        hook = _StepHook(self.tokenizer, params, sink)
+        return Decoding(self.model, hook, ids, params, cancel, transforms)
 
     def batch(self) -> DecodeBatch:
         """An empty continuous batch over this model, for the scheduler."""
@@ -656,6 +655,25 @@ class LoadedModel:
             for i in range(max(first, 1), len(ids))
         )
         return PromptLogprobs(scored, prompt_tokens=len(ids))
+
+    @property
+    def vocab_size(self) -> int:
+        """Logits per step: the model's vocabulary, padding included."""
+        return int(self.model.config.vocab_size)
+
+    def check_token_ids(self, params: SamplingParams) -> None:
+        """A 400 naming the field for a token id the model does not have."""
+        for name, ids in (
+            ("logit_bias", [i for i, _ in params.logit_bias]),
+            ("stop_token_ids", list(params.stop_token_ids)),
+        ):
+            if any(i >= self.vocab_size for i in ids):
+                error = BackendResponseError(
+                    f"{name} holds a token id past the vocabulary (ids below {self.vocab_size})",
+                    status_code=400,
+                )
+                error.param = name
+                raise error
 
     def check_length(self, prompt_tokens: int, max_tokens: int) -> None:
         if prompt_tokens + max_tokens > self.max_len:

@@ -1,5 +1,9 @@
 """A backend that answers from a script: exact control of what candidates say, for tests.
 
+With `tools` in a chat prompt, a scripted text is read for calls as the embedded model's is
+(`backends.tool_calls`: Hermes `<tool_call>` blocks, bare JSON for a forced choice), so a
+script can answer with calls.
+
 It tokenizes by whitespace-led words (`"a b"` is two tokens, `"a"` and `" b"`), so its token
 counts are exact by its own definition, and records every call so tests can assert how many
 requests a strategy made and with what parameters.
@@ -31,9 +35,12 @@ from backends.base import (
     Tokenized,
     TokenLogprob,
     TokenPrompt,
+    ToolCall,
+    ToolCallDelta,
 )
 from backends.errors import BackendError
 from backends.stops import truncate_at_stop
+from backends.tool_calls import parse_calls
 
 __all__ = ["Call", "Script", "ScriptedBackend", "tokenize"]
 
@@ -67,6 +74,7 @@ class ScriptedBackend:
         delay_s: float = 0.0,
         error: BackendError | None = None,
         logprob: float = -0.5,
+        token_logprob: Callable[[str, int], TokenLogprob] | None = None,
     ) -> None:
         if callable(texts):
             self._script: Script = texts
@@ -77,6 +85,8 @@ class ScriptedBackend:
         self.delay_s = delay_s
         self.error = error
         self.logprob = logprob
+        # How a token's log-probability looks, alternatives included (k of them asked).
+        self.token_logprob = token_logprob
         self.calls: list[Call] = []
         self.generated_tokens = 0
         # Token ids are the order in which words were first seen.
@@ -103,6 +113,12 @@ class ScriptedBackend:
             for token in tokenize(completion.text):
                 await asyncio.sleep(self.delay_s)
                 yield StreamDelta(index, token, self._token_logprobs([token], params))
+            for k, call in enumerate(completion.tool_calls):
+                # As vLLM streams a call: its id and name, then its arguments in two pieces.
+                half = len(call.arguments) // 2
+                yield StreamDelta(index, "", tool_calls=(ToolCallDelta(k, call.id, call.name),))
+                for piece in (call.arguments[:half], call.arguments[half:]):
+                    yield StreamDelta(index, "", tool_calls=(ToolCallDelta(k, arguments=piece),))
         yield StreamEnd(
             finish_reasons=tuple(c.finish_reason for c in completions),
             prompt_tokens=self._prompt_tokens(prompt),
@@ -173,11 +189,11 @@ class ScriptedBackend:
 
     def _completions(self, prompt: Prompt, params: SamplingParams) -> tuple[Completion, ...]:
         texts = list(itertools.islice(self._script(prompt, params), params.n))
-        completions = tuple(self._completion(text, params) for text in texts)
+        completions = tuple(self._completion(text, params, prompt) for text in texts)
         self.generated_tokens += sum(c.tokens for c in completions)
         return completions
 
-    def _completion(self, text: str, params: SamplingParams) -> Completion:
+    def _completion(self, text: str, params: SamplingParams, prompt: Prompt) -> Completion:
         text, _ = truncate_at_stop(text, params.stop, params.include_stop)
         tokens = tokenize(text)
         finish: FinishReason = "stop"
@@ -185,11 +201,16 @@ class ScriptedBackend:
             tokens = tokens[: params.max_tokens]
             text = "".join(tokens)
             finish = "length"
+        calls: tuple[ToolCall, ...] = ()
+        if isinstance(prompt, ChatPrompt) and prompt.tools is not None:
+            parsed = parse_calls(text, prompt.tools, finish)
+            text, calls, finish = parsed.text, parsed.calls, parsed.finish_reason
         return Completion(
             text=text,
             finish_reason=finish,
             tokens=len(tokens),
             logprobs=self._token_logprobs(tokens, params),
+            tool_calls=calls,
         )
 
     def _token_logprobs(
@@ -197,6 +218,8 @@ class ScriptedBackend:
     ) -> tuple[TokenLogprob, ...] | None:
         if params.logprobs is None:
             return None
+        if self.token_logprob is not None:
+            return tuple(self.token_logprob(t, params.logprobs) for t in tokens)
         return tuple(TokenLogprob(t, self.logprob) for t in tokens)
 
     def _prompt_tokens(self, prompt: Prompt) -> int:

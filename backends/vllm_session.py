@@ -2,12 +2,16 @@
 
 Calls used (vLLM's extensions to OpenAI's fields are marked *):
 - `POST /v1/chat/completions`: chat prompts; continuation of an assistant turn with
-  `continue_final_message`* and `add_generation_prompt`*=false.
+  `continue_final_message`* and `add_generation_prompt`*=false; `tools`, `tool_choice` and
+  `parallel_tool_calls` as OpenAI's, which vLLM parses calls for only when started with
+  `--enable-auto-tool-choice --tool-call-parser <name>` (a forced choice needs neither).
 - `POST /v1/completions`: raw prompts; `echo` with `logprobs` for the log-probabilities of
   given text.
 - `POST /tokenize`* and `POST /detokenize`*: rendering a chat template, counting tokens.
 Every generation asks for `return_token_ids`* so each sample's token count is exact, and
-`include_stop_str_in_output`* when the caller keeps stop strings.
+`include_stop_str_in_output`* when the caller keeps stop strings. A constrained output form goes
+as `structured_outputs`* (`json` or `json_object`), the sampling fields as vLLM names them
+(`top_k`*, `min_p`*, `repetition_penalty`*, `stop_token_ids`* among them).
 
 A call vLLM did not process (refused or reset connection, 503, 429) is retried by the client
 (`backends.http`); when another replica is free, it moves there at once, and the rest of the
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -46,6 +50,9 @@ from backends.base import (
     Tokenized,
     TokenLogprob,
     TokenPrompt,
+    ToolCall,
+    ToolCallDelta,
+    Tools,
 )
 from backends.errors import BackendResponseError
 from backends.http import JSON, VLLMClient, loads, stream_error
@@ -54,6 +61,16 @@ if TYPE_CHECKING:
     from backends.vllm import Replicas
 
 __all__ = ["VLLMSession"]
+
+
+# Sampling fields vLLM takes as they are, with the value that leaves sampling unchanged.
+_SAMPLING_EXTRAS: dict[str, float] = {
+    "top_k": 0,
+    "min_p": 0.0,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "repetition_penalty": 1.0,
+}
 
 
 class VLLMSession:
@@ -105,19 +122,22 @@ class VLLMSession:
         tokens = [0] * params.n
         has_token_ids = False
         usage: JSON = {}
-        async for chunk in self._sse(path, body):
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for choice in chunk.get("choices", []):
-                index = int(choice.get("index", 0))
-                if "token_ids" in choice and choice["token_ids"] is not None:
-                    has_token_ids = True
-                    tokens[index] += len(choice["token_ids"])
-                delta = _delta(choice, params)
-                if delta.text or delta.logprobs or delta.reasoning:
-                    yield delta
-                if choice.get("finish_reason"):
-                    finish[index] = _finish_reason(choice["finish_reason"])
+        # Closed with this generator, at once: a caller that stops reading ends the request
+        # (vLLM aborts a request whose connection closes).
+        async with contextlib.aclosing(self._sse(path, body)) as chunks:
+            async for chunk in chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices", []):
+                    index = int(choice.get("index", 0))
+                    if "token_ids" in choice and choice["token_ids"] is not None:
+                        has_token_ids = True
+                        tokens[index] += len(choice["token_ids"])
+                    delta = _delta(choice, params)
+                    if delta.text or delta.logprobs or delta.reasoning or delta.tool_calls:
+                        yield delta
+                    if choice.get("finish_reason"):
+                        finish[index] = _finish_reason(choice["finish_reason"])
         if not has_token_ids:
             tokens = self._split_usage(usage, params.n)
         yield StreamEnd(
@@ -160,15 +180,15 @@ class VLLMSession:
         if isinstance(prompt, TextPrompt):
             return prompt.text
         model = await self._model_name()
-        tokenized = await self._post(
-            "/tokenize",
-            {
-                "model": model,
-                "messages": _messages(prompt),
-                "add_generation_prompt": not prompt.continue_final_message,
-                "continue_final_message": prompt.continue_final_message,
-            },
-        )
+        body: JSON = {
+            "model": model,
+            "messages": _messages(prompt),
+            "add_generation_prompt": not prompt.continue_final_message,
+            "continue_final_message": prompt.continue_final_message,
+        }
+        if prompt.tools is not None:
+            body["tools"] = _tools_fields(prompt.tools)["tools"]
+        tokenized = await self._post("/tokenize", body)
         detokenized = await self._post(
             "/detokenize", {"model": model, "tokens": tokenized["tokens"]}
         )
@@ -210,6 +230,8 @@ class VLLMSession:
                 "continue_final_message": prompt.continue_final_message,
                 "add_special_tokens": add_special_tokens,
             }
+            if prompt.tools is not None:
+                body["tools"] = _tools_fields(prompt.tools)["tools"]
         data = await self._post("/tokenize", body)
         strings = data.get("token_strs")
         return Tokenized(
@@ -234,6 +256,10 @@ class VLLMSession:
         body = await self._sampling_body(params, params.max_tokens)
         if isinstance(prompt, ChatPrompt):
             body["messages"] = _messages(prompt)
+            if prompt.tools is not None:
+                # vLLM renders them with the model's template and parses the calls back out
+                # (--enable-auto-tool-choice --tool-call-parser); a forced choice it enforces.
+                body |= _tools_fields(prompt.tools)
             if prompt.continue_final_message:
                 body["continue_final_message"] = True
                 body["add_generation_prompt"] = False
@@ -261,6 +287,21 @@ class VLLMSession:
             body["include_stop_str_in_output"] = params.include_stop
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.structured is not None:
+            # vLLM's own field, taken alike by both endpoints (its `response_format` becomes it).
+            schema = params.structured.json_schema
+            body["structured_outputs"] = (
+                {"json_object": True} if schema is None else {"json": schema}
+            )
+        # Neutral values stay off the wire, so a request that sets none reads as it always did.
+        for name, neutral in _SAMPLING_EXTRAS.items():
+            value = getattr(params, name)
+            if value != neutral:
+                body[name] = value
+        if params.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
+        if params.stop_token_ids:
+            body["stop_token_ids"] = list(params.stop_token_ids)
         return body
 
     def _completion(
@@ -280,6 +321,7 @@ class VLLMSession:
             tokens=tokens,
             logprobs=logprobs if params.logprobs is not None else None,
             reasoning=reasoning or None,
+            tool_calls=_tool_calls(choice.get("message") or {}),
         )
 
     def _split_usage(self, usage: JSON, n: int) -> list[int]:
@@ -309,7 +351,7 @@ class VLLMSession:
         async with self._call(path, body) as response:
             return loads(await response.read())
 
-    async def _sse(self, path: str, body: JSON) -> AsyncIterator[JSON]:
+    async def _sse(self, path: str, body: JSON) -> AsyncGenerator[JSON, None]:
         async with self._call(path, body) as response:
             async for chunk in _events(response):
                 yield chunk
@@ -424,8 +466,64 @@ def _messages(prompt: ChatPrompt) -> list[JSON]:
     return [m.as_dict() for m in prompt.messages]
 
 
+def _tools_fields(tools: Tools) -> JSON:
+    """`tools`, `tool_choice` and `parallel_tool_calls` as OpenAI's (and vLLM's) API takes them."""
+    functions = []
+    for tool in tools.functions:
+        function: JSON = {"name": tool.name}
+        if tool.description is not None:
+            function["description"] = tool.description
+        if tool.parameters is not None:
+            function["parameters"] = tool.parameters
+        if tool.strict is not None:
+            function["strict"] = tool.strict
+        functions.append({"type": "function", "function": function})
+    choice: Any = tools.choice
+    if not isinstance(choice, str):
+        choice = {"type": "function", "function": {"name": choice.name}}
+    return {"tools": functions, "tool_choice": choice, "parallel_tool_calls": tools.parallel}
+
+
+def _tool_calls(message: JSON) -> tuple[ToolCall, ...]:
+    """The calls vLLM's tool parser found in a message."""
+    try:
+        return tuple(
+            ToolCall(
+                str(call.get("id") or ""),
+                str(call["function"]["name"]),
+                str(call["function"].get("arguments") or ""),
+            )
+            for call in message.get("tool_calls") or ()
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise BackendResponseError(f"vLLM sent tool_calls in an unexpected shape: {exc!r}") from exc
+
+
+def _tool_call_deltas(delta: JSON) -> tuple[ToolCallDelta, ...]:
+    """The pieces of tool calls in a stream chunk's delta."""
+    try:
+        pieces = []
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            pieces.append(
+                ToolCallDelta(
+                    int(call.get("index", 0)),
+                    call.get("id"),
+                    function.get("name"),
+                    function.get("arguments") or "",
+                )
+            )
+        return tuple(pieces)
+    except (TypeError, AttributeError, ValueError) as exc:
+        raise BackendResponseError(
+            f"vLLM streamed tool_calls in an unexpected shape: {exc!r}"
+        ) from exc
+
+
 def _finish_reason(value: Any) -> FinishReason:
-    return "length" if value == "length" else "stop"
+    if value == "length":
+        return "length"
+    return "tool_calls" if value == "tool_calls" else "stop"
 
 
 def _int(data: JSON, key: str) -> int:
@@ -438,7 +536,8 @@ def _int(data: JSON, key: str) -> int:
 def _delta(choice: JSON, params: SamplingParams) -> StreamDelta:
     text, reasoning = _text(choice, "delta")
     logprobs = _logprobs(choice.get("logprobs")) if params.logprobs is not None else None
-    return StreamDelta(int(choice.get("index", 0)), text, logprobs, reasoning)
+    calls = _tool_call_deltas(choice.get("delta") or {})
+    return StreamDelta(int(choice.get("index", 0)), text, logprobs, reasoning, calls)
 
 
 def _text(choice: JSON, chat_key: str) -> tuple[str, str]:

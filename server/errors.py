@@ -5,15 +5,20 @@ own branch, and this is the whole tree with the HTTP status each maps to::
 
     GatewayError                     backends.errors
     ├── InvalidRequest          400  server.protocol.errors: a field asks for what we can't do
+    ├── Unauthorized            401  no API key, or not one of ours (server.keys)
+    ├── KeyLimitExceeded        429  within the server's limits, over its key's (server.quota)
     ├── ModelNotFound           404  the request names a model this server does not serve
     ├── RequestTimeout          504  the whole request ran past the server's deadline
     ├── ServerBusy              503  turned away before running, with Retry-After
     │   ├── Overloaded               every slot taken and the wait queue full, or the wait ran out
-    │   └── ShuttingDown             the server is draining before it exits
+    │   ├── ShuttingDown             the server is draining before it exits
+    │   └── LimitStoreUnavailable    the keys' shared counters (Redis) cannot be reached
     ├── LimitExceeded           400  strategies.limits: a field is over the server's ceiling
     ├── StrategyError           400  strategies.base
     │   ├── UnknownStrategyError     `reasoning_strategy` names no registered strategy
     │   └── InvalidParamsError       `reasoning_params` does not validate
+    ├── OutOfTime               504  strategies.budget: a one-call strategy ran out of its
+    │                                `budget.seconds` (it has no partial answer)
     ├── VerifierError           502  verifiers.base: a verifier failed or timed out
     └── BackendError            502  backends.errors: a model server call failed
         ├── BackendUnavailable  503  no replica reachable, or the embedded queue is full
@@ -35,6 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import Send
 
 from backends.errors import (
     BackendError,
@@ -45,19 +51,24 @@ from backends.errors import (
 )
 from server.protocol.errors import ErrorInfo, ErrorResponse, InvalidRequest
 from strategies.base import InvalidParamsError, StrategyError, UnknownStrategyError
+from strategies.budget import OutOfTime
 from strategies.limits import LimitExceeded
 from verifiers.base import VerifierError
 
 __all__ = [
+    "KeyLimitExceeded",
+    "LimitStoreUnavailable",
     "ModelNotFound",
     "Overloaded",
     "RequestTimeout",
     "ServerBusy",
     "ShuttingDown",
+    "Unauthorized",
     "error_headers",
     "error_response",
     "error_status",
     "install_error_handlers",
+    "send_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -92,6 +103,38 @@ class ShuttingDown(ServerBusy):
     """The server is draining before it exits: it finishes what it runs and takes nothing new."""
 
 
+class LimitStoreUnavailable(ServerBusy):
+    """The shared counters of keys' limits (Redis) cannot be reached, and the server fails
+    closed (`--redis-on-error`)."""
+
+
+class Unauthorized(GatewayError):
+    """The request carries no API key, or one this server does not know."""
+
+
+class KeyLimitExceeded(GatewayError):
+    """The request is within the server's limits but over its key's: a 429.
+
+    `kind` is OpenAI's error type (`requests`, `tokens`, `insufficient_quota`), `code`
+    `rate_limit_exceeded` or `insufficient_quota`; `retry_after_s` is when the limit's window
+    rolls over, or None when waiting cannot help (a ceiling of the key).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        kind: str,
+        code: str,
+        retry_after_s: int | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+        self.retry_after_s = retry_after_s
+        self.param = param
+
+
 @dataclass(frozen=True)
 class _Mapped:
     status: int
@@ -111,8 +154,11 @@ _TABLE: tuple[tuple[type[GatewayError], _Mapped], ...] = (
     (LimitExceeded, _Mapped(400, _INVALID, "invalid_value")),
     (ModelNotFound, _Mapped(404, "not_found_error", "model_not_found")),
     (RequestTimeout, _Mapped(504, "timeout_error", "request_timeout")),
+    (OutOfTime, _Mapped(504, "timeout_error", "budget_exhausted")),
     (Overloaded, _Mapped(503, _UNAVAILABLE, "overloaded")),
     (ShuttingDown, _Mapped(503, _UNAVAILABLE, "shutting_down")),
+    (LimitStoreUnavailable, _Mapped(503, _UNAVAILABLE, "limits_unavailable")),
+    (Unauthorized, _Mapped(401, _INVALID, "invalid_api_key")),
     (BackendTimeout, _Mapped(504, "timeout_error", "backend_timeout")),
     (BackendUnavailable, _Mapped(503, _UNAVAILABLE, "backend_unavailable")),
     (BackendError, _Mapped(502, "backend_error", "backend_error")),
@@ -126,6 +172,8 @@ _INTERNAL = _Mapped(500, "server_error", "internal_error")
 def _map(exc: BaseException) -> _Mapped:
     if isinstance(exc, BackendResponseError) and exc.status_code == 400:
         return _REJECTED
+    if isinstance(exc, KeyLimitExceeded):
+        return _Mapped(429, exc.kind, exc.code)
     return next((mapped for kind, mapped in _TABLE if isinstance(exc, kind)), _INTERNAL)
 
 
@@ -151,7 +199,29 @@ def error_headers(exc: BaseException) -> dict[str, str]:
         # A draining server will not take this connection's next request either.
         close = {"Connection": "close"} if isinstance(exc, ShuttingDown) else {}
         return {"Retry-After": str(exc.retry_after_s), **close}
+    if isinstance(exc, KeyLimitExceeded):
+        headers = {} if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+        if exc.retry_after_s is None or exc.code == "insufficient_quota":
+            # The openai SDKs retry a 429 unless told not to; a ceiling or a spent budget
+            # will not pass on a retry within the minute.
+            headers["x-should-retry"] = "false"
+        return headers
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
     return {}
+
+
+async def send_error(send: Send, exc: BaseException) -> None:
+    """Answer with the error object of `exc` from a pure ASGI middleware."""
+    status, body = error_response(exc)
+    content = body.model_dump_json().encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in error_headers(exc).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 def _json(status: int, body: ErrorResponse, headers: dict[str, str] | None = None) -> JSONResponse:

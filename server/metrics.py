@@ -17,12 +17,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from server.settings import ModelPrice
 from strategies.accounting import CallStats, Usage
 
-__all__ = ["REJECTION_REASONS", "REQUEST_STATUSES", "Metrics"]
+__all__ = ["KEY_REJECTION_REASONS", "REJECTION_REASONS", "REQUEST_STATUSES", "Metrics"]
 
 # The closed set of `status` label values.
 REQUEST_STATUSES = ("ok", "client_error", "backend_error", "timeout", "cancelled", "server_error")
 # The closed set of `reason` label values of requests turned away before they ran.
 REJECTION_REASONS = ("queue_full", "queue_timeout", "shutting_down")
+# The closed set of `reason` label values of a key's requests turned away with 429 (or 503).
+KEY_REJECTION_REASONS = (
+    "rpm",
+    "tpm",
+    "in_flight",
+    "usd_per_day",
+    "usd_per_month",
+    "n",
+    "strategy",
+    "search_tokens",
+    "store_unavailable",
+)
+# What became of requests when the keys' limit store could not be reached.
+_STORE_OUTCOMES = ("admitted", "refused", "settle_failed")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600)
 _CANDIDATE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -118,6 +132,40 @@ class Metrics:
         self.request_cost = histogram(
             "ttc_request_cost_dollars", "Dollars one request cost.", _COST_BUCKETS
         )
+        # Per API key: the `key` label holds the key file's aliases, never a key.
+        self.key_requests = Counter(
+            "ttc_key_requests", "Requests a key was admitted for.", ["key"], registry=registry
+        )
+        self.key_tokens = Counter(
+            "ttc_key_tokens",
+            "Generated plus verifier tokens a key's requests spent.",
+            ["key"],
+            registry=registry,
+        )
+        self.key_cost = Counter(
+            "ttc_key_cost_dollars",
+            "Dollars a key's requests spent, at the configured prices.",
+            ["key"],
+            registry=registry,
+        )
+        self.key_rejected = Counter(
+            "ttc_key_rejected_requests",
+            "A key's requests turned away by its limits, by reason.",
+            ["key", "reason"],
+            registry=registry,
+        )
+        self.unauthorized = Counter(
+            "ttc_unauthorized_requests",
+            "Requests without a valid API key (401).",
+            registry=registry,
+        )
+        self.limit_store_errors = Counter(
+            "ttc_limit_store_errors",
+            "Requests for which the keys' limit store (Redis) could not be reached, by what "
+            "became of them: admitted unmetered, refused with 503, or not settled.",
+            ["outcome"],
+            registry=registry,
+        )
 
     def plain(
         self, model: str, status: str, seconds: float, prompt_tokens: int, completion_tokens: int
@@ -143,6 +191,37 @@ class Metrics:
         """A generation request was turned away before it ran."""
         assert reason in REJECTION_REASONS, reason
         self.rejected.labels(reason).inc()
+
+    def watch_keys(self, aliases: tuple[str, ...]) -> None:
+        """Create every key's series at zero, so that rates exist before the first request."""
+        for alias in aliases:
+            self.key_requests.labels(alias)
+            self.key_tokens.labels(alias)
+            self.key_cost.labels(alias)
+            for reason in KEY_REJECTION_REASONS:
+                self.key_rejected.labels(alias, reason)
+        for outcome in _STORE_OUTCOMES:
+            self.limit_store_errors.labels(outcome)
+
+    def key_admitted(self, alias: str) -> None:
+        """A key's request passed its limits."""
+        self.key_requests.labels(alias).inc()
+
+    def key_spent(self, alias: str, tokens: int, dollars: float | None) -> None:
+        """A key's request is over, having spent `tokens` and `dollars` (None: unpriced)."""
+        self.key_tokens.labels(alias).inc(tokens)
+        if dollars is not None:
+            self.key_cost.labels(alias).inc(dollars)
+
+    def key_rejected_for(self, alias: str, reason: str) -> None:
+        """A key's request was turned away by its limits."""
+        assert reason in KEY_REJECTION_REASONS, reason
+        self.key_rejected.labels(alias, reason).inc()
+
+    def limit_store_error(self, outcome: str) -> None:
+        """The limit store could not be reached for a request."""
+        assert outcome in _STORE_OUTCOMES, outcome
+        self.limit_store_errors.labels(outcome).inc()
 
     def started(self, strategy: str, model: str) -> None:
         """A request began running."""

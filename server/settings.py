@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliImplicitFlag, SettingsConfigDict
 
 from backends.base import BackendSettings
 from backends.http import VLLMClientSettings
 from backends.registry import BACKENDS, BackendKind
 from backends.vllm import VLLMReplicaSettings
+from server.keys import KeyRing
 from strategies.accounting import ModelPrice
 from strategies.limits import Limits
 from verifiers.base import VerifierConfig
@@ -97,6 +98,14 @@ class ServerSettings(BaseSettings):
             f"they are cancelled. Default: limits.request_timeout_s + {DRAIN_MARGIN_S:g}."
         ),
     )
+    stream_keepalive_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "A stream that sent nothing for this long sends an SSE comment (`: keep-alive`), "
+            "so that proxies keep the connection while a strategy is still deciding."
+        ),
+    )
     verifiers: dict[str, AnyVerifierConfig] = Field(
         default_factory=dict,
         description=(
@@ -121,6 +130,31 @@ class ServerSettings(BaseSettings):
         ),
     )
     limits: Limits = Field(default_factory=Limits)
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description=(
+            "API keys: a YAML or JSON key file (a path, or a name ending in .json, .yaml or "
+            ".yml) of keys with aliases and limits, or comma-separated keys without limits. "
+            "Unset: the server is open to anyone who can reach it."
+        ),
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token /metrics asks for. Unset: /metrics is open."
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Redis holding the keys' counters, shared by every replica (redis://host:6379/0). "
+            "Unset: each replica counts on its own, in memory."
+        ),
+    )
+    redis_on_error: Literal["closed", "open-rates", "open"] = Field(
+        default="closed",
+        description=(
+            "When Redis cannot be reached: closed answers 503; open-rates admits keys without "
+            "a dollar budget unmetered (503 for the others); open admits every key unmetered."
+        ),
+    )
     vllm: VLLMClientSettings = Field(
         default_factory=VLLMClientSettings,
         description="Clients of every vLLM server: generator replicas, reward models, judges.",
@@ -137,6 +171,17 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _with_defaults(cls, verifiers: dict[str, VerifierConfig]) -> dict[str, VerifierConfig]:
         return {**DEFAULT_VERIFIERS, **verifiers}
+
+    def key_ring(self) -> KeyRing | None:
+        """The keys of `api_keys`, read now; None when the server is open."""
+        if self.api_keys is None:
+            return None
+        return KeyRing.load(self.api_keys.get_secret_value())
+
+    @model_validator(mode="after")
+    def _keys_readable(self) -> ServerSettings:
+        self.key_ring()  # a bad key file stops the server at start-up, saying why
+        return self
 
     @model_validator(mode="after")
     def _chosen_backend_can_run(self) -> ServerSettings:

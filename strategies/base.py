@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Typ
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from backends.base import FinishReason, Prompt, SamplingParams, TokenLogprob
+from backends.base import (
+    FinishReason,
+    Prompt,
+    SamplingParams,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+)
 from backends.errors import GatewayError
 from strategies.accounting import ModelPrice, Usage
 from strategies.limits import CEILINGS, LimitExceeded, Limits
@@ -35,6 +42,7 @@ __all__ = [
     "InvalidParamsError",
     "NoParams",
     "ParamsContext",
+    "Progress",
     "ReasoningEffort",
     "Strategy",
     "StrategyError",
@@ -74,12 +82,14 @@ class InvalidParamsError(StrategyError):
 
 @dataclass(frozen=True)
 class ParamsContext:
-    """What params validators may check against: the configured verifiers and the limits.
+    """What params validators may check against: the configured verifiers (`prms`: those that
+    are process reward models) and the limits.
 
     Passed as pydantic's validation context, so a bad param is a 400 before anything runs.
     """
 
     verifiers: frozenset[str] = frozenset()
+    prms: frozenset[str] = frozenset()
     limits: Limits = field(default_factory=Limits)
     price: ModelPrice | None = None
     # Verifiers that score a candidate by its own token log-probabilities.
@@ -175,12 +185,19 @@ class StrategyRequest:
 
 @dataclass(frozen=True)
 class ChoiceDelta:
-    """New text of one choice, sent to a streaming client as it is produced."""
+    """New text (or pieces of tool calls) of one choice, sent to a streaming client as it is
+    produced."""
 
     index: int
     content: str = ""
     reasoning: str = ""
     logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+
+@dataclass(frozen=True)
+class Progress(ChoiceDelta):
+    """A line on how the run is going (`StrategyContext.progress`), not part of the answer."""
 
 
 EventSink = Callable[[ChoiceDelta], Awaitable[None]]
@@ -188,13 +205,15 @@ EventSink = Callable[[ChoiceDelta], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Choice:
-    """One returned answer; `content_tokens` is how many generated tokens `content` holds."""
+    """One returned answer; `content_tokens` is how many generated tokens `content` (and the
+    `tool_calls`, when the answer is calls) holds."""
 
     content: str
     finish_reason: FinishReason
     content_tokens: int
     reasoning: str | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ class BeamSearch:
         keep = max(1, n // width)
         root, prompt, sampling = search.root, request.prompt, search.sampling
         live, finished = [root], []
-        for _ in range(params.num_iterations):
+        for step in range(1, params.num_iterations + 1):
             try:
                 async with search.budget.guard():
                     # Expand: the root N ways, every kept beam M ways.
@@ -70,6 +70,7 @@ class BeamSearch:
             # Prune: set finished solutions aside, keep the N/M best of the rest.
             finished += [node for node in new if node.is_final]
             live = ranked([node for node in new if not node.is_final], by_reward)[:keep]
+            await search.report(step)
             if not live:
                 break
         return search.answer(

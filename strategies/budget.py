@@ -19,14 +19,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from backends.base import SamplingParams
+from backends.errors import GatewayError
 from strategies.accounting import ModelPrice, Usage
 from strategies.base import Budget, StrategyRequest
 
-__all__ = ["Allowance", "BudgetSpent", "capped_by_budget"]
+__all__ = ["Allowance", "BudgetSpent", "OutOfTime", "capped_by_budget"]
 
 
 class BudgetSpent(Exception):
     """The budget ran out during a guarded step; carries the reason to report."""
+
+
+class OutOfTime(GatewayError):
+    """A strategy that answers in one call ran out of its time budget: it has no partial
+    answer to give."""
+
+    param = "reasoning_params.budget.seconds"
 
 
 @dataclass
@@ -153,6 +161,25 @@ class Allowance:
 
     def _left_usd(self) -> float | None:
         return None if self.usd is None else self.usd - self._used()[2]
+
+    @contextlib.asynccontextmanager
+    async def timed(self, strategy: str) -> AsyncIterator[None]:
+        """Run a one-call strategy's call within the time budget; `OutOfTime` past it."""
+        if self.deadline is None:
+            yield
+            return
+        limit = asyncio.timeout_at(self.deadline)
+        try:
+            async with limit:
+                yield
+        except TimeoutError as exc:
+            if limit.expired():
+                raise OutOfTime(
+                    f"{self.time_reason()} before {strategy}'s one call finished; it answers "
+                    "in one call and has no partial answer (a token budget cuts max_tokens "
+                    "instead)"
+                ) from exc
+            raise
 
     @contextlib.asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:

@@ -7,6 +7,14 @@ then choose. If the verifier fails or times out, the request fails with a 502, u
 `on_verifier_error` is `vote`: then the same candidates are majority-voted, and the response
 says so in `reasoning_fallback`.
 
+With `tools`, a candidate is either text or a set of tool calls. Calls vote as one answer,
+by function name and arguments in canonical JSON (keys sorted, numbers normalised) whatever
+their order; the winner's calls are returned with fresh ids and finish_reason `tool_calls`.
+
+With `response_format`, every candidate is JSON, and its answer is the whole of it in canonical
+form (`verifiers.answer_match.canonical_json`): votes group equal JSON values, whatever their key
+order or spacing; a candidate cut off before its JSON closed has no answer and no vote.
+
 Ties, everywhere, follow `strategies.ranking`: among equal votes, weights or scores, the
 candidate (or answer group) that appeared first wins.
 """
@@ -23,7 +31,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, model_validator
 
-from backends.base import ChatPrompt, FinishReason, Prompt, TokenLogprob
+from backends.base import ChatPrompt, FinishReason, Prompt, TokenLogprob, ToolCall
+from backends.tool_calls import new_call_id, render_call
 from strategies.base import (
     Choice,
     ParamsContext,
@@ -34,7 +43,7 @@ from strategies.base import (
 from strategies.context import StrategyContext
 from strategies.early_stop import EarlyStop, Waves, settled
 from strategies.ranking import ranked
-from verifiers.answer_match import AnswerFormat, extract_answer, group_answers
+from verifiers.answer_match import AnswerFormat, canonical_json, extract_answer, group_answers
 from verifiers.base import Aggregation, Candidate, CandidateScore, VerifierError
 
 __all__ = [
@@ -46,6 +55,7 @@ __all__ = [
     "VerifiedParams",
     "VerifiedSelection",
     "Vote",
+    "calls_answer",
     "effort_n",
     "question_of",
     "rank_groups",
@@ -71,6 +81,9 @@ class CandidateParams(StrategyParams):
     answer_format: AnswerFormat = "auto"
     answer_pattern: str | None = Field(default=None, description="For answer_format=regex.")
     return_trace: bool = False
+    stream_progress: bool = Field(
+        default=False, description="Streamed: a reasoning line after each wave of candidates."
+    )
 
     @model_validator(mode="after")
     def _pattern_for_regex(self) -> CandidateParams:
@@ -107,8 +120,10 @@ class VerifiedParams(CandidateParams):
 
 @dataclass(frozen=True)
 class Sampled:
-    """One candidate: its text, the answer extracted from it, and what it cost; `reasoning` is
-    what the model server's reasoning parser split off it, shown when it is chosen."""
+    """One candidate: its text, the answer extracted from it (for calls, their canonical form;
+    for a request constrained to JSON, `is_json`, the whole text in canonical form), and what it
+    cost; `reasoning` is what the model server's reasoning parser split off it, shown when it is
+    chosen."""
 
     text: str
     answer: str | None
@@ -116,10 +131,26 @@ class Sampled:
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None
     reasoning: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    is_json: bool = False
 
     def for_verifier(self) -> Candidate:
-        """The candidate as verifiers see it."""
-        return Candidate(self.text, self.logprobs)
+        """The candidate as verifiers see it: its text, then its calls as the model is asked
+        to write them."""
+        calls = "\n".join(render_call(c.name, c.arguments) for c in self.tool_calls)
+        text = "\n".join(part for part in (self.text, calls) if part)
+        return Candidate(text, self.logprobs)
+
+
+def calls_answer(calls: Sequence[ToolCall]) -> str:
+    """The answer a set of calls votes for: each as `name(arguments)` in canonical JSON, in
+    sorted order, so the same calls in any order, key order or number spelling agree."""
+    return "; ".join(sorted(f"{c.name}({_arguments(c.arguments)})" for c in calls))
+
+
+def _arguments(arguments: str) -> str:
+    """Arguments in canonical JSON (none are `{}`); text that is not JSON as it is."""
+    return canonical_json(arguments.strip() or "{}") or arguments
 
 
 @dataclass(frozen=True)
@@ -189,14 +220,22 @@ async def sample(
         logprobs=max(wanted) if wanted else None,
     )
     generation = await ctx.generate(request.prompt, sampling)
+    # A JSON answer is the whole candidate: no answer format applies to it.
+    is_json = sampling.structured is not None
     return [
         Sampled(
             text=c.text,
-            answer=extract_answer(c.text, params.answer_format, params.answer_pattern),
+            answer=calls_answer(c.tool_calls)
+            if c.tool_calls
+            else canonical_json(c.text)
+            if is_json
+            else extract_answer(c.text, params.answer_format, params.answer_pattern),
             tokens=c.tokens,
             finish_reason=c.finish_reason,
             logprobs=c.logprobs,
             reasoning=c.reasoning,
+            tool_calls=c.tool_calls,
+            is_json=is_json,
         )
         for c in generation.completions
     ]
@@ -214,6 +253,7 @@ async def sample_until_settled(
     draws = Draws.begin(ctx, request, params, rule)
     while (wave := draws.next_wave()) is not None:
         draws.drawn += await sample(ctx, request, params, wave=wave, cap=draws.cap)
+        await _report_votes(ctx, draws.drawn, draws.total)
         if rule is not None and draws.may_stop():
             votes = await rank_groups(draws.drawn, weights=None)
             voted = sum(len(v.members) for v in votes)
@@ -338,21 +378,33 @@ async def sample_and_verify(
             [s.aggregated(params.aggregation) for s in scores],
             requested=draws.total,
         )
+        await _report_scores(ctx, scored)
         if stop is not None and draws.may_stop() and await stop(scored, draws.left):
             return dataclasses.replace(scored, stopped_early=draws.settled())
     return dataclasses.replace(scored, stopped_early=draws.stopped)
 
 
 async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | None) -> list[Vote]:
-    """Answer groups, best first: by total vote (a count, or the sum of `weights`)."""
-    groups = await group_answers([c.answer for c in candidates])
+    """Answer groups, best first: by total vote (a count, or the sum of `weights`). Text
+    answers group by equivalence (`verifiers.answer_match`; JSON answers exactly, in canonical
+    form), calls by their exact canonical form."""
+    groups = await group_answers(
+        [None if c.tool_calls else c.answer for c in candidates],
+        exact=any(c.is_json for c in candidates),
+    )
+    members = [(g.answer, g.members) for g in groups]
+    calls: dict[str, list[int]] = {}
+    for i, c in enumerate(candidates):
+        if c.tool_calls and c.answer is not None:
+            calls.setdefault(c.answer, []).append(i)
+    members += calls.items()
     votes = [
         Vote(
-            g.answer,
-            tuple(sorted(g.members)),
-            float(len(g.members)) if weights is None else sum(weights[i] for i in g.members),
+            answer,
+            tuple(sorted(indices)),
+            float(len(indices)) if weights is None else sum(weights[i] for i in indices),
         )
-        for g in groups
+        for answer, indices in members
     ]
     # In the order of their first members, so that a tie goes to the earlier group.
     in_order = sorted(votes, key=lambda v: v.members[0])
@@ -453,10 +505,14 @@ def result_of(
     choices = tuple(
         Choice(
             content=candidates[i].text,
-            finish_reason=candidates[i].finish_reason,
+            finish_reason="tool_calls" if candidates[i].tool_calls else candidates[i].finish_reason,
             content_tokens=candidates[i].tokens,
             reasoning=candidates[i].reasoning,
             logprobs=candidates[i].logprobs if asked_logprobs else None,
+            # Fresh ids: the same calls may answer more than one choice (or request).
+            tool_calls=tuple(
+                ToolCall(new_call_id(), c.name, c.arguments) for c in candidates[i].tool_calls
+            ),
         )
         for i in chosen
     )
@@ -471,6 +527,15 @@ def result_of(
                 "score": values[i] if scores else None,
                 "step_scores": _steps(scores[i]) if scores else None,
                 "tokens": c.tokens,
+                **(
+                    {
+                        "tool_calls": [
+                            {"name": t.name, "arguments": t.arguments} for t in c.tool_calls
+                        ]
+                    }
+                    if c.tool_calls
+                    else {}
+                ),
             }
             for i, c in enumerate(candidates)
         ],
@@ -495,6 +560,38 @@ def result_of(
         fallback=fallback,
         tokens_saved=saved,
     )
+
+
+async def _report_votes(ctx: StrategyContext, drawn: Sequence[Sampled], total: int) -> None:
+    """Progress after a wave: how many candidates are drawn, the leading answer and its votes."""
+    if not ctx.is_reporting_progress:
+        return  # grouping answers is not free
+    votes = await rank_groups(drawn, weights=None)
+    lead = (
+        f"leading answer {_short(votes[0].answer)} with {votes[0].weight:g} of {len(drawn)} votes"
+        if votes
+        else "no answer yet"
+    )
+    await ctx.progress(f"sampled {len(drawn)} of {total}; {lead}")
+
+
+async def _report_scores(ctx: StrategyContext, scored: Scored) -> None:
+    """Progress after a scored wave: how many candidates are drawn, the best score and its
+    answer."""
+    if not scored.values:
+        return
+    top = max(range(len(scored.values)), key=scored.values.__getitem__)
+    answer = scored.candidates[top].answer
+    await ctx.progress(
+        f"sampled {len(scored.candidates)} of {scored.requested}; best score "
+        f"{scored.values[top]:.3f} (answer {_short(answer) if answer is not None else 'none'})"
+    )
+
+
+def _short(answer: str, width: int = 40) -> str:
+    """An answer as a progress line shows it: on one line, cut to `width` characters."""
+    flat = " ".join(answer.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _steps(score: CandidateScore) -> list[float] | None:

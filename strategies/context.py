@@ -6,15 +6,15 @@ reported to the request's usage and times it for the metrics, so no strategy can
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from backends.base import BackendSession, Generation, Prompt, SamplingParams
+from backends.base import BackendSession, Generation, Prompt, SamplingParams, StreamDelta
 from strategies.accounting import CallStats, ModelPrice, Usage
-from strategies.base import ChoiceDelta, EventSink
+from strategies.base import ChoiceDelta, EventSink, Progress
 from strategies.budget import Allowance
 from strategies.limits import Limits
-from strategies.streams import DeltaHandler, collect
+from strategies.streams import DeltaHandler, collect, collect_until
 from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
 
 __all__ = ["StrategyContext"]
@@ -26,7 +26,8 @@ class StrategyContext:
 
     `deadline` is on the running loop's clock; `sink` receives a streaming client's text;
     `budget` is what the request's `reasoning_params.budget` allows (unlimited by default), and
-    `price` the model's price, where the server has one.
+    `price` the model's price, where the server has one. `is_progress_asked`: the request asked
+    for progress lines (`reasoning_params.stream_progress`).
     """
 
     backend: BackendSession
@@ -38,6 +39,7 @@ class StrategyContext:
     usage: Usage = field(default_factory=Usage)
     stats: CallStats = field(default_factory=CallStats)
     price: ModelPrice | None = None
+    is_progress_asked: bool = False
     budget: Allowance = field(init=False)
 
     def __post_init__(self) -> None:
@@ -53,6 +55,18 @@ class StrategyContext:
         if self.sink is not None:
             await self.sink(delta)
 
+    @property
+    def is_reporting_progress(self) -> bool:
+        """Whether `progress` lines reach the client: it streams and asked for them. Worth
+        checking before composing a line that costs something to compute."""
+        return self.is_progress_asked and self.sink is not None
+
+    async def progress(self, line: str) -> None:
+        """Tell a streaming client that asked how the run is going: `line` (a newline is added)
+        goes out as reasoning text of the first choice; a no-op otherwise."""
+        if self.is_progress_asked and self.sink is not None:
+            await self.sink(Progress(0, reasoning=line + "\n"))
+
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         """Sample `params.n` completions and count their tokens."""
         with self.stats.backend_call():
@@ -66,6 +80,21 @@ class StrategyContext:
         with self.stats.backend_call():
             generation = await collect(self.backend.stream(prompt, params), params, on_delta)
         return self._counted(generation)
+
+    async def generate_until(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        stop: Callable[[StreamDelta], bool],
+        prompt_tokens: int,
+    ) -> tuple[Generation, bool]:
+        """Stream one completion, closing the stream (and so the backend's request) as soon as
+        `stop` says so; whether it did, and what arrived until then is counted
+        (`strategies.streams.collect_until`)."""
+        with self.stats.backend_call():
+            stream = self.backend.stream(prompt, params)
+            generation, cut = await collect_until(stream, params, stop, prompt_tokens)
+        return self._counted(generation), cut
 
     def _counted(self, generation: Generation) -> Generation:
         self.stats.generated(generation)

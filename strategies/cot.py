@@ -11,6 +11,15 @@ After Kojima et al., "Large Language Models are Zero-Shot Reasoners" (2022), and
    Small models often state the answer without the marker: then the last non-empty line is
    the answer and the lines before it the reasoning; a completion of one line answers with its
    last sentence, the sentences before it being the reasoning.
+
+With `tools`, the backend's calls (parsed by vLLM's tool parser, or the embedded backend's)
+pass through as the answer, after whatever reasoning the model wrote before them.
+
+With `response_format` (JSON), the whole completion is the answer: the grammar lets the model
+write nothing but the JSON, so there is no reasoning text to split off (and an answer marker
+inside a JSON string must not cut it). The instruction then asks for the reasoning inside the
+JSON, before the fields that hold the result: a schema that wants visible reasoning gives it a
+field of its own, first, as structured-output guides advise.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from strategies.context import StrategyContext
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
+    "JSON_INSTRUCTION",
     "AnswerSplitter",
     "ChainOfThought",
     "CoTParams",
@@ -37,6 +47,13 @@ __all__ = [
 DEFAULT_INSTRUCTION = (
     "Think step by step. Write out your reasoning, then give the final answer on its own "
     "line, starting with 'Answer:'."
+)
+
+
+# The default instruction when the answer must be JSON (see the module docstring).
+JSON_INSTRUCTION = (
+    "Think step by step. Work the problem out in the JSON you write, in the fields before the "
+    "ones that hold the final answer."
 )
 
 
@@ -135,18 +152,24 @@ class ChainOfThought:
     async def run(
         self, request: StrategyRequest, params: CoTParams, ctx: StrategyContext
     ) -> StrategyResult:
+        if request.sampling.structured is not None:
+            return await self._run_json(request, params, ctx)
         prompt = with_instruction(request.prompt, params.instruction)
         splitters = [AnswerSplitter(params.answer_marker) for _ in range(request.sampling.n)]
 
         async def split(delta: StreamDelta) -> None:
             reasoning, answer = splitters[delta.index].feed(delta.text)
-            await ctx.emit(ChoiceDelta(delta.index, answer, reasoning, delta.logprobs))
+            await ctx.emit(
+                ChoiceDelta(delta.index, answer, reasoning, delta.logprobs, delta.tool_calls)
+            )
 
         sampling = ctx.budget.capped(request.sampling)
-        if ctx.is_streaming:
-            generation = await ctx.generate_streamed(prompt, sampling, split)
-        else:
-            generation = await ctx.generate(prompt, sampling)
+        async with ctx.budget.timed(self.name):
+            if ctx.is_streaming:
+                generation = await ctx.generate_streamed(prompt, sampling, split)
+            else:
+                generation = await ctx.generate(prompt, sampling)
+        if not ctx.is_streaming:
             for splitter, completion in zip(splitters, generation.completions, strict=True):
                 splitter.feed(completion.text)
 
@@ -158,6 +181,10 @@ class ChainOfThought:
             if reasoning or answer:
                 await ctx.emit(ChoiceDelta(index, answer, reasoning))
             answer_tokens = await ctx.count_tokens(splitter.answer) if splitter.answer else 0
+            if completion.tool_calls:
+                # The calls are the answer: every token but the reasoning's is in them.
+                reasoning_tokens = await ctx.count_tokens(splitter.reasoning)
+                answer_tokens = completion.tokens - reasoning_tokens
             choices.append(
                 Choice(
                     content=splitter.answer,
@@ -165,8 +192,32 @@ class ChainOfThought:
                     content_tokens=min(answer_tokens, completion.tokens),
                     reasoning=splitter.reasoning or None,
                     logprobs=completion.logprobs,
+                    tool_calls=completion.tool_calls,
                 )
             )
         return StrategyResult(
             tuple(choices), ctx.usage, stopped_early=capped_by_budget(request, sampling)
         )
+
+    async def _run_json(
+        self, request: StrategyRequest, params: CoTParams, ctx: StrategyContext
+    ) -> StrategyResult:
+        """The JSON answer whole: instructed to reason inside it, returned unsplit."""
+        instruction = (
+            JSON_INSTRUCTION if params.instruction == DEFAULT_INSTRUCTION else params.instruction
+        )
+        prompt = with_instruction(request.prompt, instruction)
+        sampling = ctx.budget.capped(request.sampling)
+        if ctx.is_streaming:
+
+            async def forward(delta: StreamDelta) -> None:
+                await ctx.emit(ChoiceDelta(delta.index, delta.text, "", delta.logprobs))
+
+            generation = await ctx.generate_streamed(prompt, sampling, forward)
+        else:
+            generation = await ctx.generate(prompt, sampling)
+        choices = tuple(
+            Choice(c.text, c.finish_reason, content_tokens=c.tokens, logprobs=c.logprobs)
+            for c in generation.completions
+        )
+        return StrategyResult(choices, ctx.usage, stopped_early=capped_by_budget(request, sampling))

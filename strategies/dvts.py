@@ -56,7 +56,7 @@ class DVTS:
         search = Search.start(ctx, request, params)
         n, width = params.beams(ctx, request)
         subtrees = [Subtree(live=search.root) for _ in range(max(1, n // width))]
-        for _ in range(params.num_iterations):
+        for step in range(1, params.num_iterations + 1):
             active = [tree for tree in subtrees if tree.live is not None]
             if not active:
                 break
@@ -76,6 +76,7 @@ class DVTS:
             for tree, own in zip(active, children, strict=True):
                 tree.finished += [node for node in own if node.is_final]
                 tree.live = best([node for node in own if not node.is_final], by_reward)
+            await search.report(step)
         return search.answer(
             self.name,
             [node for tree in subtrees for node in tree.finished],

@@ -5,7 +5,9 @@ After Wang et al., "Self-Consistency Improves Chain of Thought Reasoning in Lang
 
 1. Sample N candidates for the prompt, in one backend call; or, with `early_stop`, in waves
    (one call each) until the vote is settled (`strategies.early_stop`, after Aggarwal et al.,
-   "Adaptive-Consistency", 2023).
+   "Adaptive-Consistency", 2023); or, with `early_stop.method` `deepconf`, a warm-up call and
+   then one streamed call per candidate, unconfident ones stopped as they are written and left
+   out of the vote (`strategies.deepconf`, after Fu et al., "Deep Think with Confidence", 2025).
 2. Extract each candidate's final answer (`answer_format`).
 3. Group equivalent answers (math-verify, else normalised text).
 4. Answer with the first candidate of the largest group; among equal groups, the one whose
@@ -16,13 +18,14 @@ After Wang et al., "Self-Consistency Improves Chain of Thought Reasoning in Lang
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from strategies.base import StrategyRequest, StrategyResult
 from strategies.candidates import CandidateParams, sample_until_settled, vote
 from strategies.context import StrategyContext
+from strategies.deepconf import DeepConf, check_warmup, think
 from strategies.early_stop import EarlyStop
 
 __all__ = ["MajorityVote", "MajorityVoteParams"]
@@ -31,9 +34,18 @@ __all__ = ["MajorityVote", "MajorityVoteParams"]
 class MajorityVoteParams(CandidateParams):
     """Params of `majority_vote`."""
 
-    early_stop: EarlyStop | None = Field(
-        default=None, description="Draw candidates in waves and stop once the vote is settled."
+    early_stop: Annotated[EarlyStop | DeepConf, Field(discriminator="method")] | None = Field(
+        default=None,
+        description="Waves until the vote is settled, or DeepConf's confidence-filtered traces.",
     )
+
+    @field_validator("early_stop")
+    @classmethod
+    def _warmup_below_n(
+        cls, rule: EarlyStop | DeepConf | None, info: ValidationInfo
+    ) -> EarlyStop | DeepConf | None:
+        check_warmup(rule, info.data.get("n"))
+        return rule
 
 
 class MajorityVote:
@@ -45,6 +57,10 @@ class MajorityVote:
     async def run(
         self, request: StrategyRequest, params: MajorityVoteParams, ctx: StrategyContext
     ) -> StrategyResult:
+        if isinstance(params.early_stop, DeepConf):
+            # 1-2. DeepConf's traces; only those that reached its threshold vote.
+            online = await think(ctx, request, params, params.early_stop)
+            return online.annotate(await vote(ctx, request, online.voters, self.name))
         # 1-2. Sample (in waves, until settled, with early_stop), and extract the answers.
         draws = await sample_until_settled(ctx, request, params, params.early_stop)
         # 3-4. Group and vote.

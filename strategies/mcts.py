@@ -95,7 +95,7 @@ class MCTS:
         # The generator's own log-probabilities give the priors.
         search = Search.start(ctx, request, params, priors=True)
         root, prompt, sampling = search.root, request.prompt, search.sampling
-        for _ in range(params.iterations):
+        for step in range(1, params.iterations + 1):
             try:
                 async with search.budget.guard():
                     # Select.
@@ -120,6 +120,7 @@ class MCTS:
             # Back-propagate.
             for child in children:
                 backpropagate(child, by_reward(child))
+            await search.report(step)
         nodes = list(root.nodes())
         return search.answer(
             self.name,

@@ -1,8 +1,10 @@
 """`none`: plain generation. The request goes to the model as it came; nothing is added.
 
-A token or dollar `budget` cuts `max_tokens` to what it affords.
+A token or dollar `budget` cuts `max_tokens` to what it affords; past a `seconds` budget the
+request fails with 504, as there is no partial answer.
 
-Reasoning that a vLLM reasoning parser split off is passed through in `message.reasoning`.
+Reasoning that a vLLM reasoning parser split off is passed through in `message.reasoning`;
+`tools` reach the backend with the prompt, and the calls it returns (or streams) pass through.
 """
 
 from __future__ import annotations
@@ -29,16 +31,19 @@ class PlainGeneration:
         self, request: StrategyRequest, params: NoParams, ctx: StrategyContext
     ) -> StrategyResult:
         sampling = ctx.budget.capped(request.sampling)
-        if ctx.is_streaming:
 
-            async def forward(delta: StreamDelta) -> None:
-                await ctx.emit(
-                    ChoiceDelta(delta.index, delta.text, delta.reasoning, delta.logprobs)
+        async def forward(delta: StreamDelta) -> None:
+            await ctx.emit(
+                ChoiceDelta(
+                    delta.index, delta.text, delta.reasoning, delta.logprobs, delta.tool_calls
                 )
+            )
 
-            generation = await ctx.generate_streamed(request.prompt, sampling, forward)
-        else:
-            generation = await ctx.generate(request.prompt, sampling)
+        async with ctx.budget.timed(self.name):
+            if ctx.is_streaming:
+                generation = await ctx.generate_streamed(request.prompt, sampling, forward)
+            else:
+                generation = await ctx.generate(request.prompt, sampling)
         choices = tuple(
             Choice(
                 c.text,
@@ -46,6 +51,7 @@ class PlainGeneration:
                 content_tokens=c.tokens,
                 reasoning=c.reasoning,
                 logprobs=c.logprobs,
+                tool_calls=c.tool_calls,
             )
             for c in generation.completions
         )

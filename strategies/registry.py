@@ -11,7 +11,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from strategies.base import InvalidParamsError, ParamsContext, Strategy, UnknownStrategyError
+from backends.base import ChatPrompt
+from strategies.auto import Auto
+from strategies.base import (
+    InvalidParamsError,
+    ParamsContext,
+    Strategy,
+    StrategyError,
+    StrategyRequest,
+    UnknownStrategyError,
+)
 from strategies.beam_search import BeamSearch
 from strategies.best_of_n import BestOfN
 from strategies.cot import ChainOfThought
@@ -19,9 +28,17 @@ from strategies.dvts import DVTS
 from strategies.majority_vote import MajorityVote
 from strategies.mcts import MCTS
 from strategies.none import PlainGeneration
+from strategies.particle_filtering import ParticleFiltering
 from strategies.weighted_vote import WeightedVote
 
-__all__ = ["STRATEGIES", "get_strategy", "parse_params"]
+__all__ = [
+    "STRATEGIES",
+    "TOOL_STRATEGIES",
+    "ToolsNotSupported",
+    "check_tools",
+    "get_strategy",
+    "parse_params",
+]
 
 STRATEGIES: Mapping[str, Strategy[Any]] = {
     strategy.name: strategy
@@ -34,8 +51,34 @@ STRATEGIES: Mapping[str, Strategy[Any]] = {
         BeamSearch(),
         DVTS(),
         MCTS(),
+        ParticleFiltering(),
+        Auto(),
     )
 }
+
+
+# The strategies that can answer with tool calls: they pass `tools` to the backend and return
+# its calls (none, cot) or vote on them. Searches grow text step by step, which a call is not.
+TOOL_STRATEGIES = ("none", "cot", "majority_vote", "weighted_vote", "best_of_n")
+
+
+class ToolsNotSupported(StrategyError):
+    """`tools` were given to a strategy that cannot answer with calls."""
+
+    param = "tools"
+
+
+def check_tools(strategy: Strategy[Any], request: StrategyRequest) -> None:
+    """Raise `ToolsNotSupported` (a 400 naming `tools`) if the request offers tools to a
+    strategy that cannot answer with calls."""
+    prompt = request.prompt
+    if not isinstance(prompt, ChatPrompt) or prompt.tools is None:
+        return
+    if strategy.name not in TOOL_STRATEGIES:
+        raise ToolsNotSupported(
+            f"reasoning_strategy {strategy.name!r} cannot answer with tool calls; with tools, "
+            f"use one of: {', '.join(TOOL_STRATEGIES)}"
+        )
 
 
 def get_strategy(name: str) -> Strategy[Any]:

@@ -62,6 +62,9 @@ class SearchParams(StrategyParams):
         default=None, gt=0, description="Time the search may take (budget.seconds' alias)."
     )
     return_trace: bool = False
+    stream_progress: bool = Field(
+        default=False, description="Streamed: a reasoning line after each step of the search."
+    )
 
     @model_validator(mode="after")
     def _known_verifier(self, info: ValidationInfo) -> SearchParams:
@@ -89,6 +92,15 @@ class SearchParams(StrategyParams):
                 "a search's answer is assembled from steps and carries no log-probabilities; "
                 "logprobs are returned by none, cot and the sampling strategies",
                 param="logprobs",
+            )
+        if request.sampling.structured is not None:
+            # Prefixes cut at step boundaries and scored as text: a grammar over the whole
+            # answer cannot follow them.
+            raise InvalidParamsError(
+                "a search assembles its answer from steps, which a JSON grammar cannot "
+                "constrain; response_format json_object and json_schema are taken by none, "
+                "cot, majority_vote, weighted_vote and best_of_n",
+                param="response_format",
             )
 
 
@@ -229,6 +241,14 @@ class Search:
         )
         ctx.budget = search_allowance(ctx, params)
         return cls(ctx, ctx.budget, sampling)
+
+    async def report(self, step: int) -> None:
+        """Progress after a step: its number and the best score of any partial solution yet."""
+        if not self.ctx.is_reporting_progress:
+            return  # walking the tree is not free
+        scores = [node.reward for node in self.root.nodes() if node.reward is not None]
+        best_score = f"{max(scores):.3f}" if scores else "none yet"
+        await self.ctx.progress(f"step {step}: best score {best_score}")
 
     def answer(
         self,

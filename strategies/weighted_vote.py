@@ -14,18 +14,36 @@ with Step-Aware Verifier" (2023), and the test-time compute scaling study of Sne
 
 Steps 1 and 2, and what a failing verifier does, are `VerifiedSelection`'s. With
 `early_stop`, steps 1-2 repeat in waves until the weighted totals settle the vote
-(`strategies.early_stop`).
+(`strategies.early_stop`). With `early_stop.method` `deepconf` (Fu et al., "Deep Think with
+Confidence", 2025), step 1 is DeepConf online (`strategies.deepconf`): a warm-up call, then one
+streamed call per candidate, stopped as soon as it grows unconfident; only the candidates that
+reached the threshold are scored, by a `confidence` verifier (which costs no model call), and
+vote.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from strategies.candidates import Scored, VerifiedParams, VerifiedSelection, Vote, rank_groups
+from strategies.base import ParamsContext, StrategyRequest, StrategyResult
+from strategies.candidates import (
+    Sampled,
+    Scored,
+    VerifiedParams,
+    VerifiedSelection,
+    Vote,
+    question_of,
+    rank_groups,
+    result_of,
+)
+from strategies.context import StrategyContext
+from strategies.deepconf import DeepConf, check_warmup, think
 from strategies.early_stop import EarlyStop, settled
 from strategies.ranking import ranked
+from verifiers.base import CandidateScore
 
 __all__ = ["WeightedVote", "WeightedVoteParams"]
 
@@ -33,10 +51,27 @@ __all__ = ["WeightedVote", "WeightedVoteParams"]
 class WeightedVoteParams(VerifiedParams):
     """Params of `weighted_vote`."""
 
-    early_stop: EarlyStop | None = Field(
+    # The base's waves, or DeepConf, which streams its candidates instead (`WeightedVote.run`).
+    early_stop: Annotated[EarlyStop | DeepConf, Field(discriminator="method")] | None = Field(  # type: ignore[assignment]
         default=None,
-        description="Waves until the weighted vote is settled (`strategies.early_stop`).",
+        description="Waves until the weighted vote is settled, or DeepConf's confident traces.",
     )
+
+    @field_validator("early_stop")
+    @classmethod
+    def _deepconf_weighs_by_confidence(
+        cls, rule: EarlyStop | DeepConf | None, info: ValidationInfo
+    ) -> EarlyStop | DeepConf | None:
+        check_warmup(rule, info.data.get("n"))
+        verifier = info.data.get("verifier")
+        context = ParamsContext.of(info.context)
+        if isinstance(rule, DeepConf) and verifier and verifier not in context.logprob_verifiers:
+            raise ValueError(
+                "weighted_vote with early_stop deepconf weighs its votes by the traces' own "
+                f"confidence: verifier {verifier!r} does not score token log-probabilities; "
+                "use a confidence verifier"
+            )
+        return rule
 
 
 class WeightedVote(VerifiedSelection):
@@ -44,6 +79,30 @@ class WeightedVote(VerifiedSelection):
 
     name: ClassVar[str] = "weighted_vote"
     params_model: ClassVar[type[BaseModel]] = WeightedVoteParams
+
+    async def run(
+        self, request: StrategyRequest, params: VerifiedParams, ctx: StrategyContext
+    ) -> StrategyResult:
+        rule = params.early_stop
+        if not isinstance(rule, DeepConf):
+            return await super().run(request, params, ctx)
+        question = question_of(request.prompt)
+
+        async def weigh(voters: Sequence[Sampled]) -> list[float]:
+            # 2. Only candidates that reached DeepConf's threshold are scored.
+            candidates = [c.for_verifier() for c in voters]
+            scores = await ctx.verify(params.verifier, question, candidates)
+            return [s.aggregated(params.aggregation) for s in scores]
+
+        needs = ctx.verifiers[params.verifier].logprobs
+        online = await think(ctx, request, params, rule, weigh, needs)
+        values = online.weights
+        scored = Scored(online.voters, tuple(CandidateScore(v) for v in values), values)
+        chosen, votes = await self.choose(scored, request.sampling.n, params.return_trace)
+        result = result_of(
+            ctx, request, self.name, online.voters, chosen, scored=scored, votes=votes
+        )
+        return online.annotate(result)
 
     async def settled(self, scored: Scored, params: VerifiedParams, left: int) -> bool:
         rule = params.early_stop

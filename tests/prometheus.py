@@ -60,7 +60,9 @@ def recording_rules() -> list[str]:
 
 def as_prometheus_sees_it(expr: str) -> str:
     """A dashboard expression with Grafana's variables filled in: everything, over a minute."""
-    return expr.replace("$__rate_interval", "1m").replace("$strategy", ".*").replace("$model", ".*")
+    for variable in ("$strategy", "$model", "$key"):
+        expr = expr.replace(variable, ".*")
+    return expr.replace("$__rate_interval", "1m")
 
 
 @contextlib.contextmanager

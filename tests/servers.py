@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -119,3 +121,32 @@ def wait_ready(
 def tail(log: Path, lines: int = 40) -> str:
     """The last lines of a log file."""
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def redis_server(ready_timeout_s: float = 30.0) -> Iterator[str]:
+    """Run Debian's `redis-server` on a free loopback port, without persistence, until the
+    block ends; yields its URL. Fails, never skips, where it is not installed
+    (`make install-tools` installs it)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServerFailed("redis-server is not installed; `make install-tools` installs it")
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    spec = ServerSpec("redis-server", [*command, "no"], port)
+    with _started(spec) as (process, log):
+        deadline = time.monotonic() + ready_timeout_s
+        while not _answers_ping(port):
+            if process.poll() is not None:
+                raise ServerFailed(f"redis-server exited with {process.returncode}:\n{tail(log)}")
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"redis-server not ready after {ready_timeout_s:.0f} s")
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+def _answers_ping(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+    return False

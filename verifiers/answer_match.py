@@ -14,6 +14,10 @@ when it leaves two or more distinct answers does math-verify compare them, in a 
 (it is sympy underneath and can be slow) with its signal-based timeouts off; a comparison that
 takes longer than `timeout_s` falls back to the normalised text alone.
 
+JSON answers (a request with `response_format`) are compared in their canonical form instead
+(`canonical_json`: keys sorted, numbers by value, no spaces), exactly: `{"a": 1.0, "b": 2}` and
+`{"b":2,"a":1}` are one answer, `{"a": "X"}` and `{"a": "x"}` two.
+
 Groups keep the order in which their first member appeared, which is what the voting
 strategies use to break ties: the earliest answer wins.
 """
@@ -21,6 +25,7 @@ strategies use to break ties: the earliest answer wins.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -30,7 +35,14 @@ from typing import Any, Literal
 
 from math_verify import parse, verify
 
-__all__ = ["AnswerFormat", "AnswerGroup", "extract_answer", "group_answers", "normalize"]
+__all__ = [
+    "AnswerFormat",
+    "AnswerGroup",
+    "canonical_json",
+    "extract_answer",
+    "group_answers",
+    "normalize",
+]
 
 logger = logging.getLogger(__name__)
 # math-verify warns on every call made with its timeouts off, which is how we must call it.
@@ -90,6 +102,26 @@ def _last_regex(text: str, pattern: str) -> str | None:
     return value.strip() if value else None
 
 
+def canonical_json(text: str) -> str | None:
+    """`text` as canonical JSON (keys sorted, numbers by value: `1.0`, `1` and `1e0` alike,
+    compact separators), or None when it is not JSON (e.g. cut off by `max_tokens`)."""
+    try:
+        value = json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    except ValueError:
+        return None
+    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
 def normalize(answer: str) -> str:
     """The answer with case, surrounding `$`, `\\text{}`, a trailing period and spaces folded."""
     value = answer.strip().rstrip(".").strip().strip("$").strip()
@@ -107,9 +139,16 @@ class AnswerGroup:
 
 
 async def group_answers(
-    answers: Sequence[str | None], timeout_s: float = 10.0
+    answers: Sequence[str | None], timeout_s: float = 10.0, exact: bool = False
 ) -> list[AnswerGroup]:
-    """Group candidate indices by equivalent answer; candidates with no answer are left out."""
+    """Group candidate indices by equivalent answer; candidates with no answer are left out.
+    `exact` groups by the text as it is (canonical JSON answers), with no folding."""
+    if exact:
+        by_text: dict[str, AnswerGroup] = {}
+        for index, answer in enumerate(answers):
+            if answer is not None:
+                by_text.setdefault(answer, AnswerGroup(answer)).members.append(index)
+        return list(by_text.values())
     # Exact normalised text first, on the loop: cheap, and when every answer agrees (the
     # common case) it is the whole grouping; it also bounds the math comparisons to one per
     # pair of distinct texts.

@@ -23,7 +23,13 @@ from backends.base import Backend, TokenLogprob
 from backends.http import HTTPClients
 from verifiers.base import Candidate, CandidateScore, Scores, VerifierConfig, VerifierError
 
-__all__ = ["ConfidenceConfig", "ConfidenceVerifier", "lowest_group_confidence", "mean_probability"]
+__all__ = [
+    "ConfidenceConfig",
+    "ConfidenceVerifier",
+    "lowest_group_confidence",
+    "mean_probability",
+    "token_confidence",
+]
 
 
 class ConfidenceConfig(VerifierConfig):
@@ -41,11 +47,17 @@ def mean_probability(logprobs: Sequence[TokenLogprob]) -> float:
     return math.exp(sum(t.logprob for t in logprobs) / len(logprobs))
 
 
+def token_confidence(token: TokenLogprob) -> float:
+    """DeepConf's token confidence: minus the mean log-probability of the top-k alternatives
+    (of the chosen token alone when none came)."""
+    return -sum(v for _, v in token.top) / len(token.top) if token.top else -token.logprob
+
+
 def lowest_group_confidence(logprobs: Sequence[TokenLogprob], window: int) -> float:
-    """The lowest mean token confidence over any `window` consecutive tokens."""
-    confidences = [
-        -sum(v for _, v in t.top) / len(t.top) if t.top else -t.logprob for t in logprobs
-    ]
+    """The lowest mean token confidence over any `window` consecutive tokens (0 for none)."""
+    if not logprobs:
+        return 0.0
+    confidences = [token_confidence(t) for t in logprobs]
     size = min(window, len(confidences))
     running = sum(confidences[:size])
     lowest = running

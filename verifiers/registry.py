@@ -36,6 +36,7 @@ __all__ = [
     "VerifierKind",
     "create_verifiers",
     "kind_of",
+    "prm_names",
 ]
 
 
@@ -78,6 +79,9 @@ else:
         Field(discriminator="kind"),
     ]
 
+# The kinds that are process reward models: `auto` escalates to a weighted vote with one.
+PRM_KINDS = frozenset({kind_of(PRMVerifier)})
+
 # Configured out of the box on every backend; a setting of the same name replaces one.
 DEFAULT_VERIFIERS: Mapping[str, VerifierConfig] = {
     "llm_judge": LLMJudgeConfig(),
@@ -86,10 +90,12 @@ DEFAULT_VERIFIERS: Mapping[str, VerifierConfig] = {
 
 
 class GuardedVerifier:
-    """A verifier whose calls time out after `timeout_s` and fail only with `VerifierError`."""
+    """A verifier whose calls time out after `timeout_s` and fail only with `VerifierError`;
+    `kind` is the kind it was configured as."""
 
-    def __init__(self, name: str, inner: Verifier, timeout_s: float) -> None:
+    def __init__(self, name: str, inner: Verifier, timeout_s: float, kind: str = "") -> None:
         self.name = name
+        self.kind = kind
         self._inner = inner
         self._timeout_s = timeout_s
 
@@ -113,7 +119,19 @@ def create_verifiers(
     """One guarded verifier per configured name."""
     return {
         name: GuardedVerifier(
-            name, VERIFIERS[config.kind].create(config, backend, clients), config.timeout_s
+            name,
+            VERIFIERS[config.kind].create(config, backend, clients),
+            config.timeout_s,
+            config.kind,
         )
         for name, config in configs.items()
     }
+
+
+def prm_names(verifiers: Mapping[str, Verifier]) -> frozenset[str]:
+    """The names of the configured verifiers that are process reward models."""
+    return frozenset(
+        name
+        for name, verifier in verifiers.items()
+        if isinstance(verifier, GuardedVerifier) and verifier.kind in PRM_KINDS
+    )

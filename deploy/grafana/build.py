@@ -21,6 +21,7 @@ DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 RATE = "$__rate_interval"
 BY_STRATEGY = 'strategy=~"$strategy", model=~"$model"'
 ONLY_STRATEGY = 'strategy=~"$strategy"'
+BY_KEY = 'key=~"$key"'
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class Panel:
     queries: tuple[Query, ...]
     unit: str = "short"
     kind: str = "timeseries"
-    # Panels about vLLM's own metrics need vLLM running; the others need only the gateway.
+    # Panels about vLLM's own metrics need vLLM running, the tenants' need a gateway with API
+    # keys (tests/e2e/test_keys.py); the others need only the gateway.
     source: str = "gateway"
     width: int = 12
 
@@ -233,6 +235,70 @@ ROWS = (
         ),
     ),
     Row(
+        "Tenants",
+        (
+            Panel(
+                "Requests per second by key",
+                "Requests each API key (by its alias) was admitted for.",
+                (Query(rate_by("ttc_key_requests_total", "key", BY_KEY), "{{key}}"),),
+                unit="reqps",
+                source="keys",
+            ),
+            Panel(
+                "Turned away by key and reason",
+                "429s by the key's limit that refused them (rpm, tpm, in_flight, usd_per_day, "
+                "usd_per_month, n, strategy, search_tokens), 503s when the limit store was "
+                "unreachable, and 401s (no key, or an unknown one).",
+                (
+                    Query(
+                        rate_by("ttc_key_rejected_requests_total", "key, reason", BY_KEY),
+                        "{{key}} {{reason}}",
+                    ),
+                    Query(rate_by("ttc_unauthorized_requests_total", "job", ""), "401 {{job}}"),
+                ),
+                unit="reqps",
+                source="keys",
+            ),
+            Panel(
+                "Tokens per hour by key",
+                "Generated plus verifier tokens each key's requests spent: what `tpm` limits.",
+                (Query(f"3600 * {rate_by('ttc_key_tokens_total', 'key', BY_KEY)}", "{{key}}"),),
+                source="keys",
+            ),
+            Panel(
+                "Dollars by key",
+                "Spend rate per hour, and spend over the last day (what `usd_per_day` limits; "
+                "the limit counts UTC days), at the prices of --prices.",
+                (
+                    Query(
+                        f"3600 * {rate_by('ttc_key_cost_dollars_total', 'key', BY_KEY)}",
+                        "per hour {{key}}",
+                    ),
+                    Query(
+                        f"sum by (key) (increase(ttc_key_cost_dollars_total{{{BY_KEY}}}[1d]))",
+                        "last day {{key}}",
+                    ),
+                ),
+                unit="currencyUSD",
+                source="keys",
+            ),
+            Panel(
+                "Limit store errors",
+                "Requests for which Redis could not be reached, by what became of them: "
+                "admitted unmetered (--redis-on-error open), refused with 503, or not settled.",
+                (
+                    Query(
+                        rate_by("ttc_limit_store_errors_total", "outcome", ""),
+                        "{{outcome}}",
+                    ),
+                ),
+                unit="reqps",
+                source="keys",
+                width=24,
+            ),
+        ),
+    ),
+    Row(
         "vLLM",
         (
             Panel(
@@ -371,6 +437,7 @@ def build() -> dict[str, Any]:
             "list": [
                 _variable("strategy", "label_values(ttc_requests_total, strategy)"),
                 _variable("model", "label_values(ttc_requests_total, model)"),
+                _variable("key", "label_values(ttc_key_requests_total, key)"),
             ]
         },
         "panels": out,

@@ -15,6 +15,14 @@ from server.protocol.common import (
     text_of,
 )
 from server.protocol.errors import InvalidRequest
+from server.protocol.tools import (
+    ChatCompletionToolParam,
+    DeltaToolCall,
+    ToolCallOut,
+    ToolCallParam,
+    ToolChoiceParam,
+    tools_of,
+)
 from strategies.base import StrategyRequest
 from strategies.limits import Limits
 
@@ -61,6 +69,12 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
         default=None,
         description="The older name of `reasoning`, which DeepSeek-style clients send.",
     )
+    tool_calls: list[ToolCallParam] | None = Field(
+        default=None, description="The calls an assistant turn made."
+    )
+    tool_call_id: str | None = Field(
+        default=None, description="The call a tool turn answers (required there)."
+    )
 
     @field_validator("reasoning", "reasoning_content")
     @classmethod
@@ -90,7 +104,13 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
             text = self.content or ""
         # Chat templates know `system`; OpenAI's newer `developer` role means the same.
         role = "system" if self.role == "developer" else self.role
-        return ChatMessage(role, text, reasoning=self.reasoning or self.reasoning_content)
+        return ChatMessage(
+            role,
+            text,
+            reasoning=self.reasoning or self.reasoning_content,
+            tool_calls=tuple(c.to_call() for c in self.tool_calls or ()),
+            tool_call_id=self.tool_call_id,
+        )
 
 
 class ChatCompletionRequest(GenerationRequest):
@@ -101,6 +121,9 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[ChatCompletionToolParam] | None = None
+    tool_choice: ToolChoiceParam | None = None
+    parallel_tool_calls: bool | None = None
 
     def to_strategy_request(self, limits: Limits) -> StrategyRequest:
         """Validate against the server's limits and convert for the strategies."""
@@ -112,9 +135,22 @@ class ChatCompletionRequest(GenerationRequest):
             or self._default_max_tokens(limits.default_max_tokens, limits)
         )
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        for i, m in enumerate(self.messages):
+            if m.role == "tool" and m.tool_call_id is None:
+                raise InvalidRequest(
+                    "a tool message needs the tool_call_id of the call it answers",
+                    f"messages.{i}.tool_call_id",
+                )
         messages = tuple(m.to_message(f"messages.{i}") for i, m in enumerate(self.messages))
-        # A conversation that ends with an assistant turn is a prefix to continue, as in vLLM.
-        prompt = ChatPrompt(messages, continue_final_message=messages[-1].role == "assistant")
+        tools = tools_of(self.tools, self.tool_choice, self.parallel_tool_calls)
+        # A conversation that ends with an assistant turn is a prefix to continue, as in vLLM
+        # (not one that ended in calls: their results are still to come).
+        last = messages[-1]
+        prompt = ChatPrompt(
+            messages,
+            continue_final_message=last.role == "assistant" and not last.tool_calls,
+            tools=tools,
+        )
         return StrategyRequest(
             prompt, self._sampling(max_tokens, limits, logprobs), self.reasoning_effort
         )
@@ -122,12 +158,15 @@ class ChatCompletionRequest(GenerationRequest):
 
 class ChatMessageOut(BaseModel):
     """The assistant's message; `reasoning` is the chosen candidate's visible reasoning, mirrored
-    as `reasoning_content` for clients that read the older name."""
+    as `reasoning_content` for clients that read the older name; `tool_calls` the calls it made
+    (its `content` is then null unless it wrote text too)."""
 
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning: str | None = None
     reasoning_content: str | None = None
+    # As OpenAI's: a message that made no calls has no `tool_calls` field at all.
+    tool_calls: list[ToolCallOut] = Field(default_factory=list, exclude_if=lambda calls: not calls)
 
 
 class TopLogprob(BaseModel):
@@ -177,6 +216,7 @@ class DeltaMessage(BaseModel):
     content: str | None = None
     reasoning: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatCompletionStreamChoice(BaseModel):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backends.base import SamplingParams
+from backends.base import SamplingParams, StructuredOutput
 from server.protocol.errors import InvalidRequest
 from strategies.base import ReasoningEffort, StrategyRequest
 from strategies.limits import Limits
@@ -21,8 +21,10 @@ __all__ = [
     "EFFORT_MAX_TOKENS",
     "CompletionTokensDetails",
     "GenerationRequest",
+    "JSONSchemaFormat",
     "OpenAIBaseModel",
     "ReasoningExtensions",
+    "ResponseFormat",
     "StreamOptions",
     "UsageInfo",
     "text_of",
@@ -117,19 +119,54 @@ _UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "functions": lambda v: not v,
     "tool_choice": lambda v: v in (None, "none"),
     "function_call": lambda v: v in (None, "none"),
-    "response_format": lambda v: v is None or (isinstance(v, dict) and v.get("type") == "text"),
-    "logit_bias": lambda v: not v,
-    "frequency_penalty": lambda v: v in (None, 0, 0.0),
-    "presence_penalty": lambda v: v in (None, 0, 0.0),
     "best_of": lambda v: v in (None, 1),
 }
 
 
+class JSONSchemaFormat(OpenAIBaseModel):
+    """`response_format.json_schema`: the schema the answer must be valid for."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+    description: str | None = None
+    # `schema` on the wire; the attribute name would shadow pydantic's own.
+    json_schema: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    # Accepted for clients that send it: the schema is always enforced while decoding.
+    strict: bool | None = None
+
+
+class ResponseFormat(OpenAIBaseModel):
+    """`response_format`: free text, any JSON object, or JSON valid for a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_for_json_schema(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format of type json_schema needs a json_schema object")
+        return self
+
+    def structured(self) -> StructuredOutput | None:
+        """The constraint the backends enforce; None for free text."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return StructuredOutput()
+        assert self.json_schema is not None
+        # An empty schema allows any JSON value; vLLM reads it the same way.
+        return StructuredOutput(json_schema=self.json_schema.json_schema)
+
+
 class GenerationRequest(OpenAIBaseModel):
-    """Fields both generation endpoints share, in OpenAI's order, then ours."""
+    """Fields both generation endpoints share, in OpenAI's order, then ours (vLLM's sampling
+    extensions first, then the strategy fields)."""
 
     model: str
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
     n: int = Field(default=1, ge=1)
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    response_format: ResponseFormat | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
@@ -137,6 +174,25 @@ class GenerationRequest(OpenAIBaseModel):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     user: str | None = None
+
+    top_k: int = Field(
+        default=0, ge=-1, description="vLLM's: keep the k likeliest tokens; 0 or -1: all."
+    )
+    min_p: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="vLLM's: drop tokens below min_p x the top one's probability.",
+    )
+    repetition_penalty: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=2.0,
+        description="vLLM's: >1 discourages tokens of the prompt and output.",
+    )
+    stop_token_ids: list[int] | None = Field(
+        default=None, description="vLLM's: token ids that end a sequence, as stop strings do."
+    )
 
     reasoning_effort: ReasoningEffort | None = Field(
         default=None, description="OpenAI's effort level; strategies map it to a budget."
@@ -178,9 +234,23 @@ class GenerationRequest(OpenAIBaseModel):
             raise InvalidRequest("stop strings must not be empty", "stop")
         return stops
 
+    def _logit_bias(self) -> tuple[tuple[int, float], ...]:
+        bias: list[tuple[int, float]] = []
+        for key, value in (self.logit_bias or {}).items():
+            if not key.isdigit():
+                raise InvalidRequest(f"logit_bias keys are token ids; got {key!r}", "logit_bias")
+            if not -100.0 <= value <= 100.0:
+                raise InvalidRequest(
+                    f"logit_bias values lie in [-100, 100]; got {value} for {key}", "logit_bias"
+                )
+            bias.append((int(key), value))
+        return tuple(bias)
+
     def _sampling(self, max_tokens: int, limits: Limits, logprobs: int | None) -> SamplingParams:
         limits.check("n", self.n)
         limits.check("max_tokens", max_tokens)
+        if any(i < 0 for i in self.stop_token_ids or ()):
+            raise InvalidRequest("stop_token_ids are token ids, 0 or more", "stop_token_ids")
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,
@@ -189,6 +259,14 @@ class GenerationRequest(OpenAIBaseModel):
             stop=self._stops(),
             seed=self.seed,
             logprobs=logprobs,
+            structured=self.response_format.structured() if self.response_format else None,
+            top_k=max(0, self.top_k),
+            min_p=self.min_p,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            repetition_penalty=self.repetition_penalty,
+            logit_bias=self._logit_bias(),
+            stop_token_ids=tuple(self.stop_token_ids or ()),
         )
 
     def _default_max_tokens(self, default: int, limits: Limits) -> int:

@@ -189,6 +189,11 @@ class ResponsesRequest(GenerationRequest):
         for refused, param, message in refusals:
             if refused:
                 raise InvalidRequest(message, param)
+        if self.response_format is not None and self.response_format.type != "text":
+            raise InvalidRequest(
+                "response_format is chat's field; /v1/responses takes text.format, text only",
+                "response_format",
+            )
         text_format = (self.text.format or {}) if self.text is not None else {}
         if text_format.get("type", "text") != "text":
             raise InvalidRequest(

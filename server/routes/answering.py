@@ -1,25 +1,44 @@
-"""What the generation routes share: error bodies for OpenAPI and the two ways to answer."""
+"""What the generation routes share: error bodies for OpenAPI, a key's limits, and the two ways
+to answer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
+from server.keys import ApiKey
 from server.protocol.errors import ErrorResponse
+from server.quota import Claim, Estimate, Quotas, estimate
 from server.serving.core import PreparedRequest, Serving, run_until_disconnected
 from server.serving.rendering import Rendering
+from strategies.accounting import Usage
 
-__all__ = ["ERROR_RESPONSES", "answer"]
+__all__ = ["ERROR_RESPONSES", "admit", "answer"]
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 404, 500, 502, 503, 504)
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 429, 500, 502, 503, 504)
 }
 
 # Proxies must pass events on as they come rather than buffer the stream.
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def admit(
+    request: Request, model: str, request_id: str, need: Estimate
+) -> tuple[Quotas, Claim] | None:
+    """Hold the request's key to its limits (429 when over them), or None when the server has
+    no keys."""
+    quotas: Quotas | None = request.app.state.quotas
+    if quotas is None:
+        return None
+    key: ApiKey | None = request.scope["state"].get("api_key")
+    if key is None:
+        return None
+    return quotas, await quotas.admit(key, model, request_id, need)
 
 
 async def answer(
@@ -30,13 +49,54 @@ async def answer(
     stream: bool,
 ) -> Response:
     """Stream Server-Sent Events, or run to the end and return one JSON body; `render_as` makes
-    the endpoint's rendering from the response's id, the model and whether to show the trace."""
+    the endpoint's rendering from the response's id, the model and whether to show the trace; a
+    key is charged what the run spent, however it ends."""
+    need = None
+    if request.app.state.quotas is not None:
+        need = estimate(prepared, serving.limits.search_default_tokens)
+    held = None if need is None else await admit(request, prepared.model, prepared.request_id, need)
     rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
     if stream:
-        events = serving.stream(prepared, rendering)
-        return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
-    result = await run_until_disconnected(request.receive, serving.complete(prepared))
+        events: AsyncIterator[str] = serving.stream(prepared, rendering)
+        after = None
+        if held is not None:
+            events = _settling(events, *held, prepared.spent)
+            # Should the body never start (the client gone first), settle after the response.
+            after = BackgroundTask(_settle_later, *held, prepared.spent)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers=_SSE_HEADERS, background=after
+        )
+    settling = None
+    try:
+        result = await run_until_disconnected(request.receive, serving.complete(prepared))
+    finally:
+        if held is not None:
+            settling = held[0].settle(held[1], prepared.spent)
+    if settling is not None:
+        # Before answering, so that the client's next request finds it charged.
+        await settling
     if result is None:
         # nginx's code for "client closed request": only logs will ever see it.
         return Response(status_code=499)
     return JSONResponse(rendering.body(result))
+
+
+async def _settle_later(quotas: Quotas, claim: Claim, spent: Usage) -> None:
+    settling = quotas.settle(claim, spent)  # a no-op once the stream settled it
+    if settling is not None:
+        await settling
+
+
+async def _settling(
+    events: AsyncIterator[str], quotas: Quotas, claim: Claim, spent: Usage
+) -> AsyncIterator[str]:
+    try:
+        async for event in events:
+            yield event
+    except BaseException:
+        quotas.settle(claim, spent)  # in the background: this task may be cancelled
+        raise
+    settling = quotas.settle(claim, spent)
+    if settling is not None:
+        # Before the body ends, so that the client's next request finds it charged.
+        await settling

@@ -18,6 +18,7 @@ from server.protocol.chat import (
     DeltaMessage,
     TopLogprob,
 )
+from server.protocol.tools import DeltaToolCall, ToolCallOut
 from server.serving.rendering import ChunkRendering
 from strategies.base import ChoiceDelta, StrategyResult
 
@@ -54,7 +55,11 @@ class ChatRendering(ChunkRendering):
             ChatCompletionChoice(
                 index=i,
                 message=ChatMessageOut(
-                    content=c.content, reasoning=c.reasoning, reasoning_content=c.reasoning
+                    # A turn that only called tools has no content, as OpenAI's.
+                    content=None if c.tool_calls and not c.content else c.content,
+                    reasoning=c.reasoning,
+                    reasoning_content=c.reasoning,
+                    tool_calls=[ToolCallOut.of(call) for call in c.tool_calls],
                 ),
                 logprobs=chat_logprobs(c.logprobs),
                 finish_reason=c.finish_reason,
@@ -70,7 +75,10 @@ class ChatRendering(ChunkRendering):
     def delta(self, delta: ChoiceDelta) -> BaseModel:
         reasoning = delta.reasoning or None
         message = DeltaMessage(
-            content=delta.content or None, reasoning=reasoning, reasoning_content=reasoning
+            content=delta.content or None,
+            reasoning=reasoning,
+            reasoning_content=reasoning,
+            tool_calls=[DeltaToolCall.of(piece) for piece in delta.tool_calls] or None,
         )
         logprobs = chat_logprobs(delta.logprobs)
         return self.chunk(

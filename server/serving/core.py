@@ -13,13 +13,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.types import Receive
 
 from backends.base import Backend
+from backends.tool_calls import call_deltas
 from server.errors import (
     ModelNotFound,
     RequestTimeout,
@@ -31,10 +32,12 @@ from server.protocol.common import GenerationRequest
 from server.protocol.errors import InvalidRequest
 from server.serving.rendering import Rendering
 from server.settings import ModelPrice
+from strategies.accounting import Usage
 from strategies.base import (
     ChoiceDelta,
     EventSink,
     ParamsContext,
+    Progress,
     Strategy,
     StrategyParams,
     StrategyRequest,
@@ -43,8 +46,9 @@ from strategies.base import (
 from strategies.budget import Allowance
 from strategies.context import StrategyContext
 from strategies.limits import Limits
-from strategies.registry import STRATEGIES, get_strategy, parse_params
+from strategies.registry import STRATEGIES, check_tools, get_strategy, parse_params
 from verifiers.base import Verifier
+from verifiers.registry import prm_names
 
 __all__ = [
     "Deployment",
@@ -81,13 +85,17 @@ class PreparedRequest:
     request_id: str
     with_trace: bool
     include_usage: bool
+    stream_progress: bool = False
+    # What the run spends, as it spends it: its key is charged this however the run ends.
+    spent: Usage = field(default_factory=Usage)
 
 
 class Serving:
     """Runs strategies for the routes; built once per app in its lifespan.
 
     It serves the backend's own model and, by name, any further models (each with its own
-    backend and verifiers) given in `more`.
+    backend and verifiers) given in `more`. A stream that has sent nothing for `keepalive_s`
+    sends an SSE comment, so that proxies keep the connection of a strategy still deciding.
     """
 
     def __init__(
@@ -98,8 +106,10 @@ class Serving:
         verifiers: Mapping[str, Verifier] | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
         more: Mapping[str, tuple[Backend, Mapping[str, Verifier]]] | None = None,
+        keepalive_s: float = 10.0,
     ) -> None:
         self.limits = limits
+        self.keepalive_s = keepalive_s
         self.metrics = metrics
         self.prices = dict(prices or {})
         self.primary = self._deployment(backend, verifiers or {})
@@ -127,6 +137,7 @@ class Serving:
     def _deployment(self, backend: Backend, verifiers: Mapping[str, Verifier]) -> Deployment:
         context = ParamsContext(
             verifiers=frozenset(verifiers),
+            prms=prm_names(verifiers),
             limits=self.limits,
             logprob_verifiers=frozenset(n for n, v in verifiers.items() if v.logprobs is not None),
         )
@@ -147,6 +158,7 @@ class Serving:
                 logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
             request = body.to_strategy_request(self.limits)
             strategy = get_strategy(body.reasoning_strategy)
+            check_tools(strategy, request)
             context = deployment.params_context
             if (price := self.prices.get(model)) is not None:
                 # A `usd` budget is valid only for a priced model.
@@ -166,6 +178,8 @@ class Serving:
             request_id=request_id,
             with_trace=bool(getattr(params, "return_trace", False)),
             include_usage=body.include_usage,
+            # Only a stream has somewhere to send progress lines; a plain answer ignores them.
+            stream_progress=body.stream and bool(getattr(params, "stream_progress", False)),
         )
 
     async def complete(self, prepared: PreparedRequest) -> StrategyResult:
@@ -184,35 +198,54 @@ class Serving:
         self, prepared: PreparedRequest, rendering: Rendering
     ) -> AsyncGenerator[str, None]:
         """Server-Sent Events: deltas as the strategy produces them, then what closes the stream
-        (usage, the final state), in `rendering`'s framing."""
+        (usage, the final state), in `rendering`'s framing; an SSE comment whenever nothing was
+        sent for `keepalive_s`."""
         started = time.perf_counter()
         # Unbounded: a request's deltas are bounded by its own max_tokens and n, and the end
         # sentinel below must never find the queue full.
-        deltas: asyncio.Queue[ChoiceDelta | None] = asyncio.Queue()
+        deltas: asyncio.Queue[ChoiceDelta | _KeepAlive | None] = asyncio.Queue()
         ctx = self._context(prepared, sink=deltas.put)
         task = asyncio.create_task(self._execute(prepared, ctx), name=prepared.request_id)
         # Queued behind every delta the strategy emitted, so the loop below sees them all.
         task.add_done_callback(lambda _: deltas.put_nowait(None))
+        keepalive = _KeepAlive(deltas, self.keepalive_s)
         outcome: BaseException | None = None
         try:
             for event in rendering.sse_opening(prepared.request.sampling.n):
                 yield event
             streamed: set[int] = set()
+            progressed = False
             while (delta := await deltas.get()) is not None:
-                if not streamed:
-                    self._first_text(prepared, started)
-                streamed.add(delta.index)
-                for event in rendering.sse_delta(delta):
-                    yield event
+                if isinstance(delta, _KeepAlive):
+                    yield _KEEPALIVE_COMMENT
+                elif isinstance(delta, Progress):
+                    # How the run is going, not the answer: that is still to be sent whole.
+                    progressed = True
+                    for event in rendering.sse_delta(delta):
+                        yield event
+                else:
+                    if not streamed:
+                        self._first_text(prepared, started)
+                    streamed.add(delta.index)
+                    for event in rendering.sse_delta(delta):
+                        yield event
+                keepalive.sent()
+            keepalive.cancel()
             result = task.result()
             if not streamed:
                 # A strategy that decides only at the end: its answer is the first text.
                 self._first_text(prepared, started)
             for index, choice in enumerate(result.choices):
                 if index not in streamed:
-                    # A strategy that decides only at the end sends its answer in one piece.
+                    # A strategy that decides only at the end sends its answer in one piece;
+                    # after progress lines, the reasoning streamed was theirs.
+                    reasoning = "" if progressed else choice.reasoning or ""
                     whole = ChoiceDelta(
-                        index, choice.content, choice.reasoning or "", choice.logprobs
+                        index,
+                        choice.content,
+                        reasoning,
+                        choice.logprobs,
+                        call_deltas(choice.tool_calls),
                     )
                     for event in rendering.sse_delta(whole):
                         yield event
@@ -233,6 +266,7 @@ class Serving:
             outcome = exc
             raise
         finally:
+            keepalive.cancel()
             task.cancel()
             if outcome is not None:
                 # Once the cancelled strategy has unwound, so its calls in flight are counted.
@@ -261,7 +295,9 @@ class Serving:
             limits=self.limits,
             deadline=deadline,
             sink=sink,
+            usage=prepared.spent,
             price=self.prices.get(prepared.model),
+            is_progress_asked=prepared.stream_progress,
         )
 
     async def _execute(self, prepared: PreparedRequest, ctx: StrategyContext) -> StrategyResult:
@@ -332,6 +368,47 @@ def request_status(exc: BaseException | None) -> str:
     if code in (502, 503):
         return "backend_error"
     return "client_error" if code < 500 else "server_error"
+
+
+# A comment line: clients skip it, proxies see the connection is alive.
+_KEEPALIVE_COMMENT = ": keep-alive\n\n"
+
+
+class _KeepAlive:
+    """Puts itself in a stream's queue once `interval_s` passed with nothing sent.
+
+    One timer per stream, re-armed only when it fires, for the later of the next due time and
+    `interval_s` after the last send: while deltas flow, each costs one clock read (`sent`), no
+    timer or task of its own.
+    """
+
+    def __init__(self, queue: asyncio.Queue[Any], interval_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = queue
+        self._interval_s = interval_s
+        self._last_sent = self._loop.time()
+        self._is_pending = False
+        self._timer = self._loop.call_at(self._last_sent + interval_s, self._fire)
+
+    def sent(self) -> None:
+        """Something (a delta or this comment) went out just now."""
+        self._last_sent = self._loop.time()
+        self._is_pending = False
+
+    def cancel(self) -> None:
+        """No more comments: the stream ends."""
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        due = self._last_sent + self._interval_s
+        now = self._loop.time()
+        if now >= due:
+            if not self._is_pending:
+                # One at a time: a client too slow to take it gets no pile behind it.
+                self._is_pending = True
+                self._queue.put_nowait(self)
+            due = now + self._interval_s
+        self._timer = self._loop.call_at(due, self._fire)
 
 
 async def run_until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None:

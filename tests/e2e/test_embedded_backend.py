@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from backends.base import (
     TextPrompt,
 )
 from backends.embedded import EmbeddedBackend, EmbeddedSettings
-from backends.embedded_model import Dtype, LoadedModel, _eos_ids, choose_dtype
+from backends.embedded_model import Dtype, LoadedModel, choose_dtype, eos_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -122,7 +123,7 @@ async def test_greedy_equals_transformers_generate(backend: EmbeddedBackend) -> 
             attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             max_new_tokens=24,
             do_sample=False,
-            eos_token_id=sorted(_eos_ids(model.tokenizer)),
+            eos_token_id=sorted(eos_ids(model.tokenizer)),
             pad_token_id=model.tokenizer.eos_token_id,
         )
     expected = out[0, len(ids) :].tolist()
@@ -197,3 +198,33 @@ async def test_a_seeded_request_samples_the_same_beside_others(backend: Embedded
     assert not other.done()
     await other
     assert [c.text for c in alone.completions] == [c.text for c in beside.completions]
+
+
+async def test_closing_a_stream_stops_its_decoding(
+    backend: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What DeepConf does to an unconfident trace: read a few tokens, then close the stream.
+    decodings: list[Any] = []
+    start = backend._model.start
+
+    def watched(*args: Any) -> Any:
+        decodings.append(start(*args))
+        return decodings[-1]
+
+    monkeypatch.setattr(backend._model, "start", watched)
+    counting = TextPrompt("1, 2, 3, 4,")
+    stream = backend.stream(counting, SamplingParams(max_tokens=1000, temperature=0, logprobs=0))
+    assert isinstance(stream, AsyncGenerator)
+    async for event in stream:
+        assert isinstance(event, StreamDelta)
+        if len(decodings[0]._hook.sequences[0].ids) >= 3:
+            break
+    await stream.aclose()
+    for _ in range(500):
+        if backend._scheduler.active_rows == 0 and backend._pending == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert backend._scheduler.active_rows == 0 and backend._pending == 0
+    # It left the batch unfinished, long before its 1000 tokens.
+    sequence = decodings[0]._hook.sequences[0]
+    assert sequence.finish_reason is None and 3 <= len(sequence.ids) < 1000

@@ -39,11 +39,13 @@ pytestmark = pytest.mark.e2e
 PRICES = {MODEL: {"prompt": 0.5, "completion": 1.5, "verifier": 0.25}}
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 2 + 3?"}]
 # One request of each kind the dashboard shows: streamed, sampled, verified, a verifier that
-# fails over to a vote, a search cut short by its budget, and a bad request.
+# fails over to a vote, a search cut short by its budget, a vote stopped by its budget (which
+# saves the candidates it never drew), and a bad request.
 TRAFFIC: list[dict[str, Any]] = [
     {"reasoning_strategy": "none"},
     {"reasoning_strategy": "cot", "stream": True, "stream_options": {"include_usage": True}},
     {"reasoning_strategy": "majority_vote", "reasoning_params": {"n": 2}},
+    {"reasoning_strategy": "majority_vote", "reasoning_params": {"n": 4, "budget": {"tokens": 1}}},
     {"reasoning_strategy": "best_of_n", "reasoning_params": {"n": 2}},
     {
         "reasoning_strategy": "best_of_n",

@@ -175,3 +175,53 @@ async def test_a_token_budget_draws_fewer_candidates_and_says_so(
     stopped = (response.model_extra or {}).get("reasoning_stopped_early")
     assert isinstance(stopped, str) and stopped.startswith("token budget reached")
     assert trace["samples"]["tokens_saved"] > 0
+
+
+async def test_deepconf_stops_unconfident_traces_and_counts_them(
+    client: openai.AsyncOpenAI,
+) -> None:
+    # DeepConf-low: the threshold is the warm-up's 90th percentile, so most later traces
+    # fall below it somewhere and are cut while they are written.
+    response = await client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=32,
+        temperature=0.8,
+        seed=11,
+        extra_body={
+            "reasoning_strategy": "majority_vote",
+            "reasoning_params": {
+                "n": 8,
+                "return_trace": True,
+                "answer_format": "last_number",
+                "early_stop": {"method": "deepconf", "warmup": 4, "keep": "low", "window": 4},
+            },
+        },
+    )
+    trace = trace_of(response)
+    deepconf = trace["deepconf"]
+    traces = deepconf["traces"]
+    assert [t["sample"] for t in traces] == list(range(8))
+    assert [t["phase"] for t in traces] == ["warmup"] * 4 + ["stream"] * 4
+    threshold = deepconf["threshold"]
+    stopped = [t for t in traces if t["status"] == "stopped"]
+    assert stopped, "DeepConf-low should stop some of SmolLM2's traces"
+    for t in traces:
+        # Kept traces reached the threshold; stopped ones fell below it, before max_tokens.
+        if t["status"] == "kept":
+            assert t["lowest_group_confidence"] >= threshold
+        else:
+            assert t["lowest_group_confidence"] < threshold
+        if t["status"] == "stopped":
+            assert t["phase"] == "stream" and 4 <= t["tokens"] < 32
+    # Only kept traces are candidates, and only they vote.
+    kept = [t for t in traces if t["status"] == "kept"]
+    assert [c["text"] for c in trace["candidates"]] == [t["text"] for t in kept]
+    assert response.choices[0].message.content in [t["text"] for t in kept]
+    extras = response.model_extra or {}
+    assert extras["reasoning_stopped_early"].startswith(f"deepconf: stopped {len(stopped)} of 4")
+    # Usage counts every token drawn, the cut traces' included, and one prompt per call.
+    usage = response.usage
+    assert usage is not None
+    assert usage.completion_tokens == sum(t["tokens"] for t in traces)
+    assert usage.prompt_tokens % 5 == 0

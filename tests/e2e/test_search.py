@@ -30,6 +30,7 @@ def tree_tokens(node: dict[str, Any]) -> int:
         ("beam_search", {"n": 4, "beam_width": 2, "num_iterations": 2}),
         ("dvts", {"n": 4, "beam_width": 2, "num_iterations": 2}),
         ("mcts", {"iterations": 3, "k": 2, "max_depth": 3}),
+        ("particle_filtering", {"n": 4, "num_iterations": 2}),
     ],
 )
 async def test_search_answers_with_a_tree_whose_tokens_are_the_usage(
@@ -89,7 +90,7 @@ async def test_a_search_out_of_time_answers_with_its_partial_solution(
             "reasoning_params": {**SMALL, "k": 2, "budget": {"seconds": 0.001}},
         },
     )
+    # The first step's solutions may end there or not; either way there is one to answer with.
     assert response.choices[0].message.content
-    assert response.choices[0].finish_reason == "length"
     stopped = (response.model_extra or {}).get("reasoning_stopped_early")
     assert stopped == "time budget reached (0.001 s)"

@@ -44,10 +44,19 @@ def prm_host(config: VerifierConfig) -> str | None:
     return urlparse(config.url).hostname
 
 
+# Where the compose file and the Kubernetes Deployment mount the key file.
+KEY_FILE_MOUNTS = {"/run/secrets/api-keys", "/etc/ttc/keys/api-keys.yaml"}
+EXAMPLE_KEYS = DEPLOY / "api-keys.example.yaml"
+
+
 def gateway_env(env: dict[str, str]) -> Settings:
-    """The settings a gateway container with this environment starts with."""
+    """The settings a gateway container with this environment starts with (the key file it
+    mounts being deploy/'s example)."""
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
+            if key == "TTC_API_KEYS":
+                assert value in KEY_FILE_MOUNTS, value
+                value = str(EXAMPLE_KEYS)
             patch.setenv(key, value)
         return Settings()
 
@@ -158,3 +167,33 @@ def test_compose_file_is_valid_and_its_gateway_starts() -> None:
         source = mount.split(":")[0]
         if source.startswith("."):
             assert (DEPLOY / source).exists(), source
+
+
+def test_gateways_read_the_mounted_key_file_and_share_one_redis() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    gateway = compose["services"]["gateway"]
+    (secret,) = gateway["secrets"]
+    assert gateway["environment"]["TTC_API_KEYS"] == f"/run/secrets/{secret}"
+    assert (DEPLOY / compose["secrets"][secret]["file"]).resolve() == EXAMPLE_KEYS.resolve()
+    settings = gateway_env(gateway["environment"])
+    assert settings.key_ring() is not None and settings.redis_url is not None
+    assert urlparse(settings.redis_url.get_secret_value()).hostname in compose["services"]
+
+    pod = named("Deployment")["gateway"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    (mount,) = [
+        m for m in container["volumeMounts"] if env["TTC_API_KEYS"].startswith(m["mountPath"])
+    ]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    (generator,) = [
+        g for g in kustomization["secretGenerator"] if g["name"] == volume["secret"]["secretName"]
+    ]
+    (entry,) = generator["files"]
+    name, _, source = entry.partition("=")
+    assert env["TTC_API_KEYS"] == f"{mount['mountPath']}/{name}"
+    assert (DEPLOY / source).resolve() == EXAMPLE_KEYS.resolve()
+    settings = gateway_env(env)
+    assert settings.key_ring() is not None and settings.redis_url is not None
+    assert urlparse(settings.redis_url.get_secret_value()).hostname in named("Service")

@@ -51,6 +51,16 @@ PRM_FLAGS = [
 COST_ROWS = pytest.StashKey[list[dict[str, object]]]()
 
 
+# The tokenizer_info route, which lm-eval probes before tokenizing through the server; tool
+# calls parsed from Hermes-style `<tool_call>` blocks (tests/vllm/test_tools.py).
+GENERATOR_FLAGS = (
+    "--enable-tokenizer-info-endpoint",
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "hermes",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
@@ -81,9 +91,8 @@ class VLLMServers:
 def vllm() -> Iterator[VLLMServers]:
     model = converted_model_dir()
     specs = (
-        # The tokenizer_info route, which lm-eval probes before tokenizing through the server.
-        vllm_spec("vllm-generator-a", model, GENERATOR, "--enable-tokenizer-info-endpoint"),
-        vllm_spec("vllm-generator-b", model, GENERATOR, "--enable-tokenizer-info-endpoint"),
+        vllm_spec("vllm-generator-a", model, GENERATOR, *GENERATOR_FLAGS),
+        vllm_spec("vllm-generator-b", model, GENERATOR, *GENERATOR_FLAGS),
         vllm_spec("vllm-prm", model, PRM, *PRM_FLAGS),
     )
     # Three start-ups share two cores; each takes about a minute alone.

@@ -32,6 +32,7 @@ STRATEGIES: list[tuple[str, dict[str, Any]]] = [
     ("beam_search", {**SEARCH, "n": 4, "beam_width": 2, "num_iterations": 3}),
     ("dvts", {**SEARCH, "n": 4, "beam_width": 2, "num_iterations": 3}),
     ("mcts", {**SEARCH, "iterations": 3, "k": 2, "max_depth": 3}),
+    ("particle_filtering", {**SEARCH, "n": 4, "num_iterations": 3}),
 ]
 # vLLM's KV block size in these tests (conftest's --block-size): the unit of prefix caching.
 BLOCK = 32
@@ -165,6 +166,42 @@ async def test_one_pooling_request_scores_all_beams_of_a_step(
     # One PRM request per step, holding every new beam of that step.
     assert calls(cost, 2, "/pooling") == steps
     assert cost.deltas[2].get("vllm:request_success_total") == beams_scored > steps
+
+
+async def test_particle_filtering_shares_a_request_per_particle_and_a_prm_call_per_step(
+    client: openai.AsyncOpenAI, vllm: VLLMServers
+) -> None:
+    params = {**SEARCH, "n": 4, "num_iterations": 3, "return_trace": True}
+    async with measured(vllm.all) as cost:
+        response = await client.chat.completions.create(
+            model=GENERATOR,
+            messages=QUESTION,
+            max_tokens=48,
+            temperature=0.7,
+            seed=5,
+            extra_body={"reasoning_strategy": "particle_filtering", "reasoning_params": params},
+        )
+
+    trace = (response.model_extra or {})["reasoning_trace"]
+    steps = trace["resampling"]
+    assert steps, "at least one step was taken and scored"
+    # Each step advanced every unfinished particle: N at first, then what resampling drew.
+    advanced = [len(step["scores"]) for step in steps]
+    assert advanced[0] == 4
+    assert advanced[1:] == [len(step["drawn"]) for step in steps[:-1]]
+    assert generators(cost, "vllm:request_params_n_sum") == sum(advanced)
+    # One generator request per distinct prefix: copies of a particle went with `n`.
+    assert calls(cost, 0) + calls(cost, 1) == len(prefixes(trace["tree"]))
+    # One PRM request per step, scoring every particle advanced in it.
+    assert calls(cost, 2, "/pooling") == len(steps)
+    assert cost.deltas[2].get("vllm:request_success_total") == sum(advanced)
+
+
+def prefixes(node: dict[str, Any], prefix: str = "") -> set[str]:
+    """The distinct paths of the tree's expanded nodes: one request expanded each."""
+    path = prefix + node["text"]
+    below = {p for child in node["children"] for p in prefixes(child, path)}
+    return below | {path} if node["children"] else below
 
 
 def depth(node: dict[str, Any]) -> int:

@@ -60,7 +60,9 @@ class StandInModel(LoadedModel):
         self.cancelled: list[int] = []
         self.finished: list[int] = []
 
-    def start(self, prompt: Any, params: Any, cancel: threading.Event, sink: Any) -> Any:
+    def start(
+        self, prompt: Any, params: Any, cancel: threading.Event, sink: Any, grammar: Any = None
+    ) -> Any:
         return StandInDecoding(self, params, cancel)
 
     def batch(self) -> Any:

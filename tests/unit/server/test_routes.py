@@ -185,10 +185,7 @@ async def test_bad_fields_are_400_naming_the_field(
 @pytest.mark.parametrize(
     "fields",
     [
-        {"tools": [{"type": "function", "function": {"name": "f"}}]},
-        {"response_format": {"type": "json_object"}},
-        {"logit_bias": {"42": 5}},
-        {"presence_penalty": 0.5},
+        {"functions": [{"name": "f"}]},
     ],
 )
 async def test_fields_we_cannot_honour_are_400(fields: dict[str, object]) -> None:
@@ -199,7 +196,12 @@ async def test_fields_we_cannot_honour_are_400(fields: dict[str, object]) -> Non
 
 
 async def test_unused_and_unknown_fields_are_accepted() -> None:
-    fields = {"tools": [], "presence_penalty": 0, "response_format": {"type": "text"}, "foo": 1}
+    fields = {
+        "tool_choice": "none",
+        "presence_penalty": 0,
+        "response_format": {"type": "text"},
+        "foo": 1,
+    }
     async with app_client(ScriptedBackend()) as client:
         response = await client.post("/v1/chat/completions", json=chat_body(**fields))
     assert response.status_code == 200

@@ -10,7 +10,7 @@ import pytest
 from backends.scripted import ScriptedBackend
 from strategies.accounting import ModelPrice
 from strategies.base import InvalidParamsError, ParamsContext, StrategyResult
-from strategies.budget import Allowance
+from strategies.budget import Allowance, OutOfTime
 from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import get_strategy, parse_params
@@ -34,7 +34,7 @@ async def run(
     **sampling: Any,
 ) -> StrategyResult:
     strategy = get_strategy(name)
-    traced = {} if name == "none" else {"return_trace": True}
+    traced = {} if name in ("none", "cot") else {"return_trace": True}
     parsed = parse_params(strategy, {**traced, **params}, CONTEXT)
     ctx = StrategyContext(backend=backend, request_id="r", verifiers=verifiers or {}, price=price)
     # What the server does before a run.
@@ -175,3 +175,10 @@ def test_budget_limits_are_checked() -> None:
         parse_params(strategy, {"budget": {"watts": 3}}, context)
     # Every strategy takes one, `none` included.
     parse_params(get_strategy("none"), {"budget": {"tokens": 100}}, context)
+
+
+@pytest.mark.parametrize("name", ["none", "cot"])
+async def test_a_one_call_strategy_out_of_time_is_a_clear_timeout(name: str) -> None:
+    backend = ScriptedBackend([FOUR_TOKENS], delay_s=0.5)
+    with pytest.raises(OutOfTime, match=f"before {name}'s one call finished"):
+        await run(name, {"budget": {"seconds": 0.05}}, backend)

@@ -17,7 +17,7 @@ from verifiers.base import Verifier
 NAMES = sorted(STRATEGIES)
 TEXTS = ["step one\nAnswer: 4", "just 5", "six seven 8"]
 SAMPLERS = {"majority_vote", "weighted_vote", "best_of_n"}
-SEARCHES = {"beam_search", "dvts", "mcts"}
+SEARCHES = {"beam_search", "dvts", "mcts", "particle_filtering"}
 # The default verifiers of the sampling (confidence) and search (llm_judge) strategies.
 PARAMS = ParamsContext(verifiers=frozenset({"confidence", "llm_judge"}))
 
@@ -33,6 +33,9 @@ def params_for(name: str) -> dict[str, Any] | None:
         return {"n": 3}
     if name in ("beam_search", "dvts"):
         return {"n": 3, "beam_width": 1}
+    if name == "auto":
+        # A one-stage policy: its samples in one call, as the other samplers'.
+        return {"policy": [{"samples": 3}]}
     return None
 
 

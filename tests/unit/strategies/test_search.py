@@ -226,7 +226,7 @@ def test_search_budget_ceilings_are_enforced() -> None:
     )
     with pytest.raises(InvalidParamsError, match="max_search_tokens"):
         parse_params(get_strategy("mcts"), {"verifier": "prm", "max_search_tokens": 101}, context)
-    for name in ("beam_search", "dvts"):
+    for name in ("beam_search", "dvts", "particle_filtering"):
         with pytest.raises(InvalidParamsError, match="at most 8"):
             parse_params(get_strategy(name), {"verifier": "prm", "n": 16}, context)
 

@@ -1,0 +1,384 @@
+"""DeepConf online: vote only with confident traces, and stop the others while they are written.
+
+After Fu et al., "Deep Think with Confidence" (2025), its online algorithm. A token's
+confidence is minus the mean log-probability of its `top_logprobs` most likely alternatives
+(`verifiers.confidence.token_confidence`); a group's confidence is the mean over a sliding
+window of `window` tokens; a trace's confidence is its lowest group confidence (the mean of all
+its tokens when it is shorter than a window). Higher is more confident.
+
+1. Warm-up: sample `warmup` traces in one backend call, with their top log-probabilities.
+2. Threshold: s is the (100 - keep)-th percentile of the warm-up traces' confidences, so that
+   `keep` percent of them reach it (DeepConf-low keeps 10 %, DeepConf-high 90 %). Warm-up traces
+   below s do not vote.
+3. Generate the other traces, each streamed in a backend request of its own, `parallel` at a time
+   (all at once by default). A trace is stopped as soon as a window of its tokens falls below s:
+   its stream is closed, which aborts the backend's request. A trace shorter than a window is
+   judged whole when it ends. Stopped traces do not vote.
+4. Consensus (optional): once the leading answer holds at least `consensus` of the vote's
+   weight, after the warm-up or any trace after it, sampling ends: the traces in flight are
+   stopped at their next token and no more are started.
+5. The traces that reached s vote, by the strategy's own rule: counted (`majority_vote`) or
+   weighed by the confidence verifier (`weighted_vote`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from backends.base import Completion, SamplingParams, StreamDelta
+from strategies.base import StrategyRequest, StrategyResult
+from strategies.candidates import CandidateParams, Sampled, effort_n, rank_groups
+from strategies.context import StrategyContext
+from verifiers.answer_match import extract_answer
+from verifiers.confidence import lowest_group_confidence, token_confidence
+
+__all__ = [
+    "DeepConf",
+    "GroupConfidence",
+    "Online",
+    "Trace",
+    "check_warmup",
+    "percentile",
+    "think",
+]
+
+# DeepConf-low and DeepConf-high: the percent of warm-up traces the threshold keeps.
+KEEP = {"low": 10.0, "high": 90.0}
+
+Weigh = Callable[[Sequence[Sampled]], Awaitable[list[float]]]
+Status = Literal["kept", "below", "stopped", "cancelled"]
+
+
+class DeepConf(BaseModel):
+    """`reasoning_params.early_stop` with `method` `deepconf`: the online algorithm's knobs.
+
+    The defaults suit a small model's short answers (tens of tokens, not the paper's thousands):
+    a window of 8 tokens judges a trace several times before it ends, and 5 alternatives per
+    token keep each streamed chunk small.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["deepconf"]
+    warmup: int = Field(default=4, ge=1, description="Traces sampled first, to set the threshold.")
+    keep: Literal["low", "high"] | float = Field(
+        default="high",
+        description="Percent of warm-up traces the threshold keeps: low = 10, high = 90.",
+    )
+    window: int = Field(default=8, ge=1, le=4096, description="Tokens per group.")
+    top_logprobs: int = Field(
+        default=5, ge=1, le=20, description="Alternatives per token in its confidence."
+    )
+    consensus: float | None = Field(
+        default=None, gt=0.5, le=1.0, description="Stop once the leader holds this share."
+    )
+    parallel: int | None = Field(
+        default=None, ge=1, description="Traces streamed at once after the warm-up (all)."
+    )
+
+    @field_validator("keep")
+    @classmethod
+    def _a_percentage(cls, keep: str | float) -> str | float:
+        if not isinstance(keep, str) and not 0 < keep <= 100:
+            raise ValueError("keep is 'low', 'high' or a percentage in (0, 100]")
+        return keep
+
+    @property
+    def kept_percent(self) -> float:
+        """`keep` as a percentage."""
+        return KEEP[self.keep] if isinstance(self.keep, str) else float(self.keep)
+
+
+def check_warmup(rule: object, n: int | None) -> None:
+    """Raise `ValueError` (a 400 naming `early_stop`) if a DeepConf warm-up leaves no trace of
+    the `n` requested to stream."""
+    if isinstance(rule, DeepConf) and n is not None and rule.warmup >= n:
+        raise ValueError(
+            f"deepconf's warmup ({rule.warmup}) must be below n ({n}): the traces after the "
+            "warm-up are the ones it streams and stops"
+        )
+
+
+@dataclass
+class Trace:
+    """One sample drawn: where it came from, its lowest group confidence, and its fate."""
+
+    sample: int
+    phase: Literal["warmup", "stream"]
+    text: str
+    answer: str | None
+    tokens: int
+    confidence: float
+    status: Status
+
+    def for_trace(self) -> dict[str, Any]:
+        """The trace entry a client sees."""
+        return {
+            "sample": self.sample,
+            "phase": self.phase,
+            "status": self.status,
+            "lowest_group_confidence": round(self.confidence, 6),
+            "tokens": self.tokens,
+            "answer": self.answer,
+            "text": self.text,
+        }
+
+
+@dataclass
+class Online:
+    """A finished run: every trace drawn, the threshold, and the traces that vote with their
+    weights (empty when votes are counted)."""
+
+    requested: int
+    threshold: float
+    rule: DeepConf
+    traces: list[Trace] = field(default_factory=list)
+    voters: list[Sampled] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    settled: str | None = None
+    budget: str | None = None
+
+    @property
+    def stopped_early(self) -> str | None:
+        """Why fewer than the requested traces were written out, if they were."""
+        stopped = sum(t.status == "stopped" for t in self.traces)
+        parts = []
+        if stopped:
+            streamed = sum(t.phase == "stream" for t in self.traces)
+            parts.append(
+                f"stopped {stopped} of {streamed} streamed traces below confidence "
+                f"{self.threshold:.3f}"
+            )
+        if self.settled:
+            parts.append(self.settled)
+        if self.budget:
+            parts.append(self.budget)
+        return f"deepconf: {'; '.join(parts)}" if parts else None
+
+    @property
+    def tokens_saved(self) -> int:
+        """The requested traces at the mean cost of a whole one, less what was generated."""
+        whole = [t.tokens for t in self.traces if t.status in ("kept", "below")]
+        spent = sum(t.tokens for t in self.traces)
+        if not whole:
+            return 0
+        return max(0, round(self.requested * sum(whole) / len(whole)) - spent)
+
+    def annotate(self, result: StrategyResult) -> StrategyResult:
+        """The voting strategy's result, with every trace drawn and what stopped early."""
+        trace = dict(result.trace or {})
+        trace["samples"] = {
+            "requested": self.requested,
+            "drawn": len(self.traces),
+            "voted": len(self.voters),
+            "tokens_saved": self.tokens_saved,
+        }
+        trace["deepconf"] = {
+            "threshold": round(self.threshold, 6),
+            "keep": self.rule.kept_percent,
+            "window": self.rule.window,
+            "top_logprobs": self.rule.top_logprobs,
+            # In the order they were started, whatever order they finished in.
+            "traces": [t.for_trace() for t in sorted(self.traces, key=lambda t: t.sample)],
+        }
+        if self.stopped_early:
+            trace["stopped_early"] = self.stopped_early
+        return dataclasses.replace(
+            result, trace=trace, stopped_early=self.stopped_early, tokens_saved=self.tokens_saved
+        )
+
+
+class GroupConfidence:
+    """A trace's group confidence as its tokens arrive: the mean over the last `window`, and
+    the lowest such mean so far (the mean of all tokens while fewer than a window came)."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._recent: deque[float] = deque()
+        self._count = 0
+        self._total = 0.0
+        self._lowest = math.inf
+
+    def add(self, confidence: float) -> None:
+        """One more token's confidence."""
+        self._recent.append(confidence)
+        self._count += 1
+        self._total += confidence
+        if len(self._recent) > self.window:
+            self._recent.popleft()
+        if len(self._recent) == self.window:
+            # Summed afresh: a running sum would drift from the verifier's exact means.
+            self._lowest = min(self._lowest, sum(self._recent) / self.window)
+
+    @property
+    def full(self) -> bool:
+        """Whether a whole window has arrived."""
+        return self._count >= self.window
+
+    @property
+    def lowest(self) -> float:
+        """The lowest group confidence so far (0 before any token)."""
+        if self.full:
+            return self._lowest
+        return self._total / self._count if self._count else 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile of `values`, interpolating linearly between the closest ranks."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+async def think(
+    ctx: StrategyContext,
+    request: StrategyRequest,
+    params: CandidateParams,
+    rule: DeepConf,
+    weigh: Weigh | None = None,
+    logprobs: int | None = None,
+) -> Online:
+    """Run DeepConf online for `params.n` traces; `weigh` scores voters (counted without it),
+    `logprobs` is what it needs per token beyond the rule's own."""
+    total = effort_n(request, params.n, ctx.limits.max_n)
+    wanted = [v for v in (rule.top_logprobs, logprobs, request.sampling.logprobs) if v]
+    k = max(wanted)
+    run = _Run(ctx, request, params, rule, weigh, k)
+
+    # 1. Warm-up: one call.
+    warmup = min(rule.warmup, total)
+    generation = await ctx.generate(request.prompt, run.sampling(warmup, offset=0))
+    confidences = [
+        lowest_group_confidence(c.logprobs or (), rule.window) for c in generation.completions
+    ]
+    # 2. The threshold, and the warm-up traces that reach it.
+    run.online = Online(total, percentile(confidences, 100.0 - rule.kept_percent), rule)
+    pairs = zip(generation.completions, confidences, strict=True)
+    kept = [
+        run.finished(i, "warmup", c, confidence, cut=None)
+        for i, (c, confidence) in enumerate(pairs)
+    ]
+    await run.vote([c for c in kept if c is not None])
+    run.prompt_tokens = generation.prompt_tokens
+
+    # 3-4. The rest, streamed and stopped below the threshold, until a consensus.
+    gate = asyncio.Semaphore(rule.parallel or max(1, total - warmup))
+    async with asyncio.TaskGroup() as group:
+        for i in range(warmup, total):
+            group.create_task(run.stream(i, gate))
+    return run.online
+
+
+@dataclass
+class _Run:
+    """One run's shared state: what every streamed trace checks and adds to."""
+
+    ctx: StrategyContext
+    request: StrategyRequest
+    params: CandidateParams
+    rule: DeepConf
+    weigh: Weigh | None
+    top_logprobs: int
+    online: Online = field(init=False)
+    prompt_tokens: int = 0
+
+    def sampling(self, n: int, offset: int) -> SamplingParams:
+        """`n` traces as the request samples them, with log-probabilities; a seeded request's
+        `offset`-th trace gets a seed of its own."""
+        sampling, params = self.request.sampling, self.params
+        seed = None if sampling.seed is None else sampling.seed + offset
+        temperature = sampling.temperature if params.temperature is None else params.temperature
+        return dataclasses.replace(
+            sampling,
+            n=n,
+            seed=seed,
+            temperature=temperature,
+            max_tokens=params.max_tokens or sampling.max_tokens,
+            logprobs=self.top_logprobs,
+        )
+
+    async def stream(self, sample: int, gate: asyncio.Semaphore) -> None:
+        """3. One trace in a backend request of its own, cut as soon as it is unconfident or
+        the vote is settled."""
+        async with gate:
+            online = self.online
+            if online.settled or online.budget:
+                return
+            budget = self.ctx.budget
+            if budget.limited and (reason := budget.spent()) is not None:
+                online.budget = reason
+                return
+            group = GroupConfidence(self.rule.window)
+            why: list[Status] = []
+
+            def stop(delta: StreamDelta) -> bool:
+                for token in delta.logprobs or ():
+                    group.add(token_confidence(token))
+                if group.full and group.lowest < online.threshold:
+                    why.append("stopped")
+                elif online.settled:
+                    why.append("cancelled")
+                return bool(why)
+
+            generation, cut = await self.ctx.generate_until(
+                self.request.prompt, self.sampling(1, offset=sample), stop, self.prompt_tokens
+            )
+            completion = generation.completions[0]
+            kept = self.finished(
+                sample, "stream", completion, group.lowest, cut=why[0] if cut else None
+            )
+            if kept is not None:
+                await self.vote([kept])
+
+    def finished(
+        self,
+        sample: int,
+        phase: Literal["warmup", "stream"],
+        completion: Completion,
+        confidence: float,
+        cut: Status | None,
+    ) -> Sampled | None:
+        """Record a trace; a whole one that reaches the threshold is a voter."""
+        online, params = self.online, self.params
+        answer = extract_answer(completion.text, params.answer_format, params.answer_pattern)
+        status: Status = cut or ("kept" if confidence >= online.threshold else "below")
+        online.traces.append(
+            Trace(sample, phase, completion.text, answer, completion.tokens, confidence, status)
+        )
+        if status != "kept":
+            return None
+        return Sampled(
+            completion.text,
+            answer,
+            completion.tokens,
+            completion.finish_reason,
+            completion.logprobs,
+        )
+
+    async def vote(self, voters: list[Sampled]) -> None:
+        """5. New voters join the vote (weighed in one call), which 4. may settle: once the
+        leading answer holds `consensus` of the weight."""
+        online, tau = self.online, self.rule.consensus
+        weights = await self.weigh(voters) if self.weigh is not None and voters else []
+        # Both lists grow together, with no await between: they stay aligned.
+        online.voters += voters
+        online.weights += weights
+        if tau is None or online.settled:
+            return
+        votes = await rank_groups(online.voters, online.weights if self.weigh else None)
+        weight = sum(v.weight for v in votes)
+        if votes and weight > 0 and votes[0].weight / weight >= tau:
+            online.settled = (
+                f"{votes[0].weight / weight:.0%} of the vote agreed after {len(online.traces)} "
+                f"of {online.requested} traces (consensus {tau:g})"
+            )

@@ -1,0 +1,130 @@
+"""A tool call round trip through the gateway on real vLLM (SmolLM2, `--tool-call-parser
+hermes`): the request shapes vLLM accepts and the calls it returns, whole and streamed.
+
+A forced `tool_choice` is enforced by vLLM itself (structured outputs), so the small model's
+call is valid JSON for the function's schema; `auto` is checked only for its shape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionNamedToolChoiceParam,
+    ChatCompletionToolParam,
+)
+
+from tests.vllm.conftest import GENERATOR
+
+WEATHER: ChatCompletionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+QUESTION: ChatCompletionMessageParam = {"role": "user", "content": "What is the weather in Paris?"}
+NAMED: ChatCompletionNamedToolChoiceParam = {
+    "type": "function",
+    "function": {"name": "get_weather"},
+}
+
+
+async def test_a_forced_call_and_its_result_round_trip(client: openai.AsyncOpenAI) -> None:
+    asked = await client.chat.completions.create(
+        model=GENERATOR,
+        messages=[QUESTION],
+        tools=[WEATHER],
+        tool_choice=NAMED,
+        max_tokens=60,
+        temperature=0,
+    )
+    choice = asked.choices[0]
+    assert choice.finish_reason == "stop"  # vLLM's (and OpenAI's) reason for a named function
+    (call,) = list(choice.message.tool_calls or [])
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert call.function.name == "get_weather"
+    assert set(json.loads(call.function.arguments)) == {"city"}
+    answered = await client.chat.completions.create(
+        model=GENERATOR,
+        messages=[
+            QUESTION,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": call.function.arguments},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call.id, "content": "18 C and sunny"},
+        ],
+        tools=[WEATHER],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert answered.choices[0].message.content or answered.choices[0].message.tool_calls
+
+
+async def test_required_calls_stream_as_openai_deltas(client: openai.AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(
+        model=GENERATOR,
+        messages=[QUESTION],
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=60,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces: list[Any] = []
+    finish, usage = None, None
+    async for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            pieces += choice.delta.tool_calls or []
+            finish = choice.finish_reason or finish
+    assert finish == "tool_calls"
+    assert pieces and pieces[0].id and pieces[0].function.name == "get_weather"
+    assert all(p.index == 0 for p in pieces)
+    arguments = json.loads("".join(p.function.arguments or "" for p in pieces))
+    assert set(arguments) == {"city"}
+    assert usage is not None and usage.completion_tokens > 0
+
+
+async def test_votes_on_real_calls(client: openai.AsyncOpenAI) -> None:
+    response = await client.chat.completions.create(
+        model=GENERATOR,
+        messages=[QUESTION],
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=60,
+        extra_body={
+            "reasoning_strategy": "majority_vote",
+            "reasoning_params": {"n": 3, "return_trace": True},
+        },
+    )
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = list(choice.message.tool_calls or [])
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert response.model_extra is not None
+    trace = response.model_extra["reasoning_trace"]
+    # The returned call is the winning group's, which holds the most of the 3 candidates.
+    assert trace["answer"].startswith("get_weather(")
+    assert max(trace["votes"].values()) == trace["votes"][trace["answer"]]
+    assert sum(trace["votes"].values()) == 3
