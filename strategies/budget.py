@@ -165,21 +165,12 @@ class Allowance:
     @contextlib.asynccontextmanager
     async def timed(self, strategy: str) -> AsyncIterator[None]:
         """Run a one-call strategy's call within the time budget; `OutOfTime` past it."""
-        if self.deadline is None:
+        out_of_time = OutOfTime(
+            f"{self.time_reason()} before {strategy}'s one call finished; it answers in one "
+            "call and has no partial answer (a token budget cuts max_tokens instead)"
+        )
+        async with _until(self.deadline, out_of_time):
             yield
-            return
-        limit = asyncio.timeout_at(self.deadline)
-        try:
-            async with limit:
-                yield
-        except TimeoutError as exc:
-            if limit.expired():
-                raise OutOfTime(
-                    f"{self.time_reason()} before {strategy}'s one call finished; it answers "
-                    "in one call and has no partial answer (a token budget cuts max_tokens "
-                    "instead)"
-                ) from exc
-            raise
 
     @contextlib.asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:
@@ -189,17 +180,25 @@ class Allowance:
         if reason is not None:
             raise BudgetSpent(reason)
         first, self._steps = self._steps == 0, self._steps + 1
-        if first or self.deadline is None:
+        async with _until(None if first else self.deadline, BudgetSpent(self.time_reason())):
             yield
-            return
-        limit = asyncio.timeout_at(self.deadline)
-        try:
-            async with limit:
-                yield
-        except TimeoutError as exc:
-            if limit.expired():
-                raise BudgetSpent(self.time_reason()) from exc
-            raise
+
+
+@contextlib.asynccontextmanager
+async def _until(deadline: float | None, error: Exception) -> AsyncIterator[None]:
+    """Run the block until `deadline` (on the loop's clock; None: no limit), then raise `error`;
+    a call inside that timed out on its own keeps its own `TimeoutError`."""
+    if deadline is None:
+        yield
+        return
+    limit = asyncio.timeout_at(deadline)
+    try:
+        async with limit:
+            yield
+    except TimeoutError as exc:
+        if limit.expired():
+            raise error from exc
+        raise
 
 
 def capped_by_budget(request: StrategyRequest, sampling: SamplingParams) -> str | None:

@@ -48,6 +48,7 @@ from verifiers.base import Aggregation, Candidate, CandidateScore, VerifierError
 
 __all__ = [
     "EFFORT_N",
+    "AnswerParams",
     "CandidateParams",
     "Draws",
     "Sampled",
@@ -70,23 +71,14 @@ __all__ = [
 EFFORT_N = {"low": 4, "medium": 8, "high": 16}
 
 
-class CandidateParams(StrategyParams):
-    """Params every sampling strategy takes."""
+class AnswerParams(StrategyParams):
+    """How a strategy that votes on answers extracts them from its candidates."""
 
-    n: int | None = Field(
-        default=None, ge=1, description="Candidates to sample (default from reasoning_effort: 8)."
-    )
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, ge=1, description="Tokens per candidate.")
     answer_format: AnswerFormat = "auto"
     answer_pattern: str | None = Field(default=None, description="For answer_format=regex.")
-    return_trace: bool = False
-    stream_progress: bool = Field(
-        default=False, description="Streamed: a reasoning line after each wave of candidates."
-    )
 
     @model_validator(mode="after")
-    def _pattern_for_regex(self) -> CandidateParams:
+    def _pattern_for_regex(self) -> AnswerParams:
         if self.answer_format == "regex":
             if not self.answer_pattern:
                 raise ValueError("answer_format 'regex' needs answer_pattern")
@@ -95,6 +87,20 @@ class CandidateParams(StrategyParams):
             except re.error as exc:
                 raise ValueError(f"answer_pattern is not a valid regex: {exc}") from exc
         return self
+
+
+class CandidateParams(AnswerParams):
+    """Params every sampling strategy takes."""
+
+    n: int | None = Field(
+        default=None, ge=1, description="Candidates to sample (default from reasoning_effort: 8)."
+    )
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=1, description="Tokens per candidate.")
+    return_trace: bool = False
+    stream_progress: bool = Field(
+        default=False, description="Streamed: a reasoning line after each wave of candidates."
+    )
 
 
 class VerifiedParams(CandidateParams):

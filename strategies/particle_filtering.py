@@ -32,18 +32,17 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from strategies.base import StrategyRequest, StrategyResult
-from strategies.candidates import Sampled, effort_n, rank_groups
+from strategies.candidates import AnswerParams, Sampled, effort_n, rank_groups
 from strategies.context import StrategyContext
 from strategies.search import BudgetSpent, Node, Search, SearchParams, by_reward
 from strategies.steps import evaluate, expand
-from verifiers.answer_match import AnswerFormat, extract_answer
+from verifiers.answer_match import extract_answer
 
 __all__ = [
     "ParticleFiltering",
@@ -54,7 +53,7 @@ __all__ = [
 ]
 
 
-class ParticleFilteringParams(SearchParams):
+class ParticleFilteringParams(SearchParams, AnswerParams):
     """Params of `particle_filtering`."""
 
     n: int | None = Field(
@@ -67,19 +66,6 @@ class ParticleFilteringParams(SearchParams):
     selection: Literal["best", "weighted_vote"] = Field(
         default="best", description="Best finished particle, or a score-weighted answer vote."
     )
-    answer_format: AnswerFormat = "auto"
-    answer_pattern: str | None = Field(default=None, description="For answer_format=regex.")
-
-    @model_validator(mode="after")
-    def _pattern_for_regex(self) -> ParticleFilteringParams:
-        if self.answer_format == "regex":
-            if not self.answer_pattern:
-                raise ValueError("answer_format 'regex' needs answer_pattern")
-            try:
-                re.compile(self.answer_pattern)
-            except re.error as exc:
-                raise ValueError(f"answer_pattern is not a valid regex: {exc}") from exc
-        return self
 
 
 def softmax(scores: Sequence[float], temperature: float) -> list[float]:

