@@ -1,19 +1,21 @@
 """`POST /v1/responses`: the request, the `response` object, its output items and stream events.
 
 The subset of OpenAI's Responses API that vLLM serves for a text model: `input` as a string or
-message items, `instructions`, `max_output_tokens`, sampling, `reasoning` output items and typed
-stream events. The server keeps nothing, so what needs a stored response (`store: true`,
-`previous_response_id`, `conversation`, `background`) is a 400, as are tools (not yet on this
-endpoint), `text.format` and logprobs.
+items (messages, reasoning, function calls and their outputs), `instructions`,
+`max_output_tokens`, sampling, function `tools`, `reasoning` and `function_call` output items and
+typed stream events. The server keeps nothing, so what needs a stored response (`store: true`,
+`previous_response_id`, `conversation`, `background`) is a 400, as are hosted tools,
+`text.format` and logprobs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from backends.base import ChatMessage, ChatPrompt
+from backends.base import ChatMessage, ChatPrompt, ToolCall, Tools
 from server.protocol.common import (
     EFFORT_MAX_TOKENS,
     GenerationRequest,
@@ -22,13 +24,24 @@ from server.protocol.common import (
     text_of,
 )
 from server.protocol.errors import InvalidRequest
+from server.protocol.tools import (
+    ChatCompletionToolParam,
+    FunctionDefinition,
+    NamedFunction,
+    NamedToolChoice,
+    tools_of,
+)
 from strategies.base import ReasoningEffort, StrategyRequest
 from strategies.limits import Limits
 
 __all__ = [
     "ContentPart",
+    "FunctionCallItem",
+    "FunctionToolChoice",
+    "FunctionToolParam",
     "InputItem",
     "InputTokensDetails",
+    "OutputItem",
     "OutputMessage",
     "OutputText",
     "OutputTokensDetails",
@@ -38,6 +51,8 @@ __all__ = [
     "ResponseContentPartEvent",
     "ResponseErrorEvent",
     "ResponseEvent",
+    "ResponseFunctionCallArgumentsDeltaEvent",
+    "ResponseFunctionCallArgumentsDoneEvent",
     "ResponseLifecycleEvent",
     "ResponseOutputItemEvent",
     "ResponseReasoningTextDeltaEvent",
@@ -65,9 +80,11 @@ class ContentPart(OpenAIBaseModel):
 
 
 class InputItem(OpenAIBaseModel):
-    """One item of `input`: a message (the default type), or the reasoning of an earlier answer.
+    """One item of `input`: a message (the default type), the reasoning of an earlier answer,
+    a `function_call` it made (`call_id`, `name`, `arguments`) or a `function_call_output`
+    (`call_id`, `output`) answering one.
 
-    Other item types (tool calls and their outputs, hosted tools) are a 400 naming the item.
+    Other item types (hosted tools' calls, item references) are a 400 naming the item.
     """
 
     type: str = "message"
@@ -75,6 +92,46 @@ class InputItem(OpenAIBaseModel):
     content: str | list[ContentPart] | None = None
     status: str | None = None
     summary: list[ContentPart] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | list[ContentPart] | None = None
+
+
+class FunctionToolParam(OpenAIBaseModel):
+    """One entry of `tools`: a function, flat as the Responses API has it (chat nests the same
+    fields under `function`). Other tool types (hosted search, MCP, ...) are a 400 naming it."""
+
+    type: str
+    name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def to_chat(self, param: str) -> ChatCompletionToolParam:
+        """The same function in chat's shape, which the tool checks and backends take."""
+        if self.type != "function":
+            raise InvalidRequest(
+                f"{param} is a tool of type {self.type!r}; this server calls only function "
+                "tools (type 'function', run by the client)",
+                f"{param}.type",
+            )
+        if self.name is None:
+            raise InvalidRequest(f"{param} needs the function's name", f"{param}.name")
+        function = FunctionDefinition(
+            name=self.name,
+            description=self.description,
+            parameters=self.parameters,
+            strict=self.strict,
+        )
+        return ChatCompletionToolParam(function=function)
+
+
+class FunctionToolChoice(OpenAIBaseModel):
+    """`tool_choice` naming one function, flat: `{"type": "function", "name": ...}`."""
+
+    type: Literal["function"]
+    name: str
 
 
 class ReasoningConfig(OpenAIBaseModel):
@@ -107,8 +164,8 @@ class ResponsesRequest(GenerationRequest):
         description="Only false (or left out): this server keeps no responses.",
     )
     text: TextConfig | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | FunctionToolChoice | None = None
+    tools: list[FunctionToolParam] | None = None
     truncation: str | None = None
     include: list[str] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -163,12 +220,6 @@ class ResponsesRequest(GenerationRequest):
                 "prompt",
                 "prompt (a stored template) is not supported; send its text in input",
             ),
-            (bool(self.tools), "tools", "tools are not supported on /v1/responses yet"),
-            (
-                self.tool_choice not in (None, "none", "auto"),
-                "tool_choice",
-                "tool_choice needs tools, which /v1/responses does not take yet",
-            ),
             (
                 self.n != 1,
                 "n",
@@ -213,22 +264,57 @@ class ResponsesRequest(GenerationRequest):
             "reasoning.effort",
         )
 
+    def _tools(self) -> Tools | None:
+        if not self.tools:
+            # vLLM's defaults are no tools and `auto`, and clients send `tools: []` for none.
+            if isinstance(self.tool_choice, FunctionToolChoice) or self.tool_choice == "required":
+                raise InvalidRequest(
+                    "tool_choice needs tools: give the functions in tools", "tool_choice"
+                )
+            return None
+        chat_tools = [tool.to_chat(f"tools.{i}") for i, tool in enumerate(self.tools)]
+        choice = self.tool_choice
+        if isinstance(choice, FunctionToolChoice):
+            return tools_of(
+                chat_tools,
+                NamedToolChoice(function=NamedFunction(name=choice.name)),
+                self.parallel_tool_calls,
+            )
+        return tools_of(chat_tools, choice, self.parallel_tool_calls)
+
     def _prompt(self) -> ChatPrompt:
+        tools = self._tools()
         messages: list[ChatMessage] = []
         if self.instructions:
             messages.append(ChatMessage("system", self.instructions))
         if isinstance(self.input, str):
             messages.append(ChatMessage("user", self.input))
-            return ChatPrompt(tuple(messages))
+            return ChatPrompt(tuple(messages), tools=tools)
         reasoning: str | None = None  # of an answer whose message item comes next
         for index, item in enumerate(self.input):
             param = f"input.{index}"
             if item.type == "reasoning":
                 reasoning = (reasoning or "") + _reasoning_text(item, param)
                 continue
-            if item.type != "message":
+            if item.type == "function_call":
+                call = _call(item, param)
+                previous = messages[-1] if messages else None
+                if reasoning is None and previous is not None and previous.role == "assistant":
+                    # The calls of one turn are items of their own; chat has them in one message.
+                    calls = (*previous.tool_calls, call)
+                    messages[-1] = dataclasses.replace(previous, tool_calls=calls)
+                else:
+                    messages.append(
+                        ChatMessage("assistant", "", tool_calls=(call,), reasoning=reasoning)
+                    )
+                reasoning = None
+                continue
+            if item.type == "function_call_output":
+                message = _call_output(item, param)
+            elif item.type == "message":
+                message = _message(item, param, reasoning if item.role == "assistant" else None)
+            else:
                 raise InvalidRequest(_item_refusal(item.type), param)
-            message = _message(item, param, reasoning if item.role == "assistant" else None)
             if reasoning is not None and message.role != "assistant":
                 # Reasoning with no answer after it is a turn of its own.
                 messages.append(ChatMessage("assistant", "", reasoning=reasoning))
@@ -238,7 +324,7 @@ class ResponsesRequest(GenerationRequest):
             messages.append(ChatMessage("assistant", "", reasoning=reasoning))
         last = self.input[-1]
         partial = last.type == "message" and last.role == "assistant" and last.status in _PARTIAL
-        return ChatPrompt(tuple(messages), continue_final_message=partial)
+        return ChatPrompt(tuple(messages), continue_final_message=partial, tools=tools)
 
     def echo(self) -> dict[str, Any]:
         """The request's fields a `response` object repeats."""
@@ -248,6 +334,12 @@ class ResponsesRequest(GenerationRequest):
             "parallel_tool_calls": self.parallel_tool_calls,
             "reasoning": self.reasoning.model_dump() if self.reasoning is not None else None,
             "temperature": self.temperature,
+            "tool_choice": (
+                self.tool_choice.model_dump()
+                if isinstance(self.tool_choice, FunctionToolChoice)
+                else self.tool_choice or "auto"
+            ),
+            "tools": [tool.model_dump(exclude_none=True) for tool in self.tools or ()],
             "top_p": self.top_p,
             "user": self.user,
         }
@@ -270,6 +362,32 @@ def _message(item: InputItem, param: str, reasoning: str | None) -> ChatMessage:
     return ChatMessage(role, text, reasoning=reasoning)
 
 
+def _call(item: InputItem, param: str) -> ToolCall:
+    """A `function_call` input item as the call an assistant turn made."""
+    for field, value in (("call_id", item.call_id), ("name", item.name)):
+        if not value:
+            raise InvalidRequest(f"{param} (a function_call) needs {field}", f"{param}.{field}")
+    assert item.call_id is not None and item.name is not None
+    return ToolCall(item.call_id, item.name, item.arguments or "")
+
+
+def _call_output(item: InputItem, param: str) -> ChatMessage:
+    """A `function_call_output` input item as the `tool` turn answering its call."""
+    if not item.call_id:
+        raise InvalidRequest(
+            f"{param} (a function_call_output) needs the call_id of the call it answers",
+            f"{param}.call_id",
+        )
+    if item.output is None:
+        raise InvalidRequest(f"{param} (a function_call_output) needs output", f"{param}.output")
+    if isinstance(item.output, str):
+        text = item.output
+    else:
+        parts = [(part.type, part.text) for part in item.output]
+        text = text_of(parts, ("input_text",), f"{param}.output")
+    return ChatMessage("tool", text, tool_call_id=item.call_id)
+
+
 def _reasoning_text(item: InputItem, param: str) -> str:
     """The text of a reasoning item: its `reasoning_text` content, else its summary."""
     if isinstance(item.content, str):
@@ -281,9 +399,10 @@ def _reasoning_text(item: InputItem, param: str) -> str:
 
 
 def _item_refusal(kind: str) -> str:
-    if kind in ("function_call", "function_call_output", "custom_tool_call"):
-        return f"input items of type {kind!r} need tools, which /v1/responses does not take yet"
-    return f"input items of type {kind!r} are not supported; send message items"
+    return (
+        f"input items of type {kind!r} are not supported; send message, reasoning, "
+        "function_call and function_call_output items"
+    )
 
 
 # The `response` object and its output items.
@@ -328,6 +447,20 @@ class ReasoningItem(BaseModel):
     status: ItemStatus
 
 
+class FunctionCallItem(BaseModel):
+    """A call the answer made; a `function_call_output` item answers it by its `call_id`."""
+
+    id: str
+    type: Literal["function_call"] = "function_call"
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+OutputItem = OutputMessage | ReasoningItem | FunctionCallItem
+
+
 class InputTokensDetails(BaseModel):
     """How input tokens split; this server does not see the model server's prefix cache."""
 
@@ -369,15 +502,15 @@ class ResponsesResponse(ReasoningExtensions):
     instructions: str | None = None
     max_output_tokens: int
     metadata: dict[str, str] | None = None
-    output: list[OutputMessage | ReasoningItem]
+    output: list[OutputItem]
     parallel_tool_calls: bool = True
     previous_response_id: None = None
     reasoning: dict[str, Any] | None = None
     store: bool = False
     temperature: float
     text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
-    tool_choice: str = "none"
-    tools: list[Any] = Field(default_factory=list)
+    tool_choice: str | dict[str, Any] = "auto"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
     top_p: float
     truncation: str = "disabled"
     usage: ResponseUsage | None = None
@@ -401,7 +534,7 @@ class ResponseOutputItemEvent(BaseModel):
     type: str
     sequence_number: int
     output_index: int
-    item: OutputMessage | ReasoningItem
+    item: OutputItem
 
 
 class ResponseContentPartEvent(BaseModel):
@@ -461,6 +594,30 @@ class ResponseReasoningTextDoneEvent(BaseModel):
     text: str
 
 
+class ResponseFunctionCallArgumentsDeltaEvent(BaseModel):
+    """`response.function_call_arguments.delta`: a piece of a call's arguments."""
+
+    type: Literal["response.function_call_arguments.delta"] = (
+        "response.function_call_arguments.delta"
+    )
+    sequence_number: int
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class ResponseFunctionCallArgumentsDoneEvent(BaseModel):
+    """`response.function_call_arguments.done`: a call's whole arguments (and, as vLLM's, its
+    name)."""
+
+    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
+    sequence_number: int
+    item_id: str
+    output_index: int
+    name: str
+    arguments: str
+
+
 class ResponseErrorEvent(BaseModel):
     """`error`: the run failed after the stream began; OpenAI's error fields, flat."""
 
@@ -479,5 +636,7 @@ ResponseEvent = (
     | ResponseTextDoneEvent
     | ResponseReasoningTextDeltaEvent
     | ResponseReasoningTextDoneEvent
+    | ResponseFunctionCallArgumentsDeltaEvent
+    | ResponseFunctionCallArgumentsDoneEvent
     | ResponseErrorEvent
 )

@@ -1,12 +1,15 @@
 """Rendering `POST /v1/responses`: the `response` object, and its stream of typed events.
 
 The answer is one assistant message item, after a `reasoning` item when the strategy's chosen
-candidate showed reasoning. A stream opens with `response.created` and `response.in_progress`;
-each item is announced (`response.output_item.added`, `response.content_part.added`), filled
-(`response.reasoning_text.delta`, `response.output_text.delta`) and closed (`...done`, in the
-reverse order); `response.completed` carries the whole response with its usage. Every event is
-named (`event:`) and numbered (`sequence_number`), as OpenAI's and vLLM's are, and no `[DONE]`
-follows. As in vLLM, an answer cut by `max_output_tokens` completes with status `incomplete`.
+candidate showed reasoning; an answer that called tools has a `function_call` item per call
+instead (after its message, if it wrote text too), as vLLM's. A stream opens with
+`response.created` and `response.in_progress`; each item is announced
+(`response.output_item.added`, then `response.content_part.added` for text), filled
+(`response.reasoning_text.delta`, `response.output_text.delta`,
+`response.function_call_arguments.delta`) and closed (`...done`, in the reverse order);
+`response.completed` carries the whole response with its usage. Every event is named (`event:`)
+and numbered (`sequence_number`), as OpenAI's and vLLM's are, and no `[DONE]` follows. As in
+vLLM, an answer cut by `max_output_tokens` completes with status `incomplete`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from backends.base import FinishReason
+from backends.base import FinishReason, ToolCallDelta
+from backends.tool_calls import new_call_id
 from server.protocol.common import ReasoningExtensions
 from server.protocol.errors import ErrorResponse
 from server.protocol.responses import (
+    FunctionCallItem,
+    OutputItem,
     OutputMessage,
     OutputText,
     OutputTokensDetails,
@@ -28,6 +34,8 @@ from server.protocol.responses import (
     ReasoningText,
     ResponseContentPartEvent,
     ResponseErrorEvent,
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
     ResponseLifecycleEvent,
     ResponseOutputItemEvent,
     ResponseReasoningTextDeltaEvent,
@@ -43,7 +51,6 @@ from strategies.base import ChoiceDelta, StrategyResult
 
 __all__ = ["ResponsesRendering", "response_usage"]
 
-OutputItem = OutputMessage | ReasoningItem
 _EXTENSIONS = frozenset(ReasoningExtensions.model_fields)
 
 
@@ -67,14 +74,21 @@ def _item_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
+ItemKind = Literal["reasoning", "message", "function_call"]
+
+
 @dataclass
 class _OpenItem:
-    """The output item a stream is filling: its kind, id, place and text so far."""
+    """The output item a stream is filling: its kind, id, place and text (a call's arguments)
+    so far; a call's `call_id` and `name` too."""
 
-    kind: str  # "reasoning" or "message"
+    kind: ItemKind
     id: str
     output_index: int
     text: list[str] = field(default_factory=list)
+    call_id: str = ""
+    name: str = ""
+    call_index: int = -1
 
 
 class ResponsesRendering(Rendering):
@@ -94,7 +108,8 @@ class ResponsesRendering(Rendering):
         self._sequence = 0
         self._done: list[OutputItem] = []
         self._open: _OpenItem | None = None
-        self._has_message = False
+        # Whether a message or a call was streamed: an answer with neither is an empty message.
+        self._has_answer = False
 
     def response(
         self,
@@ -125,8 +140,19 @@ class ResponsesRendering(Rendering):
         if choice.reasoning:
             content = [ReasoningText(text=choice.reasoning)]
             output.append(ReasoningItem(id=_item_id("rs"), content=content, status="completed"))
-        text = [OutputText(text=choice.content)]
-        output.append(OutputMessage(id=_item_id("msg"), status=status, content=text))
+        if choice.content or not choice.tool_calls:
+            text = [OutputText(text=choice.content)]
+            output.append(OutputMessage(id=_item_id("msg"), status=status, content=text))
+        output.extend(
+            FunctionCallItem(
+                id=_item_id("fc"),
+                call_id=call.id,
+                name=call.name,
+                arguments=call.arguments,
+                status=status,
+            )
+            for call in choice.tool_calls
+        )
         return _dump_response(self.response(status, output, result))
 
     def sse_opening(self, n: int) -> list[str]:
@@ -138,7 +164,11 @@ class ResponsesRendering(Rendering):
 
     def sse_delta(self, delta: ChoiceDelta) -> list[str]:
         events: list[str] = []
-        for kind, text in (("reasoning", delta.reasoning), ("message", delta.content)):
+        texts: tuple[tuple[Literal["reasoning", "message"], str], ...] = (
+            ("reasoning", delta.reasoning),
+            ("message", delta.content),
+        )
+        for kind, text in texts:
             if not text:
                 continue
             item = self._opened(kind, events)
@@ -148,11 +178,13 @@ class ResponsesRendering(Rendering):
                 events.append(self._event(ResponseReasoningTextDeltaEvent, delta=text, **fields))
             else:
                 events.append(self._event(ResponseTextDeltaEvent, delta=text, **fields))
+        for piece in delta.tool_calls:
+            self._call_piece(piece, events)
         return events
 
     def sse_finish(self, index: int, reason: FinishReason) -> list[str]:
         events: list[str] = []
-        if not self._has_message:
+        if not self._has_answer:
             # An empty answer is still a message, as in the non-streamed body.
             self._opened("message", events)
         self._close(events, _status(reason))
@@ -177,7 +209,52 @@ class ResponsesRendering(Rendering):
     def sse_end(self) -> list[str]:
         return []
 
-    def _opened(self, kind: str, events: list[str]) -> _OpenItem:
+    def _call_piece(self, piece: ToolCallDelta, events: list[str]) -> None:
+        """A piece of a call. The first piece of each call (a new `index`; OpenAI's shape
+        gives it the id and name) opens a `function_call` item, and every piece's arguments are
+        a delta of it. Backends send a call's pieces together, one call after another."""
+        current = self._open
+        if current is None or current.kind != "function_call" or current.call_index != piece.index:
+            self._close(events, "completed")
+            self._has_answer = True
+            current = _OpenItem(
+                "function_call",
+                _item_id("fc"),
+                len(self._done),
+                call_id=piece.id or new_call_id(),
+                name=piece.name or "",
+                call_index=piece.index,
+            )
+            self._open = current
+            added = FunctionCallItem(
+                id=current.id,
+                call_id=current.call_id,
+                name=current.name,
+                arguments="",
+                status="in_progress",
+            )
+            events.append(
+                self._event(
+                    ResponseOutputItemEvent,
+                    type="response.output_item.added",
+                    output_index=current.output_index,
+                    item=added,
+                )
+            )
+        elif piece.name and not current.name:
+            current.name = piece.name
+        if piece.arguments:
+            current.text.append(piece.arguments)
+            events.append(
+                self._event(
+                    ResponseFunctionCallArgumentsDeltaEvent,
+                    item_id=current.id,
+                    output_index=current.output_index,
+                    delta=piece.arguments,
+                )
+            )
+
+    def _opened(self, kind: Literal["reasoning", "message"], events: list[str]) -> _OpenItem:
         """The open item of `kind`, opening it (and closing another kind) if need be."""
         if self._open is not None and self._open.kind == kind:
             return self._open
@@ -189,7 +266,7 @@ class ResponsesRendering(Rendering):
         if kind == "reasoning":
             added, part = ReasoningItem(id=item.id, status="in_progress"), ReasoningText(text="")
         else:
-            self._has_message = True
+            self._has_answer = True
             added = OutputMessage(id=item.id, status="in_progress", content=[])
             part = OutputText(text="")
         events.append(
@@ -218,6 +295,9 @@ class ResponsesRendering(Rendering):
         if item is None:
             return
         text = "".join(item.text)
+        if item.kind == "function_call":
+            self._close_call(item, text, events, status)
+            return
         fields = {"item_id": item.id, "output_index": item.output_index, "content_index": 0}
         done: OutputItem
         if item.kind == "reasoning":
@@ -232,6 +312,36 @@ class ResponsesRendering(Rendering):
             self._event(
                 ResponseContentPartEvent, type="response.content_part.done", part=part, **fields
             )
+        )
+        events.append(
+            self._event(
+                ResponseOutputItemEvent,
+                type="response.output_item.done",
+                output_index=item.output_index,
+                item=done,
+            )
+        )
+        self._done.append(done)
+
+    def _close_call(
+        self,
+        item: _OpenItem,
+        arguments: str,
+        events: list[str],
+        status: Literal["completed", "incomplete"],
+    ) -> None:
+        """A call's arguments are done, then its item."""
+        events.append(
+            self._event(
+                ResponseFunctionCallArgumentsDoneEvent,
+                item_id=item.id,
+                output_index=item.output_index,
+                name=item.name,
+                arguments=arguments,
+            )
+        )
+        done = FunctionCallItem(
+            id=item.id, call_id=item.call_id, name=item.name, arguments=arguments, status=status
         )
         events.append(
             self._event(

@@ -7,10 +7,12 @@ are compared exactly; the model's words themselves are never asserted.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
 import pytest
+from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
 
 from tests.e2e.conftest import MODEL
 
@@ -24,6 +26,24 @@ COT: dict[str, Any] = {
     "temperature": 0,
     "extra_body": {"reasoning_strategy": "cot"},
 }
+
+
+WEATHER: FunctionToolParam = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Get the current weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+WEATHER_QUESTION = "What is the weather in Paris right now?"
 
 
 def reasoning_of(response: Any) -> str:
@@ -128,3 +148,68 @@ async def test_store_true_is_400_and_models_retrieve(client: openai.AsyncOpenAI)
     assert (await client.models.retrieve(MODEL)).id == MODEL
     with pytest.raises(openai.NotFoundError):
         await client.models.retrieve("no-such-model")
+
+
+def the_call(response: Any) -> ResponseFunctionToolCall:
+    """A response's one output item, checked to be a valid call of `get_weather`."""
+    (item,) = response.output
+    assert isinstance(item, ResponseFunctionToolCall)
+    assert item.name == "get_weather" and item.status == "completed"
+    arguments = json.loads(item.arguments)
+    assert set(arguments) == {"city", "unit"} and isinstance(arguments["city"], str)
+    assert arguments["unit"] in ("celsius", "fahrenheit")
+    return item
+
+
+async def test_a_forced_call_whole_streamed_and_answered_from_its_output(
+    client: openai.AsyncOpenAI,
+) -> None:
+    # Forced, so the embedded grammar makes the call valid for its schema (the small model
+    # calls reliably only then).
+    fields: dict[str, Any] = {
+        "model": MODEL,
+        "input": WEATHER_QUESTION,
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "max_output_tokens": 64,
+        "temperature": 0,
+    }
+    whole = await client.responses.create(**fields)
+    assert whole.status == "completed"
+    call = the_call(whole)
+    assert call.call_id.startswith("call_")
+
+    # The SDK's stream helper parses every event into its own types and accumulates them.
+    kinds: list[str] = []
+    async with client.responses.stream(**fields) as stream:
+        async for event in stream:
+            kinds.append(event.type)
+        streamed = await stream.get_final_response()
+    assert the_call(streamed).arguments == call.arguments  # greedy: the same call
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds[-3:] == [
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert "response.function_call_arguments.delta" in kinds
+
+    # The round trip: the call and its output go back as input items.
+    history: list[Any] = [
+        {"role": "user", "content": WEATHER_QUESTION},
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18 C, sunny"},
+    ]
+    answered = await client.responses.create(
+        model=MODEL,
+        input=history,
+        tools=[WEATHER],
+        max_output_tokens=16,
+        temperature=0,
+    )
+    assert answered.status in ("completed", "incomplete")
+    assert answered.output_text or any(i.type == "function_call" for i in answered.output)
+    # The model read the call and its result: the prompt grew by both.
+    assert whole.usage is not None and answered.usage is not None
+    assert answered.usage.input_tokens > whole.usage.input_tokens + 10
