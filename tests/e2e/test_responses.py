@@ -213,3 +213,18 @@ async def test_a_forced_call_whole_streamed_and_answered_from_its_output(
     # The model read the call and its result: the prompt grew by both.
     assert whole.usage is not None and answered.usage is not None
     assert answered.usage.input_tokens > whole.usage.input_tokens + 10
+
+
+async def test_logit_bias_is_honoured_as_vllms_responses_endpoint_does(
+    client: openai.AsyncOpenAI,
+) -> None:
+    # vLLM 0.32's ResponsesRequest takes logit_bias into its sampling params; so does this one.
+    # " banana" is one token of SmolLM2's vocabulary: id 21285.
+    response = await client.responses.create(
+        model=MODEL,
+        input=QUESTION,
+        max_output_tokens=4,
+        temperature=0,
+        extra_body={"logit_bias": {"21285": 100}},
+    )
+    assert response.output_text == " banana" * 4

@@ -88,6 +88,30 @@ async def test_request_fields_reach_the_backend_and_are_echoed() -> None:
     assert echoed["metadata"] == {"k": "v"}
 
 
+async def test_vllms_sampling_fields_and_logit_bias_reach_the_backend() -> None:
+    # vLLM 0.32's ResponsesRequest takes logit_bias (OpenAI's Responses API has none) and its
+    # sampling extensions, and applies them; so does this endpoint, checked as on chat.
+    backend = ScriptedBackend(["4"])
+    body = responses_body(
+        logit_bias={"42": 5, "7": -100},
+        top_k=5,
+        min_p=0.1,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        repetition_penalty=1.2,
+        stop_token_ids=[2],
+    )
+    assert (await post(backend, body)).status_code == 200
+    params = backend.calls[0].params
+    assert params is not None
+    assert params.logit_bias == ((42, 5.0), (7, -100.0))
+    assert (params.top_k, params.min_p, params.repetition_penalty) == (5, 0.1, 1.2)
+    assert (params.presence_penalty, params.frequency_penalty) == (0.5, -0.5)
+    assert params.stop_token_ids == (2,)
+    refused = await post(backend, responses_body(logit_bias={"banana": 1}))
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "logit_bias"
+
+
 async def test_input_items_become_the_conversation() -> None:
     backend = ScriptedBackend(["ok"])
     items = [
