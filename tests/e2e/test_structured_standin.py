@@ -241,6 +241,7 @@ async def test_ai_sdk_generate_object_with_a_zod_schema(gateway: str, fresh: Sta
     }
     assert report["output_tokens"] > 0
     (body,) = sent(fresh)
+    assert body["n"] == 3  # majority_vote's candidates, from the SDK's providerOptions
     # zod's schema, as the SDK turned it into JSON schema, reached vLLM as its constraint.
     schema = body["structured_outputs"]["json"]
     assert schema["properties"].keys() == {"team", "year", "margin", "scorers", "venue"}

@@ -1,7 +1,8 @@
 // Structured output through the gateway from the Vercel AI SDK: generateObject with a zod
 // schema, which the SDK sends as response_format json_schema (a provider that supports
-// structured outputs) and validates the answer against. Usage: node structured.mjs <base URL
-// ending in /v1> <model>; prints one JSON object.
+// structured outputs) and validates the answer against, voted on by a strategy named in the
+// provider's options. Usage: node structured.mjs <base URL ending in /v1> <model>; prints one
+// JSON object.
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { generateObject } from "ai";
 import { z } from "zod";
@@ -27,6 +28,8 @@ const result = await generateObject({
   schema: Winner,
   schemaName: "winner",
   prompt: "Who won the 1998 final?",
+  // Options under the provider's name that the SDK does not know go into the request body.
+  providerOptions: { ttc: { reasoning_strategy: "majority_vote", reasoning_params: { n: 3 } } },
   maxRetries: 0,
 });
 
