@@ -48,8 +48,8 @@ install-tools:
 		&& command -v redis-server >/dev/null && command -v npm >/dev/null \
 		|| $(APT_INSTALL) $(TOOLS) || ($(SUDO) apt-get update && $(APT_INSTALL) $(TOOLS))
 
-# The Node clients the tests drive (the openai SDK, the Vercel AI SDK), as tests/node's lock
-# file pins them, from the npm registry (~40 MB, a few seconds).
+# The Node clients the tests drive (the openai SDK, the Vercel AI SDK and zod for its schemas),
+# as tests/node's lock file pins them, from the npm registry (~40 MB, a few seconds).
 install-node: install-tools
 	npm ci --prefix tests/node --no-audit --no-fund
 

@@ -64,14 +64,35 @@ class ToolCall:
 class ChatMessage:
     """One chat turn; content is plain text (multi-part content is flattened at the edge).
 
-    An assistant turn may carry the `tool_calls` it made; a `tool` turn answers the call
-    `tool_call_id` names.
+    An assistant turn may carry the `reasoning` it showed, for chat templates that render
+    interleaved thinking (vLLM's name for it), and the `tool_calls` it made; a `tool` turn
+    answers the call `tool_call_id` names.
     """
 
     role: str
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    reasoning: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The turn as chat templates and vLLM take it: `reasoning`, `tool_calls` (in OpenAI's
+        shape) and `tool_call_id` only when there are some."""
+        turn: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.reasoning:
+            turn["reasoning"] = self.reasoning
+        if self.tool_calls:
+            turn["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            turn["tool_call_id"] = self.tool_call_id
+        return turn
 
 
 @dataclass(frozen=True)

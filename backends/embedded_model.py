@@ -569,8 +569,8 @@ class LoadedModel:
         if isinstance(prompt, TextPrompt):
             return prompt.text
         # Tools, earlier calls and their results as text the model reads (SmolLM2's template
-        # has no tools section).
-        messages = [{"role": m.role, "content": m.content} for m in with_tools_in_prompt(prompt)]
+        # has no tools section); an assistant turn keeps its reasoning.
+        messages = [m.as_dict() for m in with_tools_in_prompt(prompt)]
         rendered: str = self.tokenizer.apply_chat_template(
             messages,
             tokenize=False,

@@ -42,6 +42,10 @@ class BackendTimeout(BackendError):
 class BackendResponseError(BackendError):
     """The model server answered with an error status or a body we could not read."""
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, status_code: int | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        # The field the model server blamed when it refused the request (status 400).
+        self.param = param

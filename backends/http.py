@@ -42,7 +42,9 @@ __all__ = [
     "VLLMClient",
     "VLLMClientSettings",
     "error_message",
+    "error_param",
     "loads",
+    "stream_error",
 ]
 
 JSON = dict[str, Any]
@@ -311,13 +313,15 @@ async def _json(response: aiohttp.ClientResponse, url: str) -> JSON:
 
 def _status_error(status: int, text: str, url: str) -> BackendError:
     try:
-        message = error_message(orjson.loads(text))
+        data = orjson.loads(text)
     except orjson.JSONDecodeError:
-        message = f"the model server answered {status}: {text[:200]}"
+        message, param = f"the model server answered {status}: {text[:200]}", None
+    else:
+        message, param = error_message(data), error_param(data)
     logger.warning("model server %s answered %d: %s", url, status, message)
     if status == 503:
         return BackendUnavailable(message)
-    return BackendResponseError(message, status_code=status)
+    return BackendResponseError(message, status_code=status, param=param)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float:
@@ -337,6 +341,21 @@ def loads(text: str | bytes) -> JSON:
     if not isinstance(data, dict):
         raise BackendResponseError("the model server sent JSON that is not an object")
     return data
+
+
+def error_param(data: Any) -> str | None:
+    """The request field a vLLM error body blames, when it names one."""
+    error = data.get("error") if isinstance(data, dict) else None
+    param = error.get("param") if isinstance(error, dict) else None
+    return param if isinstance(param, str) and param else None
+
+
+def stream_error(chunk: Any) -> BackendResponseError:
+    """The error a vLLM stream reported in a chunk, with the status and field it names."""
+    error = chunk.get("error") if isinstance(chunk, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    status = code if isinstance(code, int) else None
+    return BackendResponseError(error_message(chunk), status_code=status, param=error_param(chunk))
 
 
 def error_message(data: Any) -> str:

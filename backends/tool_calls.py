@@ -125,7 +125,7 @@ def _flattened(message: ChatMessage) -> ChatMessage:
     if message.tool_calls:
         calls = "\n".join(render_call(c.name, c.arguments) for c in message.tool_calls)
         text = f"{message.content}\n{calls}" if message.content else calls
-        return ChatMessage(message.role, text)
+        return ChatMessage(message.role, text, reasoning=message.reasoning)
     if message.role == "tool":
         return ChatMessage("tool", f"<tool_response>\n{message.content}\n</tool_response>")
     return message

@@ -55,7 +55,7 @@ from backends.base import (
     Tools,
 )
 from backends.errors import BackendResponseError
-from backends.http import JSON, VLLMClient, error_message, loads
+from backends.http import JSON, VLLMClient, loads, stream_error
 
 if TYPE_CHECKING:
     from backends.vllm import Replicas
@@ -401,7 +401,7 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[JSON]:
             return
         chunk = loads(payload)
         if "error" in chunk or chunk.get("object") == "error":
-            raise BackendResponseError(error_message(chunk))
+            raise stream_error(chunk)
         yield chunk
 
 
@@ -463,22 +463,7 @@ def _generated(choice: JSON, part: slice, params: SamplingParams) -> Completion:
 
 
 def _messages(prompt: ChatPrompt) -> list[JSON]:
-    messages: list[JSON] = []
-    for m in prompt.messages:
-        message: JSON = {"role": m.role, "content": m.content}
-        if m.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments},
-                }
-                for c in m.tool_calls
-            ]
-        if m.tool_call_id is not None:
-            message["tool_call_id"] = m.tool_call_id
-        messages.append(message)
-    return messages
+    return [m.as_dict() for m in prompt.messages]
 
 
 def _tools_fields(tools: Tools) -> JSON:

@@ -1,9 +1,9 @@
 """Admission control: how many generation requests run at once, how many wait, and draining.
 
-A generation request (`POST /v1/chat/completions`, `/v1/completions`) takes one of
-`limits.max_concurrent_requests` slots before the app parses it, and holds it until its response
-has been sent (a stream until its last chunk). When every slot is taken it waits, first come
-first served, in a queue of at most `limits.max_queued_requests`, for at most
+A generation request (`POST /v1/chat/completions`, `/v1/completions`, `/v1/responses`) takes
+one of `limits.max_concurrent_requests` slots before the app parses it, and holds it until its
+response has been sent (a stream until its last chunk). When every slot is taken it waits, first
+come first served, in a queue of at most `limits.max_queued_requests`, for at most
 `limits.queue_timeout_s`; past either bound it gets 503 `overloaded` with `Retry-After` at once.
 Shutting down has two steps (server.drain runs them): first `/ready` fails while requests are
 still served, so that load balancers stop sending new ones; then the server drains: queued and
@@ -30,7 +30,7 @@ from strategies.limits import Limits
 __all__ = ["GENERATION_PATHS", "Admission", "AdmissionMiddleware"]
 
 # The routes that run strategies, and so take a slot.
-GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
 
 # A waiter's future resolves to None when it is given a slot, or to the reason it is turned away.
 _Waiter = asyncio.Future[str | None]

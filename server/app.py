@@ -24,7 +24,7 @@ from server.limit_store import LimitStore, MemoryLimitStore, RedisLimitStore
 from server.metrics import Metrics
 from server.quota import Quotas
 from server.request_id import RequestIdMiddleware
-from server.routes import chat, completions, health, models, tokenizer
+from server.routes import chat, completions, health, models, responses, tokenizer
 from server.serving.core import Serving
 from server.settings import DRAIN_MARGIN_S, Settings
 from verifiers.registry import create_verifiers
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         app.add_middleware(AuthMiddleware, keys=keys, metrics=metrics, metrics_token=token)
     app.add_middleware(RequestIdMiddleware)  # outermost: turned-away requests get an id too
     install_error_handlers(app)
-    for module in (chat, completions, models, tokenizer, health):
+    for module in (chat, completions, responses, models, tokenizer, health):
         app.include_router(module.router)
 
     @app.get("/metrics", include_in_schema=False)

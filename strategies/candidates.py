@@ -128,13 +128,15 @@ class VerifiedParams(CandidateParams):
 class Sampled:
     """One candidate: its text, the answer extracted from it (for calls, their canonical form;
     for a request constrained to JSON, `is_json`, the whole text in canonical form), and what it
-    cost."""
+    cost; `reasoning` is what the model server's reasoning parser split off it, shown when it is
+    chosen."""
 
     text: str
     answer: str | None
     tokens: int
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None
+    reasoning: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     is_json: bool = False
 
@@ -237,6 +239,7 @@ async def sample(
             tokens=c.tokens,
             finish_reason=c.finish_reason,
             logprobs=c.logprobs,
+            reasoning=c.reasoning,
             tool_calls=c.tool_calls,
             is_json=is_json,
         )
@@ -510,6 +513,7 @@ def result_of(
             content=candidates[i].text,
             finish_reason="tool_calls" if candidates[i].tool_calls else candidates[i].finish_reason,
             content_tokens=candidates[i].tokens,
+            reasoning=candidates[i].reasoning,
             logprobs=candidates[i].logprobs if asked_logprobs else None,
             # Fresh ids: the same calls may answer more than one choice (or request).
             tool_calls=tuple(

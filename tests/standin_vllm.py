@@ -235,6 +235,11 @@ def create_standin(state: StandIn) -> FastAPI:
                     check(isinstance(call["function"]["arguments"], str), "arguments as text")
             if message.get("role") == "tool":
                 fields.add("tool_call_id")
+            if "reasoning" in message:
+                # vLLM passes an earlier answer's reasoning to the chat template.
+                check(message["role"] == "assistant", "only an assistant turn has reasoning")
+                check(isinstance(message["reasoning"], str), "reasoning must be a string")
+                fields.add("reasoning")
             check(set(message) == fields, f"message fields {sorted(message)}")
             check(isinstance(message["content"], str), "content must be a string")
         calls = tool_calls_for(body, messages)

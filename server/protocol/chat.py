@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from backends.base import ChatMessage, ChatPrompt, FinishReason
 from server.protocol.common import (
@@ -12,6 +12,7 @@ from server.protocol.common import (
     OpenAIBaseModel,
     ReasoningExtensions,
     UsageInfo,
+    text_of,
 )
 from server.protocol.errors import InvalidRequest
 from server.protocol.tools import (
@@ -36,24 +37,38 @@ __all__ = [
     "ChatLogprob",
     "ChatMessageOut",
     "DeltaMessage",
-    "TextContentPart",
+    "ContentPart",
     "TopLogprob",
 ]
 
 
-class TextContentPart(OpenAIBaseModel):
-    """A text part of a multi-part message."""
+class ContentPart(OpenAIBaseModel):
+    """A part of a multi-part message: text, or a kind (`image_url`, `input_audio`, `file`)
+    this text-only server refuses with a 400 naming the part."""
 
-    type: Literal["text"]
-    text: str
+    type: str
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_has_text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs text")
+        return self
 
 
 class ChatCompletionMessageParam(OpenAIBaseModel):
     """One message of a conversation."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextContentPart] | None = Field(default=None, validate_default=True)
+    content: str | list[ContentPart] | None = Field(default=None, validate_default=True)
     name: str | None = None
+    reasoning: str | None = Field(
+        default=None, description="An assistant turn's reasoning, as a response returned it."
+    )
+    reasoning_content: str | None = Field(
+        default=None,
+        description="The older name of `reasoning`, which DeepSeek-style clients send.",
+    )
     tool_calls: list[ToolCallParam] | None = Field(
         default=None, description="The calls an assistant turn made."
     )
@@ -61,28 +76,40 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
         default=None, description="The call a tool turn answers (required there)."
     )
 
+    @field_validator("reasoning", "reasoning_content")
+    @classmethod
+    def _reasoning_only_from_assistant(
+        cls, reasoning: str | None, info: ValidationInfo
+    ) -> str | None:
+        if reasoning is not None and info.data.get("role") != "assistant":
+            raise ValueError("only an assistant message carries reasoning")
+        return reasoning
+
     @field_validator("content")
     @classmethod
     def _content_unless_assistant(
-        cls, content: str | list[TextContentPart] | None, info: ValidationInfo
-    ) -> str | list[TextContentPart] | None:
+        cls, content: str | list[ContentPart] | None, info: ValidationInfo
+    ) -> str | list[ContentPart] | None:
         # OpenAI lets only an assistant turn (one that called tools) go without content.
         if content is None and info.data.get("role", "assistant") != "assistant":
             raise ValueError(f"a {info.data['role']} message needs content")
         return content
 
-    def to_message(self) -> ChatMessage:
-        """The message as the backend sees it: one role, one text."""
+    def to_message(self, param: str) -> ChatMessage:
+        """The message as the backend sees it: one role, one text; `param` names it in errors."""
         if isinstance(self.content, list):
-            text = "".join(part.text for part in self.content)
+            parts = [(part.type, part.text) for part in self.content]
+            text = text_of(parts, ("text",), f"{param}.content")
         else:
             text = self.content or ""
         # Chat templates know `system`; OpenAI's newer `developer` role means the same.
+        role = "system" if self.role == "developer" else self.role
         return ChatMessage(
-            "system" if self.role == "developer" else self.role,
+            role,
             text,
-            tuple(c.to_call() for c in self.tool_calls or ()),
-            self.tool_call_id,
+            reasoning=self.reasoning or self.reasoning_content,
+            tool_calls=tuple(c.to_call() for c in self.tool_calls or ()),
+            tool_call_id=self.tool_call_id,
         )
 
 
@@ -114,7 +141,7 @@ class ChatCompletionRequest(GenerationRequest):
                     "a tool message needs the tool_call_id of the call it answers",
                     f"messages.{i}.tool_call_id",
                 )
-        messages = tuple(m.to_message() for m in self.messages)
+        messages = tuple(m.to_message(f"messages.{i}") for i, m in enumerate(self.messages))
         tools = tools_of(self.tools, self.tool_choice, self.parallel_tool_calls)
         # A conversation that ends with an assistant turn is a prefix to continue, as in vLLM
         # (not one that ended in calls: their results are still to come).
@@ -130,12 +157,14 @@ class ChatCompletionRequest(GenerationRequest):
 
 
 class ChatMessageOut(BaseModel):
-    """The assistant's message; `reasoning` is the chosen candidate's visible reasoning,
-    `tool_calls` the calls it made (its `content` is then null unless it wrote text too)."""
+    """The assistant's message; `reasoning` is the chosen candidate's visible reasoning, mirrored
+    as `reasoning_content` for clients that read the older name; `tool_calls` the calls it made
+    (its `content` is then null unless it wrote text too)."""
 
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning: str | None = None
+    reasoning_content: str | None = None
     # As OpenAI's: a message that made no calls has no `tool_calls` field at all.
     tool_calls: list[ToolCallOut] = Field(default_factory=list, exclude_if=lambda calls: not calls)
 
@@ -186,6 +215,7 @@ class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[DeltaToolCall] | None = None
 
 

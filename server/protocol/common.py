@@ -7,7 +7,7 @@ Requests convert themselves into a `StrategyRequest`, so serving code never read
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -27,7 +27,21 @@ __all__ = [
     "ResponseFormat",
     "StreamOptions",
     "UsageInfo",
+    "text_of",
 ]
+
+
+def text_of(parts: Sequence[tuple[str, str | None]], text_types: Sequence[str], param: str) -> str:
+    """The text of a multi-part content given as `(type, text)` pairs, joined; any part not of
+    `text_types` (an image, audio, a file) is a 400 naming it, as `param.<index>`."""
+    for index, (kind, _) in enumerate(parts):
+        if kind not in text_types:
+            raise InvalidRequest(
+                f"{param}.{index} is a part of type {kind!r}, but this model takes text only; "
+                f"send {' or '.join(repr(t) for t in text_types)} parts",
+                f"{param}.{index}",
+            )
+    return "".join(text or "" for _, text in parts)
 
 
 class OpenAIBaseModel(BaseModel):

@@ -50,7 +50,7 @@ class TokenizeRequest(OpenAIBaseModel):
         if self.messages is None:
             assert self.prompt is not None
             return TextPrompt(self.prompt)
-        messages = tuple(m.to_message() for m in self.messages)
+        messages = tuple(m.to_message(f"messages.{i}") for i, m in enumerate(self.messages))
         return ChatPrompt(messages, continue_final_message=self.continue_final_message)
 
     def special_tokens(self) -> bool:

@@ -3,7 +3,7 @@ to answer."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
@@ -45,11 +45,12 @@ async def answer(
     request: Request,
     serving: Serving,
     prepared: PreparedRequest,
-    render_as: type[Rendering],
+    render_as: Callable[[str, str, bool], Rendering],
     stream: bool,
 ) -> Response:
-    """Stream Server-Sent Events, or run to the end and return one JSON body; a key is charged
-    what the run spent, however it ends."""
+    """Stream Server-Sent Events, or run to the end and return one JSON body; `render_as` makes
+    the endpoint's rendering from the response's id, the model and whether to show the trace; a
+    key is charged what the run spent, however it ends."""
     need = None
     if request.app.state.quotas is not None:
         need = estimate(prepared, serving.limits.search_default_tokens)

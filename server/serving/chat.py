@@ -19,7 +19,7 @@ from server.protocol.chat import (
     TopLogprob,
 )
 from server.protocol.tools import DeltaToolCall, ToolCallOut
-from server.serving.rendering import Rendering
+from server.serving.rendering import ChunkRendering
 from strategies.base import ChoiceDelta, StrategyResult
 
 __all__ = ["ChatRendering", "chat_logprobs"]
@@ -44,7 +44,7 @@ def chat_logprobs(logprobs: tuple[TokenLogprob, ...] | None) -> ChatChoiceLogpro
     )
 
 
-class ChatRendering(Rendering):
+class ChatRendering(ChunkRendering):
     """One chat completion, whole or as `chat.completion.chunk`s."""
 
     body_model: ClassVar[type[BaseModel]] = ChatCompletionResponse
@@ -58,6 +58,7 @@ class ChatRendering(Rendering):
                     # A turn that only called tools has no content, as OpenAI's.
                     content=None if c.tool_calls and not c.content else c.content,
                     reasoning=c.reasoning,
+                    reasoning_content=c.reasoning,
                     tool_calls=[ToolCallOut.of(call) for call in c.tool_calls],
                 ),
                 logprobs=chat_logprobs(c.logprobs),
@@ -72,9 +73,11 @@ class ChatRendering(Rendering):
         return [self.chunk([ChatCompletionStreamChoice(index=i, delta=announce)]) for i in range(n)]
 
     def delta(self, delta: ChoiceDelta) -> BaseModel:
+        reasoning = delta.reasoning or None
         message = DeltaMessage(
             content=delta.content or None,
-            reasoning=delta.reasoning or None,
+            reasoning=reasoning,
+            reasoning_content=reasoning,
             tool_calls=[DeltaToolCall.of(piece) for piece in delta.tool_calls] or None,
         )
         logprobs = chat_logprobs(delta.logprobs)

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from backends.base import FinishReason, TokenLogprob
 from server.protocol.completions import CompletionChoice, CompletionLogprobs, CompletionResponse
-from server.serving.rendering import Rendering
+from server.serving.rendering import ChunkRendering
 from strategies.base import ChoiceDelta, StrategyResult
 
 __all__ = ["CompletionRendering", "completion_logprobs"]
@@ -33,7 +33,7 @@ def completion_logprobs(
     )
 
 
-class CompletionRendering(Rendering):
+class CompletionRendering(ChunkRendering):
     """One text completion, whole or as `text_completion` chunks (the body's model, too)."""
 
     body_model: ClassVar[type[BaseModel]] = CompletionResponse

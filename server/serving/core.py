@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Mapping
@@ -198,8 +197,9 @@ class Serving:
     async def stream(
         self, prepared: PreparedRequest, rendering: Rendering
     ) -> AsyncGenerator[str, None]:
-        """Server-Sent Events: deltas as the strategy produces them, then usage, then [DONE];
-        an SSE comment whenever nothing was sent for `keepalive_s`."""
+        """Server-Sent Events: deltas as the strategy produces them, then what closes the stream
+        (usage, the final state), in `rendering`'s framing; an SSE comment whenever nothing was
+        sent for `keepalive_s`."""
         started = time.perf_counter()
         # Unbounded: a request's deltas are bounded by its own max_tokens and n, and the end
         # sentinel below must never find the queue full.
@@ -211,8 +211,8 @@ class Serving:
         keepalive = _KeepAlive(deltas, self.keepalive_s)
         outcome: BaseException | None = None
         try:
-            for chunk in rendering.opening(prepared.request.sampling.n):
-                yield _sse(chunk)
+            for event in rendering.sse_opening(prepared.request.sampling.n):
+                yield event
             streamed: set[int] = set()
             progressed = False
             while (delta := await deltas.get()) is not None:
@@ -221,12 +221,14 @@ class Serving:
                 elif isinstance(delta, Progress):
                     # How the run is going, not the answer: that is still to be sent whole.
                     progressed = True
-                    yield _sse(rendering.delta(delta))
+                    for event in rendering.sse_delta(delta):
+                        yield event
                 else:
                     if not streamed:
                         self._first_text(prepared, started)
                     streamed.add(delta.index)
-                    yield _sse(rendering.delta(delta))
+                    for event in rendering.sse_delta(delta):
+                        yield event
                 keepalive.sent()
             keepalive.cancel()
             result = task.result()
@@ -245,11 +247,12 @@ class Serving:
                         choice.logprobs,
                         call_deltas(choice.tool_calls),
                     )
-                    yield _sse(rendering.delta(whole))
-                yield _sse(rendering.finish(index, choice.finish_reason))
-            tail = rendering.tail(result, prepared.include_usage)
-            if tail is not None:
-                yield _sse(tail)
+                    for event in rendering.sse_delta(whole):
+                        yield event
+                for event in rendering.sse_finish(index, choice.finish_reason):
+                    yield event
+            for event in rendering.sse_closing(result, prepared.include_usage):
+                yield event
             self._observe(prepared.strategy.name, prepared.model, None, started, ctx, result)
         except Exception as exc:
             outcome = exc
@@ -257,7 +260,8 @@ class Serving:
             logger.info(
                 "stream %s failed with %d: %s", prepared.request_id, status, body.error.message
             )
-            yield _sse(body)
+            for event in rendering.sse_error(body):
+                yield event
         except BaseException as exc:
             outcome = exc
             raise
@@ -273,7 +277,8 @@ class Serving:
                         prepared.strategy.name, prepared.model, failed, started, ctx
                     )
                 )
-        yield "data: [DONE]\n\n"
+        for event in rendering.sse_end():
+            yield event
 
     def _first_text(self, prepared: PreparedRequest, started: float) -> None:
         self.metrics.first_token(
@@ -404,10 +409,6 @@ class _KeepAlive:
                 self._queue.put_nowait(self)
             due = now + self._interval_s
         self._timer = self._loop.call_at(due, self._fire)
-
-
-def _sse(model: BaseModel) -> str:
-    return f"data: {json.dumps(model.model_dump(exclude_none=True), separators=(',', ':'))}\n\n"
 
 
 async def run_until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None:

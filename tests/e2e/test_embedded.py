@@ -160,6 +160,7 @@ async def test_cot_through_extra_body(client: openai.AsyncOpenAI) -> None:
     reasoning = (message.model_extra or {}).get("reasoning")
     assert message.content
     assert reasoning
+    assert (message.model_extra or {}).get("reasoning_content") == reasoning
     assert response.usage is not None and response.usage.completion_tokens_details is not None
     reasoning_tokens = response.usage.completion_tokens_details.reasoning_tokens
     assert reasoning_tokens is not None
@@ -176,13 +177,17 @@ async def test_cot_stream_streams_reasoning_then_answer(client: openai.AsyncOpen
     }
     whole = await client.chat.completions.create(**fields)
     reasoning: list[str] = []
+    reasoning_content: list[str] = []
     content: list[str] = []
     stream = await client.chat.completions.create(stream=True, **fields)
     async for chunk in stream:
         for choice in chunk.choices:
-            reasoning.append((choice.delta.model_extra or {}).get("reasoning") or "")
+            extra = choice.delta.model_extra or {}
+            reasoning.append(extra.get("reasoning") or "")
+            reasoning_content.append(extra.get("reasoning_content") or "")
             content.append(choice.delta.content or "")
     assert "".join(reasoning) == (whole.choices[0].message.model_extra or {}).get("reasoning")
+    assert reasoning_content == reasoning
     assert "".join(content) == whole.choices[0].message.content
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -211,3 +213,37 @@ async def test_litellm_response_format(
     (body,) = sent(fresh)
     assert "json" in body["structured_outputs"]
     assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+
+
+async def test_ai_sdk_generate_object_with_a_zod_schema(gateway: str, fresh: StandIn) -> None:
+    # The Vercel AI SDK from tests/node (make install-node), validating with zod itself.
+    script = Path(__file__).parents[1] / "node" / "structured.mjs"
+    done = subprocess.run(
+        ["node", str(script), f"{gateway}/v1", SERVED_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    # The stand-in writes the schema's first enum value and 7s, as a grammar would let it.
+    assert report == {
+        "object": {
+            "team": "7",
+            "year": 7,
+            "margin": 7.5,
+            "scorers": ["7"],
+            "venue": "home",
+        },
+        "valid": True,
+        "finish": "stop",
+        "output_tokens": report["output_tokens"],
+    }
+    assert report["output_tokens"] > 0
+    (body,) = sent(fresh)
+    assert body["n"] == 3  # majority_vote's candidates, from the SDK's providerOptions
+    # zod's schema, as the SDK turned it into JSON schema, reached vLLM as its constraint.
+    schema = body["structured_outputs"]["json"]
+    assert schema["properties"].keys() == {"team", "year", "margin", "scorers", "venue"}
+    assert schema["properties"]["venue"]["enum"] == ["home", "away", "neutral"]
+    assert set(schema["required"]) == {"team", "year", "margin", "scorers", "venue"}

@@ -18,6 +18,7 @@ from typing import Any
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageFunctionToolCall, ChatCompletionToolParam
+from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
 from pydantic import SecretStr
 
 from tests.servers import gateway_process
@@ -202,6 +203,61 @@ async def test_votes_on_vllms_calls(client: openai.AsyncOpenAI, standin: StandIn
     assert choice.message.tool_calls[0].id.startswith("call_")
     (body,) = sent(standin)
     assert body["n"] == 3 and body["tools"] == [WEATHER]
+
+
+async def test_responses_call_streamed_and_round_tripped_in_vllms_shape(
+    client: openai.AsyncOpenAI, standin: StandIn
+) -> None:
+    # The Responses API's flat tool, and its items, reach vLLM as chat's.
+    flat: FunctionToolParam = {
+        "type": "function",
+        "name": "get_weather",
+        "description": WEATHER["function"].get("description"),
+        "parameters": dict(WEATHER["function"].get("parameters") or {}),
+        "strict": None,
+    }
+    async with client.responses.stream(
+        model=SERVED_MODEL,
+        input="Weather in Paris?",
+        tools=[flat],
+        tool_choice="required",
+        parallel_tool_calls=False,
+    ) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_response()
+    (call,) = final.output
+    assert isinstance(call, ResponseFunctionToolCall)
+    assert call.call_id.startswith("chatcmpl-tool-")  # vLLM's own id, passed through
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", ARGUMENTS)
+    # vLLM streams a call's arguments in pieces; each is a delta of the one item.
+    assert kinds.count("response.output_item.added") == 1
+    assert kinds.count("response.function_call_arguments.delta") >= 2
+    (asked,) = sent(standin)
+    assert asked["tools"] == [WEATHER] and asked["tool_choice"] == "required"
+    assert asked["parallel_tool_calls"] is False
+
+    history: list[Any] = [
+        {"role": "user", "content": "Weather in Paris?"},
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"},
+    ]
+    answered = await client.responses.create(model=SERVED_MODEL, input=history, tools=[flat])
+    assert answered.output_text == ANSWER
+    messages = sent(standin)[1]["messages"]
+    assert messages[1:] == [
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": call.call_id,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": call.arguments},
+                }
+            ],
+        },
+        {"role": "tool", "content": "18 C and sunny", "tool_call_id": call.call_id},
+    ]
 
 
 async def test_langchain_bind_tools(gateway: str, standin: StandIn) -> None:

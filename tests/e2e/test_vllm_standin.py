@@ -182,6 +182,43 @@ async def test_assistant_prefix_is_continued(
     assert body["add_generation_prompt"] is False
 
 
+async def test_responses_through_vllm(
+    client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
+) -> None:
+    history: Any = [
+        {"role": "user", "content": "What is 1 + 1?"},
+        {
+            "type": "reasoning",
+            "summary": [],
+            "content": [{"type": "reasoning_text", "text": "1+1"}],
+        },
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "What is 3 + 4?"},
+    ]
+    fields: dict[str, Any] = {
+        "model": SERVED_MODEL,
+        "input": history,
+        "max_output_tokens": 50,
+        "extra_body": {"reasoning_strategy": "cot"},
+    }
+    response = await client.responses.create(**fields)
+    assert response.output_text == "7"
+    reasoning = response.output[0]
+    assert reasoning.type == "reasoning" and reasoning.content is not None
+    assert reasoning.content[0].text == "First add the numbers.\n"
+    (body,) = received(replicas, "/v1/chat/completions")
+    # cot's instruction first, then the history, the earlier answer with its reasoning.
+    assert body["messages"][1:] == [
+        {"role": "user", "content": "What is 1 + 1?"},
+        {"role": "assistant", "content": "2", "reasoning": "1+1"},
+        {"role": "user", "content": "What is 3 + 4?"},
+    ]
+    async with client.responses.stream(**fields) as stream:
+        final = await stream.get_final_response()
+    assert final.output_text == "7"
+    assert final.usage is not None and final.usage == response.usage
+
+
 async def test_requests_spread_over_replicas(
     client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
 ) -> None:

@@ -81,3 +81,15 @@ async def test_vllm_takes_the_sampling_fields(client: openai.AsyncOpenAI) -> Non
         extra_body={"stop_token_ids": [2]},
     )
     assert forced.choices[0].message.content == " banana" * 4
+
+
+async def test_vllm_takes_logit_bias_on_responses_too(client: openai.AsyncOpenAI) -> None:
+    # vLLM's own Responses endpoint honours logit_bias; through the gateway it reaches vLLM too.
+    forced = await client.responses.create(
+        model=GENERATOR,
+        input="What is 3 + 4?",
+        max_output_tokens=4,
+        temperature=0,
+        extra_body={"logit_bias": {"21285": 100}},
+    )
+    assert forced.output_text == " banana" * 4

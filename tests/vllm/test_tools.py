@@ -20,6 +20,7 @@ from openai.types.chat import (
     ChatCompletionNamedToolChoiceParam,
     ChatCompletionToolParam,
 )
+from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
 
 from tests.vllm.conftest import GENERATOR
 
@@ -130,3 +131,53 @@ async def test_votes_on_real_calls(client: openai.AsyncOpenAI) -> None:
     assert trace["answer"].startswith("get_weather(")
     assert max(trace["votes"].values()) == trace["votes"][trace["answer"]]
     assert sum(trace["votes"].values()) == 3
+
+
+async def test_responses_call_streamed_and_answered_from_its_output(
+    client: openai.AsyncOpenAI,
+) -> None:
+    # The Responses API's flat tool and items, through the gateway to vLLM's chat endpoint.
+    flat: FunctionToolParam = {
+        "type": "function",
+        "name": "get_weather",
+        "description": WEATHER["function"].get("description"),
+        "parameters": dict(WEATHER["function"].get("parameters") or {}),
+        "strict": None,
+    }
+    fields: dict[str, Any] = {
+        "model": GENERATOR,
+        "input": "What is the weather in Paris?",
+        "tools": [flat],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "max_output_tokens": 60,
+        "temperature": 0,
+    }
+    whole = await client.responses.create(**fields)
+    (call,) = whole.output
+    assert isinstance(call, ResponseFunctionToolCall) and call.name == "get_weather"
+    json.loads(call.arguments)  # JSON, as vLLM produced it
+    # vLLM's streamed pieces of the call become one item's argument deltas.
+    async with client.responses.stream(**fields) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_response()
+    (streamed,) = final.output
+    assert isinstance(streamed, ResponseFunctionToolCall) and streamed.name == "get_weather"
+    json.loads(streamed.arguments)
+    assert kinds.count("response.output_item.added") == 1
+    assert kinds[-3:] == [
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    history: list[Any] = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"},
+    ]
+    answered = await client.responses.create(
+        model=GENERATOR, input=history, tools=[flat], max_output_tokens=16, temperature=0
+    )
+    assert answered.output
+    assert whole.usage is not None and answered.usage is not None
+    assert answered.usage.input_tokens > whole.usage.input_tokens

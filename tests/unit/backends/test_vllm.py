@@ -246,6 +246,24 @@ async def test_error_inside_stream_is_raised(servers: Loopback) -> None:
             pass
 
 
+async def test_a_refusal_keeps_the_field_vllm_blames(servers: Loopback) -> None:
+    refusal = {"message": "too many tokens", "type": "BadRequestError", "param": "max_tokens"}
+    streamed = f"data: {json.dumps({'error': refusal | {'code': 400}})}\n\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if body(request).get("stream"):
+            return httpx.Response(200, text=streamed)
+        return httpx.Response(400, json={"error": refusal | {"code": 400}})
+
+    with pytest.raises(BackendResponseError) as whole:
+        await (await session(servers, handler)).generate(CHAT, SamplingParams(max_tokens=2))
+    with pytest.raises(BackendResponseError) as mid_stream:
+        async for _ in (await session(servers, handler)).stream(CHAT, SamplingParams(max_tokens=2)):
+            pass
+    for error in (whole.value, mid_stream.value):
+        assert (error.status_code, error.param) == (400, "max_tokens")
+
+
 async def test_score_reads_echoed_continuation_tokens(servers: Loopback) -> None:
     prompt_text = "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n"
     calls: list[str] = []

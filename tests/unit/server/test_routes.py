@@ -25,7 +25,12 @@ async def test_chat_completion_shape_and_exact_usage() -> None:
     assert body["choices"] == [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": "The answer is 4.", "reasoning": None},
+            "message": {
+                "role": "assistant",
+                "content": "The answer is 4.",
+                "reasoning": None,
+                "reasoning_content": None,
+            },
             "logprobs": None,
             "finish_reason": "stop",
         }
@@ -300,8 +305,26 @@ async def test_error_mid_stream_is_one_error_chunk_then_done() -> None:
         response = await client.post("/v1/chat/completions", json=chat_body(stream=True))
     events = sse_events(response.text)
     assert events[-1] == "[DONE]"
-    assert events[-2]["error"]["code"] == "backend_unavailable"
-    assert "vLLM went away" in events[-2]["error"]["message"]
+    error = events[-2]["error"]
+    assert error["code"] == "backend_unavailable"
+    assert "vLLM went away" in error["message"]
+    # The whole error object, as a non-streamed error body has it.
+    assert error["param"] is None and error["type"] == "service_unavailable_error"
+
+
+async def test_error_mid_stream_names_the_field_to_blame() -> None:
+    backend = ScriptedBackend()
+    async with app_client(backend) as client:
+        backend.error = BackendResponseError("too many tokens", status_code=400, param="max_tokens")
+        response = await client.post("/v1/chat/completions", json=chat_body(stream=True))
+    assert response.status_code == 200
+    error = sse_events(response.text)[-2]["error"]
+    assert error == {
+        "message": "too many tokens",
+        "type": "invalid_request_error",
+        "param": "max_tokens",
+        "code": "backend_rejected",
+    }
 
 
 async def test_unknown_route_uses_error_envelope() -> None:
@@ -322,6 +345,105 @@ async def test_models_health_ready() -> None:
         ready = await client.get("/ready")
         assert ready.status_code == 503
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_reasoning_is_mirrored_as_reasoning_content() -> None:
+    backend = ScriptedBackend(["Two and two make four. Answer: 4"])
+    body = chat_body(reasoning_strategy="cot")
+    async with app_client(backend) as client:
+        whole = (await client.post("/v1/chat/completions", json=body)).json()
+        streamed = await client.post("/v1/chat/completions", json=body | {"stream": True})
+    message = whole["choices"][0]["message"]
+    assert message["content"] == "4"
+    assert message["reasoning"].strip() == "Two and two make four."
+    assert message["reasoning_content"] == message["reasoning"]
+    deltas = [e["choices"][0]["delta"] for e in sse_events(streamed.text)[:-1] if e["choices"]]
+    reasoning = [d for d in deltas if "reasoning" in d]
+    assert reasoning, deltas
+    assert all(d["reasoning_content"] == d["reasoning"] for d in reasoning)
+    assert "".join(d["reasoning"] for d in reasoning).strip() == "Two and two make four."
+
+
+@pytest.mark.parametrize("name", ["reasoning", "reasoning_content"])
+async def test_assistant_reasoning_in_the_history_reaches_the_backend(name: str) -> None:
+    backend = ScriptedBackend(["ok"])
+    messages = [
+        {"role": "user", "content": "2 + 2?"},
+        {"role": "assistant", "content": "4", name: "Two and two."},
+        {"role": "user", "content": "And 3 + 3?"},
+    ]
+    async with app_client(backend) as client:
+        response = await client.post(
+            "/v1/chat/completions", json=chat_body() | {"messages": messages}
+        )
+    assert response.status_code == 200
+    prompt = backend.calls[0].prompt
+    assert isinstance(prompt, ChatPrompt)
+    assert [m.reasoning for m in prompt.messages] == [None, "Two and two.", None]
+    assert prompt.messages[1].as_dict()["reasoning"] == "Two and two."
+
+
+async def test_reasoning_on_a_user_message_is_400() -> None:
+    messages = [{"role": "user", "content": "hi", "reasoning_content": "hm"}]
+    async with app_client(ScriptedBackend()) as client:
+        response = await client.post(
+            "/v1/chat/completions", json=chat_body() | {"messages": messages}
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages.0.reasoning_content"
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+    ],
+)
+async def test_a_non_text_part_is_400_naming_it(part: dict[str, object]) -> None:
+    content = [{"type": "text", "text": "What is this?"}, part]
+    body = chat_body() | {"messages": [{"role": "user", "content": content}]}
+    backend = ScriptedBackend()
+    async with app_client(backend) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "messages.0.content.1"
+    assert "text only" in error["message"] and repr(part["type"]) in error["message"]
+    assert backend.calls == []
+
+
+async def test_text_parts_are_joined() -> None:
+    content = [{"type": "text", "text": "What is"}, {"type": "text", "text": " 2 + 2?"}]
+    backend = ScriptedBackend(["4"])
+    async with app_client(backend) as client:
+        body = chat_body() | {"messages": [{"role": "user", "content": content}]}
+        response = await client.post("/v1/chat/completions", json=body)
+        missing = await client.post(
+            "/v1/chat/completions",
+            json=chat_body() | {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+        )
+    assert response.status_code == 200
+    prompt = backend.calls[0].prompt
+    assert isinstance(prompt, ChatPrompt)
+    assert prompt.messages[0].content == "What is 2 + 2?"
+    assert missing.status_code == 400
+    assert missing.json()["error"]["param"] == "messages.0.content.0"
+
+
+async def test_model_is_retrieved_by_id_and_an_unknown_one_is_404() -> None:
+    async with app_client(ScriptedBackend(model="org/model-1")) as client:
+        found = await client.get("/v1/models/org/model-1")
+        missing = await client.get("/v1/models/gpt-9")
+    assert found.status_code == 200
+    assert found.json()["id"] == "org/model-1"
+    assert found.json()["object"] == "model"
+    assert missing.status_code == 404
+    error = missing.json()["error"]
+    assert error["code"] == "model_not_found"
+    assert error["type"] == "not_found_error"
+    assert error["param"] == "model"
+    assert "'gpt-9'" in error["message"] and "'org/model-1'" in error["message"]
 
 
 async def test_metrics_count_requests_by_strategy_and_status() -> None:

@@ -85,7 +85,12 @@ async def test_text_answers_stay_text_and_have_no_tool_calls_field(
     async with app_client(ScriptedBackend(["It is sunny."])) as http:
         response = await http.post("/v1/chat/completions", json=chat_body(tools=[WEATHER]))
     message = response.json()["choices"][0]["message"]
-    assert message == {"role": "assistant", "content": "It is sunny.", "reasoning": None}
+    assert message == {
+        "role": "assistant",
+        "content": "It is sunny.",
+        "reasoning": None,
+        "reasoning_content": None,
+    }
     assert response.json()["choices"][0]["finish_reason"] == "stop"
 
 

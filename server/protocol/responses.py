@@ -1,0 +1,642 @@
+"""`POST /v1/responses`: the request, the `response` object, its output items and stream events.
+
+The subset of OpenAI's Responses API that vLLM serves for a text model: `input` as a string or
+items (messages, reasoning, function calls and their outputs), `instructions`,
+`max_output_tokens`, sampling, function `tools`, `reasoning` and `function_call` output items and
+typed stream events. The server keeps nothing, so what needs a stored response (`store: true`,
+`previous_response_id`, `conversation`, `background`) is a 400, as are hosted tools,
+`text.format` and logprobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from backends.base import ChatMessage, ChatPrompt, ToolCall, Tools
+from server.protocol.common import (
+    EFFORT_MAX_TOKENS,
+    GenerationRequest,
+    OpenAIBaseModel,
+    ReasoningExtensions,
+    text_of,
+)
+from server.protocol.errors import InvalidRequest
+from server.protocol.tools import (
+    ChatCompletionToolParam,
+    FunctionDefinition,
+    NamedFunction,
+    NamedToolChoice,
+    tools_of,
+)
+from strategies.base import ReasoningEffort, StrategyRequest
+from strategies.limits import Limits
+
+__all__ = [
+    "ContentPart",
+    "FunctionCallItem",
+    "FunctionToolChoice",
+    "FunctionToolParam",
+    "InputItem",
+    "InputTokensDetails",
+    "OutputItem",
+    "OutputMessage",
+    "OutputText",
+    "OutputTokensDetails",
+    "ReasoningConfig",
+    "ReasoningItem",
+    "ReasoningText",
+    "ResponseContentPartEvent",
+    "ResponseErrorEvent",
+    "ResponseEvent",
+    "ResponseFunctionCallArgumentsDeltaEvent",
+    "ResponseFunctionCallArgumentsDoneEvent",
+    "ResponseLifecycleEvent",
+    "ResponseOutputItemEvent",
+    "ResponseReasoningTextDeltaEvent",
+    "ResponseReasoningTextDoneEvent",
+    "ResponseTextDeltaEvent",
+    "ResponseTextDoneEvent",
+    "ResponseUsage",
+    "ResponsesRequest",
+    "ResponsesResponse",
+    "TextConfig",
+]
+
+# Text parts of a message item; OpenAI's own assistant turns use `output_text`.
+_TEXT_PARTS = ("input_text", "output_text")
+# An assistant turn cut short, which vLLM continues rather than answers.
+_PARTIAL = ("in_progress", "incomplete")
+_EFFORTS: tuple[ReasoningEffort, ...] = ("low", "medium", "high")
+
+
+class ContentPart(OpenAIBaseModel):
+    """A part of an input item's content: text, or a kind this text-only server refuses."""
+
+    type: str
+    text: str | None = None
+
+
+class InputItem(OpenAIBaseModel):
+    """One item of `input`: a message (the default type), the reasoning of an earlier answer,
+    a `function_call` it made (`call_id`, `name`, `arguments`) or a `function_call_output`
+    (`call_id`, `output`) answering one.
+
+    Other item types (hosted tools' calls, item references) are a 400 naming the item.
+    """
+
+    type: str = "message"
+    role: str | None = None
+    content: str | list[ContentPart] | None = None
+    status: str | None = None
+    summary: list[ContentPart] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | list[ContentPart] | None = None
+
+
+class FunctionToolParam(OpenAIBaseModel):
+    """One entry of `tools`: a function, flat as the Responses API has it (chat nests the same
+    fields under `function`). Other tool types (hosted search, MCP, ...) are a 400 naming it."""
+
+    type: str
+    name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def to_chat(self, param: str) -> ChatCompletionToolParam:
+        """The same function in chat's shape, which the tool checks and backends take."""
+        if self.type != "function":
+            raise InvalidRequest(
+                f"{param} is a tool of type {self.type!r}; this server calls only function "
+                "tools (type 'function', run by the client)",
+                f"{param}.type",
+            )
+        if self.name is None:
+            raise InvalidRequest(f"{param} needs the function's name", f"{param}.name")
+        function = FunctionDefinition(
+            name=self.name,
+            description=self.description,
+            parameters=self.parameters,
+            strict=self.strict,
+        )
+        return ChatCompletionToolParam(function=function)
+
+
+class FunctionToolChoice(OpenAIBaseModel):
+    """`tool_choice` naming one function, flat: `{"type": "function", "name": ...}`."""
+
+    type: Literal["function"]
+    name: str
+
+
+class ReasoningConfig(OpenAIBaseModel):
+    """`reasoning`: its `effort` sets the budget a request leaves open, as `reasoning_effort`."""
+
+    effort: str | None = None
+    summary: str | None = None
+
+
+class TextConfig(OpenAIBaseModel):
+    """`text`: only plain text output (`format.type` "text") for now."""
+
+    format: dict[str, Any] | None = None
+    verbosity: str | None = None
+
+
+class ResponsesRequest(GenerationRequest):
+    """`POST /v1/responses`: OpenAI's fields, then the shared ones and ours (from
+    `GenerationRequest`: `reasoning_strategy`, `reasoning_params`, `seed`, `stop`)."""
+
+    input: str | list[InputItem]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    metadata: dict[str, str] | None = None
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None = None
+    reasoning: ReasoningConfig | None = None
+    store: bool | None = Field(
+        default=None,
+        description="Only false (or left out): this server keeps no responses.",
+    )
+    text: TextConfig | None = None
+    tool_choice: Literal["none", "auto", "required"] | FunctionToolChoice | None = None
+    tools: list[FunctionToolParam] | None = None
+    truncation: str | None = None
+    include: list[str] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    background: bool | None = None
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input_not_empty(cls, value: str | list[InputItem]) -> str | list[InputItem]:
+        if not value:
+            raise ValueError("input must not be empty")
+        return value
+
+    def to_strategy_request(self, limits: Limits) -> StrategyRequest:
+        """Refuse what this server cannot do, then convert for the strategies."""
+        self._refuse_unsupported()
+        effort = self._effort()
+        max_tokens = self.max_output_tokens or (
+            min(EFFORT_MAX_TOKENS[effort], limits.max_tokens)
+            if effort is not None
+            else limits.default_max_tokens
+        )
+        prompt = self._prompt()
+        return StrategyRequest(prompt, self._sampling(max_tokens, limits, None), effort)
+
+    def _refuse_unsupported(self) -> None:
+        stateless = "this server keeps no responses; send the whole conversation in input"
+        refusals: list[tuple[bool, str, str]] = [
+            (
+                self.store is True,
+                "store",
+                f"store: true is not supported: {stateless} and leave store out (or false)",
+            ),
+            (
+                self.previous_response_id is not None,
+                "previous_response_id",
+                f"previous_response_id is not supported: {stateless}",
+            ),
+            (
+                self.conversation is not None,
+                "conversation",
+                f"conversation is not supported: {stateless}",
+            ),
+            (
+                bool(self.background),
+                "background",
+                f"background is not supported: it needs a stored response, and {stateless}",
+            ),
+            (
+                self.prompt is not None,
+                "prompt",
+                "prompt (a stored template) is not supported; send its text in input",
+            ),
+            (
+                self.n != 1,
+                "n",
+                "n must be 1: a response holds one answer; to draw several candidates, "
+                "name a strategy that takes reasoning_params.n",
+            ),
+            (
+                self.truncation not in (None, "disabled"),
+                "truncation",
+                "only truncation 'disabled' is supported (a prompt over the context is a 400)",
+            ),
+            (
+                "message.output_text.logprobs" in (self.include or ()),
+                "include",
+                "logprobs are not supported on /v1/responses; use /v1/chat/completions",
+            ),
+        ]
+        for refused, param, message in refusals:
+            if refused:
+                raise InvalidRequest(message, param)
+        if self.response_format is not None and self.response_format.type != "text":
+            raise InvalidRequest(
+                "response_format is chat's field; /v1/responses takes text.format, text only",
+                "response_format",
+            )
+        text_format = (self.text.format or {}) if self.text is not None else {}
+        if text_format.get("type", "text") != "text":
+            raise InvalidRequest(
+                "only text output (text.format type 'text') is supported on /v1/responses",
+                "text.format",
+            )
+
+    def _effort(self) -> ReasoningEffort | None:
+        effort = self.reasoning.effort if self.reasoning is not None else None
+        if effort is None:
+            return self.reasoning_effort
+        for known in _EFFORTS:
+            if effort == known:
+                return known
+        raise InvalidRequest(
+            f"reasoning.effort {effort!r} is not supported; use one of {', '.join(_EFFORTS)}",
+            "reasoning.effort",
+        )
+
+    def _tools(self) -> Tools | None:
+        if not self.tools:
+            # vLLM's defaults are no tools and `auto`, and clients send `tools: []` for none.
+            if isinstance(self.tool_choice, FunctionToolChoice) or self.tool_choice == "required":
+                raise InvalidRequest(
+                    "tool_choice needs tools: give the functions in tools", "tool_choice"
+                )
+            return None
+        chat_tools = [tool.to_chat(f"tools.{i}") for i, tool in enumerate(self.tools)]
+        choice = self.tool_choice
+        if isinstance(choice, FunctionToolChoice):
+            return tools_of(
+                chat_tools,
+                NamedToolChoice(function=NamedFunction(name=choice.name)),
+                self.parallel_tool_calls,
+            )
+        return tools_of(chat_tools, choice, self.parallel_tool_calls)
+
+    def _prompt(self) -> ChatPrompt:
+        tools = self._tools()
+        messages: list[ChatMessage] = []
+        if self.instructions:
+            messages.append(ChatMessage("system", self.instructions))
+        if isinstance(self.input, str):
+            messages.append(ChatMessage("user", self.input))
+            return ChatPrompt(tuple(messages), tools=tools)
+        reasoning: str | None = None  # of an answer whose message item comes next
+        for index, item in enumerate(self.input):
+            param = f"input.{index}"
+            if item.type == "reasoning":
+                reasoning = (reasoning or "") + _reasoning_text(item, param)
+                continue
+            if item.type == "function_call":
+                call = _call(item, param)
+                previous = messages[-1] if messages else None
+                if reasoning is None and previous is not None and previous.role == "assistant":
+                    # The calls of one turn are items of their own; chat has them in one message.
+                    calls = (*previous.tool_calls, call)
+                    messages[-1] = dataclasses.replace(previous, tool_calls=calls)
+                else:
+                    messages.append(
+                        ChatMessage("assistant", "", tool_calls=(call,), reasoning=reasoning)
+                    )
+                reasoning = None
+                continue
+            if item.type == "function_call_output":
+                message = _call_output(item, param)
+            elif item.type == "message":
+                message = _message(item, param, reasoning if item.role == "assistant" else None)
+            else:
+                raise InvalidRequest(_item_refusal(item.type), param)
+            if reasoning is not None and message.role != "assistant":
+                # Reasoning with no answer after it is a turn of its own.
+                messages.append(ChatMessage("assistant", "", reasoning=reasoning))
+            reasoning = None
+            messages.append(message)
+        if reasoning is not None:
+            messages.append(ChatMessage("assistant", "", reasoning=reasoning))
+        last = self.input[-1]
+        partial = last.type == "message" and last.role == "assistant" and last.status in _PARTIAL
+        return ChatPrompt(tuple(messages), continue_final_message=partial, tools=tools)
+
+    def echo(self) -> dict[str, Any]:
+        """The request's fields a `response` object repeats."""
+        return {
+            "instructions": self.instructions,
+            "metadata": self.metadata,
+            "parallel_tool_calls": self.parallel_tool_calls,
+            "reasoning": self.reasoning.model_dump() if self.reasoning is not None else None,
+            "temperature": self.temperature,
+            "tool_choice": (
+                self.tool_choice.model_dump()
+                if isinstance(self.tool_choice, FunctionToolChoice)
+                else self.tool_choice or "auto"
+            ),
+            "tools": [tool.model_dump(exclude_none=True) for tool in self.tools or ()],
+            "top_p": self.top_p,
+            "user": self.user,
+        }
+
+
+def _message(item: InputItem, param: str, reasoning: str | None) -> ChatMessage:
+    if item.role not in ("user", "assistant", "system", "developer"):
+        raise InvalidRequest(
+            f"{param}.role must be user, assistant, system or developer", f"{param}.role"
+        )
+    if item.content is None:
+        raise InvalidRequest(f"{param} needs content", f"{param}.content")
+    if isinstance(item.content, str):
+        text = item.content
+    else:
+        parts = [(part.type, part.text) for part in item.content]
+        text = text_of(parts, _TEXT_PARTS, f"{param}.content")
+    # Chat templates know `system`; OpenAI's newer `developer` role means the same.
+    role = "system" if item.role == "developer" else item.role
+    return ChatMessage(role, text, reasoning=reasoning)
+
+
+def _call(item: InputItem, param: str) -> ToolCall:
+    """A `function_call` input item as the call an assistant turn made."""
+    for field, value in (("call_id", item.call_id), ("name", item.name)):
+        if not value:
+            raise InvalidRequest(f"{param} (a function_call) needs {field}", f"{param}.{field}")
+    assert item.call_id is not None and item.name is not None
+    return ToolCall(item.call_id, item.name, item.arguments or "")
+
+
+def _call_output(item: InputItem, param: str) -> ChatMessage:
+    """A `function_call_output` input item as the `tool` turn answering its call."""
+    if not item.call_id:
+        raise InvalidRequest(
+            f"{param} (a function_call_output) needs the call_id of the call it answers",
+            f"{param}.call_id",
+        )
+    if item.output is None:
+        raise InvalidRequest(f"{param} (a function_call_output) needs output", f"{param}.output")
+    if isinstance(item.output, str):
+        text = item.output
+    else:
+        parts = [(part.type, part.text) for part in item.output]
+        text = text_of(parts, ("input_text",), f"{param}.output")
+    return ChatMessage("tool", text, tool_call_id=item.call_id)
+
+
+def _reasoning_text(item: InputItem, param: str) -> str:
+    """The text of a reasoning item: its `reasoning_text` content, else its summary."""
+    if isinstance(item.content, str):
+        raise InvalidRequest(f"{param}.content of a reasoning item is a list", f"{param}.content")
+    parts = item.content or item.summary or []
+    pairs = [(part.type, part.text) for part in parts]
+    where = f"{param}.content" if item.content else f"{param}.summary"
+    return text_of(pairs, ("reasoning_text", "summary_text"), where)
+
+
+def _item_refusal(kind: str) -> str:
+    return (
+        f"input items of type {kind!r} are not supported; send message, reasoning, "
+        "function_call and function_call_output items"
+    )
+
+
+# The `response` object and its output items.
+
+
+class OutputText(BaseModel):
+    """A text part of an output message."""
+
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = Field(default_factory=list)
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class ReasoningText(BaseModel):
+    """The text part of a reasoning item."""
+
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class OutputMessage(BaseModel):
+    """The answer: an assistant message with one text part."""
+
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    status: ItemStatus
+    content: list[OutputText]
+
+
+class ReasoningItem(BaseModel):
+    """The chosen candidate's visible reasoning, as vLLM returns a reasoning model's."""
+
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[Any] = Field(default_factory=list)
+    content: list[ReasoningText] | None = None
+    status: ItemStatus
+
+
+class FunctionCallItem(BaseModel):
+    """A call the answer made; a `function_call_output` item answers it by its `call_id`."""
+
+    id: str
+    type: Literal["function_call"] = "function_call"
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+OutputItem = OutputMessage | ReasoningItem | FunctionCallItem
+
+
+class InputTokensDetails(BaseModel):
+    """How input tokens split; this server does not see the model server's prefix cache."""
+
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    """How output tokens split; `reasoning_tokens` are those not in the returned answer."""
+
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(BaseModel):
+    """Usage in the Responses API's shape, plus our `verifier_tokens`."""
+
+    input_tokens: int
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+    verifier_tokens: int = 0
+
+
+ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]
+
+
+class ResponsesResponse(ReasoningExtensions):
+    """The `response` object: the body of a non-streamed answer, and what lifecycle events
+    carry; our extensions (`reasoning_trace`, ...) only when set."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    model: str
+    status: ResponseStatus
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, str] | None = None
+    instructions: str | None = None
+    max_output_tokens: int
+    metadata: dict[str, str] | None = None
+    output: list[OutputItem]
+    parallel_tool_calls: bool = True
+    previous_response_id: None = None
+    reasoning: dict[str, Any] | None = None
+    store: bool = False
+    temperature: float
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    tool_choice: str | dict[str, Any] = "auto"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    top_p: float
+    truncation: str = "disabled"
+    usage: ResponseUsage | None = None
+    user: str | None = None
+
+
+# Stream events, each named by its `type` and numbered by `sequence_number`.
+
+
+class ResponseLifecycleEvent(BaseModel):
+    """`response.created`, `response.in_progress`, `response.completed`, `response.failed`."""
+
+    type: str
+    sequence_number: int
+    response: ResponsesResponse
+
+
+class ResponseOutputItemEvent(BaseModel):
+    """`response.output_item.added` and `response.output_item.done`."""
+
+    type: str
+    sequence_number: int
+    output_index: int
+    item: OutputItem
+
+
+class ResponseContentPartEvent(BaseModel):
+    """`response.content_part.added` and `response.content_part.done`."""
+
+    type: str
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText | ReasoningText
+
+
+class ResponseTextDeltaEvent(BaseModel):
+    """`response.output_text.delta`."""
+
+    type: Literal["response.output_text.delta"] = "response.output_text.delta"
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class ResponseTextDoneEvent(BaseModel):
+    """`response.output_text.done`."""
+
+    type: Literal["response.output_text.done"] = "response.output_text.done"
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class ResponseReasoningTextDeltaEvent(BaseModel):
+    """`response.reasoning_text.delta`."""
+
+    type: Literal["response.reasoning_text.delta"] = "response.reasoning_text.delta"
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ResponseReasoningTextDoneEvent(BaseModel):
+    """`response.reasoning_text.done`."""
+
+    type: Literal["response.reasoning_text.done"] = "response.reasoning_text.done"
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+
+
+class ResponseFunctionCallArgumentsDeltaEvent(BaseModel):
+    """`response.function_call_arguments.delta`: a piece of a call's arguments."""
+
+    type: Literal["response.function_call_arguments.delta"] = (
+        "response.function_call_arguments.delta"
+    )
+    sequence_number: int
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class ResponseFunctionCallArgumentsDoneEvent(BaseModel):
+    """`response.function_call_arguments.done`: a call's whole arguments (and, as vLLM's, its
+    name)."""
+
+    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
+    sequence_number: int
+    item_id: str
+    output_index: int
+    name: str
+    arguments: str
+
+
+class ResponseErrorEvent(BaseModel):
+    """`error`: the run failed after the stream began; OpenAI's error fields, flat."""
+
+    type: Literal["error"] = "error"
+    sequence_number: int
+    code: str | None
+    message: str
+    param: str | None
+
+
+ResponseEvent = (
+    ResponseLifecycleEvent
+    | ResponseOutputItemEvent
+    | ResponseContentPartEvent
+    | ResponseTextDeltaEvent
+    | ResponseTextDoneEvent
+    | ResponseReasoningTextDeltaEvent
+    | ResponseReasoningTextDoneEvent
+    | ResponseFunctionCallArgumentsDeltaEvent
+    | ResponseFunctionCallArgumentsDoneEvent
+    | ResponseErrorEvent
+)
