@@ -313,15 +313,7 @@ class ResponsesRendering(Rendering):
                 ResponseContentPartEvent, type="response.content_part.done", part=part, **fields
             )
         )
-        events.append(
-            self._event(
-                ResponseOutputItemEvent,
-                type="response.output_item.done",
-                output_index=item.output_index,
-                item=done,
-            )
-        )
-        self._done.append(done)
+        self._item_done(item, done, events)
 
     def _close_call(
         self,
@@ -343,6 +335,10 @@ class ResponsesRendering(Rendering):
         done = FunctionCallItem(
             id=item.id, call_id=item.call_id, name=item.name, arguments=arguments, status=status
         )
+        self._item_done(item, done, events)
+
+    def _item_done(self, item: _OpenItem, done: OutputItem, events: list[str]) -> None:
+        """The item is done: announced whole, and kept for the final response."""
         events.append(
             self._event(
                 ResponseOutputItemEvent,
