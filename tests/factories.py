@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
+import httpx2
+import openai
 
 from backends.base import Backend, ChatMessage, ChatPrompt, SamplingParams
 from backends.vllm import VLLMBackendSettings
@@ -88,6 +90,28 @@ async def app_client(
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             yield client
+
+
+@contextlib.asynccontextmanager
+async def sdk_client(
+    backend: Backend, settings: Settings | None = None
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The openai SDK's own client (its HTTP client is httpx2's since openai 3), wired straight
+    to an app (lifespan included) around `backend`."""
+    app = create_app(settings or Settings(), backend=backend)
+    async with app.router.lifespan_context(app):
+        http = openai.DefaultAsyncHttpxClient(transport=httpx2.ASGITransport(app=app))
+        async with openai.AsyncOpenAI(
+            base_url="http://gateway/v1", api_key="x", http_client=http, max_retries=0
+        ) as sdk:
+            yield sdk
+
+
+def tool_call_text(name: str, arguments: Mapping[str, Any] | str) -> str:
+    """A call as the scripted (and embedded) model writes it: a Hermes-style block; `arguments`
+    as given when a string (JSON or not)."""
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return f'<tool_call>{{"name": "{name}", "arguments": {args}}}</tool_call>'
 
 
 def sse_events(body: str) -> list[Any]:

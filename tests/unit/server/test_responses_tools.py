@@ -9,18 +9,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 from openai.types.responses import FunctionToolParam, Response
 
 from backends.base import ChatMessage, ChatPrompt, ForcedTool, ToolCall, ToolCallDelta
 from backends.scripted import ScriptedBackend
-from server.app import create_app
 from server.serving.responses import ResponsesRendering
-from server.settings import Settings
 from strategies.base import ChoiceDelta
-from tests.factories import SCRIPTED_MODEL
+from tests.factories import SCRIPTED_MODEL, sdk_client, tool_call_text
 from tests.unit.server.test_responses import EVENTS, named_events, post, responses_body
 
 WEATHER: FunctionToolParam = {
@@ -37,9 +34,7 @@ WEATHER: FunctionToolParam = {
 TIME: FunctionToolParam = {"type": "function", "name": "get_time", "parameters": {}, "strict": None}
 
 
-def call(name: str, arguments: dict[str, Any]) -> str:
-    """A call as the scripted (and embedded) model writes it."""
-    return f'<tool_call>{{"name": "{name}", "arguments": {json.dumps(arguments)}}}</tool_call>'
+call = tool_call_text
 
 
 @pytest.fixture
@@ -49,13 +44,8 @@ def backend() -> ScriptedBackend:
 
 @pytest.fixture
 async def client(backend: ScriptedBackend) -> AsyncIterator[openai.AsyncOpenAI]:
-    app = create_app(Settings(), backend=backend)
-    async with app.router.lifespan_context(app):
-        http = openai.DefaultAsyncHttpxClient(transport=httpx2.ASGITransport(app=app))
-        async with openai.AsyncOpenAI(
-            base_url="http://gateway/v1", api_key="x", http_client=http, max_retries=0
-        ) as sdk:
-            yield sdk
+    async with sdk_client(backend) as sdk:
+        yield sdk
 
 
 async def test_a_call_is_a_function_call_item_and_the_tools_reach_the_backend(

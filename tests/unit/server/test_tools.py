@@ -7,16 +7,13 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 from openai.types.chat import ChatCompletionToolParam
 
 from backends.base import ChatPrompt, ForcedTool, Prompt, SamplingParams
 from backends.scripted import ScriptedBackend
-from server.app import create_app
-from server.settings import Settings
-from tests.factories import SCRIPTED_MODEL, app_client, chat_body
+from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sdk_client, tool_call_text
 
 WEATHER: ChatCompletionToolParam = {
     "type": "function",
@@ -33,10 +30,7 @@ WEATHER: ChatCompletionToolParam = {
 TIME: ChatCompletionToolParam = {"type": "function", "function": {"name": "get_time"}}
 
 
-def call(name: str, arguments: dict[str, Any] | str) -> str:
-    """A call as the scripted (and embedded) model writes it."""
-    args = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return f'<tool_call>{{"name": "{name}", "arguments": {args}}}</tool_call>'
+call = tool_call_text
 
 
 @pytest.fixture
@@ -46,14 +40,8 @@ def backend() -> ScriptedBackend:
 
 @pytest.fixture
 async def client(backend: ScriptedBackend) -> AsyncIterator[openai.AsyncOpenAI]:
-    app = create_app(Settings(), backend=backend)
-    async with app.router.lifespan_context(app):
-        # The SDK's own HTTP client (httpx2 since openai 3), wired straight to the app.
-        http = openai.DefaultAsyncHttpxClient(transport=httpx2.ASGITransport(app=app))
-        async with openai.AsyncOpenAI(
-            base_url="http://gateway/v1", api_key="x", http_client=http, max_retries=0
-        ) as sdk:
-            yield sdk
+    async with sdk_client(backend) as sdk:
+        yield sdk
 
 
 async def test_a_call_comes_back_in_openais_shape(

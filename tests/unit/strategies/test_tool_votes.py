@@ -14,15 +14,14 @@ from strategies.candidates import calls_answer
 from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import get_strategy, parse_params
-from tests.factories import TableVerifier
+from tests.factories import TableVerifier, tool_call_text
 from verifiers.base import Verifier
 
 CONTEXT = ParamsContext(verifiers=frozenset({"v"}), limits=Limits(max_n=16))
 TOOLS = Tools((Tool("get_weather"), Tool("get_time")))
 
 
-def call(name: str, arguments: dict[str, Any]) -> str:
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
+call = tool_call_text
 
 
 def seen(name: str, arguments: dict[str, Any]) -> str:
