@@ -233,14 +233,7 @@ class ResponsesRendering(Rendering):
                 arguments="",
                 status="in_progress",
             )
-            events.append(
-                self._event(
-                    ResponseOutputItemEvent,
-                    type="response.output_item.added",
-                    output_index=current.output_index,
-                    item=added,
-                )
-            )
+            self._item_event("added", current, added, events)
         elif piece.name and not current.name:
             current.name = piece.name
         if piece.arguments:
@@ -269,14 +262,7 @@ class ResponsesRendering(Rendering):
             self._has_answer = True
             added = OutputMessage(id=item.id, status="in_progress", content=[])
             part = OutputText(text="")
-        events.append(
-            self._event(
-                ResponseOutputItemEvent,
-                type="response.output_item.added",
-                output_index=item.output_index,
-                item=added,
-            )
-        )
+        self._item_event("added", item, added, events)
         events.append(
             self._event(
                 ResponseContentPartEvent,
@@ -339,15 +325,25 @@ class ResponsesRendering(Rendering):
 
     def _item_done(self, item: _OpenItem, done: OutputItem, events: list[str]) -> None:
         """The item is done: announced whole, and kept for the final response."""
+        self._item_event("done", item, done, events)
+        self._done.append(done)
+
+    def _item_event(
+        self,
+        what: Literal["added", "done"],
+        item: _OpenItem,
+        shown: OutputItem,
+        events: list[str],
+    ) -> None:
+        """`response.output_item.added` or `.done`, showing the item as it stands."""
         events.append(
             self._event(
                 ResponseOutputItemEvent,
-                type="response.output_item.done",
+                type=f"response.output_item.{what}",
                 output_index=item.output_index,
-                item=done,
+                item=shown,
             )
         )
-        self._done.append(done)
 
     def _event(self, model: type[BaseModel], **fields: Any) -> str:
         """One named, numbered event."""
