@@ -10,6 +10,8 @@ says so in `reasoning_fallback`.
 With `tools`, a candidate is either text or a set of tool calls. Calls vote as one answer,
 by function name and arguments in canonical JSON (keys sorted, numbers normalised) whatever
 their order; the winner's calls are returned with fresh ids and finish_reason `tool_calls`.
+When `tool_choice` forces a call (`required`, or a named function), a candidate with no calls
+was cut off before its call closed: it has no answer and no vote, as a cut-off JSON answer.
 
 With `response_format`, every candidate is JSON, and its answer is the whole of it in canonical
 form (`verifiers.answer_match.canonical_json`): votes group equal JSON values, whatever their key
@@ -31,7 +33,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, model_validator
 
-from backends.base import ChatPrompt, FinishReason, Prompt, TokenLogprob, ToolCall
+from backends.base import ChatPrompt, Completion, FinishReason, Prompt, TokenLogprob, ToolCall
 from backends.tool_calls import new_call_id, render_call
 from strategies.base import (
     Choice,
@@ -226,16 +228,14 @@ async def sample(
         logprobs=max(wanted) if wanted else None,
     )
     generation = await ctx.generate(request.prompt, sampling)
-    # A JSON answer is the whole candidate: no answer format applies to it.
     is_json = sampling.structured is not None
+    forced = isinstance(request.prompt, ChatPrompt) and bool(
+        request.prompt.tools and request.prompt.tools.is_forced
+    )
     return [
         Sampled(
             text=c.text,
-            answer=calls_answer(c.tool_calls)
-            if c.tool_calls
-            else canonical_json(c.text)
-            if is_json
-            else extract_answer(c.text, params.answer_format, params.answer_pattern),
+            answer=_answer(c, params, is_json, forced),
             tokens=c.tokens,
             finish_reason=c.finish_reason,
             logprobs=c.logprobs,
@@ -245,6 +245,19 @@ async def sample(
         )
         for c in generation.completions
     ]
+
+
+def _answer(c: Completion, params: CandidateParams, is_json: bool, forced: bool) -> str | None:
+    """What a candidate votes for: its calls; else, where a call was forced, nothing (its call
+    was cut off before it closed); else its JSON in canonical form (no answer format applies to
+    JSON); else the answer its format extracts."""
+    if c.tool_calls:
+        return calls_answer(c.tool_calls)
+    if forced:
+        return None
+    if is_json:
+        return canonical_json(c.text)
+    return extract_answer(c.text, params.answer_format, params.answer_pattern)
 
 
 async def sample_until_settled(

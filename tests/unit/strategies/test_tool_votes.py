@@ -3,6 +3,7 @@ verifiers see the calls, and the winner's calls come back with fresh ids."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -30,7 +31,7 @@ def seen(name: str, arguments: dict[str, Any]) -> str:
 
 
 async def run(
-    name: str, texts: list[str], verifier: TableVerifier | None = None
+    name: str, texts: list[str], verifier: TableVerifier | None = None, tools: Tools = TOOLS
 ) -> tuple[StrategyResult, ScriptedBackend]:
     backend = ScriptedBackend(texts)
     strategy = get_strategy(name)
@@ -40,7 +41,7 @@ async def run(
     params = parse_params(strategy, raw, CONTEXT)
     verifiers: dict[str, Verifier] = {"v": verifier} if verifier else {}
     ctx = StrategyContext(backend=backend, request_id="r", verifiers=verifiers)
-    prompt = ChatPrompt((ChatMessage("user", "Weather?"),), tools=TOOLS)
+    prompt = ChatPrompt((ChatMessage("user", "Weather?"),), tools=tools)
     request = StrategyRequest(prompt, SamplingParams(max_tokens=64))
     return await strategy.run(request, params, ctx), backend
 
@@ -95,6 +96,23 @@ async def test_a_set_of_calls_votes_whatever_its_order() -> None:
         "get_time({})": 1.0,
         'get_time({}); get_weather({"city":"Rome"})': 2.0,
     }
+
+
+async def test_where_a_call_is_forced_a_call_cut_off_before_it_closed_does_not_vote() -> None:
+    # What vLLM returns for a forced call cut by max_tokens: its JSON, unclosed, as text.
+    cut = '[{"name": "get_weather", "parameters": {"city": "Paris 12'
+    texts = [cut, call("get_weather", {"city": "Oslo"}), call("get_time", {})]
+    result, _ = await run(
+        "majority_vote", texts, tools=dataclasses.replace(TOOLS, choice="required")
+    )
+    (choice,) = result.choices
+    assert choice.finish_reason == "tool_calls"
+    assert [c.name for c in choice.tool_calls] == ["get_weather"]
+    assert result.trace is not None
+    assert result.trace["votes"] == {'get_weather({"city":"Oslo"})': 1.0, "get_time({})": 1.0}
+    # Offered, not forced, the same text is an answer ("12"), and the earliest group wins.
+    result, _ = await run("majority_vote", texts)
+    assert result.choices[0].finish_reason == "stop" and not result.choices[0].tool_calls
 
 
 def test_calls_answer_is_canonical() -> None:
