@@ -294,6 +294,10 @@ class StreamDelta:
 
     `reasoning` is text a vLLM reasoning parser split off the answer, kept apart likewise;
     `tool_calls` are pieces of the calls a tool parser found.
+
+    `tokens` is how many generated tokens arrived with this delta (those of deltas not passed
+    on included), and `prompt_tokens`, on a stream's first delta, the prompt's: a stream cut
+    off before its `StreamEnd` is counted by them. 0 where the backend does not say.
     """
 
     index: int
@@ -301,6 +305,8 @@ class StreamDelta:
     logprobs: tuple[TokenLogprob, ...] | None = None
     reasoning: str = ""
     tool_calls: tuple[ToolCallDelta, ...] = ()
+    tokens: int = 0
+    prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)

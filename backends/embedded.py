@@ -138,12 +138,18 @@ class EmbeddedBackend:
         # Text streams until a call may begin; the calls go out whole once the model is done.
         held = [HeldText(tools) for _ in range(params.n)]
         texts = [""] * params.n
+        # The counts of deltas held back go with the next one passed on.
+        unsaid, prompt_tokens = [0] * params.n, 0
         async for event in self._stream(prompt, _forced(params, tools)):
             if isinstance(event, StreamDelta):
-                texts[event.index] += event.text
-                shown = held[event.index].feed(event.text)
+                i = event.index
+                texts[i] += event.text
+                shown = held[i].feed(event.text)
+                unsaid[i] += event.tokens
+                prompt_tokens += event.prompt_tokens
                 if shown or event.logprobs:
-                    yield replace(event, text=shown)
+                    yield replace(event, text=shown, tokens=unsaid[i], prompt_tokens=prompt_tokens)
+                    unsaid[i], prompt_tokens = 0, 0
                 continue
             finish = list(event.finish_reasons)
             for i, text in enumerate(texts):

@@ -87,15 +87,21 @@ class _Sequence:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     # Generated tokens not in `ids`: a stop token id, whose text is left out.
     hidden: int = 0
+    # Generated tokens the deltas sent so far carried.
+    told: int = 0
 
 
 class _StepHook:
     """The per-token bookkeeping of one request's `n` sequences."""
 
-    def __init__(self, tokenizer: Any, params: SamplingParams, sink: DeltaSink | None) -> None:
+    def __init__(
+        self, tokenizer: Any, params: SamplingParams, sink: DeltaSink | None, prompt_tokens: int
+    ) -> None:
         self.tokenizer = tokenizer
         self.params = params
         self.sink = sink
+        # Told with the first delta sent.
+        self._prompt_tokens = prompt_tokens
         self.eos_ids = eos_ids(tokenizer)
         self.sequences = [_Sequence() for _ in range(params.n)]
         # Text is needed while generating only to find stop strings or to stream it.
@@ -175,8 +181,16 @@ class _StepHook:
                 end -= 1
             end -= holdback(seq.text[:end], self.params.stop)
         if end > seq.emitted or logprobs:
-            self.sink(StreamDelta(row, seq.text[seq.emitted : end], logprobs))
-            seq.emitted = max(seq.emitted, end)
+            generated = len(seq.ids) + seq.hidden
+            delta = StreamDelta(
+                row,
+                seq.text[seq.emitted : end],
+                logprobs,
+                tokens=generated - seq.told,
+                prompt_tokens=self._prompt_tokens,
+            )
+            self.sink(delta)
+            seq.emitted, seq.told, self._prompt_tokens = max(seq.emitted, end), generated, 0
 
     def completions(self) -> tuple[Completion, ...]:
         """The finished sequences; one never finished by the hook ran out of tokens."""
@@ -610,7 +624,7 @@ class LoadedModel:
         vocab = self.vocab_size
         constraint = Constraint(grammar, params.n, vocab) if grammar is not None else None
         transforms = LogitsTransforms.of(params, ids, vocab, constraint)
-        hook = _StepHook(self.tokenizer, params, sink)
+        hook = _StepHook(self.tokenizer, params, sink, len(ids))
         return Decoding(self.model, hook, ids, params, cancel, transforms)
 
     def batch(self) -> DecodeBatch:

@@ -109,10 +109,13 @@ class ScriptedBackend:
         self.calls.append(Call("stream", prompt, params))
         await self._wait()
         completions = self._completions(prompt, params)
+        prompt_tokens = self._prompt_tokens(prompt)  # told with the first delta
         for index, completion in enumerate(completions):
             for token in tokenize(completion.text):
                 await asyncio.sleep(self.delay_s)
-                yield StreamDelta(index, token, self._token_logprobs([token], params))
+                logprobs = self._token_logprobs([token], params)
+                yield StreamDelta(index, token, logprobs, tokens=1, prompt_tokens=prompt_tokens)
+                prompt_tokens = 0
             for k, call in enumerate(completion.tool_calls):
                 # As vLLM streams a call: its id and name, then its arguments in two pieces.
                 half = len(call.arguments) // 2

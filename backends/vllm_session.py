@@ -120,6 +120,10 @@ class VLLMSession:
         body["stream_options"] = {"include_usage": True}
         finish: dict[int, FinishReason] = {}
         tokens = [0] * params.n
+        # Tokens not yet passed on, per completion, and the prompt's, until the first delta
+        # carries them (`return_token_ids` puts the prompt's ids in the first chunk).
+        unsaid = [0] * params.n
+        prompt_count: int | None = 0
         has_token_ids = False
         usage: JSON = {}
         # Closed with this generator, at once: a caller that stops reading ends the request
@@ -128,13 +132,21 @@ class VLLMSession:
             async for chunk in chunks:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
+                if prompt_count is not None and chunk.get("prompt_token_ids"):
+                    prompt_count = len(chunk["prompt_token_ids"])
                 for choice in chunk.get("choices", []):
                     index = int(choice.get("index", 0))
                     if "token_ids" in choice and choice["token_ids"] is not None:
                         has_token_ids = True
                         tokens[index] += len(choice["token_ids"])
-                    delta = _delta(choice, params)
+                        unsaid[index] += len(choice["token_ids"])
+                    if prompt_count is not None and choice.get("prompt_token_ids"):
+                        prompt_count = len(choice["prompt_token_ids"])
+                    delta = _delta(choice, params, unsaid[index], prompt_count or 0)
                     if delta.text or delta.logprobs or delta.reasoning or delta.tool_calls:
+                        unsaid[index] = 0
+                        if prompt_count:
+                            prompt_count = None  # told
                         yield delta
                     if choice.get("finish_reason"):
                         finish[index] = _finish_reason(choice["finish_reason"])
@@ -533,11 +545,12 @@ def _int(data: JSON, key: str) -> int:
     return value
 
 
-def _delta(choice: JSON, params: SamplingParams) -> StreamDelta:
+def _delta(choice: JSON, params: SamplingParams, tokens: int, prompt_tokens: int) -> StreamDelta:
     text, reasoning = _text(choice, "delta")
     logprobs = _logprobs(choice.get("logprobs")) if params.logprobs is not None else None
     calls = _tool_call_deltas(choice.get("delta") or {})
-    return StreamDelta(int(choice.get("index", 0)), text, logprobs, reasoning, calls)
+    index = int(choice.get("index", 0))
+    return StreamDelta(index, text, logprobs, reasoning, calls, tokens, prompt_tokens)
 
 
 def _text(choice: JSON, chat_key: str) -> tuple[str, str]:

@@ -172,8 +172,7 @@ class Quotas:
             tokens, nano = (reservation.tokens, reservation.nano) if reservation else (0, 0)
             dollars = nano / NANO
         else:
-            tokens = usage.completion_tokens + usage.verifier_tokens
-            dollars = usage.cost(price) if price is not None else 0.0
+            tokens, dollars = usage.charge(price)
             nano = round(dollars * NANO)
         self.metrics.key_spent(claim.key.alias, tokens, dollars if price is not None else None)
         if reservation is None:

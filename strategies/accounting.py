@@ -31,12 +31,27 @@ class Usage:
     completion_tokens: int = 0
     verifier_tokens: int = 0
     calls: int = 0
+    # The most that calls cut off before they reported their usage may have generated (their
+    # `n` x `max_tokens`): keys are charged it, the response's usage leaves it out.
+    unreported_tokens: int = 0
 
     def add_generation(self, generation: Generation) -> None:
         """Count one generation call."""
-        self.prompt_tokens += generation.prompt_tokens
-        self.completion_tokens += generation.completion_tokens
+        self.add_call(generation.prompt_tokens, generation.completion_tokens)
+
+    def add_call(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """Count one generation call by its token counts."""
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
         self.calls += 1
+
+    def charge(self, price: ModelPrice | None) -> tuple[int, float]:
+        """What a key is charged: tokens generated and verified, unreported ones included, and
+        dollars at `price` (0 without one)."""
+        tokens = self.completion_tokens + self.verifier_tokens + self.unreported_tokens
+        if price is None:
+            return tokens, 0.0
+        return tokens, self.cost(price) + price.cost(0, self.unreported_tokens, 0)
 
     def cost(self, price: ModelPrice) -> float:
         """Dollars spent so far at `price`."""

@@ -6,15 +6,16 @@ reported to the request's usage and times it for the metrics, so no strategy can
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from backends.base import BackendSession, Generation, Prompt, SamplingParams, StreamDelta
-from strategies.accounting import CallStats, ModelPrice, Usage
+from strategies.accounting import CallStats, ModelPrice, Usage, outcome_of
 from strategies.base import ChoiceDelta, EventSink, Progress
 from strategies.budget import Allowance
 from strategies.limits import Limits
-from strategies.streams import DeltaHandler, collect, collect_until
+from strategies.streams import Arrived, DeltaHandler, collect, collect_until
 from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
 
 __all__ = ["StrategyContext"]
@@ -68,17 +69,25 @@ class StrategyContext:
             await self.sink(Progress(0, reasoning=line + "\n"))
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
-        """Sample `params.n` completions and count their tokens."""
-        with self.stats.backend_call():
+        """Sample `params.n` completions and count their tokens; a call cut off (cancelled or
+        timed out) is counted as `unreported_tokens`, at the most it could have generated."""
+        with self.stats.backend_call(), self._counted_if_cut(params, None):
             generation = await self.backend.generate(prompt, params)
         return self._counted(generation)
 
     async def generate_streamed(
         self, prompt: Prompt, params: SamplingParams, on_delta: DeltaHandler
     ) -> Generation:
-        """Sample as `generate` does, handing each piece of text to `on_delta` as it arrives."""
-        with self.stats.backend_call():
-            generation = await collect(self.backend.stream(prompt, params), params, on_delta)
+        """Sample as `generate` does, handing each piece of text to `on_delta` as it arrives;
+        a stream cut off is counted by the tokens that arrived."""
+        arrived = Arrived()
+
+        async def seen(delta: StreamDelta) -> None:
+            arrived.add(delta)
+            await on_delta(delta)
+
+        with self.stats.backend_call(), self._counted_if_cut(params, arrived):
+            generation = await collect(self.backend.stream(prompt, params), params, seen)
         return self._counted(generation)
 
     async def generate_until(
@@ -91,15 +100,35 @@ class StrategyContext:
         """Stream one completion, closing the stream (and so the backend's request) as soon as
         `stop` says so; whether it did, and what arrived until then is counted
         (`strategies.streams.collect_until`)."""
-        with self.stats.backend_call():
+        arrived = Arrived()
+
+        def seen(delta: StreamDelta) -> bool:
+            arrived.add(delta)
+            return stop(delta)
+
+        with self.stats.backend_call(), self._counted_if_cut(params, arrived):
             stream = self.backend.stream(prompt, params)
-            generation, cut = await collect_until(stream, params, stop, prompt_tokens)
+            generation, cut = await collect_until(stream, params, seen, prompt_tokens)
         return self._counted(generation), cut
 
     def _counted(self, generation: Generation) -> Generation:
         self.stats.generated(generation)
         self.usage.add_generation(generation)
         return generation
+
+    @contextlib.contextmanager
+    def _counted_if_cut(self, params: SamplingParams, arrived: Arrived | None) -> Iterator[None]:
+        """Count a call that ends without its usage: a stream by what `arrived`; a plain call
+        cancelled or timed out (its backend may have generated up to its limit) as unreported
+        tokens, which keys are charged. A call that failed otherwise generated nothing."""
+        try:
+            yield
+        except BaseException as exc:
+            if arrived is not None:
+                self.usage.add_call(arrived.prompt_tokens, arrived.tokens)
+            elif outcome_of(exc) in ("cancelled", "timeout"):
+                self.usage.unreported_tokens += params.n * params.max_tokens
+            raise
 
     async def verify(
         self, name: str, question: str, candidates: Sequence[Candidate]

@@ -25,9 +25,25 @@ from backends.base import (
 )
 from backends.errors import BackendResponseError
 
-__all__ = ["DeltaHandler", "collect", "collect_until"]
+__all__ = ["Arrived", "DeltaHandler", "collect", "collect_until"]
 
 DeltaHandler = Callable[[StreamDelta], Awaitable[None]]
+
+
+class Arrived:
+    """The tokens a stream's deltas said they carried (`StreamDelta.tokens`, `.prompt_tokens`):
+    what a stream cut off before its `StreamEnd` had cost so far."""
+
+    __slots__ = ("prompt_tokens", "tokens")
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.tokens = 0
+
+    def add(self, delta: StreamDelta) -> None:
+        """Count one delta."""
+        self.prompt_tokens += delta.prompt_tokens
+        self.tokens += delta.tokens
 
 
 async def collect(

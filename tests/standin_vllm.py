@@ -479,15 +479,19 @@ def create_standin(state: StandIn) -> FastAPI:
         words: list[str], n: int, finish: str, usage: dict[str, int], chat: bool
     ) -> AsyncIterator[str]:
 
+        # As vLLM with `return_token_ids`: the prompt's ids come with the first chunk, at the
+        # top of a chat chunk and in the choice of a completion's.
+        prompt_ids = list(range(usage["prompt_tokens"]))
         for i in range(n):
             if chat:
-                yield chunk(
-                    [{"index": i, "delta": {"role": "assistant", "content": ""}, "token_ids": []}]
-                )
+                role = {"index": i, "delta": {"role": "assistant", "content": ""}, "token_ids": []}
+                yield chunk([role], **({"prompt_token_ids": prompt_ids} if i == 0 else {}))
             for j, word in enumerate(words):
                 piece = word if j == 0 else f" {word}"
                 last = j == len(words) - 1
                 content: dict[str, Any] = {"delta": {"content": piece}} if chat else {"text": piece}
+                if not chat and j == 0:
+                    content["prompt_token_ids"] = prompt_ids
                 yield chunk(
                     [
                         {

@@ -93,16 +93,22 @@ async def test_stream_equals_generate_for_each_sample(backend: EmbeddedBackend) 
     params = SamplingParams(max_tokens=16, temperature=0.9, n=3, seed=5)
     whole = await backend.generate(QUESTION, params)
     texts = ["", "", ""]
+    told, prompt_told = [0, 0, 0], 0
     end = None
     async for event in backend.stream(QUESTION, params):
         if isinstance(event, StreamDelta):
             texts[event.index] += event.text
+            told[event.index] += event.tokens
+            prompt_told += event.prompt_tokens
         else:
             end = event
     assert isinstance(end, StreamEnd)
     assert texts == [c.text for c in whole.completions]
     assert end.completion_tokens == tuple(c.tokens for c in whole.completions)
-    assert end.prompt_tokens == whole.prompt_tokens
+    assert end.prompt_tokens == whole.prompt_tokens == prompt_told
+    # What a stream cut off is charged: the counts its deltas carried (a last token with no
+    # text, the end of text, goes with none).
+    assert all(0 <= n - t <= 1 for n, t in zip(end.completion_tokens, told, strict=True))
 
 
 async def test_tiny_temperature_is_greedy(backend: EmbeddedBackend) -> None:

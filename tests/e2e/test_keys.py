@@ -219,9 +219,12 @@ async def test_a_request_cut_off_is_charged_what_it_used(
     async with httpx.AsyncClient() as plain:
         scrape = Samples.parse((await plain.get(f"{gateways[0]}/metrics")).text)
     counted = scrape.get("ttc_generated_tokens_total", strategy="majority_vote")
-    assert charged == scrape.get("ttc_key_tokens_total", key=metered[0]) == counted
-    # Some candidates were drawn, each of five tokens, and far fewer than the 64 reserved.
-    assert 0 < charged < 64 * 16 and charged % ANSWER_TOKENS == 0
+    assert charged == scrape.get("ttc_key_tokens_total", key=metered[0])
+    # Some candidates were drawn, each of five tokens, far fewer than the 64 reserved; and the
+    # call the deadline cut off (unless it struck between two calls) is charged the most it
+    # could have generated, 16 tokens.
+    assert 0 < counted < 64 * 16 and counted % ANSWER_TOKENS == 0
+    assert charged - counted in (0, 16)
 
 
 def test_every_tenants_panel_returns_data(gateways: tuple[str, str]) -> None:

@@ -202,8 +202,16 @@ async def test_single_sample_without_token_ids_uses_usage(servers: Loopback) -> 
 
 
 async def test_stream_parses_chunks_and_counts_tokens(servers: Loopback) -> None:
+    # As vLLM sends them with `return_token_ids`: the prompt's ids with the first chunk; a
+    # chunk whose token has no text yet (a split character) is not passed on, but counted.
     chunks = [
-        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "token_ids": []}]},
+        {
+            "prompt_token_ids": [7, 8, 9, 10, 11],
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "token_ids": []}
+            ],
+        },
+        {"choices": [{"index": 0, "delta": {"content": ""}, "token_ids": [9]}]},
         {"choices": [{"index": 0, "delta": {"content": "Hel"}, "token_ids": [1]}]},
         {
             "choices": [
@@ -215,7 +223,7 @@ async def test_stream_parses_chunks_and_counts_tokens(servers: Loopback) -> None
                 }
             ]
         },
-        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}},
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}},
     ]
     payload = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
 
@@ -226,12 +234,12 @@ async def test_stream_parses_chunks_and_counts_tokens(servers: Loopback) -> None
 
     events = [
         e
-        async for e in (await session(servers, handler)).stream(CHAT, SamplingParams(max_tokens=2))
+        async for e in (await session(servers, handler)).stream(CHAT, SamplingParams(max_tokens=3))
     ]
     assert events == [
-        StreamDelta(0, "Hel"),
-        StreamDelta(0, "lo"),
-        StreamEnd(finish_reasons=("length",), prompt_tokens=5, completion_tokens=(2,)),
+        StreamDelta(0, "Hel", tokens=2, prompt_tokens=5),
+        StreamDelta(0, "lo", tokens=1),
+        StreamEnd(finish_reasons=("length",), prompt_tokens=5, completion_tokens=(3,)),
     ]
 
 
@@ -511,7 +519,7 @@ async def test_a_stream_fails_over_before_it_starts(servers: Loopback) -> None:
     handler, hosts = recording(lambda _: httpx.Response(200, text=payload))
     session = (await backend(servers, handler, "a:1", "b:1", down=["a:1"])).session()
     events = [e async for e in session.stream(CHAT, SamplingParams(max_tokens=2))]
-    assert events[0] == StreamDelta(0, "hi")
+    assert events[0] == StreamDelta(0, "hi", tokens=1)
     assert hosts == ["b"]
 
 
