@@ -150,6 +150,7 @@ class Auto:
         self, request: StrategyRequest, params: AutoParams, ctx: StrategyContext
     ) -> StrategyResult:
         drawn: list[Sampled] = []
+        votes: list[Vote] | None = None
         stages: list[_StageRecord] = []
         stopped: str | None = None
         path = "majority vote"
@@ -183,8 +184,15 @@ class Auto:
                 else f"weighted vote by {params.verifier}"
             )
         else:
+            # The last stage's groups: nothing was drawn since.
             result = await vote(
-                ctx, request, drawn, self.name, stopped_early=stopped, requested=requested
+                ctx,
+                request,
+                drawn,
+                self.name,
+                stopped_early=stopped,
+                requested=requested,
+                votes=votes,
             )
         return _traced(result, stages, params, path)
 

@@ -272,11 +272,16 @@ async def sample_until_settled(
     draws = Draws.begin(ctx, request, params, rule)
     while (wave := draws.next_wave()) is not None:
         draws.drawn += await sample(ctx, request, params, wave=wave, cap=draws.cap)
-        await _report_votes(ctx, draws.drawn, draws.total)
-        if rule is not None and draws.may_stop():
-            votes = await rank_groups(draws.drawn, weights=None)
-            voted = sum(len(v.members) for v in votes)
-            if settled(rule, [v.weight for v in votes], voted, draws.left):
+        asked = rule is not None and draws.may_stop()
+        # Ranked once per wave, for the rule and the progress line alike, and kept for the vote.
+        draws.votes = None
+        if asked or ctx.is_reporting_progress:
+            draws.votes = await rank_groups(draws.drawn, weights=None)
+            await _report_votes(ctx, draws.votes, len(draws.drawn), draws.total)
+        if asked:
+            assert rule is not None and draws.votes is not None
+            voted = sum(len(v.members) for v in draws.votes)
+            if settled(rule, [v.weight for v in draws.votes], voted, draws.left):
                 draws.stopped = draws.settled()
                 break
     return draws
@@ -301,6 +306,8 @@ class Draws:
     start: int
     cap: int | None = None
     stopped: str | None = None
+    # The answer groups of `drawn`, when they were ranked after the last wave.
+    votes: list[Vote] | None = None
 
     @classmethod
     def begin(
@@ -438,10 +445,13 @@ async def vote(
     fallback: str | None = None,
     stopped_early: str | None = None,
     requested: int | None = None,
+    votes: Sequence[Vote] | None = None,
 ) -> StrategyResult:
     """Majority vote over sampled candidates: the first candidate of each of the `n` largest
-    answer groups; with no answer to vote on, the first candidate."""
-    votes = await rank_groups(candidates, weights=None)
+    answer groups; with no answer to vote on, the first candidate. `votes` are the candidates'
+    answer groups, when the caller has ranked them already."""
+    if votes is None:
+        votes = await rank_groups(candidates, weights=None)
     chosen = [v.members[0] for v in votes[: request.sampling.n]] or [0]
     return result_of(
         ctx,
@@ -581,17 +591,16 @@ def result_of(
     )
 
 
-async def _report_votes(ctx: StrategyContext, drawn: Sequence[Sampled], total: int) -> None:
+async def _report_votes(
+    ctx: StrategyContext, votes: Sequence[Vote], drawn: int, total: int
+) -> None:
     """Progress after a wave: how many candidates are drawn, the leading answer and its votes."""
-    if not ctx.is_reporting_progress:
-        return  # grouping answers is not free
-    votes = await rank_groups(drawn, weights=None)
     lead = (
-        f"leading answer {_short(votes[0].answer)} with {votes[0].weight:g} of {len(drawn)} votes"
+        f"leading answer {_short(votes[0].answer)} with {votes[0].weight:g} of {drawn} votes"
         if votes
         else "no answer yet"
     )
-    await ctx.progress(f"sampled {len(drawn)} of {total}; {lead}")
+    await ctx.progress(f"sampled {drawn} of {total}; {lead}")
 
 
 async def _report_scores(ctx: StrategyContext, scored: Scored) -> None:

@@ -71,4 +71,5 @@ class MajorityVote:
             self.name,
             stopped_early=draws.stopped,
             requested=draws.total,
+            votes=draws.votes,
         )

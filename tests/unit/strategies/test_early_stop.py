@@ -151,3 +151,42 @@ def test_each_strategy_takes_its_own_rule() -> None:
             {"early_stop": {"method": "score", "threshold": 1}},
             CONTEXT,
         )
+
+
+@pytest.fixture
+def groupings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many answers each grouping of the run grouped."""
+    import strategies.candidates
+    from verifiers.answer_match import group_answers
+
+    calls: list[int] = []
+
+    async def counted(answers: Any, exact: bool = False) -> Any:
+        calls.append(len(answers))
+        return await group_answers(answers, exact=exact)
+
+    monkeypatch.setattr(strategies.candidates, "group_answers", counted)
+    return calls
+
+
+async def test_a_settled_vote_groups_its_answers_once(groupings: list[int]) -> None:
+    # The rule's ranking after the first wave is the vote's.
+    await run(["it is 4"], 16, {"method": "beta"})
+    assert groupings == [4]
+
+
+async def test_progress_and_the_rule_share_each_waves_grouping(groupings: list[int]) -> None:
+    lines: list[Any] = []
+
+    async def sink(event: Any) -> None:
+        lines.append(event)
+
+    strategy = get_strategy("majority_vote")
+    params = {"n": 12, "early_stop": {"method": "beta", "wave": 4}}
+    parsed = parse_params(strategy, params, CONTEXT)
+    backend = ScriptedBackend(["so 4", "so 5"])
+    ctx = StrategyContext(backend=backend, request_id="r", sink=sink, is_progress_asked=True)
+    await strategy.run(chat_request(), parsed, ctx)
+    # One grouping per wave, for its progress line and (but the last) the rule; the vote
+    # reuses the last.
+    assert groupings == [4, 8, 12] and len(lines) == 3
