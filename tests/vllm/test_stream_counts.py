@@ -16,7 +16,7 @@ async def test_deltas_carry_the_counts_vllm_reports_at_the_end(vllm: VLLMServers
     try:
         session = VLLMBackend(clients.open(), [vllm.generators[0].url], GENERATOR).session()
         prompt = ChatPrompt((ChatMessage("user", "Write a long story about a cat."),))
-        params = SamplingParams(n=2, max_tokens=24, temperature=1.0)
+        params = SamplingParams(n=2, max_tokens=24, temperature=0.7)
         deltas: list[StreamDelta] = []
         ends: list[StreamEnd] = []
         async for event in session.stream(prompt, params):
@@ -32,5 +32,6 @@ async def test_deltas_carry_the_counts_vllm_reports_at_the_end(vllm: VLLMServers
     assert sum(d.prompt_tokens for d in deltas) == end.prompt_tokens
     for i in range(params.n):
         told = sum(d.tokens for d in deltas if d.index == i)
-        # A last token with no text (the end of text) is not passed on, nor counted by one.
-        assert 0 <= end.completion_tokens[i] - told <= 1, (told, end.completion_tokens)
+        # Tokens with no text yet go with the next delta; those at the very end (the end of
+        # text, or a character the limit cut in its middle: up to 3 more bytes) go with none.
+        assert 0 <= end.completion_tokens[i] - told <= 4, (told, end.completion_tokens)
