@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 import httpx2
 import openai
+from openai.types.chat import ChatCompletionToolParam
+from openai.types.responses import FunctionToolParam
 
 from backends.base import Backend, ChatMessage, ChatPrompt, SamplingParams
 from backends.vllm import VLLMBackendSettings
@@ -112,6 +116,29 @@ def tool_call_text(name: str, arguments: Mapping[str, Any] | str) -> str:
     as given when a string (JSON or not)."""
     args = arguments if isinstance(arguments, str) else json.dumps(arguments)
     return f'<tool_call>{{"name": "{name}", "arguments": {args}}}</tool_call>'
+
+
+def flat_tool(tool: ChatCompletionToolParam, strict: bool | None = None) -> FunctionToolParam:
+    """A chat completion's function tool as the Responses API takes it: flat."""
+    function = tool["function"]
+    return {
+        "type": "function",
+        "name": function["name"],
+        "description": function.get("description"),
+        "parameters": dict(function.get("parameters") or {}),
+        "strict": strict,
+    }
+
+
+def node_report(script: str, gateway: str, model: str) -> Any:
+    """What a Node client script of tests/node (`make install-node`) printed, as JSON, after
+    running it against the gateway at `gateway`."""
+    path = Path(__file__).parent / "node" / script
+    done = subprocess.run(
+        ["node", str(path), f"{gateway}/v1", model], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def sse_events(body: str) -> list[Any]:

@@ -12,9 +12,11 @@ from typing import Any
 
 import openai
 import pytest
-from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
+from openai.types.responses import ResponseFunctionToolCall
 
+from tests.e2e import test_tools_embedded
 from tests.e2e.conftest import MODEL
+from tests.factories import flat_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -28,21 +30,8 @@ COT: dict[str, Any] = {
 }
 
 
-WEATHER: FunctionToolParam = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Get the current weather in a city",
-    "parameters": {
-        "type": "object",
-        "properties": {
-            "city": {"type": "string"},
-            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-        },
-        "required": ["city", "unit"],
-        "additionalProperties": False,
-    },
-    "strict": True,
-}
+# The chat tool tests' function, flat.
+WEATHER = flat_tool(test_tools_embedded.WEATHER, strict=True)
 WEATHER_QUESTION = "What is the weather in Paris right now?"
 
 

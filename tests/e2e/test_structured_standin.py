@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -18,6 +16,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
+from tests.factories import node_report
 from tests.servers import gateway_process
 from tests.standin_vllm import SERVED_MODEL, StandIn, run_standin
 
@@ -216,16 +215,8 @@ async def test_litellm_response_format(
 
 
 async def test_ai_sdk_generate_object_with_a_zod_schema(gateway: str, fresh: StandIn) -> None:
-    # The Vercel AI SDK from tests/node (make install-node), validating with zod itself.
-    script = Path(__file__).parents[1] / "node" / "structured.mjs"
-    done = subprocess.run(
-        ["node", str(script), f"{gateway}/v1", SERVED_MODEL],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    # The Vercel AI SDK, validating with zod itself.
+    report = node_report("structured.mjs", gateway, SERVED_MODEL)
     # The stand-in writes the schema's first enum value and 7s, as a grammar would let it.
     assert report == {
         "object": {

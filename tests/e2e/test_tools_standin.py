@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageFunctionToolCall, ChatCompletionToolParam
-from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
+from openai.types.responses import ResponseFunctionToolCall
 from pydantic import SecretStr
 
+from tests.factories import flat_tool, node_report
 from tests.servers import gateway_process
 from tests.standin_vllm import ANSWER, SERVED_MODEL, StandIn, run_standin
 
@@ -209,13 +208,7 @@ async def test_responses_call_streamed_and_round_tripped_in_vllms_shape(
     client: openai.AsyncOpenAI, standin: StandIn
 ) -> None:
     # The Responses API's flat tool, and its items, reach vLLM as chat's.
-    flat: FunctionToolParam = {
-        "type": "function",
-        "name": "get_weather",
-        "description": WEATHER["function"].get("description"),
-        "parameters": dict(WEATHER["function"].get("parameters") or {}),
-        "strict": None,
-    }
+    flat = flat_tool(WEATHER)
     async with client.responses.stream(
         model=SERVED_MODEL,
         input="Weather in Paris?",
@@ -311,16 +304,8 @@ async def test_litellm_with_tools(gateway: str, standin: StandIn) -> None:
 
 
 async def test_node_clients_with_tools(gateway: str, standin: StandIn) -> None:
-    # The openai Node SDK and the Vercel AI SDK, from tests/node (make install-node).
-    script = Path(__file__).parents[1] / "node" / "tools.mjs"
-    done = subprocess.run(
-        ["node", str(script), f"{gateway}/v1", SERVED_MODEL],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    # The openai Node SDK and the Vercel AI SDK.
+    report = node_report("tools.mjs", gateway, SERVED_MODEL)
     assert report["openai"] == {
         "finish_reason": "tool_calls",
         "id": report["openai"]["id"],

@@ -20,8 +20,9 @@ from openai.types.chat import (
     ChatCompletionNamedToolChoiceParam,
     ChatCompletionToolParam,
 )
-from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
+from openai.types.responses import ResponseFunctionToolCall
 
+from tests.factories import flat_tool
 from tests.vllm.conftest import GENERATOR
 
 WEATHER: ChatCompletionToolParam = {
@@ -143,13 +144,7 @@ async def test_responses_call_streamed_and_answered_from_its_output(
     client: openai.AsyncOpenAI,
 ) -> None:
     # The Responses API's flat tool and items, through the gateway to vLLM's chat endpoint.
-    flat: FunctionToolParam = {
-        "type": "function",
-        "name": "get_weather",
-        "description": WEATHER["function"].get("description"),
-        "parameters": dict(WEATHER["function"].get("parameters") or {}),
-        "strict": None,
-    }
+    flat = flat_tool(WEATHER)
     fields: dict[str, Any] = {
         "model": GENERATOR,
         "input": "What is the weather in Paris?",

@@ -11,27 +11,19 @@ from typing import Any
 
 import openai
 import pytest
-from openai.types.responses import FunctionToolParam, Response
+from openai.types.responses import Response
 
 from backends.base import ChatMessage, ChatPrompt, ForcedTool, ToolCall, ToolCallDelta
 from backends.scripted import ScriptedBackend
 from server.serving.responses import ResponsesRendering
 from strategies.base import ChoiceDelta
-from tests.factories import SCRIPTED_MODEL, sdk_client, tool_call_text
+from tests.factories import SCRIPTED_MODEL, flat_tool, sdk_client, tool_call_text
+from tests.unit.server import test_tools
 from tests.unit.server.test_responses import EVENTS, named_events, post, responses_body
 
-WEATHER: FunctionToolParam = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The weather in a city",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-        "required": ["city"],
-    },
-    "strict": False,
-}
-TIME: FunctionToolParam = {"type": "function", "name": "get_time", "parameters": {}, "strict": None}
+# The chat tests' tools, flat.
+WEATHER = flat_tool(test_tools.WEATHER, strict=False)
+TIME = flat_tool(test_tools.TIME)
 
 
 call = tool_call_text
