@@ -136,10 +136,10 @@ class VLLMSession:
                     prompt_count = len(chunk["prompt_token_ids"])
                 for choice in chunk.get("choices", []):
                     index = int(choice.get("index", 0))
-                    if "token_ids" in choice and choice["token_ids"] is not None:
+                    if (ids := choice.get("token_ids")) is not None:
                         has_token_ids = True
-                        tokens[index] += len(choice["token_ids"])
-                        unsaid[index] += len(choice["token_ids"])
+                        tokens[index] += len(ids)
+                        unsaid[index] += len(ids)
                     if prompt_count is not None and choice.get("prompt_token_ids"):
                         prompt_count = len(choice["prompt_token_ids"])
                     delta = _delta(choice, params, unsaid[index], prompt_count or 0)
