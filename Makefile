@@ -16,10 +16,6 @@ ARGS ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-# apt needs root; in a container that is the user already.
-SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
-
 .PHONY: serve test test-main test-vllm test-image install install-test install-vllm install-tools install-engine install-node
 
 $(BIN)/python:
@@ -40,13 +36,12 @@ test: test-main test-vllm test-image
 
 # Debian's Prometheus and promtool, which the observability tests run for real,
 # docker-compose, whose `config` check validates deploy/docker-compose.yml without an engine,
-# redis-server, which the keys' limit tests share between gateways, and Node with npm, which
-# run the Node clients' tests.
-TOOLS := prometheus docker-compose redis-server nodejs npm
+# redis-server, which the keys' limit tests share between gateways, and npm, which runs the Node
+# clients' tests. Each tool is checked on its own and only a missing one's package installed: a
+# Node that comes with its own npm is kept (Debian's npm conflicts with NodeSource's nodejs).
 install-tools:
-	command -v promtool >/dev/null && command -v docker-compose >/dev/null \
-		&& command -v redis-server >/dev/null && command -v npm >/dev/null \
-		|| $(APT_INSTALL) $(TOOLS) || ($(SUDO) apt-get update && $(APT_INSTALL) $(TOOLS))
+	scripts/install-missing promtool=prometheus prometheus=prometheus \
+		docker-compose=docker-compose redis-server=redis-server npm=nodejs,npm
 
 # The Node clients the tests drive (the openai SDK, the Vercel AI SDK and zod for its schemas),
 # as tests/node's lock file pins them, from the npm registry (~40 MB, a few seconds).
@@ -75,10 +70,8 @@ test-vllm: install-vllm install-tools
 
 # The container image, built from the Dockerfile by Debian's podman (with runc) and run against
 # the vLLM stand-in; mmdebstrap stands in for the base image, as no registry is reachable.
-ENGINE := podman runc mmdebstrap
 install-engine:
-	command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null \
-		|| $(APT_INSTALL) $(ENGINE) || ($(SUDO) apt-get update && $(APT_INSTALL) $(ENGINE))
+	scripts/install-missing podman=podman runc=runc mmdebstrap=mmdebstrap
 
 test-image: install-test install-engine
 	TTC_REQUIRE_ENGINE=1 $(BIN)/pytest -m image tests/image
