@@ -46,8 +46,8 @@ def _run(tmp_path: Path, present: list[str], **env: str) -> tuple[int, list[str]
     (bin_dir / "sudo").write_text('#!/bin/bash\nexec "$@"\n')
     for tool in present:
         (bin_dir / tool).write_text("#!/bin/bash\n")
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
+    for path in bin_dir.iterdir():
+        path.chmod(0o755)
     log = tmp_path / "apt.log"
     done = subprocess.run(
         [str(SCRIPT), *TOOLS],
