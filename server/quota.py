@@ -41,8 +41,7 @@ from server.limit_store import (
 from server.metrics import Metrics
 from server.serving.core import PreparedRequest
 from strategies.accounting import ModelPrice, Usage
-from strategies.base import StrategyParams
-from strategies.candidates import EFFORT_N, CandidateParams
+from strategies.limits import Limits
 
 __all__ = ["Claim", "Estimate", "OnStoreError", "Quotas", "estimate"]
 
@@ -77,40 +76,19 @@ class Claim:
     settled: bool = False
 
 
-def estimate(prepared: PreparedRequest, search_default_tokens: int) -> Estimate:
-    """The most `prepared` may spend, from its params (documented in README, "Keys").
-
-    A `budget.tokens` is the most it may generate and verify. A search without one may
-    generate `max_search_tokens` (or the server's default), a sampling strategy `n` candidates
-    of `max_tokens` each, per requested choice; a strategy that names a verifier is assumed to
-    have it read as many tokens again. Prompt tokens, for dollars, are counted once at
-    `PROMPT_CHARS_PER_TOKEN` characters each.
-    """
-    request, params = prepared.request, prepared.params
-    sampling = request.sampling
-    budget = params.budget if isinstance(params, StrategyParams) else None
-    own_n: int | None = getattr(params, "n", None)
-    if own_n is None and isinstance(params, CandidateParams):
-        own_n = EFFORT_N.get(request.reasoning_effort or "medium", EFFORT_N["medium"])
-    search_tokens: int | None = getattr(params, "max_search_tokens", None)
-    if budget is not None and budget.tokens is not None:
-        tokens = budget.tokens
-    else:
-        if hasattr(params, "max_search_tokens"):
-            generated = search_tokens or search_default_tokens
-        else:
-            per_candidate = getattr(params, "max_tokens", None) or sampling.max_tokens
-            generated = sampling.n * (own_n or 1) * per_candidate
-        tokens = generated * (2 if getattr(params, "verifier", None) else 1)
-    asked = [v for v in (budget.tokens if budget else None, search_tokens) if v is not None]
+def estimate(prepared: PreparedRequest, limits: Limits) -> Estimate:
+    """The most `prepared` may spend, as its strategy declares it (`StrategyParams.max_spend`;
+    documented in README, "Keys"). Prompt tokens, for dollars, are counted once at
+    `PROMPT_CHARS_PER_TOKEN` characters each."""
+    spend = prepared.params.max_spend(prepared.request, limits)
     return Estimate(
         strategy=prepared.strategy.name,
-        n=max(sampling.n, own_n or 1),
-        n_param="reasoning_params.n" if (own_n or 1) > sampling.n else "n",
-        budget_tokens=max(asked) if asked else None,
-        tokens=tokens,
+        n=spend.samples,
+        n_param=spend.samples_param,
+        budget_tokens=spend.budget_tokens,
+        tokens=spend.tokens,
         prompt_tokens=_prompt_chars(prepared) // PROMPT_CHARS_PER_TOKEN + 1,
-        usd=budget.usd if budget is not None else None,
+        usd=spend.usd,
     )
 
 
@@ -227,7 +205,7 @@ class Quotas:
             raise self._refused(key, "strategy", message, param="reasoning_strategy")
         if limits.max_n is not None and need.n > limits.max_n:
             message = f"{need.n_param} is {need.n}; this key allows at most {limits.max_n}."
-            if need.n_param != "n":
+            if need.n_param == "reasoning_params.n":
                 message += " (Without reasoning_params.n, reasoning_effort sets it.)"
             raise self._refused(key, "n", message, param=need.n_param)
         ceiling = limits.max_search_tokens

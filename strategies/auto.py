@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from strategies.base import ParamsContext, StrategyRequest, StrategyResult
+from strategies.base import MaxSpend, ParamsContext, StrategyParams, StrategyRequest, StrategyResult
 from strategies.candidates import (
     CandidateParams,
     Sampled,
@@ -40,6 +40,7 @@ from strategies.candidates import (
     vote,
 )
 from strategies.context import StrategyContext
+from strategies.limits import Limits
 from strategies.weighted_vote import WeightedVote
 from verifiers.base import Aggregation, VerifierError
 
@@ -84,6 +85,14 @@ class AutoParams(CandidateParams):
     aggregation: Aggregation = Field(
         default=Aggregation.LAST, description="How the PRM's step scores reduce to one."
     )
+
+    @property
+    def is_verified(self) -> bool:
+        return self.verifier is not None
+
+    def max_spend(self, request: StrategyRequest, limits: Limits) -> MaxSpend:
+        """Every stage of the policy drawn: its last stage's samples."""
+        return self.spend_for(request, self.policy[-1].samples, "reasoning_params.policy")
 
     @model_validator(mode="after")
     def _valid(self, info: ValidationInfo) -> AutoParams:
@@ -144,7 +153,9 @@ class Auto:
     """Stages of majority voting that stop once the model agrees; a PRM decides the rest."""
 
     name: ClassVar[str] = "auto"
-    params_model: ClassVar[type[BaseModel]] = AutoParams
+    takes_tools: ClassVar[bool] = False
+    takes_json: ClassVar[bool] = True
+    params_model: ClassVar[type[StrategyParams]] = AutoParams
 
     async def run(
         self, request: StrategyRequest, params: AutoParams, ctx: StrategyContext

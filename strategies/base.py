@@ -40,6 +40,7 @@ __all__ = [
     "ChoiceDelta",
     "EventSink",
     "InvalidParamsError",
+    "MaxSpend",
     "NoParams",
     "ParamsContext",
     "Progress",
@@ -146,10 +147,38 @@ class Budget(BaseModel):
         return value
 
 
+@dataclass(frozen=True)
+class MaxSpend:
+    """The most a request may spend, as its strategy's params declare it: what a key reserves
+    and is checked against before anything runs.
+
+    `samples` is the most candidates (or beams, particles, traces) drawn, and `samples_param`
+    the request field that sets it, for an error naming it; `budget_tokens` is the largest token
+    budget the request itself names; `usd` a dollar budget, which bounds the dollars by itself.
+    """
+
+    samples: int
+    samples_param: str
+    generated_tokens: int
+    verifier_tokens: int
+    budget_tokens: int | None = None
+    usd: float | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Generated and verifier tokens together."""
+        return self.generated_tokens + self.verifier_tokens
+
+
 class StrategyParams(BaseModel):
     """Base of every strategy's params: unknown fields are errors, every field the server
     limits (`strategies.limits.CEILINGS`) is checked against its ceiling, and every strategy
-    takes a `budget`."""
+    takes a `budget`.
+
+    What the server needs of a strategy is declared here, so that it reads no strategy's own
+    fields: `max_spend` (for keys), `is_trace_asked` and `is_progress_asked`. A strategy whose
+    params differ overrides them.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -160,6 +189,48 @@ class StrategyParams(BaseModel):
     def check_request(self, request: StrategyRequest) -> None:
         """Raise `InvalidParamsError` (a 400, before any call) when the request asks for what
         the strategy cannot honour; by default it can honour anything."""
+
+    @property
+    def is_trace_asked(self) -> bool:
+        """Whether the response carries the run's `reasoning_trace`."""
+        return False
+
+    @property
+    def is_progress_asked(self) -> bool:
+        """Whether a stream carries progress lines while the strategy runs."""
+        return False
+
+    def max_spend(self, request: StrategyRequest, limits: Limits) -> MaxSpend:
+        """The most a run may spend on `request`; by default one generation per choice."""
+        per_choice = request.sampling.max_tokens
+        return self.spend_of(request, samples=1, generated=request.sampling.n * per_choice)
+
+    def spend_of(
+        self,
+        request: StrategyRequest,
+        *,
+        samples: int,
+        generated: int,
+        verified: bool = False,
+        samples_param: str = "reasoning_params.n",
+        asked_tokens: int | None = None,
+    ) -> MaxSpend:
+        """A `MaxSpend` of `samples` drawn and `generated` tokens, which a verifier (if
+        `verified`) is assumed to read as many of again; a `budget.tokens` bounds the whole.
+        `asked_tokens` is a token cap of the strategy's own that the request gave."""
+        budget = self.budget
+        verifier = generated if verified else 0
+        if budget is not None and budget.tokens is not None:
+            generated, verifier = budget.tokens, 0
+        asked = [t for t in (budget.tokens if budget else None, asked_tokens) if t is not None]
+        return MaxSpend(
+            samples=max(request.sampling.n, samples),
+            samples_param=samples_param if samples > request.sampling.n else "n",
+            generated_tokens=generated,
+            verifier_tokens=verifier,
+            budget_tokens=max(asked) if asked else None,
+            usd=budget.usd if budget is not None else None,
+        )
 
     @field_validator(*CEILINGS, check_fields=False)
     @classmethod
@@ -238,14 +309,21 @@ class StrategyResult:
         return max(0, self.usage.completion_tokens - sum(c.content_tokens for c in self.choices))
 
 
-P_contra = TypeVar("P_contra", bound=BaseModel, contravariant=True)
+P_contra = TypeVar("P_contra", bound=StrategyParams, contravariant=True)
 
 
 class Strategy(Protocol, Generic[P_contra]):
-    """A test-time compute algorithm, registered under `name`."""
+    """A test-time compute algorithm, registered under `name`.
+
+    `takes_tools`: it can answer with tool calls (it passes `tools` to the backend and returns
+    or votes on its calls); `takes_json`: it can answer under `response_format`'s JSON grammar.
+    A request that asks a strategy for what it cannot take is a 400 naming the field.
+    """
 
     name: ClassVar[str]
-    params_model: ClassVar[type[BaseModel]]
+    params_model: ClassVar[type[StrategyParams]]
+    takes_tools: ClassVar[bool]
+    takes_json: ClassVar[bool]
 
     async def run(
         self, request: StrategyRequest, params: P_contra, ctx: StrategyContext

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from strategies.base import StrategyRequest, StrategyResult
+from strategies.base import StrategyParams, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.ranking import ranked
 from strategies.search import BeamParams, BudgetSpent, Search, by_reward
@@ -41,7 +41,9 @@ class BeamSearch:
     """Keep the N/M best partial solutions at every step, expand each M ways."""
 
     name: ClassVar[str] = "beam_search"
-    params_model: ClassVar[type[BaseModel]] = BeamSearchParams
+    takes_tools: ClassVar[bool] = False
+    takes_json: ClassVar[bool] = False
+    params_model: ClassVar[type[StrategyParams]] = BeamSearchParams
 
     async def run(
         self, request: StrategyRequest, params: BeamSearchParams, ctx: StrategyContext

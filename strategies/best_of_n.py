@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from strategies.base import StrategyParams
 from strategies.candidates import Scored, VerifiedParams, VerifiedSelection, Vote, rank_groups
 from strategies.early_stop import ScoreStop
 from strategies.ranking import ranked
@@ -39,7 +40,7 @@ class BestOfN(VerifiedSelection):
     """The verifier's favourite among N samples."""
 
     name: ClassVar[str] = "best_of_n"
-    params_model: ClassVar[type[BaseModel]] = BestOfNParams
+    params_model: ClassVar[type[StrategyParams]] = BestOfNParams
 
     async def settled(self, scored: Scored, params: VerifiedParams, left: int) -> bool:
         rule = params.early_stop

@@ -31,12 +31,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from backends.base import ChatPrompt, Completion, FinishReason, Prompt, TokenLogprob, ToolCall
 from backends.tool_calls import new_call_id, render_call
 from strategies.base import (
     Choice,
+    MaxSpend,
     ParamsContext,
     StrategyParams,
     StrategyRequest,
@@ -44,12 +45,13 @@ from strategies.base import (
 )
 from strategies.context import StrategyContext
 from strategies.early_stop import EarlyStop, Waves, settled
+from strategies.effort import effort_n
+from strategies.limits import Limits
 from strategies.ranking import ranked
 from verifiers.answer_match import AnswerFormat, canonical_json, extract_answer, group_answers
 from verifiers.base import Aggregation, Candidate, CandidateScore, VerifierError
 
 __all__ = [
-    "EFFORT_N",
     "AnswerParams",
     "CandidateParams",
     "Draws",
@@ -59,7 +61,6 @@ __all__ = [
     "VerifiedSelection",
     "Vote",
     "calls_answer",
-    "effort_n",
     "question_of",
     "rank_groups",
     "result_of",
@@ -68,9 +69,6 @@ __all__ = [
     "sample_until_settled",
     "vote",
 ]
-
-# Candidates per request when neither `reasoning_params.n` nor the request says otherwise.
-EFFORT_N = {"low": 4, "medium": 8, "high": 16}
 
 
 class AnswerParams(StrategyParams):
@@ -104,6 +102,36 @@ class CandidateParams(AnswerParams):
         default=False, description="Streamed: a reasoning line after each wave of candidates."
     )
 
+    @property
+    def is_trace_asked(self) -> bool:
+        return self.return_trace
+
+    @property
+    def is_progress_asked(self) -> bool:
+        return self.stream_progress
+
+    @property
+    def is_verified(self) -> bool:
+        """Whether a verifier reads the candidates."""
+        return False
+
+    def max_spend(self, request: StrategyRequest, limits: Limits) -> MaxSpend:
+        """`n` candidates of `max_tokens` each, per requested choice."""
+        return self.spend_for(request, effort_n(request, self.n, limits.max_n))
+
+    def spend_for(
+        self, request: StrategyRequest, samples: int, samples_param: str = "reasoning_params.n"
+    ) -> MaxSpend:
+        """The most `samples` candidates of `max_tokens` each, per requested choice, spend."""
+        per_candidate = self.max_tokens or request.sampling.max_tokens
+        return self.spend_of(
+            request,
+            samples=samples,
+            generated=request.sampling.n * samples * per_candidate,
+            verified=self.is_verified,
+            samples_param=samples_param,
+        )
+
 
 class VerifiedParams(CandidateParams):
     """Params of the strategies that score candidates with a verifier."""
@@ -119,6 +147,10 @@ class VerifiedParams(CandidateParams):
     early_stop: Waves | None = Field(
         default=None, description="Draw candidates in waves, each scored, until a rule stops."
     )
+
+    @property
+    def is_verified(self) -> bool:
+        return True
 
     @model_validator(mode="after")
     def _known_verifier(self, info: ValidationInfo) -> VerifiedParams:
@@ -185,13 +217,6 @@ class Vote:
     answer: str
     members: tuple[int, ...]
     weight: float
-
-
-def effort_n(request: StrategyRequest, n: int | None, max_n: int) -> int:
-    """`n` when given, else the default of the request's `reasoning_effort`, within `max_n`."""
-    if n is not None:
-        return n
-    return min(EFFORT_N[request.reasoning_effort or "medium"], max_n)
 
 
 def question_of(prompt: Prompt) -> str:
@@ -470,7 +495,9 @@ class VerifiedSelection(ABC):
     """A strategy that samples N candidates, scores them with a verifier, and `choose`s."""
 
     name: ClassVar[str]
-    params_model: ClassVar[type[BaseModel]]
+    takes_tools: ClassVar[bool] = True
+    takes_json: ClassVar[bool] = True
+    params_model: ClassVar[type[StrategyParams]]
 
     async def run(
         self, request: StrategyRequest, params: VerifiedParams, ctx: StrategyContext

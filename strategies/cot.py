@@ -28,7 +28,7 @@ import dataclasses
 import re
 from typing import ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from backends.base import ChatMessage, Prompt, StreamDelta, TextPrompt
 from strategies.base import Choice, ChoiceDelta, StrategyParams, StrategyRequest, StrategyResult
@@ -147,7 +147,9 @@ class ChainOfThought:
     """Step-by-step prompting with the reasoning and the answer returned apart."""
 
     name: ClassVar[str] = "cot"
-    params_model: ClassVar[type[BaseModel]] = CoTParams
+    takes_tools: ClassVar[bool] = True
+    takes_json: ClassVar[bool] = True
+    params_model: ClassVar[type[StrategyParams]] = CoTParams
 
     async def run(
         self, request: StrategyRequest, params: CoTParams, ctx: StrategyContext

@@ -39,8 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backends.base import Completion, SamplingParams, StreamDelta
 from strategies.base import StrategyRequest, StrategyResult
-from strategies.candidates import CandidateParams, Sampled, effort_n, rank_groups
+from strategies.candidates import CandidateParams, Sampled, rank_groups
 from strategies.context import StrategyContext
+from strategies.effort import effort_n
 from verifiers.answer_match import extract_answer
 from verifiers.confidence import lowest_group_confidence, token_confidence
 

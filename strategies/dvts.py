@@ -21,9 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from pydantic import BaseModel
-
-from strategies.base import StrategyRequest, StrategyResult
+from strategies.base import StrategyParams, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.ranking import best
 from strategies.search import BeamParams, BudgetSpent, Node, Search, by_reward
@@ -48,7 +46,9 @@ class DVTS:
     """N/M independent PRM-greedy subtrees; the best of their finished solutions wins."""
 
     name: ClassVar[str] = "dvts"
-    params_model: ClassVar[type[BaseModel]] = DVTSParams
+    takes_tools: ClassVar[bool] = False
+    takes_json: ClassVar[bool] = False
+    params_model: ClassVar[type[StrategyParams]] = DVTSParams
 
     async def run(
         self, request: StrategyRequest, params: DVTSParams, ctx: StrategyContext

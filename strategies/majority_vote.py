@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from strategies.base import StrategyRequest, StrategyResult
+from strategies.base import StrategyParams, StrategyRequest, StrategyResult
 from strategies.candidates import CandidateParams, sample_until_settled, vote
 from strategies.context import StrategyContext
 from strategies.deepconf import DeepConf, check_warmup, think
@@ -52,7 +52,9 @@ class MajorityVote:
     """The most frequent answer among N samples."""
 
     name: ClassVar[str] = "majority_vote"
-    params_model: ClassVar[type[BaseModel]] = MajorityVoteParams
+    takes_tools: ClassVar[bool] = True
+    takes_json: ClassVar[bool] = True
+    params_model: ClassVar[type[StrategyParams]] = MajorityVoteParams
 
     async def run(
         self, request: StrategyRequest, params: MajorityVoteParams, ctx: StrategyContext

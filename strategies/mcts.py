@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from strategies.base import StrategyRequest, StrategyResult
+from strategies.base import StrategyParams, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.ranking import ranked
 from strategies.search import BudgetSpent, Node, Search, SearchParams, by_reward
@@ -87,7 +87,9 @@ class MCTS:
     """PUCT search over reasoning steps, valued by a PRM."""
 
     name: ClassVar[str] = "mcts"
-    params_model: ClassVar[type[BaseModel]] = MCTSParams
+    takes_tools: ClassVar[bool] = False
+    takes_json: ClassVar[bool] = False
+    params_model: ClassVar[type[StrategyParams]] = MCTSParams
 
     async def run(
         self, request: StrategyRequest, params: MCTSParams, ctx: StrategyContext

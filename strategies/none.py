@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel
-
 from backends.base import StreamDelta
-from strategies.base import Choice, ChoiceDelta, NoParams, StrategyRequest, StrategyResult
+from strategies.base import (
+    Choice,
+    ChoiceDelta,
+    NoParams,
+    StrategyParams,
+    StrategyRequest,
+    StrategyResult,
+)
 from strategies.budget import capped_by_budget
 from strategies.context import StrategyContext
 
@@ -25,7 +30,9 @@ class PlainGeneration:
     """Sample the request's `n` completions and return them unchanged."""
 
     name: ClassVar[str] = "none"
-    params_model: ClassVar[type[BaseModel]] = NoParams
+    takes_tools: ClassVar[bool] = True
+    takes_json: ClassVar[bool] = True
+    params_model: ClassVar[type[StrategyParams]] = NoParams
 
     async def run(
         self, request: StrategyRequest, params: NoParams, ctx: StrategyContext

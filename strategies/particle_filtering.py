@@ -35,11 +35,12 @@ import random
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from strategies.base import StrategyRequest, StrategyResult
-from strategies.candidates import AnswerParams, Sampled, effort_n, rank_groups
+from strategies.base import StrategyParams, StrategyRequest, StrategyResult
+from strategies.candidates import AnswerParams, Sampled, rank_groups
 from strategies.context import StrategyContext
+from strategies.effort import effort_n
 from strategies.search import BudgetSpent, Node, Search, SearchParams, by_reward
 from strategies.steps import evaluate, expand
 from verifiers.answer_match import extract_answer
@@ -67,6 +68,9 @@ class ParticleFilteringParams(SearchParams, AnswerParams):
         default="best", description="Best finished particle, or a score-weighted answer vote."
     )
 
+    def samples(self, request: StrategyRequest, max_n: int) -> int:
+        return effort_n(request, self.n, max_n)
+
 
 def softmax(scores: Sequence[float], temperature: float) -> list[float]:
     """softmax(score / T): the resampling probabilities."""
@@ -87,13 +91,15 @@ class ParticleFiltering:
     """N particles advanced step by step, resampled by their PRM scores."""
 
     name: ClassVar[str] = "particle_filtering"
-    params_model: ClassVar[type[BaseModel]] = ParticleFilteringParams
+    takes_tools: ClassVar[bool] = False
+    takes_json: ClassVar[bool] = False
+    params_model: ClassVar[type[StrategyParams]] = ParticleFilteringParams
 
     async def run(
         self, request: StrategyRequest, params: ParticleFilteringParams, ctx: StrategyContext
     ) -> StrategyResult:
         search = Search.start(ctx, request, params)
-        n = effort_n(request, params.n, ctx.limits.max_n)
+        n = params.samples(request, ctx.limits.max_n)
         # Seeded by the request when it has a seed, so a run is reproducible; else at random.
         rng = random.Random(request.sampling.seed)
         particles: list[Node] = [search.root] * n

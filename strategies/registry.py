@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from backends.base import ChatPrompt
 from strategies.auto import Auto
@@ -18,6 +18,7 @@ from strategies.base import (
     ParamsContext,
     Strategy,
     StrategyError,
+    StrategyParams,
     StrategyRequest,
     UnknownStrategyError,
 )
@@ -33,9 +34,9 @@ from strategies.weighted_vote import WeightedVote
 
 __all__ = [
     "STRATEGIES",
-    "TOOL_STRATEGIES",
+    "JsonNotSupported",
     "ToolsNotSupported",
-    "check_tools",
+    "check_answer_kind",
     "get_strategy",
     "parse_params",
 ]
@@ -57,27 +58,35 @@ STRATEGIES: Mapping[str, Strategy[Any]] = {
 }
 
 
-# The strategies that can answer with tool calls: they pass `tools` to the backend and return
-# its calls (none, cot) or vote on them. Searches grow text step by step, which a call is not.
-TOOL_STRATEGIES = ("none", "cot", "majority_vote", "weighted_vote", "best_of_n")
-
-
 class ToolsNotSupported(StrategyError):
     """`tools` were given to a strategy that cannot answer with calls."""
 
     param = "tools"
 
 
-def check_tools(strategy: Strategy[Any], request: StrategyRequest) -> None:
-    """Raise `ToolsNotSupported` (a 400 naming `tools`) if the request offers tools to a
-    strategy that cannot answer with calls."""
+class JsonNotSupported(InvalidParamsError):
+    """`response_format` asks for JSON from a strategy that cannot constrain its answer."""
+
+
+def check_answer_kind(strategy: Strategy[Any], request: StrategyRequest) -> None:
+    """Raise a 400 naming the field if the request asks for tool calls or JSON from a strategy
+    that cannot answer so (`Strategy.takes_tools`, `takes_json`)."""
     prompt = request.prompt
-    if not isinstance(prompt, ChatPrompt) or prompt.tools is None:
-        return
-    if strategy.name not in TOOL_STRATEGIES:
+    if isinstance(prompt, ChatPrompt) and prompt.tools is not None and not strategy.takes_tools:
+        able = ", ".join(name for name, s in STRATEGIES.items() if s.takes_tools)
         raise ToolsNotSupported(
             f"reasoning_strategy {strategy.name!r} cannot answer with tool calls; with tools, "
-            f"use one of: {', '.join(TOOL_STRATEGIES)}"
+            f"use one of: {able}"
+        )
+    if request.sampling.structured is not None and not strategy.takes_json:
+        able = ", ".join(name for name, s in STRATEGIES.items() if s.takes_json)
+        # A search cuts prefixes at step boundaries and scores them as text: a grammar over
+        # the whole answer cannot follow them.
+        raise JsonNotSupported(
+            f"reasoning_strategy {strategy.name!r} assembles its answer from steps, which a JSON "
+            f"grammar cannot constrain; response_format json_object and json_schema are taken "
+            f"by {able}",
+            param="response_format",
         )
 
 
@@ -91,7 +100,7 @@ def get_strategy(name: str) -> Strategy[Any]:
 
 def parse_params(
     strategy: Strategy[Any], raw: Mapping[str, Any] | None, context: ParamsContext | None = None
-) -> BaseModel:
+) -> StrategyParams:
     """Validate `reasoning_params` with the strategy's own model; errors name the field.
 
     Validated as the JSON they came as, strictly: `"n": "4"` is an error, not 4, as in the

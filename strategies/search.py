@@ -21,14 +21,16 @@ from backends.base import SamplingParams
 from strategies.base import (
     Choice,
     InvalidParamsError,
+    MaxSpend,
     ParamsContext,
     StrategyParams,
     StrategyRequest,
     StrategyResult,
 )
 from strategies.budget import Allowance, BudgetSpent
-from strategies.candidates import effort_n
 from strategies.context import StrategyContext
+from strategies.effort import effort_n
+from strategies.limits import Limits
 from strategies.ranking import best
 from verifiers.base import Aggregation
 
@@ -66,6 +68,28 @@ class SearchParams(StrategyParams):
         default=False, description="Streamed: a reasoning line after each step of the search."
     )
 
+    @property
+    def is_trace_asked(self) -> bool:
+        return self.return_trace
+
+    @property
+    def is_progress_asked(self) -> bool:
+        return self.stream_progress
+
+    def samples(self, request: StrategyRequest, max_n: int) -> int:
+        """Partial solutions advanced side by side (beams, particles); one by default."""
+        return 1
+
+    def max_spend(self, request: StrategyRequest, limits: Limits) -> MaxSpend:
+        """`max_search_tokens` (or the server's default) generated, read again by the PRM."""
+        return self.spend_of(
+            request,
+            samples=self.samples(request, limits.max_n),
+            generated=self.max_search_tokens or limits.search_default_tokens,
+            verified=True,
+            asked_tokens=self.max_search_tokens,
+        )
+
     @model_validator(mode="after")
     def _known_verifier(self, info: ValidationInfo) -> SearchParams:
         context = ParamsContext.of(info.context)
@@ -93,15 +117,6 @@ class SearchParams(StrategyParams):
                 "logprobs are returned by none, cot and the sampling strategies",
                 param="logprobs",
             )
-        if request.sampling.structured is not None:
-            # Prefixes cut at step boundaries and scored as text: a grammar over the whole
-            # answer cannot follow them.
-            raise InvalidParamsError(
-                "a search assembles its answer from steps, which a JSON grammar cannot "
-                "constrain; response_format json_object and json_schema are taken by none, "
-                "cot, majority_vote, weighted_vote and best_of_n",
-                param="response_format",
-            )
 
 
 class BeamParams(SearchParams):
@@ -117,9 +132,12 @@ class BeamParams(SearchParams):
             raise ValueError(f"n ({self.n}) must be a multiple of beam_width ({self.beam_width})")
         return self
 
+    def samples(self, request: StrategyRequest, max_n: int) -> int:
+        return effort_n(request, self.n, max_n)
+
     def beams(self, ctx: StrategyContext, request: StrategyRequest) -> tuple[int, int]:
         """N, from `n` or the request's effort, and M, at most N."""
-        n = effort_n(request, self.n, ctx.limits.max_n)
+        n = self.samples(request, ctx.limits.max_n)
         return n, min(self.beam_width, n)
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from strategies.base import ParamsContext, StrategyRequest, StrategyResult
+from strategies.base import ParamsContext, StrategyParams, StrategyRequest, StrategyResult
 from strategies.candidates import (
     Sampled,
     Scored,
@@ -78,7 +78,7 @@ class WeightedVote(VerifiedSelection):
     """The answer with the most verifier-weighted votes among N samples."""
 
     name: ClassVar[str] = "weighted_vote"
-    params_model: ClassVar[type[BaseModel]] = WeightedVoteParams
+    params_model: ClassVar[type[StrategyParams]] = WeightedVoteParams
 
     async def run(
         self, request: StrategyRequest, params: VerifiedParams, ctx: StrategyContext

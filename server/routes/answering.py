@@ -53,7 +53,7 @@ async def answer(
     key is charged what the run spent, however it ends."""
     need = None
     if request.app.state.quotas is not None:
-        need = estimate(prepared, serving.limits.search_default_tokens)
+        need = estimate(prepared, serving.limits)
     held = None if need is None else await admit(request, prepared.model, prepared.request_id, need)
     rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
     if stream:

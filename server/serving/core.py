@@ -16,7 +16,6 @@ from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
 from starlette.types import Receive
 
 from backends.base import Backend
@@ -46,7 +45,7 @@ from strategies.base import (
 from strategies.budget import Allowance
 from strategies.context import StrategyContext
 from strategies.limits import Limits
-from strategies.registry import STRATEGIES, check_tools, get_strategy, parse_params
+from strategies.registry import STRATEGIES, check_answer_kind, get_strategy, parse_params
 from verifiers.base import Verifier
 from verifiers.registry import prm_names
 
@@ -79,7 +78,7 @@ class PreparedRequest:
 
     deployment: Deployment
     strategy: Strategy[Any]
-    params: BaseModel
+    params: StrategyParams
     request: StrategyRequest
     model: str
     request_id: str
@@ -158,14 +157,13 @@ class Serving:
                 logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
             request = body.to_strategy_request(self.limits)
             strategy = get_strategy(body.reasoning_strategy)
-            check_tools(strategy, request)
+            check_answer_kind(strategy, request)
             context = deployment.params_context
             if (price := self.prices.get(model)) is not None:
                 # A `usd` budget is valid only for a priced model.
                 context = dataclasses.replace(context, price=price)
             params = parse_params(strategy, body.reasoning_params, context)
-            if isinstance(params, StrategyParams):
-                params.check_request(request)
+            params.check_request(request)
         except Exception as exc:
             self._observe(label, model, exc, started)
             raise
@@ -176,10 +174,10 @@ class Serving:
             request=request,
             model=model,
             request_id=request_id,
-            with_trace=bool(getattr(params, "return_trace", False)),
+            with_trace=params.is_trace_asked,
             include_usage=body.include_usage,
             # Only a stream has somewhere to send progress lines; a plain answer ignores them.
-            stream_progress=body.stream and bool(getattr(params, "stream_progress", False)),
+            stream_progress=body.stream and params.is_progress_asked,
         )
 
     async def complete(self, prepared: PreparedRequest) -> StrategyResult:

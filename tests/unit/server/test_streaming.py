@@ -9,7 +9,7 @@ import httpx2
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from backends.scripted import ScriptedBackend
@@ -19,7 +19,7 @@ from server.protocol.chat import ChatCompletionRequest
 from server.serving.chat import ChatRendering
 from server.serving.core import Serving
 from server.settings import Settings
-from strategies.base import Choice, NoParams, StrategyRequest, StrategyResult
+from strategies.base import Choice, NoParams, StrategyParams, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.limits import Limits
 from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sse_events
@@ -135,7 +135,9 @@ class ReasonsAtTheEnd:
     """A strategy that reports progress, then answers with a reasoned choice."""
 
     name: ClassVar[str] = "none"
-    params_model: ClassVar[type[BaseModel]] = NoParams
+    takes_tools: ClassVar[bool] = True
+    takes_json: ClassVar[bool] = True
+    params_model: ClassVar[type[StrategyParams]] = NoParams
 
     async def run(
         self, request: StrategyRequest, params: NoParams, ctx: StrategyContext

@@ -33,7 +33,7 @@ async def run(
     strategy = get_strategy("auto")
     parsed = parse_params(strategy, {"return_trace": True, **(params or {})}, context)
     ctx = StrategyContext(backend=backend, request_id="r", verifiers=verifiers or {})
-    ctx.budget = Allowance.of(parsed.budget, ctx.usage, ctx.price)  # type: ignore[attr-defined]
+    ctx.budget = Allowance.of(parsed.budget, ctx.usage, ctx.price)
     sampling.setdefault("seed", 100)
     return await strategy.run(chat_request(**sampling), parsed, ctx), backend
 

@@ -39,7 +39,7 @@ async def run(
     parsed = parse_params(strategy, {**traced, **params}, CONTEXT)
     ctx = StrategyContext(backend=backend, request_id="r", verifiers=verifiers or {}, price=price)
     # What the server does before a run.
-    ctx.budget = Allowance.of(parsed.budget, ctx.usage, ctx.price)  # type: ignore[attr-defined]
+    ctx.budget = Allowance.of(parsed.budget, ctx.usage, ctx.price)
     return await strategy.run(chat_request(**sampling), parsed, ctx)
 
 
