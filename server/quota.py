@@ -78,7 +78,7 @@ class Claim:
 
 def estimate(prepared: PreparedRequest, limits: Limits) -> Estimate:
     """The most `prepared` may spend, as its strategy declares it (`StrategyParams.max_spend`;
-    documented in README, "Keys"). Prompt tokens, for dollars, are counted once at
+    documented in docs/keys.md, "Reservations"). Prompt tokens, for dollars, are counted once at
     `PROMPT_CHARS_PER_TOKEN` characters each."""
     spend = prepared.params.max_spend(prepared.request, limits)
     return Estimate(
