@@ -3,16 +3,20 @@
 Extraction formats:
 - `boxed`: the content of the last `\\boxed{...}` (nested braces kept);
 - `last_number`: the last number (`-3`, `1,000`, `2.5`, `1/2`), thousands separators dropped;
-- `regex`: the last match of a pattern (its first group, if it has one);
+- `regex`: the last match of a client's pattern (its first group, if it has one), run by RE2, a
+  linear-time engine, so no pattern can stall the server: patterns RE2 cannot run
+  (backreferences, lookaround) are refused, and so are patterns over `MAX_PATTERN_CHARS`; only
+  the last `MAX_REGEX_TEXT_CHARS` of a text are searched;
 - `full_text`: the whole text;
 - `auto`: `boxed` if there is one, else `last_number`, else `full_text`.
 
 Equivalence: answers are first normalised (case, surrounding `$`, trailing period, spaces);
 those math-verify can parse are then merged when math-verify finds them equal, so `1/2`, `0.5`
 and `\\frac{1}{2}` form one group. Grouping by normalised text runs on the event loop; only
-when it leaves two or more distinct answers does math-verify compare them, in a worker thread
-(it is sympy underneath and can be slow) with its signal-based timeouts off; a comparison that
-takes longer than `timeout_s` falls back to the normalised text alone.
+when it leaves two or more distinct answers does math-verify compare them, in a worker process
+that can be killed (`verifiers.equivalence`); a comparison cut off there (too slow, too large)
+leaves the normalised text alone, and the groups say so (`AnswerGroups.is_cut_off`). Without a
+pool, answers group by normalised text and numeric value only.
 
 JSON answers (a request with `response_format`) are compared in their canonical form instead
 (`canonical_json`: keys sorted, numbers by value, no spaces), exactly: `{"a": 1.0, "b": 2}` and
@@ -24,29 +28,38 @@ strategies use to break ties: the earliest answer wins.
 
 from __future__ import annotations
 
-import asyncio
+import collections
+import functools
 import json
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from math_verify import parse, verify
+import re2
+
+from verifiers.equivalence import EquivalencePool
 
 __all__ = [
+    "MAX_PATTERN_CHARS",
+    "MAX_REGEX_TEXT_CHARS",
     "AnswerFormat",
     "AnswerGroup",
+    "AnswerGroups",
     "canonical_json",
+    "compile_pattern",
     "extract_answer",
     "group_answers",
     "normalize",
 ]
 
-logger = logging.getLogger(__name__)
-# math-verify warns on every call made with its timeouts off, which is how we must call it.
-logging.getLogger("math_verify").setLevel(logging.ERROR)
+# A client's answer pattern: longer ones are refused; texts are searched in their last part.
+MAX_PATTERN_CHARS = 512
+MAX_REGEX_TEXT_CHARS = 65536
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_RE2_OPTIONS.max_mem = 8 << 20
 
 AnswerFormat = Literal["auto", "boxed", "last_number", "regex", "full_text"]
 
@@ -93,12 +106,28 @@ def _last_number(text: str) -> str | None:
     return re.sub(r"\s+", "", numbers[-1]).replace(",", "")
 
 
+@functools.lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> Any:
+    """`pattern` compiled by RE2; `ValueError` (a 400 where a client gave it) when it is too
+    long or uses what a linear-time engine cannot run."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise ValueError(f"answer_pattern is longer than {MAX_PATTERN_CHARS} characters")
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(
+            f"answer_pattern is not a regex RE2 can run ({reason}); backreferences and "
+            "lookaround are not supported"
+        ) from exc
+
+
 def _last_regex(text: str, pattern: str) -> str | None:
-    matches = list(re.finditer(pattern, text))
-    if not matches:
+    compiled = compile_pattern(pattern)
+    last = collections.deque(compiled.finditer(text[-MAX_REGEX_TEXT_CHARS:]), maxlen=1)
+    if not last:
         return None
-    last = matches[-1]
-    value = last.group(1) if last.re.groups else last.group(0)
+    value = last[0].group(1) if compiled.groups else last[0].group(0)
     return value.strip() if value else None
 
 
@@ -138,34 +167,46 @@ class AnswerGroup:
     members: list[int] = field(default_factory=list)
 
 
+class AnswerGroups(list[AnswerGroup]):
+    """Answer groups, in the order of their first members; `is_cut_off` says that math-verify
+    was stopped before it compared them, so they are grouped by normalised text alone."""
+
+    is_cut_off: bool = False
+
+
 async def group_answers(
-    answers: Sequence[str | None], timeout_s: float = 10.0, exact: bool = False
-) -> list[AnswerGroup]:
+    answers: Sequence[str | None], pool: EquivalencePool | None = None, exact: bool = False
+) -> AnswerGroups:
     """Group candidate indices by equivalent answer; candidates with no answer are left out.
-    `exact` groups by the text as it is (canonical JSON answers), with no folding."""
+    `exact` groups by the text as it is (canonical JSON answers), with no folding; `pool`
+    compares what text and value leave apart with math-verify."""
     if exact:
         by_text: dict[str, AnswerGroup] = {}
         for index, answer in enumerate(answers):
             if answer is not None:
                 by_text.setdefault(answer, AnswerGroup(answer)).members.append(index)
-        return list(by_text.values())
+        return AnswerGroups(by_text.values())
     # Exact normalised text first, on the loop: cheap, and when every answer agrees (the
     # common case) it is the whole grouping; it also bounds the math comparisons to one per
     # pair of distinct texts.
     groups = _group_by_text(answers)
     if len(groups) < 2:
-        return groups
+        return AnswerGroups(groups)
     # Plain numbers (most final answers) are equal when their values are: no sympy needed,
-    # and no trip to a thread when nothing else is left to compare.
+    # and no trip to a worker when nothing else is left to compare.
     groups = _merge_numbers(groups)
-    if len(groups) < 2 or all(_PLAIN_NUMBER.fullmatch(normalize(g.answer)) for g in groups):
-        return groups
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await asyncio.to_thread(_merge_equal, groups)
-    except TimeoutError:
-        logger.warning("math-verify took over %.0f s; grouping answers by text only", timeout_s)
-        return groups
+    if (
+        pool is None
+        or len(groups) < 2
+        or all(_PLAIN_NUMBER.fullmatch(normalize(g.answer)) for g in groups)
+    ):
+        return AnswerGroups(groups)
+    merged = await pool.merge([g.answer for g in groups])
+    if merged is None:
+        cut = AnswerGroups(groups)
+        cut.is_cut_off = True
+        return cut
+    return AnswerGroups(_merged(groups, merged))
 
 
 def _group_by_text(answers: Sequence[str | None]) -> list[AnswerGroup]:
@@ -192,26 +233,10 @@ def _merge_numbers(groups: list[AnswerGroup]) -> list[AnswerGroup]:
     return sorted(merged, key=lambda g: g.members[0])
 
 
-def _merge_equal(groups: list[AnswerGroup]) -> list[AnswerGroup]:
-    # Runs in a worker thread; it merges into fresh groups, so the caller's stay as they were
-    # if it is abandoned at the timeout.
-    parsed = [_parse(group.answer) for group in groups]
-    merged: list[tuple[AnswerGroup, Any]] = []
-    for group, value in zip(groups, parsed, strict=True):
-        home = next((m for m, v in merged if value and v and _equal(v, value)), None)
-        if home is None:
-            merged.append((AnswerGroup(group.answer, list(group.members)), value))
-        else:
-            home.members.extend(group.members)
-    for group, _ in merged:
-        group.members.sort()
-    return sorted((g for g, _ in merged), key=lambda g: g.members[0])
-
-
-def _parse(answer: str) -> Any:
-    text = answer if "$" in answer or "\\" not in answer else f"${answer}$"
-    return parse(text, parsing_timeout=None)
-
-
-def _equal(a: Any, b: Any) -> bool:
-    return bool(verify(a, b, timeout_seconds=None))
+def _merged(groups: Sequence[AnswerGroup], merged: Sequence[Sequence[int]]) -> list[AnswerGroup]:
+    """`groups` merged as the worker grouped their indices; the first of each stands for it."""
+    out = [
+        AnswerGroup(groups[ids[0]].answer, sorted(m for i in ids for m in groups[i].members))
+        for ids in merged
+    ]
+    return sorted(out, key=lambda g: g.members[0])
