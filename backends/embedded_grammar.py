@@ -8,7 +8,11 @@ outlines-core, and a schema compiles in ~5-15 ms (outlines-core took ~10 s for `
 `Grammars` compiles each distinct schema once, in a worker thread (the event loop and the model
 thread never wait for a compile), and keeps the last `max_cached` of them. xgrammar itself is
 imported on the first structured request only (~10 s on a busy machine), so requests and
-servers that never ask for structured output never pay for it.
+servers that never ask for structured output never pay for it. A failed compile is never kept:
+the next request with that schema compiles it again. Without xgrammar installed (a plain `pip
+install` of the project leaves it out, see the Makefile), such a request gets a clear 501
+(`FeatureUnavailable`) naming the package, and the server says so at start-up
+(`is_engine_installed`).
 
 A `Constraint` is one request's matchers, one per sequence, used on the model thread: before a
 step it masks the logits of each live row, after it advances each row's matcher by the chosen
@@ -20,6 +24,7 @@ models fall into), and every object closes where the schema says.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import threading
 from collections import OrderedDict
@@ -27,9 +32,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from backends.base import StructuredOutput
-from backends.errors import BackendResponseError
+from backends.errors import BackendResponseError, FeatureUnavailable
 
-__all__ = ["Constraint", "Grammars"]
+__all__ = ["ENGINE_MISSING", "Constraint", "Grammars", "is_engine_installed"]
+
+ENGINE_MISSING = (
+    "structured output and tool calls on the embedded model need xgrammar, which is not "
+    "installed: pip install --no-deps xgrammar==0.2.8 (it declares triton, which the CPU does "
+    "not use)"
+)
+
+
+def is_engine_installed() -> bool:
+    """Whether xgrammar can be imported (checked without importing it: that takes seconds)."""
+    return importlib.util.find_spec("xgrammar") is not None
+
 
 # `json_object`: any JSON object (xgrammar's strict mode would otherwise forbid every key).
 _ANY_OBJECT = {"type": "object", "additionalProperties": True}
@@ -66,8 +83,11 @@ class Grammars:
         try:
             # Shielded: one caller's cancellation must not cancel the compile others await.
             return await asyncio.shield(future)
-        except BackendResponseError:
-            self._cache.pop(key, None)
+        except Exception:
+            # A failure is never kept: the engine may be installed, or the cause gone, by the
+            # next request (unless a newer compile of the schema has taken its place already).
+            if self._cache.get(key) is future:
+                del self._cache[key]
             raise
 
     def _compile(self, schema: str) -> Any:
@@ -84,7 +104,10 @@ class Grammars:
     def _compiler_once(self) -> Any:
         with self._setup:
             if self._compiler is None:
-                import xgrammar
+                try:
+                    import xgrammar
+                except ImportError as exc:
+                    raise FeatureUnavailable(ENGINE_MISSING) from exc
 
                 info = xgrammar.TokenizerInfo.from_huggingface(
                     self._tokenizer, vocab_size=self._vocab_size, stop_token_ids=self._eos_ids

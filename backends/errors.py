@@ -7,7 +7,8 @@ and how each error maps to HTTP, is drawn in `server/errors.py`. This module's p
     └── BackendError             a model server call failed
         ├── BackendUnavailable   no replica could be reached, or the embedded queue is full
         ├── BackendTimeout       a call ran past its timeout
-        └── BackendResponseError the server answered with an error status or a malformed body
+        ├── BackendResponseError the server answered with an error status or a malformed body
+        └── FeatureUnavailable   the backend lacks what the request needs (an engine missing)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = [
     "BackendResponseError",
     "BackendTimeout",
     "BackendUnavailable",
+    "FeatureUnavailable",
     "GatewayError",
 ]
 
@@ -48,4 +50,12 @@ class BackendResponseError(BackendError):
         super().__init__(message)
         self.status_code = status_code
         # The field the model server blamed when it refused the request (status 400).
+        self.param = param
+
+
+class FeatureUnavailable(BackendError):
+    """The backend lacks what the request needs: an optional engine is not installed."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
         self.param = param
