@@ -124,7 +124,11 @@ class Budget(BaseModel):
 
     tokens: int | None = Field(default=None, ge=1, description="Generated plus verifier tokens.")
     seconds: float | None = Field(default=None, gt=0, description="Wall time of the strategy.")
-    usd: float | None = Field(default=None, gt=0, description="Dollars at the server's prices.")
+    # Bounded so that every figure derived from it (tokens it affords, nano-dollars reserved)
+    # stays finite.
+    usd: float | None = Field(
+        default=None, gt=0, le=1e6, description="Dollars at the server's prices."
+    )
 
     @field_validator("tokens", "seconds")
     @classmethod

@@ -44,6 +44,10 @@ def text_of(parts: Sequence[tuple[str, str | None]], text_types: Sequence[str], 
     return "".join(text or "" for _, text in parts)
 
 
+# Token ids are 32-bit: at most 10 digits.
+_TOKEN_ID_DIGITS = 10
+
+
 class OpenAIBaseModel(BaseModel):
     """Accepts fields it does not know, as OpenAI's API does, so newer clients keep working.
 
@@ -237,8 +241,12 @@ class GenerationRequest(OpenAIBaseModel):
     def _logit_bias(self) -> tuple[tuple[int, float], ...]:
         bias: list[tuple[int, float]] = []
         for key, value in (self.logit_bias or {}).items():
-            if not key.isdigit():
-                raise InvalidRequest(f"logit_bias keys are token ids; got {key!r}", "logit_bias")
+            # ASCII digits only (`int` would read "²" and choke on thousands of digits), and no
+            # more than a token id can have.
+            if not (key.isascii() and key.isdigit() and len(key) <= _TOKEN_ID_DIGITS):
+                raise InvalidRequest(
+                    f"logit_bias keys are token ids; got {key[:32]!r}", "logit_bias"
+                )
             if not -100.0 <= value <= 100.0:
                 raise InvalidRequest(
                     f"logit_bias values lie in [-100, 100]; got {value} for {key}", "logit_bias"

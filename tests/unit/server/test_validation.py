@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from backends.scripted import ScriptedBackend
+from server.settings import Settings
+from strategies.accounting import ModelPrice
 from tests.factories import SCRIPTED_MODEL, app_client, chat_body
 
 
@@ -131,3 +133,24 @@ async def test_a_search_refuses_what_it_cannot_honour_before_any_call() -> None:
     assert two.json()["error"]["param"] == "n"
     assert logprobs.json()["error"]["param"] == "logprobs"
     assert backend.calls == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        # `int` reads a superscript digit, and refuses thousands of digits: both were 500s.
+        ({"logit_bias": {"²": 1}}, "logit_bias"),
+        ({"logit_bias": {"9" * 5000: 1}}, "logit_bias"),
+        # Dollars beyond any budget overflowed what they were converted to.
+        (
+            {"reasoning_strategy": "none", "reasoning_params": {"budget": {"usd": 1e300}}},
+            "reasoning_params.budget.usd",
+        ),
+    ],
+)
+async def test_values_that_overflow_are_a_400_not_a_500(fields: dict[str, Any], param: str) -> None:
+    settings = Settings(prices={SCRIPTED_MODEL: ModelPrice(prompt=1.0, completion=1.0)})
+    async with app_client(ScriptedBackend(), settings=settings, raise_app_exceptions=False) as c:
+        response = await c.post("/v1/chat/completions", json=chat_body(**fields))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
