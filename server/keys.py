@@ -1,7 +1,8 @@
 """API keys: the key file, what each key may spend, and the one lookup a request costs.
 
 `--api-keys` (`TTC_API_KEYS`) is either a key file or a comma-separated list of keys. A value
-naming a file (it holds a `/` or ends in `.json`, `.yaml` or `.yml`) is read as a YAML or JSON
+naming a file (a path without a comma: absolute, relative from `./`, an existing file, or ending
+in `.json`, `.yaml` or `.yml`) is read as a YAML or JSON
 list of keys, each with an `alias` and optional `limits`::
 
     - alias: team-a
@@ -129,7 +130,7 @@ class KeyRing:
     @classmethod
     def load(cls, value: str) -> KeyRing:
         """The keys of `--api-keys`: a key file, or comma-separated keys (see the module)."""
-        if "/" in value or value.endswith(_FILE_SUFFIXES):
+        if _names_a_file(value):
             return cls(_read_key_file(Path(value)))
         keys = [key.strip() for key in value.split(",") if key.strip()]
         return cls(KeySpec(alias=f"key-{i}", key=key) for i, key in enumerate(keys, 1))
@@ -147,6 +148,18 @@ class KeyRing:
     def find(self, key: str) -> ApiKey | None:
         """The key presented as `key`, or None when it is not one of ours."""
         return self._by_digest.get(digest(key))
+
+
+def _names_a_file(value: str) -> bool:
+    """Whether `--api-keys` names a key file rather than listing keys. Keys may hold a `/`
+    (base64 does), and an error about a file echoes its name: so a value with a comma is always
+    keys, and one is a file only where it reads as a path (absolute, `./`, `~`, or a key file's
+    suffix) or is one that exists."""
+    if "," in value:
+        return False
+    if value.startswith(("/", "./", "../", "~")) or value.endswith(_FILE_SUFFIXES):
+        return True
+    return "/" in value and Path(value).is_file()
 
 
 def _read_key_file(path: Path) -> list[KeySpec]:

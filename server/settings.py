@@ -133,8 +133,9 @@ class ServerSettings(BaseSettings):
     api_keys: SecretStr | None = Field(
         default=None,
         description=(
-            "API keys: a YAML or JSON key file (a path, or a name ending in .json, .yaml or "
-            ".yml) of keys with aliases and limits, or comma-separated keys without limits. "
+            "API keys: a YAML or JSON key file (a path without a comma, or a name ending in .json, "
+            ".yaml or .yml) of keys with aliases and limits, or comma-separated keys without "
+            "limits. "
             "Unset: the server is open to anyone who can reach it."
         ),
     )

@@ -62,6 +62,20 @@ def test_a_key_file_in_yaml_with_a_hashed_key(tmp_path: Path) -> None:
     assert ring.find(f"sha256:{hashed}") is None  # the digest is not itself a key
 
 
+def test_keys_holding_a_slash_are_keys_never_a_path_echoed_back() -> None:
+    # Base64 keys hold `/`: read as a path, they were echoed in the start-up error.
+    ring = KeyRing.load("sk-a/b+c, sk-d/e")
+    assert ring.aliases == ("key-1", "key-2")
+    assert ring.find("sk-a/b+c") is not None
+    single = KeyRing.load("sk-only/one")
+    assert single.find("sk-only/one") is not None
+
+
+def test_a_missing_key_file_is_an_error_naming_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot read the key file"):
+        KeyRing.load(str(tmp_path / "keys"))
+
+
 def test_comma_separated_keys_are_aliased_by_position() -> None:
     ring = KeyRing.load("sk-one, sk-two")
     assert ring.aliases == ("key-1", "key-2")
