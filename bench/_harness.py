@@ -195,12 +195,12 @@ def start_stub(
     if frontend not in STUB_FRONTENDS:
         raise ValueError(f"stub front end {frontend!r} is not one of {STUB_FRONTENDS}")
     port = free_port()
-    argv = [sys.executable, str(BENCH / "stub_vllm.py"), "--port", str(port)]
+    argv = [sys.executable, "-m", "bench.stub_vllm", "--port", str(port)]
     argv += ["--frontend", frontend]
     argv += ["--latency-ms", str(latency_ms), "--fail-503", str(fail_503)]
     if retry_after:
         argv.append("--retry-after")
-    service = services.start(name, argv, f"http://127.0.0.1:{port}")
+    service = services.start(name, argv, f"http://127.0.0.1:{port}", env=checkout_path())
     service.wait_ready("/v1/models", timeout_s=20)
     return Stub(service, frontend)
 
@@ -211,10 +211,16 @@ def start_ttc(services: Services, stub: Stub, extra_args: str = "", name: str = 
     argv = [sys.executable, "-m", "server", "--backend", "vllm", "--vllm-url", stub.url]
     argv += ["--model", STUB_MODEL, "--port", str(port), "--log-level", "warning"]
     argv += shlex.split(extra_args)
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    service = services.start(name, argv, f"http://127.0.0.1:{port}", env={"PYTHONPATH": path})
+    service = services.start(name, argv, f"http://127.0.0.1:{port}", env=checkout_path())
     service.wait_ready("/v1/models", timeout_s=60)
     return service
+
+
+def checkout_path(root: Path = ROOT) -> dict[str, str]:
+    """The environment a child needs to import this checkout's packages from any directory."""
+    return {
+        "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    }
 
 
 def ttc_body(n: int, max_tokens: int) -> dict[str, Any]:

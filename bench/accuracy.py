@@ -17,15 +17,15 @@ are served, on every problem. Three steps:
     #    the server answered to accuracy-live.jsonl; serves the particle-filtering rows on every
     #    problem into accuracy-particles.jsonl. Samples and particle rows resume where they
     #    stopped.
-    flock /tmp/vllm.lock .venv-vllm/bin/python bench/accuracy.py collect --live 30
+    flock /tmp/vllm.lock .venv-vllm/bin/python -m bench.accuracy collect --live 30
 
     # 2. Replay every row on the stored samples: tables per tier and overall with 95 %
     #    intervals of the paired differences against majority@16, the targets of issue 14
     #    (PASS/MISS), whether the live subset matches its replay, and two PNG plots.
-    .venv/bin/python bench/accuracy.py report --plots docs/bench
+    .venv/bin/python -m bench.accuracy report --plots docs/bench
 
     # 3. Replay a grid of `auto` policies (how the default policy was chosen).
-    .venv/bin/python bench/accuracy.py tune
+    .venv/bin/python -m bench.accuracy tune
 
 The samples are stored in the repository (bench/data/, ~1.5 MB) rather than a cache: the
 README's table and plots are computed from them, and anyone can re-run the report, or try a
@@ -54,11 +54,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-# One name, bench.*, for Python and mypy alike, however the script is started.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._harness import ROOT, Services, free_port  # noqa: E402
-from bench.replay import Outcome, Stored, confidences, default_policy, replay  # noqa: E402
+from bench._harness import ROOT, Services, free_port
+from bench.replay import Outcome, Stored, confidences, default_policy, replay
 
 DATA = ROOT / "bench" / "data"
 SAMPLES = DATA / "accuracy-samples.jsonl"

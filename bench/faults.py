@@ -2,8 +2,8 @@
 
 Run by hand (about a minute for the first two scenarios):
 
-    .venv/bin/python bench/faults.py                          # scenarios a and b
-    .venv/bin/python bench/faults.py --scenarios c \
+    .venv/bin/python -m bench.faults                          # scenarios a and b
+    .venv/bin/python -m bench.faults --scenarios c \
         --overload-args '--limits.max-concurrent-requests 64 --limits.max-queued-requests 0'
 
 Each scenario starts its own vLLM stand-in (`bench/stub_vllm.py`) and this checkout's gateway
@@ -32,10 +32,6 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-# Run as a script, only bench/ is on the path: put the checkout there so the shared module has
-# one name, bench._harness, for Python, mypy and the load generator's spawned process alike.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import (
     STUB_FRONTENDS,

@@ -2,10 +2,10 @@
 
 Run by hand (a few minutes a pass; the peers are installed on first use):
 
-    .venv/bin/python bench/gateway.py
-    .venv/bin/python bench/gateway.py --systems direct,ttc --concurrency 1 64 --passes 5
-    .venv/bin/python bench/gateway.py --ttc-args '--limits.max-concurrent-requests 256'
-    .venv/bin/python bench/gateway.py --stub-frontend fastapi
+    .venv/bin/python -m bench.gateway
+    .venv/bin/python -m bench.gateway --systems direct,ttc --concurrency 1 64 --passes 5
+    .venv/bin/python -m bench.gateway --ttc-args '--limits.max-concurrent-requests 256'
+    .venv/bin/python -m bench.gateway --stub-frontend fastapi
 
 Every system sits in front of the same zero-latency vLLM stand-in (`bench/stub_vllm.py`), so
 what is measured is each gateway's own cost of a majority vote over 8 samples:
@@ -56,10 +56,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-# Run as a script, only bench/ is on the path: put the checkout there so the shared module has
-# one name, bench._harness, for Python, mypy and the load generator's spawned process alike.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import (
     QUESTION,

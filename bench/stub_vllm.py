@@ -2,9 +2,9 @@
 
 Run it by hand, or let `bench/gateway.py` and `bench/faults.py` start it:
 
-    .venv/bin/python bench/stub_vllm.py --port 8100
-    .venv/bin/python bench/stub_vllm.py --port 8100 --latency-ms 50 --fail-503 0.3
-    .venv/bin/python bench/stub_vllm.py --port 8100 --frontend fastapi
+    .venv/bin/python -m bench.stub_vllm --port 8100
+    .venv/bin/python -m bench.stub_vllm --port 8100 --latency-ms 50 --fail-503 0.3
+    .venv/bin/python -m bench.stub_vllm --port 8100 --frontend fastapi
 
 It answers with vLLM's shapes: `GET /v1/models` (one model), `POST /v1/chat/completions` and
 `POST /v1/completions` (`n` choices with `index`, `message` or `text`, `finish_reason`,

@@ -2,8 +2,8 @@
 
 Run by hand (it takes a while on a CPU):
 
-    .venv/bin/python bench/sweep.py                  # starts its own gateway (embedded model)
-    .venv/bin/python bench/sweep.py --url http://127.0.0.1:8000 --problems 24 --n 1 2 4 8
+    .venv/bin/python -m bench.sweep                  # starts its own gateway (embedded model)
+    .venv/bin/python -m bench.sweep --url http://127.0.0.1:8000 --problems 24 --n 1 2 4 8
 
 Every configuration answers the same problems with the same seeds, so rows compare like with
 like: greedy decoding, one sample, for each N majority vote, weighted vote and best-of-N with
