@@ -54,8 +54,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench._harness import ROOT, Services, free_port
+from bench.processes import Services, free_port
 from bench.replay import Outcome, Stored, confidences, default_policy, replay
+from bench.stack import ROOT
 
 DATA = ROOT / "bench" / "data"
 SAMPLES = DATA / "accuracy-samples.jsonl"

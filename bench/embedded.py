@@ -30,15 +30,9 @@ import threading
 import time
 from pathlib import Path
 
-from bench._harness import (
-    ROOT,
-    Service,
-    Services,
-    checkout_path,
-    free_port,
-    percentile,
-    post_json,
-)
+from bench.load import percentile
+from bench.processes import Service, Services, free_port
+from bench.stack import ROOT, checkout_path, post_json
 
 MODEL = "SmolLM2-135M-Instruct"
 # backends/smollm2.py's cache directory, re-derived: bench/ imports nothing from the project.

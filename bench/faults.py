@@ -33,21 +33,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench._harness import (
-    STUB_FRONTENDS,
-    LoadGenerator,
-    LoadResult,
-    LoadSpec,
-    ServiceError,
-    Services,
-    choices,
-    percentile,
-    rss_kib,
-    run_script,
-    start_stub,
-    start_ttc,
-    ttc_body,
-)
+from bench.cli import choices, run_script
+from bench.load import LoadGenerator, LoadResult, LoadSpec, percentile
+from bench.processes import ServiceError, Services
+from bench.procfs import rss_kib
+from bench.stack import STUB_FRONTENDS, start_stub, start_ttc, ttc_body
 
 SCENARIOS = ("a", "b", "c")
 

@@ -57,21 +57,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench._harness import (
+from bench.cli import choices, run_script
+from bench.load import LoadGenerator, LoadSpec, percentile
+from bench.processes import Service, ServiceError, Services, free_port
+from bench.stack import (
     QUESTION,
     STUB_FRONTENDS,
     STUB_MODEL,
-    LoadGenerator,
-    LoadSpec,
-    Service,
-    ServiceError,
-    Services,
     Stub,
-    choices,
-    free_port,
-    percentile,
     post_json,
-    run_script,
     start_stub,
     start_ttc,
     ttc_body,

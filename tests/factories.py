@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from openai.types.responses import FunctionToolParam
 
 from backends.base import Backend, ChatMessage, ChatPrompt, SamplingParams
 from backends.vllm import VLLMBackendSettings
+from bench.processes import free_port as free_port
 from server.app import create_app
 from server.settings import Settings
 from strategies.base import StrategyRequest
@@ -149,14 +149,6 @@ def sse_events(body: str) -> list[Any]:
             payload = line[len("data: ") :]
             events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def vllm_urls(settings: Settings) -> list[str]:
