@@ -1,7 +1,7 @@
 """The system under test for `bench.gateway` and `bench.faults`: the vLLM stand-in and this
 checkout's gateway in front of it, started as child processes.
 
-- `start_stub` starts the stand-in (`python -m bench.stub_vllm`) with either of its front
+- `start_stub` starts the stand-in (`python -m bench.vllm_standin`) with either of its front
   ends (`STUB_FRONTENDS`); `Stub` reads and resets its call counters.
 - `start_ttc` starts this checkout's gateway (`python -m server`) in front of it.
 
@@ -38,7 +38,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 STUB_MODEL = "stub-model"
 QUESTION = "What is 2 + 2? Answer with a number."
-# bench/stub_vllm.py's --frontend: `raw` is the ceiling, `fastapi` costs what vLLM's server does.
+# bench.vllm_standin's --frontend: `raw` is the ceiling, `fastapi` costs what vLLM's server does.
 STUB_FRONTENDS = ("raw", "fastapi")
 
 
@@ -71,7 +71,7 @@ def start_stub(
     if frontend not in STUB_FRONTENDS:
         raise ValueError(f"stub front end {frontend!r} is not one of {STUB_FRONTENDS}")
     port = free_port()
-    argv = [sys.executable, "-m", "bench.stub_vllm", "--port", str(port)]
+    argv = [sys.executable, "-m", "bench.vllm_standin", "--port", str(port)]
     argv += ["--frontend", frontend]
     argv += ["--latency-ms", str(latency_ms), "--fail-503", str(fail_503)]
     if retry_after:

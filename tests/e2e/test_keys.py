@@ -17,6 +17,9 @@ import pytest
 import redis
 from openai.types.chat import ChatCompletionMessageParam
 
+from bench.vllm_standin.answers import SERVED_MODEL
+from bench.vllm_standin.inprocess import run_standin
+from bench.vllm_standin.state import StandIn
 from tests.exposition import Samples
 from tests.prometheus import (
     as_prometheus_sees_it,
@@ -27,7 +30,6 @@ from tests.prometheus import (
     wait_for_scrapes,
 )
 from tests.servers import gateway_process
-from tests.standin_vllm import SERVED_MODEL, StandIn, run_standin
 
 pytestmark = pytest.mark.e2e
 

@@ -16,9 +16,11 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
+from bench.vllm_standin.answers import SERVED_MODEL
+from bench.vllm_standin.inprocess import run_standin
+from bench.vllm_standin.state import StandIn
 from tests.factories import node_report
 from tests.servers import gateway_process
-from tests.standin_vllm import SERVED_MODEL, StandIn, run_standin
 
 pytestmark = pytest.mark.e2e
 

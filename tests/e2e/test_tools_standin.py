@@ -1,7 +1,7 @@
 """Function calling through the gateway to vLLM (its stand-in), from the clients agents use:
 the openai SDK, LangChain's `bind_tools` and LiteLLM.
 
-The stand-in (tests/standin_vllm.py) checks that tools, tool_choice, parallel_tool_calls and
+The stand-in (bench/vllm_standin/) checks that tools, tool_choice, parallel_tool_calls and
 the calls and results in the history reach it in vLLM's shape, and answers calls the way
 vLLM's tool parser returns and streams them.
 """
@@ -19,9 +19,11 @@ from openai.types.chat import ChatCompletionMessageFunctionToolCall, ChatComplet
 from openai.types.responses import ResponseFunctionToolCall
 from pydantic import SecretStr
 
+from bench.vllm_standin.answers import ANSWER, SERVED_MODEL
+from bench.vllm_standin.inprocess import run_standin
+from bench.vllm_standin.state import StandIn
 from tests.factories import flat_tool, node_report
 from tests.servers import gateway_process
-from tests.standin_vllm import ANSWER, SERVED_MODEL, StandIn, run_standin
 
 # LiteLLM fetches its model cost map from GitHub at import unless told to use its own copy.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"

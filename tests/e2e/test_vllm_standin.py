@@ -1,6 +1,6 @@
 """The gateway's vLLM backend over real loopback HTTP against two stand-in vLLM replicas.
 
-The stand-in checks every request's shape (see tests/standin_vllm.py); these tests drive the
+The stand-in checks every request's shape (see bench/vllm_standin/checks.py); these tests drive the
 gateway process with the openai client and then read what the stand-ins received.
 """
 
@@ -15,10 +15,12 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from bench.vllm_standin.answers import ANSWER, PRM_MODEL, SERVED_MODEL
+from bench.vllm_standin.inprocess import run_standin
+from bench.vllm_standin.state import StandIn
 from tests.exposition import Samples
 from tests.factories import free_port
 from tests.servers import gateway_process
-from tests.standin_vllm import ANSWER, PRM_MODEL, SERVED_MODEL, StandIn, run_standin
 
 pytestmark = pytest.mark.e2e
 

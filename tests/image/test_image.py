@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.vllm_standin.answers import SERVED_MODEL
+from bench.vllm_standin.inprocess import run_standin
 from tests.factories import free_port
-from tests.standin_vllm import SERVED_MODEL, run_standin
 
 pytestmark = pytest.mark.image
 

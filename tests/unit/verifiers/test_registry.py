@@ -10,10 +10,12 @@ import pytest
 from backends.http import HTTPClients
 from backends.reward_model import VLLMRewardModel
 from backends.scripted import ScriptedBackend
+from bench.vllm_standin.answers import PRM_MODEL
+from bench.vllm_standin.inprocess import run_standin
+from bench.vllm_standin.state import StandIn
 from server.settings import Settings
 from tests.factories import free_port
 from tests.loopback import loopback
-from tests.standin_vllm import PRM_MODEL, StandIn, run_standin
 from verifiers.base import Candidate, Scores, VerifierError
 from verifiers.prm import PRESETS, PRMVerifier
 from verifiers.registry import VERIFIERS, GuardedVerifier, create_verifiers

@@ -10,8 +10,10 @@ import pytest
 
 from backends.http import VLLMClient
 from backends.reward_model import VLLMRewardModel
+from bench.vllm_standin.answers import PRM_MODEL
+from bench.vllm_standin.inprocess import run_standin
+from bench.vllm_standin.state import StandIn
 from tests.loopback import Loopback, loopback
-from tests.standin_vllm import PRM_MODEL, StandIn, run_standin
 from verifiers.base import Candidate, VerifierError
 from verifiers.orm import ORMConfig, ORMVerifier
 from verifiers.prm import PRESETS, PRMConfig, PRMVerifier
