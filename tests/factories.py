@@ -14,6 +14,7 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletionToolParam
 from openai.types.responses import FunctionToolParam
+from openai.types.shared_params import FunctionDefinition
 
 from backends.base import Backend, ChatMessage, ChatPrompt, SamplingParams
 from backends.vllm import VLLMBackendSettings
@@ -111,11 +112,51 @@ async def sdk_client(
             yield sdk
 
 
+@contextlib.asynccontextmanager
+async def gateway_client(url: str, **options: Any) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The openai SDK's client of the gateway at `url`, with no retries unless given."""
+    async with openai.AsyncOpenAI(
+        base_url=f"{url}/v1", **{"api_key": "x", "max_retries": 0, **options}
+    ) as client:
+        yield client
+
+
 def tool_call_text(name: str, arguments: Mapping[str, Any] | str) -> str:
     """A call as the scripted (and embedded) model writes it: a Hermes-style block; `arguments`
     as given when a string (JSON or not)."""
     args = arguments if isinstance(arguments, str) else json.dumps(arguments)
     return f'<tool_call>{{"name": "{name}", "arguments": {args}}}</tool_call>'
+
+
+def function_tool(
+    name: str,
+    description: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    required: Sequence[str] = (),
+    is_closed: bool = False,
+) -> ChatCompletionToolParam:
+    """A chat completion's function tool; with `properties`, its parameters are an object of
+    them (`is_closed`: no other properties)."""
+    function: FunctionDefinition = {"name": name}
+    if description is not None:
+        function["description"] = description
+    if properties is not None:
+        parameters: dict[str, Any] = {"type": "object", "properties": dict(properties)}
+        parameters["required"] = list(required)
+        if is_closed:
+            parameters["additionalProperties"] = False
+        function["parameters"] = parameters
+    return {"type": "function", "function": function}
+
+
+# The tests' tools: a weather lookup with one optional argument, and a tool with no parameters.
+WEATHER = function_tool(
+    "get_weather",
+    "The weather in a city",
+    {"city": {"type": "string"}, "days": {"type": "integer"}},
+    required=["city"],
+)
+TIME = function_tool("get_time")
 
 
 def flat_tool(tool: ChatCompletionToolParam, strict: bool | None = None) -> FunctionToolParam:

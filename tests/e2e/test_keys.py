@@ -18,7 +18,6 @@ import redis
 from openai.types.chat import ChatCompletionMessageParam
 
 from bench.vllm_standin.answers import SERVED_MODEL
-from bench.vllm_standin.inprocess import run_standin
 from bench.vllm_standin.state import StandIn
 from tests.exposition import Samples
 from tests.prometheus import (
@@ -72,17 +71,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Keys, Path]
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    with run_standin() as server:
-        server.slow_s = 0.2
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gateways(
     keys: tuple[Keys, Path], standin: StandIn, redis_url: str
 ) -> Iterator[tuple[str, str]]:
     _, path = keys
+    standin.slow_s = 0.2
     args = (
         "--backend",
         "vllm",

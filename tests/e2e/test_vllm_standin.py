@@ -19,7 +19,7 @@ from bench.vllm_standin.answers import ANSWER, PRM_MODEL, SERVED_MODEL
 from bench.vllm_standin.inprocess import run_standin
 from bench.vllm_standin.state import StandIn
 from tests.exposition import Samples
-from tests.factories import free_port
+from tests.factories import free_port, gateway_client
 from tests.servers import gateway_process
 
 pytestmark = pytest.mark.e2e
@@ -77,7 +77,7 @@ async def client(
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     for replica in replicas:
         replica.requests.clear()
-    async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="x", max_retries=0) as c:
+    async with gateway_client(gateway) as c:
         yield c
     for replica in replicas:
         assert replica.violations == []

@@ -18,26 +18,19 @@ from openai.types.chat import (
     ChatCompletionMessageFunctionToolCall,
     ChatCompletionMessageParam,
     ChatCompletionNamedToolChoiceParam,
-    ChatCompletionToolParam,
 )
 from openai.types.responses import ResponseFunctionToolCall
 
-from tests.factories import flat_tool
+from tests.factories import flat_tool, function_tool
 from tests.vllm.conftest import GENERATOR
 
-WEATHER: ChatCompletionToolParam = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
+WEATHER = function_tool(
+    "get_weather",
+    "Get the current weather in a city",
+    {"city": {"type": "string", "maxLength": 20}},
+    required=["city"],
+    is_closed=True,
+)
 QUESTION: ChatCompletionMessageParam = {"role": "user", "content": "What is the weather in Paris?"}
 NAMED: ChatCompletionNamedToolChoiceParam = {
     "type": "function",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -11,7 +11,6 @@ from backends.http import HTTPClients
 from backends.reward_model import VLLMRewardModel
 from backends.scripted import ScriptedBackend
 from bench.vllm_standin.answers import PRM_MODEL
-from bench.vllm_standin.inprocess import run_standin
 from bench.vllm_standin.state import StandIn
 from server.settings import Settings
 from tests.factories import free_port
@@ -19,12 +18,6 @@ from tests.loopback import loopback
 from verifiers.base import Candidate, Scores, VerifierError
 from verifiers.prm import PRESETS, PRMVerifier
 from verifiers.registry import VERIFIERS, GuardedVerifier, create_verifiers
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    with run_standin() as server:
-        yield server
 
 
 async def test_unreachable_reward_model_is_a_verifier_error() -> None:
