@@ -6,7 +6,7 @@ Run by hand (about a minute for the first two scenarios):
     .venv/bin/python -m bench.faults --scenarios c \
         --overload-args '--limits.max-concurrent-requests 64 --limits.max-queued-requests 0'
 
-Each scenario starts its own vLLM stand-in (`bench/stub_vllm.py`) and this checkout's gateway
+Each scenario starts its own vLLM stand-in (`bench.vllm_standin`) and this checkout's gateway
 in front of it, and drives majority votes (n=8) from a load generator in its own process.
 `--stub-frontend` picks the stub's HTTP side: `raw` (default, a bare asyncio server) or
 `fastapi` (FastAPI + pydantic + uvicorn, the per-request cost of vLLM's own API server):

@@ -7,7 +7,7 @@ Run by hand (a few minutes a pass; the peers are installed on first use):
     .venv/bin/python -m bench.gateway --ttc-args '--limits.max-concurrent-requests 256'
     .venv/bin/python -m bench.gateway --stub-frontend fastapi
 
-Every system sits in front of the same zero-latency vLLM stand-in (`bench/stub_vllm.py`), so
+Every system sits in front of the same zero-latency vLLM stand-in (`bench.vllm_standin`), so
 what is measured is each gateway's own cost of a majority vote over 8 samples:
 
 - `direct`: the stub called directly with the same `n=8` chat completion: the reference
