@@ -219,6 +219,20 @@ def detokenize_payload(tokens: Any) -> dict[str, Any]:
     return {"prompt": " ".join(f"t{int(t)}" for t in tokens or ())}
 
 
+def _scores_payload(
+    kind: str, model: Any, data: list[dict[str, Any]], inputs: Sequence[str]
+) -> dict[str, Any]:
+    tokens = sum(count_tokens(t) for t in inputs)
+    return {
+        "id": f"{kind}-1",
+        "object": "list",
+        "created": int(time.time()),
+        "model": model,
+        "data": data,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
 def pooling_payload(inputs: Sequence[str]) -> dict[str, Any]:
     """A STEP pooler's rows: one [negative, positive] row per step tag, the n-th tag's positive
     probability 0.9 - 0.1 * n, so tests can tell the rows apart."""
@@ -227,15 +241,7 @@ def pooling_payload(inputs: Sequence[str]) -> dict[str, Any]:
         tags = text.count(PRM_STEP_TAG)
         rows = [[round(0.1 + 0.1 * n, 4), round(0.9 - 0.1 * n, 4)] for n in range(tags)]
         data.append({"index": index, "object": "pooling", "data": rows})
-    tokens = sum(count_tokens(t) for t in inputs)
-    return {
-        "id": "pool-1",
-        "object": "list",
-        "created": int(time.time()),
-        "model": PRM_MODEL,
-        "data": data,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+    return _scores_payload("pool", PRM_MODEL, data, inputs)
 
 
 def classify_payload(model: Any, inputs: Sequence[str]) -> dict[str, Any]:
@@ -243,20 +249,6 @@ def classify_payload(model: Any, inputs: Sequence[str]) -> dict[str, Any]:
     data = []
     for index, text in enumerate(inputs):
         positive = min(0.99, len(text) / 1000)
-        data.append(
-            {
-                "index": index,
-                "label": "LABEL_1",
-                "num_classes": 2,
-                "probs": [1 - positive, positive],
-            }
-        )
-    tokens = sum(count_tokens(t) for t in inputs)
-    return {
-        "id": "classify-1",
-        "object": "list",
-        "created": int(time.time()),
-        "model": model,
-        "data": data,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+        probs = [1 - positive, positive]
+        data.append({"index": index, "label": "LABEL_1", "num_classes": 2, "probs": probs})
+    return _scores_payload("classify", model, data, inputs)
