@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import subprocess
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import httpx2
 import openai
-from openai.types.chat import ChatCompletionToolParam
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletionChunk, ChatCompletionToolParam
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 from openai.types.responses import FunctionToolParam
 from openai.types.shared_params import FunctionDefinition
 
@@ -119,6 +122,32 @@ async def gateway_client(url: str, **options: Any) -> AsyncIterator[openai.Async
         base_url=f"{url}/v1", **{"api_key": "x", "max_retries": 0, **options}
     ) as client:
         yield client
+
+
+@dataclasses.dataclass
+class StreamedCalls:
+    """What a streamed chat completion said of its tool calls: the call pieces in order, the
+    last finish reason and the usage."""
+
+    pieces: list[ChoiceDeltaToolCall]
+    finish: str | None
+    usage: CompletionUsage | None
+
+    @property
+    def arguments(self) -> str:
+        """The pieces' arguments, joined."""
+        return "".join(p.function.arguments or "" for p in self.pieces if p.function)
+
+
+async def streamed_calls(stream: AsyncIterable[ChatCompletionChunk]) -> StreamedCalls:
+    """Read a streamed chat completion through, gathering its tool calls."""
+    read = StreamedCalls([], None, None)
+    async for chunk in stream:
+        read.usage = chunk.usage or read.usage
+        for choice in chunk.choices:
+            read.pieces += choice.delta.tool_calls or []
+            read.finish = choice.finish_reason or read.finish
+    return read
 
 
 def tool_call_text(name: str, arguments: Mapping[str, Any] | str) -> str:

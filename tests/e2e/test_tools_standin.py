@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from bench.vllm_standin.answers import ANSWER, SERVED_MODEL
 from bench.vllm_standin.state import StandIn
-from tests.factories import WEATHER, flat_tool, gateway_client, node_report
+from tests.factories import WEATHER, flat_tool, gateway_client, node_report, streamed_calls
 
 # LiteLLM fetches its model cost map from GitHub at import unless told to use its own copy.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -125,18 +125,13 @@ async def test_streamed_calls_through_vllm(
         stream_options={"include_usage": True},
         extra_body={"reasoning_strategy": strategy},
     )
-    pieces: list[Any] = []
-    finish, usage = None, None
-    async for chunk in stream:
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            pieces += choice.delta.tool_calls or []
-            finish = choice.finish_reason or finish
-    assert finish == "tool_calls"
-    assert pieces[0].id is not None and pieces[0].function.name == "get_weather"
-    assert all(p.index == 0 for p in pieces)
-    assert json.loads("".join(p.function.arguments or "" for p in pieces)) == ARGUMENTS
-    assert usage is not None and usage.completion_tokens > 0
+    read = await streamed_calls(stream)
+    assert read.finish == "tool_calls"
+    first = read.pieces[0]
+    assert first.id is not None and first.function and first.function.name == "get_weather"
+    assert all(p.index == 0 for p in read.pieces)
+    assert json.loads(read.arguments) == ARGUMENTS
+    assert read.usage is not None and read.usage.completion_tokens > 0
     (body,) = sent(fresh)
     assert body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
 
