@@ -29,10 +29,12 @@ __all__ = [
     "count_tokens",
     "detokenize_payload",
     "encode",
+    "envelope",
     "error_payload",
     "models_payload",
     "pooling_payload",
     "prompt_text",
+    "stream_chunk",
     "stream_payloads",
     "tokenize_payload",
     "usage_payload",
@@ -136,26 +138,26 @@ def completion_payload(plan: Plan) -> dict[str, Any]:
         choice.update(logprobs=None, finish_reason=written.finish, stop_reason=None)
         choice["token_ids"] = written.ids
         choices.append(choice)
+    kind = "chat.completion" if plan.chat else "text_completion"
+    return envelope(kind, plan.model, choices, usage=_usage(plan))
+
+
+def envelope(kind: str, model: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A completion or one chunk of a stream: `kind` is its `object`."""
     return {
         "id": "standin-1",
-        "object": "chat.completion" if plan.chat else "text_completion",
+        "object": kind,
         "created": int(time.time()),
-        "model": plan.model,
+        "model": model,
         "choices": choices,
-        "usage": _usage(plan),
+        **extra,
     }
 
 
 def stream_chunk(plan: Plan, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """One chunk of a streamed answer."""
-    return {
-        "id": "standin-1",
-        "object": "chat.completion.chunk" if plan.chat else "text_completion",
-        "created": int(time.time()),
-        "model": plan.model,
-        "choices": choices,
-        **extra,
-    }
+    kind = "chat.completion.chunk" if plan.chat else "text_completion"
+    return envelope(kind, plan.model, choices, **extra)
 
 
 def stream_payloads(plan: Plan) -> list[dict[str, Any]]:

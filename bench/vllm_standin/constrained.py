@@ -13,11 +13,10 @@ Structured outputs: the answer is a JSON instance of the schema (`json`) or a sm
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.vllm_standin.answers import count_tokens, usage_payload
+from bench.vllm_standin.answers import count_tokens, envelope, usage_payload
 
 __all__ = [
     "chosen_function",
@@ -94,14 +93,9 @@ def tool_call_payload(
         }
         for i in range(n)
     ]
-    return {
-        "id": "standin-1",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage_payload(prompt_tokens, n * tokens),
-    }
+    return envelope(
+        "chat.completion", model, choices, usage=usage_payload(prompt_tokens, n * tokens)
+    )
 
 
 def tool_call_chunks(
@@ -112,7 +106,7 @@ def tool_call_chunks(
     tokens = _call_tokens(calls)
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {"id": "standin-1", "model": model, "choices": choices, **extra}
+        return envelope("chat.completion.chunk", model, choices, **extra)
 
     chunks = []
     for i in range(n):
