@@ -4,7 +4,8 @@ stop them, and fail with the log's tail rather than hang.
 - `Services` starts child processes in their own process groups, each logging to a file, and
   stops every one of them when its block ends (also on Ctrl-C, and on SIGTERM when asked).
 - `Service.wait_ready` polls an HTTP path until it answers 200; `Service.wait_until` polls any
-  probe. Either fails at once, with the log's tail, if the process exits first.
+  probe. Either fails at once, with the log's tail, if the process exits first. `poll` and
+  `answers_200` do the same for a server started some other way (a container).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["Service", "ServiceError", "Services", "free_port"]
+__all__ = ["Service", "ServiceError", "Services", "answers_200", "free_port", "poll"]
 
 _POLL_S = 0.1
 
@@ -71,21 +72,17 @@ class Service:
 
     def wait_until(self, probe: Callable[[], bool], timeout_s: float, what: str) -> None:
         """Poll `probe` until it holds; fail if the process exits or `timeout_s` passes."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                raise self.failure(f"exited with {code} before it was ready")
-            if probe():
-                return
-            if time.monotonic() > deadline:
-                raise self.failure(f"not ready after {timeout_s:.0f} s ({what})")
-            time.sleep(_POLL_S)
+        if poll(probe, timeout_s, give_up=lambda: self.process.poll() is not None):
+            return
+        code = self.process.poll()
+        if code is not None:
+            raise self.failure(f"exited with {code} before it was ready")
+        raise self.failure(f"not ready after {timeout_s:.0f} s ({what})")
 
     def wait_ready(self, path: str = "/health", timeout_s: float = 60.0) -> None:
         """Poll GET url+path until it answers 200."""
         url = self.url + path
-        self.wait_until(lambda: _answers_200(url), timeout_s, f"GET {url}")
+        self.wait_until(lambda: answers_200(url), timeout_s, f"GET {url}")
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM to the whole group, then SIGKILL to whatever is left after `grace_s`."""
@@ -101,12 +98,28 @@ class Service:
             self.process.wait(timeout=5)
 
 
-def _answers_200(url: str) -> bool:
+def answers_200(url: str) -> bool:
+    """Whether GET `url` answers 200 now."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
     except (OSError, urllib.error.URLError):
         return False
+
+
+def poll(
+    probe: Callable[[], bool], timeout_s: float, give_up: Callable[[], bool] = lambda: False
+) -> bool:
+    """Call `probe` every 0.1 s until it holds (True), or `give_up` holds or `timeout_s` passes
+    (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not give_up():
+        if probe():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(_POLL_S)
+    return False
 
 
 class Services(contextlib.AbstractContextManager["Services"]):
