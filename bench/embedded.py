@@ -2,8 +2,8 @@
 
 Run by hand (a few minutes; the converted weights must exist, i.e. the server has started once):
 
-    .venv/bin/python bench/embedded.py
-    .venv/bin/python bench/embedded.py --passes 5 --root /tmp/other-checkout
+    .venv/bin/python -m bench.embedded
+    .venv/bin/python -m bench.embedded --passes 5 --root /tmp/other-checkout
 
 It starts this checkout's gateway (`python -m server` on the embedded default, or the checkout
 given by `--root`) and measures, over HTTP only:
@@ -22,7 +22,6 @@ While one side is measured the other is idle, so they do not compete for the two
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import statistics
@@ -31,9 +30,9 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._harness import ROOT, Service, Services, free_port, percentile, post_json
+from bench.load import percentile
+from bench.processes import Service, Services, free_port
+from bench.stack import ROOT, checkout_path, post_json
 
 MODEL = "SmolLM2-135M-Instruct"
 # backends/smollm2.py's cache directory, re-derived: bench/ imports nothing from the project.
@@ -56,9 +55,8 @@ def start_server(services: Services, root: Path, extra: list[str]) -> Service:
     port = free_port()
     # -P: the checkout comes from PYTHONPATH, not from the current directory.
     argv = [sys.executable, "-P", "-m", "server", "--port", str(port), *extra]
-    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
     service = services.start(
-        "ttc-embedded", argv, f"http://127.0.0.1:{port}", env={"PYTHONPATH": path}
+        "ttc-embedded", argv, f"http://127.0.0.1:{port}", env=checkout_path(root)
     )
     service.wait_ready("/health", timeout_s=600)
     return service

@@ -2,11 +2,11 @@
 
 Run by hand (about a minute for the first two scenarios):
 
-    .venv/bin/python bench/faults.py                          # scenarios a and b
-    .venv/bin/python bench/faults.py --scenarios c \
+    .venv/bin/python -m bench.faults                          # scenarios a and b
+    .venv/bin/python -m bench.faults --scenarios c \
         --overload-args '--limits.max-concurrent-requests 64 --limits.max-queued-requests 0'
 
-Each scenario starts its own vLLM stand-in (`bench/stub_vllm.py`) and this checkout's gateway
+Each scenario starts its own vLLM stand-in (`bench.vllm_standin`) and this checkout's gateway
 in front of it, and drives majority votes (n=8) from a load generator in its own process.
 `--stub-frontend` picks the stub's HTTP side: `raw` (default, a bare asyncio server) or
 `fastapi` (FastAPI + pydantic + uvicorn, the per-request cost of vLLM's own API server):
@@ -33,25 +33,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# Run as a script, only bench/ is on the path: put the checkout there so the shared module has
-# one name, bench._harness, for Python, mypy and the load generator's spawned process alike.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._harness import (
-    STUB_FRONTENDS,
-    LoadGenerator,
-    LoadResult,
-    LoadSpec,
-    ServiceError,
-    Services,
-    choices,
-    percentile,
-    rss_kib,
-    run_script,
-    start_stub,
-    start_ttc,
-    ttc_body,
-)
+from bench.cli import choices, run_script
+from bench.load import LoadGenerator, LoadResult, LoadSpec, percentile
+from bench.processes import Service, ServiceError, Services
+from bench.procfs import rss_kib
+from bench.stack import STUB_FRONTENDS, Stub, start_stub, start_ttc, ttc_body
 
 SCENARIOS = ("a", "b", "c")
 
@@ -90,18 +76,37 @@ def describe(result: LoadResult) -> list[str]:
     return lines
 
 
+def start_scenario(
+    services: Services,
+    args: argparse.Namespace,
+    scenario: str,
+    ttc_args: str,
+    latency_ms: float = 0.0,
+    fail_503: float = 0.0,
+) -> tuple[Stub, Service, str]:
+    """A scenario's stand-in and gateway, and the URL its load is sent to."""
+    stub = start_stub(
+        services,
+        latency_ms=latency_ms,
+        fail_503=fail_503,
+        name=f"stub-{scenario}",
+        frontend=args.stub_frontend,
+    )
+    ttc = start_ttc(services, stub, ttc_args, name=f"ttc-{scenario}")
+    return stub, ttc, ttc.url + "/v1/chat/completions"
+
+
 def scenario_a(args: argparse.Namespace, load: LoadGenerator) -> None:
     print(
         f"(a) stub answers 503 to {args.fail_fraction:.0%} of generation calls; "
         f"{args.a_requests} requests at c={args.a_concurrency}"
     )
     with Services(args.logs) as services:
-        stub = start_stub(
-            services, fail_503=args.fail_fraction, name="stub-a", frontend=args.stub_frontend
+        stub, _, url = start_scenario(
+            services, args, "a", args.ttc_args, fail_503=args.fail_fraction
         )
-        ttc = start_ttc(services, stub, args.ttc_args, name="ttc-a")
         body = ttc_body(args.n, args.max_tokens)
-        spec = LoadSpec(ttc.url + "/v1/chat/completions", body, args.a_concurrency, args.a_requests)
+        spec = LoadSpec(url, body, args.a_concurrency, args.a_requests)
         stub.reset()
         result = load.run(spec)
         stats = stub.stats()
@@ -128,12 +133,8 @@ def scenario_b(args: argparse.Namespace, load: LoadGenerator) -> None:
         f"c={args.b_concurrency}"
     )
     with Services(args.logs) as services:
-        stub = start_stub(
-            services, latency_ms=args.latency_ms, name="stub-b", frontend=args.stub_frontend
-        )
-        ttc = start_ttc(services, stub, args.ttc_args, name="ttc-b")
+        _, ttc, url = start_scenario(services, args, "b", args.ttc_args, latency_ms=args.latency_ms)
         body = ttc_body(args.n, args.max_tokens)
-        url = ttc.url + "/v1/chat/completions"
         spec = LoadSpec(url, body, args.b_concurrency, args.b_requests)
         cold = rss_kib(ttc.pid)
         # A first burst grows pools and caches once; flat memory is judged from after it.
@@ -170,17 +171,14 @@ def scenario_c(args: argparse.Namespace, load: LoadGenerator) -> None:
     )
     extra = " ".join(part for part in (args.ttc_args, args.overload_args) if part)
     with Services(args.logs) as services:
-        stub = start_stub(
-            services, latency_ms=args.latency_ms, name="stub-c", frontend=args.stub_frontend
-        )
         try:
-            ttc = start_ttc(services, stub, extra, name="ttc-c")
+            _, _, url = start_scenario(services, args, "c", extra, latency_ms=args.latency_ms)
         except ServiceError as exc:
             print(f"  the gateway did not start with {extra!r}; does it know these flags?")
             print("  " + str(exc).replace("\n", "\n  "))
             return
         body = ttc_body(args.n, args.max_tokens)
-        spec = LoadSpec(ttc.url + "/v1/chat/completions", body, args.c_concurrency, args.c_requests)
+        spec = LoadSpec(url, body, args.c_concurrency, args.c_requests)
         result = load.run(spec)
     for line in describe(result):
         print("  " + line)

@@ -3,7 +3,7 @@
 Run by hand (a minute; the converted weights must exist, i.e. the server has started once, and
 the three libraries must be installed: `pip install llguidance xgrammar outlines-core`):
 
-    .venv/bin/python bench/grammar.py
+    .venv/bin/python -m bench.grammar
 
 On SmolLM2's tokenizer (49,152 tokens) it measures, for `json_object` and for two schemas (a
 flat one and a nested one with enums, arrays and optional fields):

@@ -2,8 +2,8 @@
 
 Run by hand (it takes a while on a CPU):
 
-    .venv/bin/python bench/sweep.py                  # starts its own gateway (embedded model)
-    .venv/bin/python bench/sweep.py --url http://127.0.0.1:8000 --problems 24 --n 1 2 4 8
+    .venv/bin/python -m bench.sweep                  # starts its own gateway (embedded model)
+    .venv/bin/python -m bench.sweep --url http://127.0.0.1:8000 --problems 24 --n 1 2 4 8
 
 Every configuration answers the same problems with the same seeds, so rows compare like with
 like: greedy decoding, one sample, for each N majority vote, weighted vote and best-of-N with
@@ -19,20 +19,19 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import re
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import openai
+
+from bench.cli import run_script
+from bench.processes import Services, free_port
+from bench.stack import checkout_path
 
 SYSTEM = "Think step by step, then give the final answer as a number."
 MAX_TOKENS = 48
@@ -165,29 +164,13 @@ def report(rows: list[Row], count: int) -> None:
 
 @contextlib.contextmanager
 def own_gateway() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
-    command = [sys.executable, "-m", "server", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"gateway exited:\n{open(log.name).read()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit("gateway not ready after 600 s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        os.unlink(log.name)
+    """This checkout's gateway on the embedded model, until the block ends; its URL."""
+    port = free_port()
+    with Services(keep_logs=False) as services:
+        argv = [sys.executable, "-m", "server", "--port", str(port), "--log-level", "warning"]
+        gateway = services.start("ttc", argv, f"http://127.0.0.1:{port}", env=checkout_path())
+        gateway.wait_ready("/ready", timeout_s=600)
+        yield gateway.url
 
 
 async def run(url: str, args: argparse.Namespace) -> None:
@@ -231,7 +214,7 @@ async def run(url: str, args: argparse.Namespace) -> None:
             )
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running gateway; default: start one on the embedded model")
     parser.add_argument("--problems", type=int, default=24)
@@ -249,7 +232,8 @@ def main() -> None:
     else:
         with own_gateway() as url:
             asyncio.run(run(url, args))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-import socket
 import subprocess
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import httpx2
 import openai
-from openai.types.chat import ChatCompletionToolParam
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletionChunk, ChatCompletionToolParam
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 from openai.types.responses import FunctionToolParam
+from openai.types.shared_params import FunctionDefinition
 
 from backends.base import Backend, ChatMessage, ChatPrompt, SamplingParams
 from backends.vllm import VLLMBackendSettings
+from bench.processes import free_port as free_port
 from server.app import create_app
 from server.settings import Settings
 from strategies.base import StrategyRequest
@@ -111,11 +115,77 @@ async def sdk_client(
             yield sdk
 
 
+@contextlib.asynccontextmanager
+async def gateway_client(url: str, **options: Any) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The openai SDK's client of the gateway at `url`, with no retries unless given."""
+    async with openai.AsyncOpenAI(
+        base_url=f"{url}/v1", **{"api_key": "x", "max_retries": 0, **options}
+    ) as client:
+        yield client
+
+
+@dataclasses.dataclass
+class StreamedCalls:
+    """What a streamed chat completion said of its tool calls: the call pieces in order, the
+    last finish reason and the usage."""
+
+    pieces: list[ChoiceDeltaToolCall]
+    finish: str | None
+    usage: CompletionUsage | None
+
+    @property
+    def arguments(self) -> str:
+        """The pieces' arguments, joined."""
+        return "".join(p.function.arguments or "" for p in self.pieces if p.function)
+
+
+async def streamed_calls(stream: AsyncIterable[ChatCompletionChunk]) -> StreamedCalls:
+    """Read a streamed chat completion through, gathering its tool calls."""
+    read = StreamedCalls([], None, None)
+    async for chunk in stream:
+        read.usage = chunk.usage or read.usage
+        for choice in chunk.choices:
+            read.pieces += choice.delta.tool_calls or []
+            read.finish = choice.finish_reason or read.finish
+    return read
+
+
 def tool_call_text(name: str, arguments: Mapping[str, Any] | str) -> str:
     """A call as the scripted (and embedded) model writes it: a Hermes-style block; `arguments`
     as given when a string (JSON or not)."""
     args = arguments if isinstance(arguments, str) else json.dumps(arguments)
     return f'<tool_call>{{"name": "{name}", "arguments": {args}}}</tool_call>'
+
+
+def function_tool(
+    name: str,
+    description: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    required: Sequence[str] = (),
+    is_closed: bool = False,
+) -> ChatCompletionToolParam:
+    """A chat completion's function tool; with `properties`, its parameters are an object of
+    them (`is_closed`: no other properties)."""
+    function: FunctionDefinition = {"name": name}
+    if description is not None:
+        function["description"] = description
+    if properties is not None:
+        parameters: dict[str, Any] = {"type": "object", "properties": dict(properties)}
+        parameters["required"] = list(required)
+        if is_closed:
+            parameters["additionalProperties"] = False
+        function["parameters"] = parameters
+    return {"type": "function", "function": function}
+
+
+# The tests' tools: a weather lookup with one optional argument, and a tool with no parameters.
+WEATHER = function_tool(
+    "get_weather",
+    "The weather in a city",
+    {"city": {"type": "string"}, "days": {"type": "integer"}},
+    required=["city"],
+)
+TIME = function_tool("get_time")
 
 
 def flat_tool(tool: ChatCompletionToolParam, strict: bool | None = None) -> FunctionToolParam:
@@ -149,14 +219,6 @@ def sse_events(body: str) -> list[Any]:
             payload = line[len("data: ") :]
             events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def vllm_urls(settings: Settings) -> list[str]:

@@ -1,27 +1,21 @@
-"""Real server processes for tests: a clear failure with the log tail, never a hang."""
+"""Real server processes for tests, started and awaited by `bench.processes` (the one way the
+benchmarks and the tests start servers): a clear failure with the log's tail, never a hang."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import httpx
+from bench.processes import Service, ServiceError, Services, free_port
 
-from tests.factories import free_port
-
-
-class ServerFailed(RuntimeError):
-    """A server process exited or never became ready."""
+# The tests' name for a server that exited or never became ready.
+ServerFailed = ServiceError
 
 
 @dataclass(frozen=True)
@@ -37,6 +31,15 @@ class ServerSpec:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def _services() -> Services:
+    # Logs are dropped with the servers; pytest keeps its own SIGTERM handling.
+    return Services(keep_logs=False, interrupt_on_sigterm=False, grace_s=30.0)
+
+
+def _start(services: Services, spec: ServerSpec) -> Service:
+    return services.start(spec.name, spec.command, spec.url, spec.env)
 
 
 @contextlib.contextmanager
@@ -55,72 +58,22 @@ def gateway_server(
     spec = ServerSpec(
         "ttc-server", [sys.executable, "-m", "server", "--port", str(port), *args], port
     )
-    with _started(spec) as (process, log):
-        wait_ready(spec, process, log, ready_timeout_s)
-        yield spec.url, process
+    with _services() as services:
+        gateway = _start(services, spec)
+        gateway.wait_ready(spec.health, ready_timeout_s)
+        yield spec.url, gateway.process
 
 
 @contextlib.contextmanager
 def server_processes(*specs: ServerSpec, ready_timeout_s: float = 600.0) -> Iterator[None]:
     """Start every server at once, wait until all are ready, and stop them all afterwards."""
-    with contextlib.ExitStack() as stack:
-        running = [stack.enter_context(_started(spec)) for spec in specs]
+    with _services() as services:
+        started = [_start(services, spec) for spec in specs]
+        # One deadline for all: the later ones started while the first was awaited.
         deadline = time.monotonic() + ready_timeout_s
-        for spec, (process, log) in zip(specs, running, strict=True):
-            wait_ready(spec, process, log, deadline - time.monotonic())
+        for spec, service in zip(specs, started, strict=True):
+            service.wait_ready(spec.health, deadline - time.monotonic())
         yield
-
-
-@contextlib.contextmanager
-def _started(spec: ServerSpec) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    with tempfile.NamedTemporaryFile(
-        "w+", prefix=f"{spec.name}-", suffix=".log", delete=False
-    ) as log:
-        log_path = Path(log.name)
-        process = subprocess.Popen(
-            list(spec.command),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **spec.env},
-            # Its own process group, so that stopping it also stops the workers it forks.
-            start_new_session=True,
-        )
-    try:
-        yield process, log_path
-    finally:
-        stop(process)
-        log_path.unlink(missing_ok=True)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate the process group, then kill what is left of it after a grace period."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def wait_ready(
-    spec: ServerSpec, process: subprocess.Popen[bytes], log: Path, timeout_s: float
-) -> None:
-    """Poll the health path until it answers; fail fast with the log's tail if the process dies."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServerFailed(f"{spec.name} exited with {process.returncode}:\n{tail(log)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{spec.url}{spec.health}", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise ServerFailed(f"{spec.name} not ready after {timeout_s:.0f} s:\n{tail(log)}")
-
-
-def tail(log: Path, lines: int = 40) -> str:
-    """The last lines of a log file."""
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @contextlib.contextmanager
@@ -133,16 +86,10 @@ def redis_server(ready_timeout_s: float = 30.0) -> Iterator[str]:
         raise ServerFailed("redis-server is not installed; `make install-tools` installs it")
     port = free_port()
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
-    spec = ServerSpec("redis-server", [*command, "no"], port)
-    with _started(spec) as (process, log):
-        deadline = time.monotonic() + ready_timeout_s
-        while not _answers_ping(port):
-            if process.poll() is not None:
-                raise ServerFailed(f"redis-server exited with {process.returncode}:\n{tail(log)}")
-            if time.monotonic() > deadline:
-                raise ServerFailed(f"redis-server not ready after {ready_timeout_s:.0f} s")
-            time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
+    with _services() as services:
+        redis = services.start("redis-server", [*command, "no"], f"redis://127.0.0.1:{port}")
+        redis.wait_until(lambda: _answers_ping(port), ready_timeout_s, "PING")
+        yield f"{redis.url}/0"
 
 
 def _answers_ping(port: int) -> bool:

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import openai
 import pytest
 
+from bench.vllm_standin.state import StandIn
+from tests.factories import gateway_client
 from tests.servers import gateway_process
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -30,7 +32,12 @@ def gateway_url() -> Iterator[str]:
 
 @pytest.fixture
 async def client(gateway_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=f"{gateway_url}/v1", api_key="unused", max_retries=0
-    ) as c:
+    async with gateway_client(gateway_url) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def standin_gateway(standin: StandIn) -> Iterator[str]:
+    """A gateway of the module's own in front of its vLLM stand-in."""
+    with gateway_process("--backend", "vllm", "--vllm-url", standin.url) as url:
+        yield url

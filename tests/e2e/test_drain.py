@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from bench.vllm_standin.answers import SERVED_MODEL
+from bench.vllm_standin.inprocess import run_standin
 from tests.servers import gateway_server
-from tests.standin_vllm import SERVED_MODEL, run_standin
 
 pytestmark = pytest.mark.e2e
 

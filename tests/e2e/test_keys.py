@@ -17,6 +17,8 @@ import pytest
 import redis
 from openai.types.chat import ChatCompletionMessageParam
 
+from bench.vllm_standin.answers import SERVED_MODEL
+from bench.vllm_standin.state import StandIn
 from tests.exposition import Samples
 from tests.prometheus import (
     as_prometheus_sees_it,
@@ -27,7 +29,6 @@ from tests.prometheus import (
     wait_for_scrapes,
 )
 from tests.servers import gateway_process
-from tests.standin_vllm import SERVED_MODEL, StandIn, run_standin
 
 pytestmark = pytest.mark.e2e
 
@@ -70,17 +71,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Keys, Path]
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    with run_standin() as server:
-        server.slow_s = 0.2
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gateways(
     keys: tuple[Keys, Path], standin: StandIn, redis_url: str
 ) -> Iterator[tuple[str, str]]:
     _, path = keys
+    standin.slow_s = 0.2
     args = (
         "--backend",
         "vllm",

@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.conftest import MODEL
 from tests.e2e.test_sampling import QUESTION
+from tests.factories import gateway_client
 from tests.servers import gateway_process
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +31,7 @@ def url() -> Iterator[str]:
 
 @pytest.fixture
 async def client(url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as c:
+    async with gateway_client(url) as c:
         yield c
 
 

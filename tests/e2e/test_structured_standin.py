@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -16,9 +16,9 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
-from tests.factories import node_report
-from tests.servers import gateway_process
-from tests.standin_vllm import SERVED_MODEL, StandIn, run_standin
+from bench.vllm_standin.answers import SERVED_MODEL
+from bench.vllm_standin.state import StandIn
+from tests.factories import gateway_client, node_report
 
 pytestmark = pytest.mark.e2e
 
@@ -31,29 +31,9 @@ class Winner(BaseModel):
     margin: float
 
 
-@pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    with run_standin() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gateway(standin: StandIn) -> Iterator[str]:
-    with gateway_process("--backend", "vllm", "--vllm-url", standin.url) as url:
-        yield url
-
-
 @pytest.fixture
-def fresh(standin: StandIn) -> Iterator[StandIn]:
-    """The stand-in with no requests recorded yet; it must have seen no bad one at the end."""
-    standin.requests.clear()
-    yield standin
-    assert standin.violations == []
-
-
-@pytest.fixture
-async def client(gateway: str, fresh: StandIn) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="x", max_retries=0) as c:
+async def client(standin_gateway: str, fresh: StandIn) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with gateway_client(standin_gateway) as c:
         yield c
 
 
@@ -173,13 +153,13 @@ async def test_a_search_is_refused_before_any_call(
     assert sent(standin) == []
 
 
-async def test_langchain_with_structured_output(gateway: str, fresh: StandIn) -> None:
+async def test_langchain_with_structured_output(standin_gateway: str, fresh: StandIn) -> None:
     from langchain_openai import ChatOpenAI
     from pydantic import SecretStr
 
     model = ChatOpenAI(
         model=SERVED_MODEL,
-        base_url=f"{gateway}/v1",
+        base_url=f"{standin_gateway}/v1",
         api_key=SecretStr("x"),
         max_retries=0,
         max_completion_tokens=50,
@@ -192,7 +172,7 @@ async def test_langchain_with_structured_output(gateway: str, fresh: StandIn) ->
 
 
 async def test_litellm_response_format(
-    gateway: str, fresh: StandIn, monkeypatch: pytest.MonkeyPatch
+    standin_gateway: str, fresh: StandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Offline: LiteLLM fetches its model cost map at import unless told to read its own copy.
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -201,7 +181,7 @@ async def test_litellm_response_format(
 
     response = await litellm.acompletion(
         model=f"openai/{SERVED_MODEL}",
-        api_base=f"{gateway}/v1",
+        api_base=f"{standin_gateway}/v1",
         api_key="x",
         messages=[{"role": "user", "content": "Who won in 1998?"}],
         response_format=Winner,
@@ -214,9 +194,11 @@ async def test_litellm_response_format(
     assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
 
 
-async def test_ai_sdk_generate_object_with_a_zod_schema(gateway: str, fresh: StandIn) -> None:
+async def test_ai_sdk_generate_object_with_a_zod_schema(
+    standin_gateway: str, fresh: StandIn
+) -> None:
     # The Vercel AI SDK, validating with zod itself.
-    report = node_report("structured.mjs", gateway, SERVED_MODEL)
+    report = node_report("structured.mjs", standin_gateway, SERVED_MODEL)
     # The stand-in writes the schema's first enum value and 7s, as a grammar would let it.
     assert report == {
         "object": {

@@ -17,31 +17,22 @@ import pytest
 from openai.types.chat import (
     ChatCompletionMessageFunctionToolCall,
     ChatCompletionMessageParam,
-    ChatCompletionToolParam,
 )
 
 from backends.base import ChatMessage, ChatPrompt, Tool, Tools
 from backends.tool_calls import with_tools_in_prompt
 from tests.e2e.conftest import MODEL
+from tests.factories import function_tool
 
 pytestmark = pytest.mark.e2e
 
-WEATHER: ChatCompletionToolParam = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "unit"],
-            "additionalProperties": False,
-        },
-    },
-}
+WEATHER = function_tool(
+    "get_weather",
+    "Get the current weather in a city",
+    {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    required=["city", "unit"],
+    is_closed=True,
+)
 QUESTION: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "What is the weather in Paris right now?"}
 ]

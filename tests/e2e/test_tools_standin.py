@@ -1,7 +1,7 @@
 """Function calling through the gateway to vLLM (its stand-in), from the clients agents use:
 the openai SDK, LangChain's `bind_tools` and LiteLLM.
 
-The stand-in (tests/standin_vllm.py) checks that tools, tool_choice, parallel_tool_calls and
+The stand-in (bench/vllm_standin/) checks that tools, tool_choice, parallel_tool_calls and
 the calls and results in the history reach it in vLLM's shape, and answers calls the way
 vLLM's tool parser returns and streams them.
 """
@@ -10,62 +10,31 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageFunctionToolCall, ChatCompletionToolParam
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from openai.types.responses import ResponseFunctionToolCall
 from pydantic import SecretStr
 
-from tests.factories import flat_tool, node_report
-from tests.servers import gateway_process
-from tests.standin_vllm import ANSWER, SERVED_MODEL, StandIn, run_standin
+from bench.vllm_standin.answers import ANSWER, SERVED_MODEL
+from bench.vllm_standin.state import StandIn
+from tests.factories import WEATHER, flat_tool, gateway_client, node_report, streamed_calls
 
 # LiteLLM fetches its model cost map from GitHub at import unless told to use its own copy.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 pytestmark = pytest.mark.e2e
 
-WEATHER: ChatCompletionToolParam = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-            "required": ["city"],
-        },
-    },
-}
 # What the stand-in calls get_weather with: an example value per property.
 ARGUMENTS = {"city": "Paris", "days": 3}
 
 
-@pytest.fixture(scope="module")
-def vllm() -> Iterator[StandIn]:
-    with run_standin() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gateway(vllm: StandIn) -> Iterator[str]:
-    with gateway_process("--backend", "vllm", "--vllm-url", vllm.url) as url:
-        yield url
-
-
 @pytest.fixture
-def standin(vllm: StandIn) -> Iterator[StandIn]:
-    vllm.requests.clear()
-    yield vllm
-    assert vllm.violations == []
-
-
-@pytest.fixture
-async def client(gateway: str, standin: StandIn) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="x", max_retries=0) as c:
+async def client(standin_gateway: str, fresh: StandIn) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with gateway_client(standin_gateway) as c:
         yield c
 
 
@@ -81,7 +50,7 @@ def sent(standin: StandIn) -> list[dict[str, Any]]:
 
 
 async def test_auto_tools_pass_through_to_vllm_and_back(
-    client: openai.AsyncOpenAI, standin: StandIn
+    client: openai.AsyncOpenAI, fresh: StandIn
 ) -> None:
     response = await client.chat.completions.create(
         model=SERVED_MODEL,
@@ -98,13 +67,13 @@ async def test_auto_tools_pass_through_to_vllm_and_back(
     assert made.function.name == "get_weather"
     assert json.loads(made.function.arguments) == ARGUMENTS
     assert response.usage is not None and response.usage.completion_tokens > 0
-    (body,) = sent(standin)
+    (body,) = sent(fresh)
     assert body["tools"] == [WEATHER]
     assert body["tool_choice"] == "auto" and body["parallel_tool_calls"] is True
 
 
 async def test_a_round_trip_sends_the_history_in_vllms_shape(
-    client: openai.AsyncOpenAI, standin: StandIn
+    client: openai.AsyncOpenAI, fresh: StandIn
 ) -> None:
     first = await client.chat.completions.create(
         model=SERVED_MODEL,
@@ -127,7 +96,7 @@ async def test_a_round_trip_sends_the_history_in_vllms_shape(
     )
     assert second.choices[0].message.content == ANSWER
     assert second.choices[0].finish_reason == "stop"
-    history = sent(standin)[1]["messages"]
+    history = sent(fresh)[1]["messages"]
     assert history[1] == {
         "role": "assistant",
         "content": "",
@@ -144,7 +113,7 @@ async def test_a_round_trip_sends_the_history_in_vllms_shape(
 
 @pytest.mark.parametrize("strategy", ["none", "cot"])
 async def test_streamed_calls_through_vllm(
-    client: openai.AsyncOpenAI, standin: StandIn, strategy: str
+    client: openai.AsyncOpenAI, fresh: StandIn, strategy: str
 ) -> None:
     stream = await client.chat.completions.create(
         model=SERVED_MODEL,
@@ -156,24 +125,19 @@ async def test_streamed_calls_through_vllm(
         stream_options={"include_usage": True},
         extra_body={"reasoning_strategy": strategy},
     )
-    pieces: list[Any] = []
-    finish, usage = None, None
-    async for chunk in stream:
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            pieces += choice.delta.tool_calls or []
-            finish = choice.finish_reason or finish
-    assert finish == "tool_calls"
-    assert pieces[0].id is not None and pieces[0].function.name == "get_weather"
-    assert all(p.index == 0 for p in pieces)
-    assert json.loads("".join(p.function.arguments or "" for p in pieces)) == ARGUMENTS
-    assert usage is not None and usage.completion_tokens > 0
-    (body,) = sent(standin)
+    read = await streamed_calls(stream)
+    assert read.finish == "tool_calls"
+    first = read.pieces[0]
+    assert first.id is not None and first.function and first.function.name == "get_weather"
+    assert all(p.index == 0 for p in read.pieces)
+    assert json.loads(read.arguments) == ARGUMENTS
+    assert read.usage is not None and read.usage.completion_tokens > 0
+    (body,) = sent(fresh)
     assert body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
 
 
 async def test_a_named_function_is_forced_by_vllm(
-    client: openai.AsyncOpenAI, standin: StandIn
+    client: openai.AsyncOpenAI, fresh: StandIn
 ) -> None:
     response = await client.chat.completions.create(
         model=SERVED_MODEL,
@@ -184,11 +148,11 @@ async def test_a_named_function_is_forced_by_vllm(
     choice = response.choices[0]
     assert choice.finish_reason == "stop"  # as OpenAI and vLLM answer a named choice
     assert functions(choice.message)[0].function.name == "get_weather"
-    (body,) = sent(standin)
+    (body,) = sent(fresh)
     assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
 
 
-async def test_votes_on_vllms_calls(client: openai.AsyncOpenAI, standin: StandIn) -> None:
+async def test_votes_on_vllms_calls(client: openai.AsyncOpenAI, fresh: StandIn) -> None:
     response = await client.chat.completions.create(
         model=SERVED_MODEL,
         messages=[{"role": "user", "content": "Weather in Paris?"}],
@@ -200,12 +164,12 @@ async def test_votes_on_vllms_calls(client: openai.AsyncOpenAI, standin: StandIn
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls is not None
     # Fresh ids: the voted call is not any one candidate's.
     assert choice.message.tool_calls[0].id.startswith("call_")
-    (body,) = sent(standin)
+    (body,) = sent(fresh)
     assert body["n"] == 3 and body["tools"] == [WEATHER]
 
 
 async def test_responses_call_streamed_and_round_tripped_in_vllms_shape(
-    client: openai.AsyncOpenAI, standin: StandIn
+    client: openai.AsyncOpenAI, fresh: StandIn
 ) -> None:
     # The Responses API's flat tool, and its items, reach vLLM as chat's.
     flat = flat_tool(WEATHER)
@@ -225,7 +189,7 @@ async def test_responses_call_streamed_and_round_tripped_in_vllms_shape(
     # vLLM streams a call's arguments in pieces; each is a delta of the one item.
     assert kinds.count("response.output_item.added") == 1
     assert kinds.count("response.function_call_arguments.delta") >= 2
-    (asked,) = sent(standin)
+    (asked,) = sent(fresh)
     assert asked["tools"] == [WEATHER] and asked["tool_choice"] == "required"
     assert asked["parallel_tool_calls"] is False
 
@@ -236,7 +200,7 @@ async def test_responses_call_streamed_and_round_tripped_in_vllms_shape(
     ]
     answered = await client.responses.create(model=SERVED_MODEL, input=history, tools=[flat])
     assert answered.output_text == ANSWER
-    messages = sent(standin)[1]["messages"]
+    messages = sent(fresh)[1]["messages"]
     assert messages[1:] == [
         {
             "role": "assistant",
@@ -253,7 +217,7 @@ async def test_responses_call_streamed_and_round_tripped_in_vllms_shape(
     ]
 
 
-async def test_langchain_bind_tools(gateway: str, standin: StandIn) -> None:
+async def test_langchain_bind_tools(standin_gateway: str, fresh: StandIn) -> None:
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI
@@ -265,7 +229,7 @@ async def test_langchain_bind_tools(gateway: str, standin: StandIn) -> None:
 
     llm = ChatOpenAI(
         model=SERVED_MODEL,
-        base_url=f"{gateway}/v1",
+        base_url=f"{standin_gateway}/v1",
         api_key=SecretStr("x"),
         max_retries=0,
     ).bind_tools([get_weather])
@@ -277,7 +241,7 @@ async def test_langchain_bind_tools(gateway: str, standin: StandIn) -> None:
     result = ToolMessage(get_weather.invoke(made["args"]), tool_call_id=made["id"])
     answered = await llm.ainvoke([question, asked, result])
     assert answered.content == ANSWER
-    history = sent(standin)[1]["messages"]
+    history = sent(fresh)[1]["messages"]
     assert history[-1] == {
         "role": "tool",
         "content": "sunny in Paris for 3 days",
@@ -285,12 +249,12 @@ async def test_langchain_bind_tools(gateway: str, standin: StandIn) -> None:
     }
 
 
-async def test_litellm_with_tools(gateway: str, standin: StandIn) -> None:
+async def test_litellm_with_tools(standin_gateway: str, fresh: StandIn) -> None:
     import litellm
 
     response = await litellm.acompletion(
         model=f"openai/{SERVED_MODEL}",
-        api_base=f"{gateway}/v1",
+        api_base=f"{standin_gateway}/v1",
         api_key="x",
         messages=[{"role": "user", "content": "Weather in Paris?"}],
         tools=[WEATHER],
@@ -303,9 +267,9 @@ async def test_litellm_with_tools(gateway: str, standin: StandIn) -> None:
     assert json.loads(made.function.arguments) == ARGUMENTS
 
 
-async def test_node_clients_with_tools(gateway: str, standin: StandIn) -> None:
+async def test_node_clients_with_tools(standin_gateway: str, fresh: StandIn) -> None:
     # The openai Node SDK and the Vercel AI SDK.
-    report = node_report("tools.mjs", gateway, SERVED_MODEL)
+    report = node_report("tools.mjs", standin_gateway, SERVED_MODEL)
     assert report["openai"] == {
         "finish_reason": "tool_calls",
         "id": report["openai"]["id"],
@@ -325,5 +289,5 @@ async def test_node_clients_with_tools(gateway: str, standin: StandIn) -> None:
         "ran": [ARGUMENTS],
         "text": ANSWER,
     }
-    tool_turn = sent(standin)[-1]["messages"][-1]
+    tool_turn = sent(fresh)[-1]["messages"][-1]
     assert tool_turn["role"] == "tool" and tool_turn["content"] == "18 C and sunny"

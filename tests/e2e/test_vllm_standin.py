@@ -1,30 +1,34 @@
 """The gateway's vLLM backend over real loopback HTTP against two stand-in vLLM replicas.
 
-The stand-in checks every request's shape (see tests/standin_vllm.py); these tests drive the
+The stand-in checks every request's shape (see bench/vllm_standin/checks.py); these tests drive the
 gateway process with the openai client and then read what the stand-ins received.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
+from bench.vllm_standin.answers import ANSWER, PRM_MODEL, SERVED_MODEL
+from bench.vllm_standin.inprocess import run_standin
+from bench.vllm_standin.state import StandIn
 from tests.exposition import Samples
-from tests.factories import free_port
+from tests.factories import free_port, gateway_client
 from tests.servers import gateway_process
-from tests.standin_vllm import ANSWER, PRM_MODEL, SERVED_MODEL, StandIn, run_standin
 
 pytestmark = pytest.mark.e2e
 
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 3 + 4?"}]
 
 
+# A beam search whose steps end at a newline, scored by the stand-in's PRM.
+BEAMS = {"n": 4, "beam_width": 2, "verifier": "prm", "step_separator": "\n"}
 OTHER_MODEL = "standin/Other-Model"
 ROUTING_HEADER = "X-SMG-Routing-Key"
 
@@ -75,10 +79,27 @@ async def client(
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     for replica in replicas:
         replica.requests.clear()
-    async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="x", max_retries=0) as c:
+    async with gateway_client(gateway) as c:
         yield c
     for replica in replicas:
         assert replica.violations == []
+
+
+async def ask(
+    client: openai.AsyncOpenAI,
+    strategy: str,
+    params: Mapping[str, object] | None = None,
+    model: str = SERVED_MODEL,
+    **fields: Any,
+) -> ChatCompletion:
+    """QUESTION, with at most 50 tokens, answered by `strategy` with `params`."""
+    body: dict[str, object] = {"reasoning_strategy": strategy}
+    if params is not None:
+        body["reasoning_params"] = dict(params)
+    response: ChatCompletion = await client.chat.completions.create(
+        model=model, messages=QUESTION, max_tokens=50, extra_body=body, **fields
+    )
+    return response
 
 
 def received(replicas: tuple[StandIn, StandIn], path: str) -> list[dict[str, Any]]:
@@ -149,12 +170,7 @@ async def test_completions_through_vllm(
 async def test_cot_through_vllm(
     client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
 ) -> None:
-    response = await client.chat.completions.create(
-        model=SERVED_MODEL,
-        messages=QUESTION,
-        max_tokens=50,
-        extra_body={"reasoning_strategy": "cot"},
-    )
+    response = await ask(client, "cot")
     message = response.choices[0].message
     assert message.content == "7"
     assert (message.model_extra or {}).get("reasoning") == "First add the numbers.\n"
@@ -280,20 +296,8 @@ async def test_a_dead_replica_is_skipped(replicas: tuple[StandIn, StandIn]) -> N
 async def test_best_of_n_scores_with_the_vllm_prm(
     client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
 ) -> None:
-    response = await client.chat.completions.create(
-        model=SERVED_MODEL,
-        messages=QUESTION,
-        max_tokens=50,
-        extra_body={
-            "reasoning_strategy": "best_of_n",
-            "reasoning_params": {
-                "n": 4,
-                "verifier": "prm",
-                "aggregation": "min",
-                "return_trace": True,
-            },
-        },
-    )
+    params = {"n": 4, "verifier": "prm", "aggregation": "min", "return_trace": True}
+    response = await ask(client, "best_of_n", params)
     assert response.choices[0].message.content == ANSWER
     (generation,) = received(replicas, "/v1/chat/completions")
     assert generation["n"] == 4
@@ -328,21 +332,7 @@ async def test_dead_verifier_is_502_or_a_flagged_vote(client: openai.AsyncOpenAI
 async def test_beam_search_continues_prefixes_one_request_each(
     client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
 ) -> None:
-    response = await client.chat.completions.create(
-        model=SERVED_MODEL,
-        messages=QUESTION,
-        max_tokens=50,
-        extra_body={
-            "reasoning_strategy": "beam_search",
-            "reasoning_params": {
-                "n": 4,
-                "beam_width": 2,
-                "verifier": "prm",
-                "step_separator": "\n",
-                "return_trace": True,
-            },
-        },
-    )
+    response = await ask(client, "beam_search", {**BEAMS, "return_trace": True})
     assert response.choices[0].message.content == ANSWER
     generations = received(replicas, "/v1/chat/completions")
     # First step: one request for all four beams, no prefix.
@@ -369,21 +359,7 @@ async def test_beam_search_continues_prefixes_one_request_each(
 async def test_the_routing_key_reaches_every_call_of_a_search(
     client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
 ) -> None:
-    await client.chat.completions.create(
-        model=SERVED_MODEL,
-        messages=QUESTION,
-        max_tokens=50,
-        extra_headers={"X-Request-Id": "route-me"},
-        extra_body={
-            "reasoning_strategy": "beam_search",
-            "reasoning_params": {
-                "n": 4,
-                "beam_width": 2,
-                "verifier": "prm",
-                "step_separator": "\n",
-            },
-        },
-    )
+    await ask(client, "beam_search", BEAMS, extra_headers={"X-Request-Id": "route-me"})
     calls = [r for replica in replicas for r in replica.requests if r.path != "/pooling"]
     assert len(calls) >= 2
     # A router in front of vLLM keys on it, so every call of the request lands on one replica.
@@ -396,12 +372,7 @@ async def test_a_further_model_is_served_on_its_own_replicas(
     other.requests.clear()
     listed = [model.id async for model in client.models.list()]
     assert listed == [SERVED_MODEL, OTHER_MODEL]
-    response = await client.chat.completions.create(
-        model=OTHER_MODEL,
-        messages=QUESTION,
-        max_tokens=50,
-        extra_body={"reasoning_strategy": "majority_vote", "reasoning_params": {"n": 3}},
-    )
+    response = await ask(client, "majority_vote", {"n": 3}, model=OTHER_MODEL)
     assert response.model == OTHER_MODEL
     assert response.choices[0].message.content == ANSWER
     assert [r.body["model"] for r in other.requests] == [OTHER_MODEL]
@@ -420,12 +391,7 @@ async def test_calls_vllm_turns_away_are_retried_and_counted(
         # One 503 on each replica: the call moves to the other one, then waits and tries again.
         for replica in replicas:
             replica.faults[:] = [503]
-        response = await client.chat.completions.create(
-            model=SERVED_MODEL,
-            messages=QUESTION,
-            max_tokens=50,
-            extra_body={"reasoning_strategy": "majority_vote", "reasoning_params": {"n": 3}},
-        )
+        response = await ask(client, "majority_vote", {"n": 3})
         assert response.choices[0].message.content == ANSWER
         spent = Samples.parse((await http.get("/metrics")).text) - before
     assert spent.get("ttc_backend_retries_total", reason="503") == 2

@@ -13,15 +13,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.processes import answers_200, poll
+from bench.vllm_standin.answers import SERVED_MODEL
+from bench.vllm_standin.inprocess import run_standin
 from tests.factories import free_port
-from tests.standin_vllm import SERVED_MODEL, run_standin
 
 pytestmark = pytest.mark.image
 
@@ -92,14 +93,8 @@ def image(engine: list[str], tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def wait_ready(url: str, engine: list[str], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    if poll(lambda: answers_200(f"{url}/ready"), timeout_s):
+        return
     logs = subprocess.run([*engine, "logs", CONTAINER], capture_output=True, text=True)
     raise AssertionError(f"the container never became ready:\n{logs.stderr[-3000:]}")
 

@@ -13,7 +13,6 @@ arithmetic. Its scores mean little; every byte of the protocol is real.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import openai
 import pytest
 
 from backends.smollm2 import converted_model_dir
+from bench.vllm_cpu import prm_flags, vllm_command, vllm_env
 from tests.factories import free_port
 from tests.servers import ServerSpec, gateway_process, server_processes
 from tests.vllm.scrape import Scrape
@@ -30,23 +30,6 @@ GENERATOR = "smollm2"
 PRM = "smollm2-prm"
 STEP_TAG = "<file_sep>"
 STEP_TAG_ID = 5
-
-# EMBEDDED.md's working set-up. The 32-token KV block (the CPU default is 128) lets
-# prompts as short as these share cached blocks.
-ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
-COMMON = ["--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager"]
-COMMON += ["--host", "127.0.0.1", "--block-size", "32"]
-PRM_FLAGS = [
-    "--runner",
-    "pooling",
-    "--convert",
-    "classify",
-    "--hf-overrides",
-    json.dumps({"classifier_from_token": ["+", "-"], "method": "no_post_processing"}),
-    "--pooler-config",
-    json.dumps({"task": "token_classify", "pooling_type": "STEP", "step_tag_id": STEP_TAG_ID}),
-]
-
 
 COST_ROWS = pytest.StashKey[list[dict[str, object]]]()
 
@@ -69,11 +52,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def vllm_spec(name: str, model: Path, served_name: str, *flags: str) -> ServerSpec:
-    """The OpenAI-compatible vLLM server (`vllm serve` fails here on the package's name)."""
+    """The OpenAI-compatible vLLM server, on a free port, as bench.vllm_cpu starts it."""
     port = free_port()
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
-    command += ["--served-model-name", served_name, "--port", str(port), *COMMON, *flags]
-    return ServerSpec(name, command, port, ENV)
+    command = vllm_command(model, served_name, port, *flags)
+    return ServerSpec(name, command, port, vllm_env(kv_cache_gib=1))
 
 
 @dataclass(frozen=True)
@@ -93,7 +75,7 @@ def vllm() -> Iterator[VLLMServers]:
     specs = (
         vllm_spec("vllm-generator-a", model, GENERATOR, *GENERATOR_FLAGS),
         vllm_spec("vllm-generator-b", model, GENERATOR, *GENERATOR_FLAGS),
-        vllm_spec("vllm-prm", model, PRM, *PRM_FLAGS),
+        vllm_spec("vllm-prm", model, PRM, *prm_flags(STEP_TAG_ID)),
     )
     # Three start-ups share two cores; each takes about a minute alone.
     with server_processes(*specs, ready_timeout_s=900):

@@ -18,26 +18,19 @@ from openai.types.chat import (
     ChatCompletionMessageFunctionToolCall,
     ChatCompletionMessageParam,
     ChatCompletionNamedToolChoiceParam,
-    ChatCompletionToolParam,
 )
 from openai.types.responses import ResponseFunctionToolCall
 
-from tests.factories import flat_tool
+from tests.factories import flat_tool, function_tool, streamed_calls
 from tests.vllm.conftest import GENERATOR
 
-WEATHER: ChatCompletionToolParam = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
+WEATHER = function_tool(
+    "get_weather",
+    "Get the current weather in a city",
+    {"city": {"type": "string", "maxLength": 20}},
+    required=["city"],
+    is_closed=True,
+)
 QUESTION: ChatCompletionMessageParam = {"role": "user", "content": "What is the weather in Paris?"}
 NAMED: ChatCompletionNamedToolChoiceParam = {
     "type": "function",
@@ -96,18 +89,13 @@ async def test_required_calls_stream_as_openai_deltas(client: openai.AsyncOpenAI
         stream=True,
         stream_options={"include_usage": True},
     )
-    pieces: list[Any] = []
-    finish, usage = None, None
-    async for chunk in stream:
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            pieces += choice.delta.tool_calls or []
-            finish = choice.finish_reason or finish
-    assert finish == "tool_calls"
-    assert pieces and pieces[0].id and pieces[0].function.name == "get_weather"
-    assert all(p.index == 0 for p in pieces)
-    json.loads("".join(p.function.arguments or "" for p in pieces))  # whole JSON once joined
-    assert usage is not None and usage.completion_tokens > 0
+    read = await streamed_calls(stream)
+    assert read.finish == "tool_calls"
+    first = read.pieces[0]
+    assert first.id and first.function and first.function.name == "get_weather"
+    assert all(p.index == 0 for p in read.pieces)
+    json.loads(read.arguments)  # whole JSON once joined
+    assert read.usage is not None and read.usage.completion_tokens > 0
 
 
 async def test_votes_on_real_calls(client: openai.AsyncOpenAI) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import httpx
@@ -25,16 +25,10 @@ from backends.base import (
 from backends.errors import BackendResponseError, BackendTimeout, BackendUnavailable
 from backends.vllm import VLLMBackend
 from backends.vllm_session import VLLMSession
-from tests.loopback import Handler, Loopback, loopback
+from tests.loopback import Handler, Loopback
 
 MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 CHAT = ChatPrompt((ChatMessage("user", "2+2?"),))
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[Loopback]:
-    async with loopback() as running:
-        yield running
 
 
 async def backend(

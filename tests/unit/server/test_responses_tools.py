@@ -6,7 +6,6 @@ output items whole and as the typed events the openai SDK parses, votes over cal
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -17,27 +16,16 @@ from backends.base import ChatMessage, ChatPrompt, ForcedTool, ToolCall, ToolCal
 from backends.scripted import ScriptedBackend
 from server.serving.responses import ResponsesRendering
 from strategies.base import ChoiceDelta
-from tests.factories import SCRIPTED_MODEL, flat_tool, sdk_client, tool_call_text
-from tests.unit.server import test_tools
+from tests import factories
+from tests.factories import SCRIPTED_MODEL, flat_tool, tool_call_text
 from tests.unit.server.test_responses import EVENTS, named_events, post, responses_body
 
 # The chat tests' tools, flat.
-WEATHER = flat_tool(test_tools.WEATHER, strict=False)
-TIME = flat_tool(test_tools.TIME)
+WEATHER = flat_tool(factories.WEATHER, strict=False)
+TIME = flat_tool(factories.TIME)
 
 
 call = tool_call_text
-
-
-@pytest.fixture
-def backend() -> ScriptedBackend:
-    return ScriptedBackend([call("get_weather", {"city": "Paris"})])
-
-
-@pytest.fixture
-async def client(backend: ScriptedBackend) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with sdk_client(backend) as sdk:
-        yield sdk
 
 
 async def test_a_call_is_a_function_call_item_and_the_tools_reach_the_backend(

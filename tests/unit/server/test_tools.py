@@ -4,44 +4,24 @@ calls passed through (`none`, `cot`), streamed, voted on, and the 400s for what 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import openai
 import pytest
-from openai.types.chat import ChatCompletionToolParam
 
 from backends.base import ChatPrompt, ForcedTool, Prompt, SamplingParams
 from backends.scripted import ScriptedBackend
-from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sdk_client, tool_call_text
-
-WEATHER: ChatCompletionToolParam = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-            "required": ["city"],
-        },
-    },
-}
-TIME: ChatCompletionToolParam = {"type": "function", "function": {"name": "get_time"}}
-
+from tests.factories import (
+    SCRIPTED_MODEL,
+    TIME,
+    WEATHER,
+    app_client,
+    chat_body,
+    tool_call_text,
+)
 
 call = tool_call_text
-
-
-@pytest.fixture
-def backend() -> ScriptedBackend:
-    return ScriptedBackend([call("get_weather", {"city": "Paris"})])
-
-
-@pytest.fixture
-async def client(backend: ScriptedBackend) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with sdk_client(backend) as sdk:
-        yield sdk
 
 
 async def test_a_call_comes_back_in_openais_shape(

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 from backends.http import HTTPClients
 from backends.reward_model import VLLMRewardModel
 from backends.scripted import ScriptedBackend
+from bench.vllm_standin.answers import PRM_MODEL
+from bench.vllm_standin.state import StandIn
 from server.settings import Settings
 from tests.factories import free_port
 from tests.loopback import loopback
-from tests.standin_vllm import PRM_MODEL, StandIn, run_standin
 from verifiers.base import Candidate, Scores, VerifierError
 from verifiers.prm import PRESETS, PRMVerifier
 from verifiers.registry import VERIFIERS, GuardedVerifier, create_verifiers
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    with run_standin() as server:
-        yield server
 
 
 async def test_unreachable_reward_model_is_a_verifier_error() -> None:

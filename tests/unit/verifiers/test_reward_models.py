@@ -3,38 +3,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import httpx
 import pytest
 
 from backends.http import VLLMClient
 from backends.reward_model import VLLMRewardModel
-from tests.loopback import Loopback, loopback
-from tests.standin_vllm import PRM_MODEL, StandIn, run_standin
+from bench.vllm_standin.answers import PRM_MODEL
+from bench.vllm_standin.state import StandIn
+from tests.loopback import Loopback
 from verifiers.base import Candidate, VerifierError
 from verifiers.orm import ORMConfig, ORMVerifier
 from verifiers.prm import PRESETS, PRMConfig, PRMVerifier
 from verifiers.registry import GuardedVerifier
 
 
-@pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    with run_standin() as server:
-        yield server
-
-
 @pytest.fixture
-async def servers() -> AsyncIterator[Loopback]:
-    async with loopback() as running:
-        yield running
-
-
-@pytest.fixture
-async def client(standin: StandIn, servers: Loopback) -> AsyncIterator[VLLMClient]:
-    standin.requests.clear()
-    yield servers.client()
-    assert standin.violations == []
+async def client(fresh: StandIn, servers: Loopback) -> VLLMClient:
+    return servers.client()
 
 
 def test_qwen_preset_puts_the_tag_after_each_step() -> None:
