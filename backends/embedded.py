@@ -53,9 +53,9 @@ from backends.embedded_model import DeltaSink, LoadedModel, eos_ids
 from backends.embedded_scheduler import ModelScheduler
 from backends.embedded_tokens import score_prompt, tokenizer_info
 from backends.errors import BackendResponseError, BackendUnavailable
-from backends.http import HTTPClients
 from backends.smollm2 import MODEL_NAME
 from backends.tool_calls import HeldText, call_deltas, forced_schema, parse_calls
+from backends.vllm_client import HTTPClients
 
 __all__ = ["EmbeddedBackend", "EmbeddedBackendSettings", "EmbeddedSettings"]
 

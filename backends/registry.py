@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 from backends.base import Backend, BackendSettings
 from backends.embedded import EmbeddedBackend
-from backends.http import HTTPClients
 from backends.vllm import VLLMBackend
+from backends.vllm_client import HTTPClients
 
 __all__ = ["BACKENDS", "BackendKind"]
 

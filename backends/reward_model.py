@@ -16,7 +16,7 @@ from typing import Any
 
 from backends.base import RewardOutputs
 from backends.errors import BackendResponseError
-from backends.http import JSON, VLLMClient
+from backends.vllm_client import JSON, VLLMClient
 
 __all__ = ["VLLMRewardModel"]
 

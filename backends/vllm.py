@@ -21,7 +21,7 @@ from pydantic_settings import NoDecode
 
 from backends.base import BackendSettings
 from backends.errors import BackendUnavailable
-from backends.http import HTTPClients, VLLMClient
+from backends.vllm_client import HTTPClients, VLLMClient
 from backends.vllm_session import VLLMSession
 
 __all__ = ["Replicas", "VLLMBackend", "VLLMBackendSettings", "VLLMReplicaSettings"]

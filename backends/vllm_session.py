@@ -14,7 +14,7 @@ as `structured_outputs`* (`json` or `json_object`), the sampling fields as vLLM 
 (`top_k`*, `min_p`*, `repetition_penalty`*, `stop_token_ids`* among them).
 
 A call vLLM did not process (refused or reset connection, 503, 429) is retried by the client
-(`backends.http`); when another replica is free, it moves there at once, and the rest of the
+(`backends.vllm_client`); when another replica is free, it moves there at once, and the rest of the
 session's calls move with it. Timeouts and dropped responses are never resent, since the call
 may have run.
 
@@ -55,7 +55,7 @@ from backends.base import (
     Tools,
 )
 from backends.errors import BackendResponseError
-from backends.http import JSON, VLLMClient, loads, stream_error
+from backends.vllm_client import JSON, VLLMClient, loads, stream_error
 
 if TYPE_CHECKING:
     from backends.vllm import Replicas

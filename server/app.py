@@ -13,9 +13,9 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from backends.base import Backend
-from backends.http import HTTPClients
 from backends.registry import BACKENDS
 from backends.vllm import VLLMBackend
+from backends.vllm_client import HTTPClients
 from server.admission import Admission, AdmissionMiddleware
 from server.auth import AuthMiddleware
 from server.errors import install_error_handlers

@@ -10,8 +10,8 @@ from pydantic_settings import CliApp
 
 from backends.base import Backend, BackendSettings
 from backends.embedded import EmbeddedBackendSettings
-from backends.http import HTTPClients
 from backends.registry import BACKENDS
+from backends.vllm_client import HTTPClients
 from server.settings import Settings, backend_settings
 from tests.factories import vllm_urls
 

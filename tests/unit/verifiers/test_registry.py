@@ -7,9 +7,9 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from backends.http import HTTPClients
 from backends.reward_model import VLLMRewardModel
 from backends.scripted import ScriptedBackend
+from backends.vllm_client import HTTPClients
 from server.settings import Settings
 from tests.factories import free_port
 from tests.loopback import loopback

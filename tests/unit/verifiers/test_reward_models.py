@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from backends.http import VLLMClient
 from backends.reward_model import VLLMRewardModel
+from backends.vllm_client import VLLMClient
 from tests.loopback import Loopback, loopback
 from tests.standin_vllm import PRM_MODEL, StandIn, run_standin
 from verifiers.base import Candidate, VerifierError
