@@ -29,30 +29,32 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from backends.base import (
-    BackendSettings,
-    ChatPrompt,
-    Completion,
-    Echo,
-    FinishReason,
-    Generation,
-    Prompt,
-    PromptLogprobs,
-    SamplingParams,
-    StreamDelta,
-    StreamEnd,
-    StreamEvent,
-    StructuredOutput,
-    TextPrompt,
-    Tokenized,
-    TokenPrompt,
-    Tools,
-)
+from backends.base import BackendSettings
 from backends.embedded_grammar import Grammars
 from backends.embedded_model import DeltaSink, LoadedModel, eos_ids
 from backends.embedded_scheduler import ModelScheduler
 from backends.embedded_tokens import score_prompt, tokenizer_info
 from backends.errors import BackendResponseError, BackendUnavailable
+from backends.prompts import (
+    ChatPrompt,
+    Prompt,
+    SamplingParams,
+    StructuredOutput,
+    TextPrompt,
+    TokenPrompt,
+    Tools,
+)
+from backends.results import (
+    Completion,
+    Echo,
+    FinishReason,
+    Generation,
+    PromptLogprobs,
+    StreamDelta,
+    StreamEnd,
+    StreamEvent,
+    Tokenized,
+)
 from backends.smollm2 import MODEL_NAME
 from backends.tool_calls import HeldText, call_deltas, forced_schema, parse_calls
 from backends.vllm_client import HTTPClients

@@ -26,8 +26,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from backends.base import StructuredOutput
 from backends.errors import BackendResponseError
+from backends.prompts import StructuredOutput
 
 __all__ = ["Constraint", "Grammars"]
 

@@ -21,22 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from backends.base import (
-    Completion,
-    FinishReason,
-    Generation,
-    Prompt,
-    PromptLogprobs,
-    SamplingParams,
-    StreamDelta,
-    StreamEvent,
-    TextPrompt,
-    TokenLogprob,
-    TokenPrompt,
-)
 from backends.embedded_grammar import Constraint
 from backends.embedded_sampling import LogitsTransforms, pick
 from backends.errors import BackendResponseError
+from backends.prompts import Prompt, SamplingParams, TextPrompt, TokenPrompt
+from backends.results import (
+    Completion,
+    FinishReason,
+    Generation,
+    PromptLogprobs,
+    StreamDelta,
+    StreamEvent,
+    TokenLogprob,
+)
 from backends.smollm2 import converted_model_dir
 from backends.stops import find_stop, holdback
 from backends.tool_calls import with_tools_in_prompt

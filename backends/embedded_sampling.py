@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from backends.base import SamplingParams
 from backends.embedded_grammar import Constraint
+from backends.prompts import SamplingParams
 
 __all__ = ["LogitsTransforms", "pick"]
 

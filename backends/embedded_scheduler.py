@@ -20,8 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from backends.base import Generation
 from backends.errors import BackendUnavailable
+from backends.results import Generation
 
 __all__ = ["Batch", "ModelScheduler", "RoundRobin", "Stepper"]
 

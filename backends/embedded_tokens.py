@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import PromptToken, TokenLogprob
+from backends.results import PromptToken, TokenLogprob
 
 __all__ = ["score_prompt", "tokenizer_info"]
 

@@ -18,27 +18,22 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backends.base import (
-    ChatPrompt,
+from backends.errors import BackendError
+from backends.prompts import ChatPrompt, Prompt, SamplingParams, TextPrompt, TokenPrompt, ToolCall
+from backends.results import (
     Completion,
     Echo,
     FinishReason,
     Generation,
-    Prompt,
     PromptLogprobs,
     PromptToken,
-    SamplingParams,
     StreamDelta,
     StreamEnd,
     StreamEvent,
-    TextPrompt,
     Tokenized,
     TokenLogprob,
-    TokenPrompt,
-    ToolCall,
     ToolCallDelta,
 )
-from backends.errors import BackendError
 from backends.stops import truncate_at_stop
 from backends.tool_calls import parse_calls
 

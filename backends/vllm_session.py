@@ -33,28 +33,30 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from backends.base import (
+from backends.errors import BackendResponseError
+from backends.prompts import (
     ChatPrompt,
+    Prompt,
+    SamplingParams,
+    TextPrompt,
+    TokenPrompt,
+    ToolCall,
+    Tools,
+)
+from backends.results import (
     Completion,
     Echo,
     FinishReason,
     Generation,
-    Prompt,
     PromptLogprobs,
     PromptToken,
-    SamplingParams,
     StreamDelta,
     StreamEnd,
     StreamEvent,
-    TextPrompt,
     Tokenized,
     TokenLogprob,
-    TokenPrompt,
-    ToolCall,
     ToolCallDelta,
-    Tools,
 )
-from backends.errors import BackendResponseError
 from backends.vllm_client import JSON, VLLMClient, loads, stream_error
 
 if TYPE_CHECKING:
