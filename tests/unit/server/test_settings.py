@@ -9,7 +9,7 @@ from pydantic import ConfigDict, ValidationError
 from pydantic_settings import CliApp
 
 from backends.base import Backend, BackendSettings
-from backends.embedded import EmbeddedBackendSettings
+from backends.embedded_settings import EmbeddedBackendSettings
 from backends.registry import BACKENDS
 from backends.vllm_client import HTTPClients
 from server.settings import Settings, backend_settings
