@@ -149,13 +149,7 @@ class EmbeddedBackend:
         try:
             while (event := await events.get()) is not None:
                 yield event
-            generation = job.result()
-            yield StreamEnd(
-                finish_reasons=tuple(c.finish_reason for c in generation.completions),
-                prompt_tokens=generation.prompt_tokens,
-                completion_tokens=tuple(c.tokens for c in generation.completions),
-                queue_seconds=generation.queue_seconds,
-            )
+            yield StreamEnd.of(job.result())
         finally:
             job.cancel()
 
@@ -197,17 +191,15 @@ class EmbeddedBackend:
         elif params.max_tokens:
             generation = await self._submit(TokenPrompt(tuple(ids)), params, None)
         else:
-            empty = Completion("", "length", 0, () if params.logprobs is not None else None)
+            empty = Completion.empty(params.logprobs is not None)
             generation = Generation((empty,) * params.n, prompt_tokens=len(ids))
         return Echo(text, tokens, generation)
 
     async def tokenize(
         self, prompt: TextPrompt | ChatPrompt, add_special_tokens: bool, with_strings: bool
     ) -> Tokenized:
+        ids = self._model.encode(prompt, add_special_tokens)
         tokenizer = self._model.tokenizer
-        ids: list[int] = tokenizer(
-            self._model.render(prompt), add_special_tokens=add_special_tokens
-        )["input_ids"]
         strings = tuple(tokenizer.convert_ids_to_tokens(ids)) if with_strings else None
         return Tokenized(tuple(ids), self._model.max_len, strings)
 

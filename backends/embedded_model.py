@@ -112,14 +112,19 @@ class LoadedModel:
         )
         return rendered
 
-    def encode(self, prompt: Prompt | TokenPrompt) -> list[int]:
+    def encode(
+        self, prompt: Prompt | TokenPrompt, add_special_tokens: bool | None = None
+    ) -> list[int]:
+        """The prompt's token ids, rendered first; with the tokenizer's special tokens as
+        `add_special_tokens` says, or where vLLM's endpoints add them when it says nothing."""
         if isinstance(prompt, TokenPrompt):
             return list(prompt.ids)
-        # Chat templates carry their own special tokens; raw prompts get the tokenizer's, as
-        # vLLM does for /v1/chat/completions and /v1/completions respectively.
-        ids: list[int] = self.tokenizer(
-            self.render(prompt), add_special_tokens=isinstance(prompt, TextPrompt)
-        )["input_ids"]
+        if add_special_tokens is None:
+            # Chat templates carry their own special tokens; raw prompts get the tokenizer's,
+            # as vLLM does for /v1/chat/completions and /v1/completions respectively.
+            add_special_tokens = isinstance(prompt, TextPrompt)
+        encoded = self.tokenizer(self.render(prompt), add_special_tokens=add_special_tokens)
+        ids: list[int] = encoded["input_ids"]
         return ids
 
     def count_tokens(self, text: str) -> int:

@@ -50,6 +50,12 @@ class Completion:
     reasoning: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
 
+    @classmethod
+    def empty(cls, has_logprobs: bool) -> Completion:
+        """What `max_tokens` 0 samples: no text, no tokens, and no log-probabilities in a list
+        when they were asked for."""
+        return cls("", "length", 0, () if has_logprobs else None)
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -150,6 +156,16 @@ class StreamEnd:
     prompt_tokens: int
     completion_tokens: tuple[int, ...] = field(default=())
     queue_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, generation: Generation) -> StreamEnd:
+        """The end of a stream whose completions and counts are `generation`'s."""
+        return cls(
+            finish_reasons=tuple(c.finish_reason for c in generation.completions),
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=tuple(c.tokens for c in generation.completions),
+            queue_seconds=generation.queue_seconds,
+        )
 
 
 StreamEvent = StreamDelta | StreamEnd

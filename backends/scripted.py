@@ -117,11 +117,7 @@ class ScriptedBackend:
                 yield StreamDelta(index, "", tool_calls=(ToolCallDelta(k, call.id, call.name),))
                 for piece in (call.arguments[:half], call.arguments[half:]):
                     yield StreamDelta(index, "", tool_calls=(ToolCallDelta(k, arguments=piece),))
-        yield StreamEnd(
-            finish_reasons=tuple(c.finish_reason for c in completions),
-            prompt_tokens=self._prompt_tokens(prompt),
-            completion_tokens=tuple(c.tokens for c in completions),
-        )
+        yield StreamEnd.of(Generation(completions, self._prompt_tokens(prompt)))
 
     async def prompt_logprobs(self, prompt: Prompt, continuation: str) -> PromptLogprobs:
         self.calls.append(Call("prompt_logprobs", prompt, None))
@@ -149,8 +145,7 @@ class ScriptedBackend:
             offset += len(token)
         completions = self._completions(TextPrompt(text), params) if params.max_tokens else ()
         if not completions:
-            empty = Completion("", "length", 0, () if params.logprobs is not None else None)
-            completions = (empty,) * params.n
+            completions = (Completion.empty(params.logprobs is not None),) * params.n
         return Echo(text, tuple(tokens), Generation(completions, len(tokens)))
 
     async def tokenize(

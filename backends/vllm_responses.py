@@ -205,7 +205,7 @@ def _generated(choice: JSON, part: slice, params: SamplingParams) -> Completion:
     """What a choice generated after its echoed prompt; nothing when max_tokens is 0."""
     lp = choice["logprobs"]
     if params.max_tokens == 0:
-        return Completion("", "length", 0, () if params.logprobs is not None else None)
+        return Completion.empty(params.logprobs is not None)
     offsets = lp["text_offset"][part]
     text = str(choice.get("text") or "")
     start = offsets[0] if offsets else len(text)
