@@ -4,7 +4,7 @@ The model runs on one thread of its own, so the event loop (health checks, other
 streams) stays responsive while it works. That thread advances every running request one token
 per step (`backends.embedded_scheduler`), the rows of all of them (a request's `n` samples and
 every other request's) in one batched forward pass, so a short request is not queued behind a
-long one (`backends.embedded_model.DecodeBatch`). Requests in the engine are bounded (a full
+long one (`backends.embedded_batch.DecodeBatch`). Requests in the engine are bounded (a full
 queue is a 503, never a silent drop).
 
 Tools are written into the prompt and calls parsed back out of the text in the Hermes-style
@@ -14,6 +14,9 @@ format of `backends.tool_calls` (SmolLM2's template has no tools section); a for
 `response_format` is enforced while decoding with a grammar (`backends.embedded_grammar`),
 compiled per schema in a worker thread before the request joins the batch; the sampling
 transforms (`top_k`, `min_p`, penalties, `logit_bias`) are in `backends.embedded_sampling`.
+
+This module and the engine's import torch; `backends.registry` imports them only when the
+embedded backend is built, and its settings are in `backends.embedded_settings`.
 """
 
 from __future__ import annotations
@@ -24,77 +27,48 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field
-
-from backends.base import (
-    BackendSettings,
+from backends.embedded_decoding import DeltaSink, eos_ids
+from backends.embedded_grammar import Grammars
+from backends.embedded_model import LoadedModel
+from backends.embedded_scheduler import ModelScheduler
+from backends.embedded_settings import EmbeddedBackendSettings, EmbeddedSettings
+from backends.embedded_tokens import score_prompt, tokenizer_info
+from backends.errors import BackendResponseError, BackendUnavailable
+from backends.prompts import (
     ChatPrompt,
+    Prompt,
+    SamplingParams,
+    StructuredOutput,
+    TextPrompt,
+    TokenPrompt,
+    Tools,
+)
+from backends.results import (
     Completion,
     Echo,
     FinishReason,
     Generation,
-    Prompt,
     PromptLogprobs,
-    SamplingParams,
     StreamDelta,
     StreamEnd,
     StreamEvent,
-    StructuredOutput,
-    TextPrompt,
     Tokenized,
-    TokenPrompt,
-    Tools,
 )
-from backends.embedded_grammar import Grammars
-from backends.embedded_model import DeltaSink, LoadedModel, eos_ids
-from backends.embedded_scheduler import ModelScheduler
-from backends.embedded_tokens import score_prompt, tokenizer_info
-from backends.errors import BackendResponseError, BackendUnavailable
-from backends.http import HTTPClients
 from backends.smollm2 import MODEL_NAME
 from backends.tool_calls import HeldText, call_deltas, forced_schema, parse_calls
+from backends.vllm_client import HTTPClients
 
-__all__ = ["EmbeddedBackend", "EmbeddedBackendSettings", "EmbeddedSettings"]
+__all__ = ["EmbeddedBackend"]
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
 
-class EmbeddedSettings(BaseModel):
-    """The in-process CPU model used when no vLLM server is configured."""
-
-    cache_dir: Path | None = Field(
-        default=None,
-        description="Where the converted weights are kept; defaults to the user's cache directory.",
-    )
-    max_queue: int = Field(
-        default=256, ge=1, description="Requests waiting for the model beyond this get 503."
-    )
-    threads: int | None = Field(
-        default=None, ge=1, description="torch threads; default: all cores."
-    )
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        default="auto",
-        description="Precision of the weights; auto: bf16 where the CPU computes it natively "
-        "(avx512_bf16 or amx_bf16), else fp32.",
-    )
-
-
-class EmbeddedBackendSettings(BackendSettings):
-    """The embedded backend's part of the server's settings (`--embedded.*`)."""
-
-    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
-
-
 class EmbeddedBackend:
     """The in-process CPU model behind the `Backend` protocol."""
-
-    name: ClassVar[str] = "embedded"
-    settings_model: ClassVar[type[BackendSettings]] = EmbeddedBackendSettings
 
     def __init__(self, model: LoadedModel, max_queue: int) -> None:
         self._model = model
@@ -175,13 +149,7 @@ class EmbeddedBackend:
         try:
             while (event := await events.get()) is not None:
                 yield event
-            generation = job.result()
-            yield StreamEnd(
-                finish_reasons=tuple(c.finish_reason for c in generation.completions),
-                prompt_tokens=generation.prompt_tokens,
-                completion_tokens=tuple(c.tokens for c in generation.completions),
-                queue_seconds=generation.queue_seconds,
-            )
+            yield StreamEnd.of(job.result())
         finally:
             job.cancel()
 
@@ -223,17 +191,15 @@ class EmbeddedBackend:
         elif params.max_tokens:
             generation = await self._submit(TokenPrompt(tuple(ids)), params, None)
         else:
-            empty = Completion("", "length", 0, () if params.logprobs is not None else None)
+            empty = Completion.empty(params.logprobs is not None)
             generation = Generation((empty,) * params.n, prompt_tokens=len(ids))
         return Echo(text, tokens, generation)
 
     async def tokenize(
         self, prompt: TextPrompt | ChatPrompt, add_special_tokens: bool, with_strings: bool
     ) -> Tokenized:
+        ids = self._model.encode(prompt, add_special_tokens)
         tokenizer = self._model.tokenizer
-        ids: list[int] = tokenizer(
-            self._model.render(prompt), add_special_tokens=add_special_tokens
-        )["input_ids"]
         strings = tuple(tokenizer.convert_ids_to_tokens(ids)) if with_strings else None
         return Tokenized(tuple(ids), self._model.max_len, strings)
 

@@ -31,8 +31,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from backends.base import StructuredOutput
 from backends.errors import BackendResponseError, FeatureUnavailable
+from backends.prompts import StructuredOutput
 
 __all__ = ["ENGINE_MISSING", "Constraint", "Grammars", "is_engine_installed"]
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from backends.base import SamplingParams
+import torch
+
 from backends.embedded_grammar import Constraint
+from backends.prompts import SamplingParams
 
 __all__ = ["LogitsTransforms", "pick"]
 
@@ -27,8 +29,6 @@ def pick(
     the unwarped distribution, as vLLM reports them. Without `top_k`, sampling is from the whole
     vocabulary, as in vLLM and OpenAI; `temperature == 0` is greedy.
     """
-    import torch
-
     scores = logits.float()
     dist = torch.log_softmax(scores, dim=-1) if keep else None
     if temperature == 0:
@@ -68,8 +68,6 @@ class LogitsTransforms:
         vocab_size: int,
         constraint: Constraint | None,
     ) -> None:
-        import torch
-
         self._params = params
         self._constraint = constraint
         self._has_penalties = (
@@ -106,8 +104,6 @@ class LogitsTransforms:
     def apply(self, logits: Any, rows: Sequence[int]) -> Any:
         """The transformed logits of sequences `rows` (a copy: `logits` may be a view of the
         batch's, or the prefill's row repeated)."""
-        import torch
-
         scores = logits.float().clone()
         if self._constraint is not None:
             self._constraint.mask(scores, rows)

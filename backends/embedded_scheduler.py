@@ -2,7 +2,7 @@
 
 Requests are not run one after another: every running request advances one token per step of a
 `Batch`, so a short request finishes while a long one is still going instead of waiting behind
-it. The model's batch (`backends.embedded_model.DecodeBatch`) puts the rows of all running
+it. The model's batch (`backends.embedded_batch.DecodeBatch`) puts the rows of all running
 requests in one forward pass (continuous batching); `RoundRobin` steps each request on its own
 in turn. Between steps the thread takes what was submitted since: a new request is prefilled and
 joins the batch, and other work on the model (prompt scoring) runs whole. A request whose
@@ -20,8 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from backends.base import Generation
 from backends.errors import BackendUnavailable
+from backends.results import Generation
 
 __all__ = ["Batch", "ModelScheduler", "RoundRobin", "Stepper"]
 
@@ -31,7 +31,7 @@ _T = TypeVar("_T")
 
 
 class Stepper(Protocol):
-    """One request's decoding: `backends.embedded_model.Decoding` or a test's stand-in."""
+    """One request's decoding: `backends.embedded_decoding.Decoding` or a test's stand-in."""
 
     @property
     def rows(self) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import PromptToken, TokenLogprob
+import torch
+
+from backends.results import PromptToken, TokenLogprob
 
 __all__ = ["score_prompt", "tokenizer_info"]
 
@@ -16,8 +18,6 @@ def score_prompt(
     """The prompt's text; each of its tokens with the log-probability the model gives it after
     the ones before (none for the first) and the `top` likeliest tokens there; and the greedy
     next token. One forward pass, as vLLM's prompt log-probabilities are."""
-    import torch
-
     with torch.inference_mode():
         logits = model(torch.tensor([ids])).logits[0].float()
     logprobs = torch.log_softmax(logits, dim=-1)
@@ -41,8 +41,6 @@ def score_prompt(
 
 
 def _greedy(dist: Any, decode: Any, top: int) -> TokenLogprob:
-    import torch
-
     values, indices = torch.topk(dist, max(top, 1))
     alternatives = tuple((decode([int(j)]), float(v)) for v, j in zip(values, indices, strict=True))
     return TokenLogprob(decode([int(indices[0])]), float(values[0]), alternatives[:top])

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from backends.base import RewardOutputs
 from backends.errors import BackendResponseError
-from backends.http import JSON, VLLMClient
+from backends.results import RewardOutputs
+from backends.vllm_client import JSON, VLLMClient
 
 __all__ = ["VLLMRewardModel"]
 

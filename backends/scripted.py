@@ -18,27 +18,22 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backends.base import (
-    ChatPrompt,
+from backends.errors import BackendError
+from backends.prompts import ChatPrompt, Prompt, SamplingParams, TextPrompt, TokenPrompt, ToolCall
+from backends.results import (
     Completion,
     Echo,
     FinishReason,
     Generation,
-    Prompt,
     PromptLogprobs,
     PromptToken,
-    SamplingParams,
     StreamDelta,
     StreamEnd,
     StreamEvent,
-    TextPrompt,
     Tokenized,
     TokenLogprob,
-    TokenPrompt,
-    ToolCall,
     ToolCallDelta,
 )
-from backends.errors import BackendError
 from backends.stops import truncate_at_stop
 from backends.tool_calls import parse_calls
 
@@ -122,11 +117,7 @@ class ScriptedBackend:
                 yield StreamDelta(index, "", tool_calls=(ToolCallDelta(k, call.id, call.name),))
                 for piece in (call.arguments[:half], call.arguments[half:]):
                     yield StreamDelta(index, "", tool_calls=(ToolCallDelta(k, arguments=piece),))
-        yield StreamEnd(
-            finish_reasons=tuple(c.finish_reason for c in completions),
-            prompt_tokens=self._prompt_tokens(prompt),
-            completion_tokens=tuple(c.tokens for c in completions),
-        )
+        yield StreamEnd.of(Generation(completions, self._prompt_tokens(prompt)))
 
     async def prompt_logprobs(self, prompt: Prompt, continuation: str) -> PromptLogprobs:
         self.calls.append(Call("prompt_logprobs", prompt, None))
@@ -154,8 +145,7 @@ class ScriptedBackend:
             offset += len(token)
         completions = self._completions(TextPrompt(text), params) if params.max_tokens else ()
         if not completions:
-            empty = Completion("", "length", 0, () if params.logprobs is not None else None)
-            completions = (empty,) * params.n
+            completions = (Completion.empty(params.logprobs is not None),) * params.n
         return Echo(text, tuple(tokens), Generation(completions, len(tokens)))
 
     async def tokenize(

@@ -24,17 +24,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backends.base import (
+from backends.prompts import (
     ChatMessage,
     ChatPrompt,
-    FinishReason,
     ForcedTool,
     StructuredOutput,
     Tool,
     ToolCall,
-    ToolCallDelta,
     Tools,
 )
+from backends.results import FinishReason, ToolCallDelta
 
 __all__ = [
     "CALL_CLOSE",

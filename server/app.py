@@ -13,9 +13,9 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from backends.base import Backend
-from backends.http import HTTPClients
 from backends.registry import BACKENDS
-from backends.vllm import VLLMBackend
+from backends.vllm import VLLMBackendSettings
+from backends.vllm_client import HTTPClients
 from server.admission import Admission, AdmissionMiddleware
 from server.auth import AuthMiddleware
 from server.errors import install_error_handlers
@@ -52,7 +52,10 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             verifiers = create_verifiers(settings.verifiers, active, clients)
             more = {}
             for name, served in settings.models.items():
-                model = VLLMBackend(clients.open(), served.vllm_url, name)
+                # Built as `--backend vllm` is, through the registry, on replicas of its own.
+                served_settings = VLLMBackendSettings(vllm_url=served.vllm_url, model=name)
+                model = await BACKENDS["vllm"].create(served_settings, clients)
+                stack.push_async_callback(model.aclose)
                 configs = {**settings.verifiers, **served.verifiers}
                 more[name] = (model, create_verifiers(configs, model, clients))
             app.state.serving = Serving(

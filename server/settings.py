@@ -16,9 +16,9 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 from pydantic_settings import BaseSettings, CliImplicitFlag, SettingsConfigDict
 
 from backends.base import BackendSettings
-from backends.http import VLLMClientSettings
 from backends.registry import BACKENDS, BackendKind
 from backends.vllm import VLLMReplicaSettings
+from backends.vllm_client import VLLMClientSettings
 from server.keys import KeyRing
 from strategies.accounting import ModelPrice
 from strategies.limits import Limits

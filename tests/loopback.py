@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 import httpx
 from aiohttp import web
 
-from backends.http import HTTPClients, VLLMClient, VLLMClientSettings
+from backends.vllm_client import HTTPClients, VLLMClient, VLLMClientSettings
 from tests.factories import free_port
 
 __all__ = ["Handler", "Loopback", "loopback"]

@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from backends.base import Backend, TokenLogprob
-from backends.http import HTTPClients
+from backends.vllm_client import HTTPClients
 from verifiers.base import Candidate, CandidateScore, Scores, VerifierConfig, VerifierError
 
 __all__ = [

@@ -32,8 +32,8 @@ from backends.base import (
     SamplingParams,
 )
 from backends.errors import BackendError
-from backends.http import HTTPClients
 from backends.vllm import VLLMBackend
+from backends.vllm_client import HTTPClients
 from verifiers.base import Candidate, CandidateScore, Scores, VerifierConfig, split_steps
 
 __all__ = ["LLMJudgeConfig", "LLMJudgeVerifier", "quoted", "yes_probability"]

@@ -14,8 +14,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from backends.base import Backend, RewardModel
-from backends.http import HTTPClients
 from backends.reward_model import VLLMRewardModel
+from backends.vllm_client import HTTPClients
 from verifiers.base import Candidate, CandidateScore, Scores, VerifierConfig, VerifierError
 
 __all__ = ["ORMConfig", "ORMVerifier"]

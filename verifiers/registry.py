@@ -21,7 +21,7 @@ from pydantic import Field
 
 from backends.base import Backend
 from backends.errors import BackendError
-from backends.http import HTTPClients
+from backends.vllm_client import HTTPClients
 from verifiers.base import Candidate, Scores, Verifier, VerifierConfig, VerifierError
 from verifiers.confidence import ConfidenceConfig, ConfidenceVerifier
 from verifiers.llm_judge import LLMJudgeConfig, LLMJudgeVerifier

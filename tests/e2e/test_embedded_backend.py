@@ -17,8 +17,10 @@ from backends.base import (
     StreamEnd,
     TextPrompt,
 )
-from backends.embedded import EmbeddedBackend, EmbeddedSettings
-from backends.embedded_model import Dtype, LoadedModel, choose_dtype, eos_ids
+from backends.embedded import EmbeddedBackend
+from backends.embedded_decoding import eos_ids
+from backends.embedded_model import Dtype, LoadedModel, choose_dtype
+from backends.embedded_settings import EmbeddedSettings
 
 pytestmark = pytest.mark.e2e
 

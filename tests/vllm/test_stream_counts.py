@@ -6,8 +6,8 @@ once the stream ends."""
 from __future__ import annotations
 
 from backends.base import ChatMessage, ChatPrompt, SamplingParams, StreamDelta, StreamEnd
-from backends.http import HTTPClients, VLLMClientSettings
 from backends.vllm import VLLMBackend
+from backends.vllm_client import HTTPClients, VLLMClientSettings
 from tests.vllm.conftest import GENERATOR, VLLMServers
 
 

@@ -1,7 +1,7 @@
 """A chat turn reaches vLLM and chat templates with its reasoning and tool calls together."""
 
 from backends.base import ChatMessage, ChatPrompt, ToolCall
-from backends.vllm_session import _messages
+from backends.vllm_requests import messages
 
 
 def test_an_assistant_turn_carries_reasoning_and_calls_and_a_tool_turn_its_call_id() -> None:
@@ -13,7 +13,7 @@ def test_an_assistant_turn_carries_reasoning_and_calls_and_a_tool_turn_its_call_
             ChatMessage("tool", "sunny", tool_call_id="call_1"),
         )
     )
-    assert _messages(prompt) == [
+    assert messages(prompt) == [
         {"role": "user", "content": "Weather?"},
         {
             "role": "assistant",

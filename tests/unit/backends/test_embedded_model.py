@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from backends.embedded import EmbeddedSettings
 from backends.embedded_model import choose_dtype
+from backends.embedded_settings import EmbeddedSettings
 
 AVX2 = frozenset({"fma", "avx", "avx2"})
 

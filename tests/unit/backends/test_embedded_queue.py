@@ -10,7 +10,8 @@ import pytest
 
 from backends.base import ChatMessage, ChatPrompt, Completion, Generation, SamplingParams
 from backends.embedded import EmbeddedBackend
-from backends.embedded_model import Cancelled, LoadedModel
+from backends.embedded_decoding import Cancelled
+from backends.embedded_model import LoadedModel
 from backends.embedded_scheduler import RoundRobin
 from backends.errors import BackendUnavailable
 

@@ -496,9 +496,9 @@ async def test_a_refused_connection_moves_the_session_to_another_replica(
 async def test_a_down_replica_gets_its_turn_again_later(
     servers: Loopback, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from backends import vllm
+    from backends import vllm_replicas
 
-    monkeypatch.setattr(vllm, "_DOWN_S", 0.0)
+    monkeypatch.setattr(vllm_replicas, "_DOWN_S", 0.0)
     shared = await backend(servers, answer_x, "a:1", "b:1", down=["a:1"])
     await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
     assert servers.retried == ["connect"]

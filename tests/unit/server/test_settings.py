@@ -9,9 +9,9 @@ from pydantic import ConfigDict, ValidationError
 from pydantic_settings import CliApp
 
 from backends.base import Backend, BackendSettings
-from backends.embedded import EmbeddedBackendSettings
-from backends.http import HTTPClients
+from backends.embedded_settings import EmbeddedBackendSettings
 from backends.registry import BACKENDS
+from backends.vllm_client import HTTPClients
 from server.settings import Settings, backend_settings
 from tests.factories import vllm_urls
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from backends.http import HTTPClients
 from backends.reward_model import VLLMRewardModel
 from backends.scripted import ScriptedBackend
+from backends.vllm_client import HTTPClients
 from bench.vllm_standin.answers import PRM_MODEL
 from bench.vllm_standin.state import StandIn
 from server.settings import Settings

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from backends.http import VLLMClient
 from backends.reward_model import VLLMRewardModel
+from backends.vllm_client import VLLMClient
 from bench.vllm_standin.answers import PRM_MODEL
 from bench.vllm_standin.state import StandIn
 from tests.loopback import Loopback

@@ -10,8 +10,8 @@ answered 503 or 429) is sent again: at once to another replica when the call's r
 otherwise after a jittered exponential backoff (at least the `Retry-After` vLLM asked for), a
 bounded number of times and never past the request's deadline. A call that may have run (a read
 timeout, a body cut short) is never sent again: that would double the work and the bill.
-aiohttp's exceptions and vLLM's error bodies are translated here, once, into the backend error
-tree.
+aiohttp's exceptions and vLLM's error bodies (an error chunk of a stream too) are translated
+here, once, into the backend error tree.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ __all__ = [
     "VLLMClientSettings",
     "error_message",
     "error_param",
+    "events",
     "loads",
     "stream_error",
 ]
@@ -330,6 +331,20 @@ def _retry_after(headers: Mapping[str, str]) -> float:
         return max(0.0, float(headers.get("Retry-After", "0")))
     except ValueError:
         return 0.0
+
+
+async def events(response: aiohttp.ClientResponse) -> AsyncIterator[JSON]:
+    """The JSON chunks of an SSE response up to `[DONE]`; an error chunk raises."""
+    async for line in response.content:
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[len(b"data:") :].strip()
+        if payload == b"[DONE]":
+            return
+        chunk = loads(payload)
+        if "error" in chunk or chunk.get("object") == "error":
+            raise stream_error(chunk)
+        yield chunk
 
 
 def loads(text: str | bytes) -> JSON:
