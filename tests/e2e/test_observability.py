@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import MODEL
@@ -31,6 +33,7 @@ from tests.prometheus import (
     query,
     recording_rules,
     wait_for_scrapes,
+    with_local_credentials,
 )
 from tests.servers import gateway_process
 
@@ -125,9 +128,13 @@ async def test_every_gateway_panel_and_recording_rule_returns_data(
     assert float(fallbacks[0]["value"][1]) == 2
 
 
-def test_prometheus_config_and_rules_pass_promtool() -> None:
+def test_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:
+    # promtool checks that credential files exist: the config's own is mounted in production.
+    config = tmp_path / "prometheus.yml"
+    local = with_local_credentials(yaml.safe_load(CONFIG.read_text()), tmp_path)
+    config.write_text(yaml.safe_dump(local))
     for args in (
-        ["check", "config", str(CONFIG)],
+        ["check", "config", str(config)],
         ["check", "rules", *map(str, RULES.glob("*.yml"))],
     ):
         checked = subprocess.run([binary("promtool"), *args], capture_output=True, text=True)
