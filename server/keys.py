@@ -36,6 +36,10 @@ _ALIAS = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # A label value and a Redis key part: bounded and plain.
 _FILE_SUFFIXES = (".json", ".yaml", ".yml")
 
+# The keys of deploy/api-keys.example.yaml, published with the code: a server holding one is a
+# demo at best (tests/unit/test_deploy.py checks that this list matches the file).
+PUBLISHED_EXAMPLE_KEYS = ("sk-ttc-example-team-a", "sk-ttc-example-ci")
+
 
 class KeyLimits(BaseModel):
     """What one key may spend; every limit is optional (absent: only the server's limits)."""
@@ -148,6 +152,10 @@ class KeyRing:
     def find(self, key: str) -> ApiKey | None:
         """The key presented as `key`, or None when it is not one of ours."""
         return self._by_digest.get(digest(key))
+
+    def published_examples(self) -> list[str]:
+        """The aliases of keys anyone can read in the repository (the example key file's)."""
+        return [key.alias for k in PUBLISHED_EXAMPLE_KEYS if (key := self.find(k)) is not None]
 
 
 def _names_a_file(value: str) -> bool:

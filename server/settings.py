@@ -139,6 +139,13 @@ class ServerSettings(BaseSettings):
             "Unset: the server is open to anyone who can reach it."
         ),
     )
+    demo: bool = Field(
+        default=False,
+        description=(
+            "Allow the published example keys (deploy/api-keys.example.yaml), for a demo; "
+            "without it the server refuses to start with them."
+        ),
+    )
     metrics_token: SecretStr | None = Field(
         default=None, description="Bearer token /metrics asks for. Unset: /metrics is open."
     )
@@ -181,7 +188,13 @@ class ServerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_readable(self) -> ServerSettings:
-        self.key_ring()  # a bad key file stops the server at start-up, saying why
+        ring = self.key_ring()  # a bad key file stops the server at start-up, saying why
+        if ring is not None and not self.demo and (published := ring.published_examples()):
+            raise ValueError(
+                f"api_keys holds the published example keys ({', '.join(published)}), which "
+                "anyone can read in the repository: supply your own keys, or pass --demo to "
+                "run a demo with them"
+            )
         return self
 
     @model_validator(mode="after")

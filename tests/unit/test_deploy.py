@@ -25,8 +25,9 @@ from urllib.parse import urlparse
 import kubernetes_validate
 import pytest
 import yaml
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
+from server.keys import KeyRing
 from server.settings import Settings
 from tests.factories import vllm_urls
 from verifiers.base import VerifierConfig
@@ -69,6 +70,8 @@ def gateway_env(env: dict[str, str]) -> Settings:
             if key == "TTC_API_KEYS":
                 assert value in KEY_FILE_MOUNTS, value
                 value = str(EXAMPLE_KEYS)
+                # The example's keys are public: only a demo may start with them.
+                patch.setenv("TTC_DEMO", "true")
             patch.setenv(key, value)
         return Settings()
 
@@ -550,3 +553,13 @@ def test_prometheus_scrapes_the_gateway_with_its_metrics_token(compose: dict[str
     assert prometheus["environment"]["METRICS_TOKEN"] == token.get_secret_value()
     assert f'"$$METRICS_TOKEN" > {token_file}' in " ".join(prometheus["entrypoint"])
     assert str(token_file.parent) in prometheus["tmpfs"]
+
+
+def test_the_server_refuses_the_published_example_keys_unless_a_demo() -> None:
+    ring = KeyRing.load(str(EXAMPLE_KEYS))
+    # The list the server refuses is the example file's own keys.
+    assert sorted(ring.published_examples()) == sorted(ring.aliases)
+    with pytest.raises(ValidationError, match="published example keys"):
+        Settings(api_keys=SecretStr(str(EXAMPLE_KEYS)))
+    assert Settings(api_keys=SecretStr(str(EXAMPLE_KEYS)), demo=True).key_ring() is not None
+    assert Settings(api_keys=SecretStr("sk-own-key")).key_ring() is not None
