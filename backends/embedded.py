@@ -30,7 +30,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from backends.embedded_decoding import DeltaSink, eos_ids
-from backends.embedded_grammar import Grammars
+from backends.embedded_grammar import ENGINE_MISSING, Grammars, is_engine_installed
 from backends.embedded_model import LoadedModel
 from backends.embedded_scheduler import ModelScheduler
 from backends.embedded_settings import EmbeddedBackendSettings, EmbeddedSettings
@@ -90,6 +90,9 @@ class EmbeddedBackend:
         """Convert (first time only) and load the model off the event loop."""
         model = await asyncio.to_thread(LoadedModel.load, settings)
         logger.info("embedded model %s loaded in %s", MODEL_NAME, model.dtype)
+        if not is_engine_installed():
+            # Said once here, and again to every request that needs it (a 501 naming it).
+            logger.error("%s; such requests are refused until it is", ENGINE_MISSING)
         return cls(model, settings.max_queue)
 
     async def model_name(self) -> str:

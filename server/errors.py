@@ -23,8 +23,9 @@ own branch, and this is the whole tree with the HTTP status each maps to::
     └── BackendError            502  backends.errors: a model server call failed
         ├── BackendUnavailable  503  no replica reachable, or the embedded queue is full
         ├── BackendTimeout      504  a call ran past its timeout
-        └── BackendResponseError     an error status or a malformed body (400 when the model
-                                     server refused the request itself)
+        ├── BackendResponseError     an error status or a malformed body (400 when the model
+        │                            server refused the request itself)
+        └── FeatureUnavailable  501  the backend lacks an engine the request needs
 
 Anything else is a 500 with a generic message; the traceback goes to the log, not the client.
 """
@@ -47,6 +48,7 @@ from backends.errors import (
     BackendResponseError,
     BackendTimeout,
     BackendUnavailable,
+    FeatureUnavailable,
     GatewayError,
 )
 from server.protocol.errors import ErrorInfo, ErrorResponse, InvalidRequest
@@ -161,6 +163,7 @@ _TABLE: tuple[tuple[type[GatewayError], _Mapped], ...] = (
     (Unauthorized, _Mapped(401, _INVALID, "invalid_api_key")),
     (BackendTimeout, _Mapped(504, "timeout_error", "backend_timeout")),
     (BackendUnavailable, _Mapped(503, _UNAVAILABLE, "backend_unavailable")),
+    (FeatureUnavailable, _Mapped(501, "not_implemented_error", "feature_unavailable")),
     (BackendError, _Mapped(502, "backend_error", "backend_error")),
     (VerifierError, _Mapped(502, "verifier_error", "verifier_error")),
 )

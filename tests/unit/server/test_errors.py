@@ -9,6 +9,7 @@ from backends.errors import (
     BackendResponseError,
     BackendTimeout,
     BackendUnavailable,
+    FeatureUnavailable,
     GatewayError,
 )
 from server.errors import ModelNotFound, RequestTimeout, error_response
@@ -33,6 +34,8 @@ CASES: list[tuple[BaseException, int, str, str, str | None]] = [
      "backend_rejected", None),
     (BackendResponseError("bad body"), 502, "backend_error", "backend_error", None),
     (BackendError("failed"), 502, "backend_error", "backend_error", None),
+    (FeatureUnavailable("needs xgrammar"), 501, "not_implemented_error", "feature_unavailable",
+     None),
     (VerifierError("prm failed"), 502, "verifier_error", "verifier_error", None),
 ]  # fmt: skip
 
