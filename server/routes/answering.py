@@ -3,21 +3,26 @@ to answer."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.types import Receive
 
 from server.keys import ApiKey
 from server.protocol.errors import ErrorResponse
 from server.quota import Claim, Estimate, Quotas, estimate
-from server.serving.core import PreparedRequest, Serving, run_until_disconnected
+from server.serving.preparing import PreparedRequest
 from server.serving.rendering import Rendering
+from server.serving.running import Serving
 from strategies.accounting import Usage
 
-__all__ = ["ERROR_RESPONSES", "admit", "answer"]
+__all__ = ["ERROR_RESPONSES", "admit", "answer", "run_until_disconnected"]
+
+_T = TypeVar("_T")
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 429, 500, 502, 503, 504)
@@ -100,3 +105,26 @@ async def _settling(
     if settling is not None:
         # Before the body ends, so that the client's next request finds it charged.
         await settling
+
+
+async def run_until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None:
+    """Await `work`; if the client disconnects first (the body is already read), cancel it and
+    return None."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        # The client is gone: let the cancellation finish, and answer nobody.
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    return task.result()

@@ -9,9 +9,8 @@ from backends.base import TextPrompt, TokenPrompt
 from server.deps import RequestIdDep, ServingDep
 from server.protocol.completions import CompletionRequest, CompletionResponse
 from server.quota import Estimate
-from server.routes.answering import ERROR_RESPONSES, admit, answer
+from server.routes.answering import ERROR_RESPONSES, admit, answer, run_until_disconnected
 from server.serving.completions import CompletionRendering
-from server.serving.core import run_until_disconnected
 from server.serving.plain import complete_plain
 from strategies.accounting import Usage
 
