@@ -328,11 +328,7 @@ def _message(item: InputItem, param: str, reasoning: str | None) -> ChatMessage:
         )
     if item.content is None:
         raise InvalidRequest(f"{param} needs content", f"{param}.content")
-    if isinstance(item.content, str):
-        text = item.content
-    else:
-        parts = [(part.type, part.text) for part in item.content]
-        text = text_of(parts, _TEXT_PARTS, f"{param}.content")
+    text = _text(item.content, _TEXT_PARTS, f"{param}.content")
     # Chat templates know `system`; OpenAI's newer `developer` role means the same.
     role = "system" if item.role == "developer" else item.role
     return ChatMessage(role, text, reasoning=reasoning)
@@ -356,11 +352,7 @@ def _call_output(item: InputItem, param: str) -> ChatMessage:
         )
     if item.output is None:
         raise InvalidRequest(f"{param} (a function_call_output) needs output", f"{param}.output")
-    if isinstance(item.output, str):
-        text = item.output
-    else:
-        parts = [(part.type, part.text) for part in item.output]
-        text = text_of(parts, ("input_text",), f"{param}.output")
+    text = _text(item.output, ("input_text",), f"{param}.output")
     return ChatMessage("tool", text, tool_call_id=item.call_id)
 
 
@@ -368,10 +360,15 @@ def _reasoning_text(item: InputItem, param: str) -> str:
     """The text of a reasoning item: its `reasoning_text` content, else its summary."""
     if isinstance(item.content, str):
         raise InvalidRequest(f"{param}.content of a reasoning item is a list", f"{param}.content")
-    parts = item.content or item.summary or []
-    pairs = [(part.type, part.text) for part in parts]
     where = f"{param}.content" if item.content else f"{param}.summary"
-    return text_of(pairs, ("reasoning_text", "summary_text"), where)
+    return _text(item.content or item.summary or [], ("reasoning_text", "summary_text"), where)
+
+
+def _text(content: str | list[ContentPart], kinds: tuple[str, ...], where: str) -> str:
+    """Content given as a string, or as parts of `kinds` (another kind is a 400 naming `where`)."""
+    if isinstance(content, str):
+        return content
+    return text_of([(part.type, part.text) for part in content], kinds, where)
 
 
 def _item_refusal(kind: str) -> str:
