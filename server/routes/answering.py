@@ -41,11 +41,10 @@ async def admit(
     quotas: Quotas | None = request.app.state.quotas
     if quotas is None:
         return None
-    most = need()
     key: ApiKey | None = request.scope["state"].get("api_key")
     if key is None:
         return None
-    return quotas, await quotas.admit(key, model, request_id, most)
+    return quotas, await quotas.admit(key, model, request_id, need())
 
 
 async def answer(
