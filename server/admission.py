@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import Overloaded, ServerBusy, ShuttingDown, send_error
 from server.metrics import Metrics
-from strategies.limits import Limits
+from server.settings import LimitsSettings
 
 __all__ = ["GENERATION_PATHS", "Admission", "AdmissionMiddleware"]
 
@@ -39,7 +39,7 @@ _Waiter = asyncio.Future[str | None]
 class Admission:
     """The slots and the wait queue of one app; one event loop uses it, so no locks."""
 
-    def __init__(self, limits: Limits, metrics: Metrics) -> None:
+    def __init__(self, limits: LimitsSettings, metrics: Metrics) -> None:
         self.max_in_flight = limits.max_concurrent_requests
         self.max_queued = limits.max_queued_requests
         self.queue_timeout_s = limits.queue_timeout_s

@@ -25,7 +25,7 @@ from server.metrics import Metrics
 from server.quota import Quotas
 from server.request_id import RequestIdMiddleware
 from server.routes import chat, completions, health, models, responses, tokenizer
-from server.serving.core import Serving
+from server.serving.running import Serving
 from server.settings import DRAIN_MARGIN_S, Settings
 from verifiers.registry import create_verifiers
 
@@ -50,21 +50,21 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             active = backend or await BACKENDS[settings.backend].create(settings, clients)
             stack.push_async_callback(active.aclose)
             verifiers = create_verifiers(settings.verifiers, active, clients)
-            more = {}
+            named_models = {}
             for name, served in settings.models.items():
                 # Built as `--backend vllm` is, through the registry, on replicas of its own.
                 served_settings = VLLMBackendSettings(vllm_url=served.vllm_url, model=name)
                 model = await BACKENDS["vllm"].create(served_settings, clients)
                 stack.push_async_callback(model.aclose)
                 configs = {**settings.verifiers, **served.verifiers}
-                more[name] = (model, create_verifiers(configs, model, clients))
+                named_models[name] = (model, create_verifiers(configs, model, clients))
             app.state.serving = Serving(
                 active,
                 settings.limits,
                 metrics,
                 verifiers,
                 prices=settings.prices,
-                more=more,
+                named_models=named_models,
                 keepalive_s=settings.stream_keepalive_s,
             )
             logger.info(

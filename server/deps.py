@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from server.admission import Admission
-from server.serving.core import Serving
+from server.serving.running import Serving
 
 __all__ = ["AdmissionDep", "RequestIdDep", "ServingDep"]
 

@@ -39,7 +39,7 @@ from server.limit_store import (
     retry_after_s,
 )
 from server.metrics import Metrics
-from server.serving.core import PreparedRequest
+from server.serving.preparing import PreparedRequest
 from strategies.accounting import ModelPrice, Usage
 from strategies.limits import Limits
 

@@ -1,10 +1,11 @@
 """The server's configuration: one `Settings` class, read once from flags and `TTC_*` variables.
 
-It is assembled from the parts' own models: the server's fields below, the strategies'
-`Limits` (`--limits.*`), the verifier configs of `verifiers.registry`, the vLLM client
-settings (`--vllm.*`), and the settings model of every backend in `backends.registry`, whose
-fields join the top level (`--vllm-url`, `--model`, `--embedded.*`). Nested groups are set from
-the environment with a double underscore, for example `TTC_LIMITS__MAX_N=16`.
+It is assembled from the parts' own models: the server's fields below, `--limits.*`
+(`LimitsSettings`: the strategies' `Limits` and the server's admission settings), the verifier
+configs of `verifiers.registry`, the vLLM client settings (`--vllm.*`), and the settings model
+of every backend in `backends.registry`, whose fields join the top level (`--vllm-url`,
+`--model`, `--embedded.*`). Nested groups are set from the environment with a double
+underscore, for example `TTC_LIMITS__MAX_N=16`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from verifiers.registry import DEFAULT_VERIFIERS, AnyVerifierConfig
 __all__ = [
     "DRAIN_MARGIN_S",
     "BackendName",
+    "LimitsSettings",
     "ModelPrice",
     "ServedModel",
     "ServerSettings",
@@ -42,6 +44,27 @@ if TYPE_CHECKING:
     BackendName = str
 else:
     BackendName = Literal[tuple(BACKENDS)]
+
+
+class LimitsSettings(Limits):
+    """`--limits.*`: the per-request ceilings and defaults strategies read, and how many
+    generation requests the server admits at once (server.admission enforces these)."""
+
+    max_concurrent_requests: int = Field(
+        default=256,
+        ge=1,
+        description="Generation requests served at once (streams hold their slot until they end).",
+    )
+    max_queued_requests: int = Field(
+        default=256,
+        ge=0,
+        description="Generation requests that may wait for a slot; past it they get 503 at once.",
+    )
+    queue_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest a request waits for a slot before it gets 503.",
+    )
 
 
 class ServedModel(VLLMReplicaSettings):
@@ -129,7 +152,7 @@ class ServerSettings(BaseSettings):
             '"verifiers": {...}}}. The backend\'s own model is served as well.'
         ),
     )
-    limits: Limits = Field(default_factory=Limits)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     api_keys: SecretStr | None = Field(
         default=None,
         description=(

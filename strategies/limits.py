@@ -1,9 +1,8 @@
 """What a request may ask for: the server's ceilings and defaults, and the one check against them.
 
-`Limits` is the server's `--limits.*` settings group. Every ceiling a request or its
-`reasoning_params` can run into is checked by `Limits.check`, so each says the same thing.
-The group also holds how many requests the server admits at once (`max_concurrent_requests`,
-`max_queued_requests`, `queue_timeout_s`), which the server enforces before a request runs.
+`Limits` is what strategies read of the server's `--limits.*` settings group (the server adds
+its admission settings to it). Every ceiling a request or its `reasoning_params` can run into is
+checked by `Limits.check`, so each says the same thing.
 """
 
 from __future__ import annotations
@@ -49,22 +48,6 @@ class Limits(BaseModel):
         default=600.0,
         gt=0,
         description="Deadline for a whole request; past it the client gets 504.",
-    )
-
-    max_concurrent_requests: int = Field(
-        default=256,
-        ge=1,
-        description="Generation requests served at once (streams hold their slot until they end).",
-    )
-    max_queued_requests: int = Field(
-        default=256,
-        ge=0,
-        description="Generation requests that may wait for a slot; past it they get 503 at once.",
-    )
-    queue_timeout_s: float = Field(
-        default=10.0,
-        gt=0,
-        description="Longest a request waits for a slot before it gets 503.",
     )
 
     search_default_tokens: int = Field(

@@ -23,7 +23,7 @@ from backends.base import Backend, ChatMessage, ChatPrompt, SamplingParams
 from backends.vllm import VLLMBackendSettings
 from bench.processes import free_port as free_port
 from server.app import create_app
-from server.settings import Settings
+from server.settings import LimitsSettings, Settings
 from strategies.base import StrategyRequest
 from strategies.limits import Limits
 from verifiers.base import Candidate, CandidateScore, Scores, VerifierError
@@ -92,7 +92,8 @@ async def app_client(
 
     With `raise_app_exceptions=False` an unhandled error comes back as the 500 a client gets.
     """
-    settings = settings or Settings(limits=limits or Limits())
+    ceilings = limits.model_dump(exclude_unset=True) if limits is not None else {}
+    settings = settings or Settings(limits=LimitsSettings(**ceilings))
     app = create_app(settings, backend=backend)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)

@@ -1,23 +1,29 @@
-"""What the generation routes share: error bodies for OpenAPI, a key's limits, and the two ways
-to answer."""
+"""What the generation routes share: error bodies for OpenAPI, a key's limits, the two ways to
+answer (a stream, or one JSON body charged to the key however the run ends), and what a client
+that goes away before its answer gets (499)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.types import Receive
 
 from server.keys import ApiKey
 from server.protocol.errors import ErrorResponse
 from server.quota import Claim, Estimate, Quotas, estimate
-from server.serving.core import PreparedRequest, Serving, run_until_disconnected
+from server.serving.preparing import PreparedRequest
 from server.serving.rendering import Rendering
+from server.serving.running import Serving
 from strategies.accounting import Usage
 
-__all__ = ["ERROR_RESPONSES", "admit", "answer"]
+__all__ = ["ERROR_RESPONSES", "admit", "answer", "answer_whole", "run_until_disconnected"]
+
+_T = TypeVar("_T")
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 429, 500, 502, 503, 504)
@@ -28,17 +34,17 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def admit(
-    request: Request, model: str, request_id: str, need: Estimate
+    request: Request, model: str, request_id: str, need: Callable[[], Estimate]
 ) -> tuple[Quotas, Claim] | None:
-    """Hold the request's key to its limits (429 when over them), or None when the server has
-    no keys."""
+    """Hold the request's key to its limits (429 when over them) for what `need` says it may
+    spend, or None when the server has no keys."""
     quotas: Quotas | None = request.app.state.quotas
     if quotas is None:
         return None
     key: ApiKey | None = request.scope["state"].get("api_key")
     if key is None:
         return None
-    return quotas, await quotas.admit(key, model, request_id, need)
+    return quotas, await quotas.admit(key, model, request_id, need())
 
 
 async def answer(
@@ -51,34 +57,60 @@ async def answer(
     """Stream Server-Sent Events, or run to the end and return one JSON body; `render_as` makes
     the endpoint's rendering from the response's id, the model and whether to show the trace; a
     key is charged what the run spent, however it ends."""
-    need = None
-    if request.app.state.quotas is not None:
-        need = estimate(prepared, serving.limits)
-    held = None if need is None else await admit(request, prepared.model, prepared.request_id, need)
-    rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
-    if stream:
-        events: AsyncIterator[str] = serving.stream(prepared, rendering)
-        after = None
-        if held is not None:
-            events = _settling(events, *held, prepared.spent)
-            # Should the body never start (the client gone first), settle after the response.
-            after = BackgroundTask(_settle_later, *held, prepared.spent)
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers=_SSE_HEADERS, background=after
+
+    def need() -> Estimate:
+        return estimate(prepared, serving.limits)
+
+    if not stream:
+        rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
+        return await answer_whole(
+            request,
+            prepared.model,
+            prepared.request_id,
+            need,
+            lambda: serving.complete(prepared),
+            lambda _: prepared.spent,
+            rendering.body,
         )
-    settling = None
+    held = await admit(request, prepared.model, prepared.request_id, need)
+    rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
+    events: AsyncIterator[str] = serving.stream(prepared, rendering)
+    after = None
+    if held is not None:
+        events = _settling(events, *held, prepared.spent)
+        # Should the body never start (the client gone first), settle after the response.
+        after = BackgroundTask(_settle_later, *held, prepared.spent)
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers=_SSE_HEADERS, background=after
+    )
+
+
+async def answer_whole(
+    request: Request,
+    model: str,
+    request_id: str,
+    need: Callable[[], Estimate],
+    run: Callable[[], Awaitable[_T]],
+    spent: Callable[[_T | None], Usage | None],
+    body: Callable[[_T], dict[str, Any]],
+) -> Response:
+    """Admit the request's key for what `need` says (429 when over its limits), `run` it until
+    the client goes (then 499), charge the key what `spent` says of the result (None: it
+    failed), and answer `body` of the result as JSON."""
+    held = await admit(request, model, request_id, need)
+    result, settling = None, None
     try:
-        result = await run_until_disconnected(request.receive, serving.complete(prepared))
+        result = await run_until_disconnected(request.receive, run())
     finally:
         if held is not None:
-            settling = held[0].settle(held[1], prepared.spent)
+            settling = held[0].settle(held[1], spent(result))
     if settling is not None:
         # Before answering, so that the client's next request finds it charged.
         await settling
     if result is None:
         # nginx's code for "client closed request": only logs will ever see it.
         return Response(status_code=499)
-    return JSONResponse(rendering.body(result))
+    return JSONResponse(body(result))
 
 
 async def _settle_later(quotas: Quotas, claim: Claim, spent: Usage) -> None:
@@ -100,3 +132,26 @@ async def _settling(
     if settling is not None:
         # Before the body ends, so that the client's next request finds it charged.
         await settling
+
+
+async def run_until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None:
+    """Await `work`; if the client disconnects first (the body is already read), cancel it and
+    return None."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        # The client is gone: let the cancellation finish, and answer nobody.
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    return task.result()

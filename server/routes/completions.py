@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from backends.base import TextPrompt, TokenPrompt
 from server.deps import RequestIdDep, ServingDep
 from server.protocol.completions import CompletionRequest, CompletionResponse
 from server.quota import Estimate
-from server.routes.answering import ERROR_RESPONSES, admit, answer
+from server.routes.answering import ERROR_RESPONSES, answer, answer_whole
 from server.serving.completions import CompletionRendering
-from server.serving.core import run_until_disconnected
 from server.serving.plain import complete_plain
 from strategies.accounting import Usage
 
@@ -31,26 +30,15 @@ async def create_completion(
     token-id prompts and batches of prompts go to the model itself."""
     prompts = body.plain_prompts()
     if prompts is not None:
-        held = None
-        if raw.app.state.quotas is not None:
-            held = await admit(raw, body.model, f"cmpl-{request_id}", _plain_need(body, prompts))
-        work = complete_plain(serving, body, prompts, f"cmpl-{request_id}")
-        response, settling = None, None
-        try:
-            response = await run_until_disconnected(raw.receive, work)
-        finally:
-            if held is not None:
-                # A plain request that fails is charged its reservation: it has no usage.
-                spent = response.usage if response is not None else None
-                usage = None
-                if spent is not None:
-                    usage = Usage(spent.prompt_tokens, spent.completion_tokens)
-                settling = held[0].settle(held[1], usage)
-        if settling is not None:
-            await settling
-        if response is None:
-            return Response(status_code=499)
-        return JSONResponse(response.model_dump(exclude_none=True))
+        return await answer_whole(
+            raw,
+            body.model,
+            f"cmpl-{request_id}",
+            lambda: _plain_need(body, prompts),
+            lambda: complete_plain(serving, body, prompts, f"cmpl-{request_id}"),
+            _plain_spent,
+            lambda response: response.model_dump(exclude_none=True),
+        )
     prepared = await serving.prepare(body, f"cmpl-{request_id}")
     return await answer(raw, serving, prepared, CompletionRendering, body.stream)
 
@@ -66,3 +54,11 @@ def _plain_need(body: CompletionRequest, prompts: list[TextPrompt | TokenPrompt]
         tokens=len(prompts) * body.n * (body.max_tokens if body.max_tokens is not None else 16),
         prompt_tokens=chars // 3 + 1,
     )
+
+
+def _plain_spent(response: CompletionResponse | None) -> Usage | None:
+    """What a plain-model request spent; one that failed has no usage, and is charged its
+    reservation."""
+    if response is None or response.usage is None:
+        return None
+    return Usage(response.usage.prompt_tokens, response.usage.completion_tokens)

@@ -33,15 +33,16 @@ async def ready(serving: ServingDep, admission: AdmissionDep) -> dict[str, Any]:
     only its own requests."""
     if admission.is_shutting_down:
         raise ShuttingDown("The server is shutting down.")
-    await serving.backend.check_ready()
+    deployments = serving.deployments
+    await deployments.backend.check_ready()
     named = await asyncio.gather(
-        *(served.backend.check_ready() for served in serving.named.values()),
+        *(served.backend.check_ready() for served in deployments.named.values()),
         return_exceptions=True,
     )
-    body: dict[str, Any] = {"status": "ready", "model": await serving.backend.model_name()}
-    if serving.named:
+    body: dict[str, Any] = {"status": "ready", "model": await deployments.backend.model_name()}
+    if deployments.named:
         body["models"] = {
             name: "ready" if probe is None else f"unavailable: {probe}"
-            for name, probe in zip(serving.named, named, strict=True)
+            for name, probe in zip(deployments.named, named, strict=True)
         }
     return body

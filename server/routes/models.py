@@ -21,14 +21,14 @@ router = APIRouter(tags=["models"])
 @router.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
 async def list_models(serving: ServingDep) -> ModelList:
     """The models this gateway serves."""
-    return ModelList(data=[ModelCard(id=name) for name in await serving.models()])
+    return ModelList(data=[ModelCard(id=name) for name in await serving.deployments.by_name()])
 
 
 # `:path`, since model names often hold a slash (`HuggingFaceTB/SmolLM2-135M-Instruct`).
 @router.get("/v1/models/{model:path}", response_model=ModelCard, responses=ERROR_RESPONSES)
 async def retrieve_model(model: str, serving: ServingDep) -> ModelCard:
     """One served model; a 404 naming the served models when `model` is not one of them."""
-    served = await serving.models()
+    served = await serving.deployments.by_name()
     if model not in served:
         raise ModelNotFound(model, list(served))
     return ModelCard(id=model)

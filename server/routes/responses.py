@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from server.deps import RequestIdDep, ServingDep
-from server.protocol.responses import ResponsesRequest, ResponsesResponse
+from server.protocol.responses.request import ResponsesRequest
+from server.protocol.responses.response import ResponsesResponse
 from server.routes.answering import ERROR_RESPONSES, answer
 from server.serving.responses import ResponsesRendering
 

@@ -17,7 +17,7 @@ from server.protocol.tokenizer import (
     TokenizerInfoResponse,
 )
 from server.routes.answering import ERROR_RESPONSES
-from server.serving.core import Serving
+from server.serving.running import Serving
 
 __all__ = ["detokenize", "router", "tokenize", "tokenizer_info"]
 
@@ -59,5 +59,5 @@ async def tokenizer_info(serving: ServingDep, request_id: RequestIdDep) -> dict[
 
 async def _session(serving: Serving, model: str | None, request_id: str) -> BackendSession:
     """A session on the backend of `model`, or of the backend's own model when none is named."""
-    deployment = await serving.deployment(model) if model else serving.primary
+    deployment = await serving.deployments.find(model) if model else serving.deployments.primary
     return deployment.backend.session(request_id)

@@ -12,7 +12,6 @@ import asyncio
 import time
 
 from backends.base import Completion, Echo, TextPrompt, TokenPrompt
-from server.errors import RequestTimeout
 from server.protocol.common import CompletionTokensDetails, UsageInfo
 from server.protocol.completions import (
     CompletionChoice,
@@ -20,7 +19,8 @@ from server.protocol.completions import (
     CompletionRequest,
     CompletionResponse,
 )
-from server.serving.core import Serving, request_status
+from server.serving.outcome import request_status, within_deadline
+from server.serving.running import Serving
 
 __all__ = ["complete_plain"]
 
@@ -38,17 +38,15 @@ async def complete_plain(
     # A client's model name labels metrics only once it names a served model.
     model = "unknown"
     try:
-        deployment = await serving.deployment(body.model)
+        deployment = await serving.deployments.find(body.model)
         model = body.model
         params = body.plain_sampling(serving.limits)
         timeout = serving.limits.request_timeout_s
         loop = asyncio.get_running_loop()
         session = deployment.backend.session(request_id, loop.time() + timeout)
-        try:
-            async with asyncio.timeout(timeout):
-                echoes = await asyncio.gather(*(session.echo(p, params) for p in prompts))
-        except TimeoutError as exc:
-            raise RequestTimeout(f"The request did not finish within {timeout:g} s.") from exc
+        echoes = await within_deadline(
+            asyncio.gather(*(session.echo(p, params) for p in prompts)), timeout
+        )
         choices = [
             _choice(i * params.n + j, echo, completion, body)
             for i, echo in enumerate(echoes)

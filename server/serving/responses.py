@@ -24,14 +24,7 @@ from backends.base import FinishReason, ToolCallDelta
 from backends.tool_calls import new_call_id
 from server.protocol.common import ReasoningExtensions
 from server.protocol.errors import ErrorResponse
-from server.protocol.responses import (
-    FunctionCallItem,
-    OutputItem,
-    OutputMessage,
-    OutputText,
-    OutputTokensDetails,
-    ReasoningItem,
-    ReasoningText,
+from server.protocol.responses.events import (
     ResponseContentPartEvent,
     ResponseErrorEvent,
     ResponseFunctionCallArgumentsDeltaEvent,
@@ -40,10 +33,19 @@ from server.protocol.responses import (
     ResponseOutputItemEvent,
     ResponseReasoningTextDeltaEvent,
     ResponseReasoningTextDoneEvent,
-    ResponsesResponse,
-    ResponseStatus,
     ResponseTextDeltaEvent,
     ResponseTextDoneEvent,
+)
+from server.protocol.responses.response import (
+    FunctionCallItem,
+    OutputItem,
+    OutputMessage,
+    OutputText,
+    OutputTokensDetails,
+    ReasoningItem,
+    ReasoningText,
+    ResponsesResponse,
+    ResponseStatus,
     ResponseUsage,
 )
 from server.serving.rendering import Rendering, sse

@@ -19,8 +19,7 @@ from server.admission import Admission
 from server.app import create_app
 from server.errors import Overloaded, ShuttingDown
 from server.metrics import Metrics
-from server.settings import Settings
-from strategies.limits import Limits
+from server.settings import LimitsSettings, Settings
 from tests.exposition import Samples
 from tests.factories import SCRIPTED_MODEL, chat_body, sse_events
 
@@ -47,7 +46,7 @@ class GatedBackend(ScriptedBackend):
 
 @contextlib.asynccontextmanager
 async def served(
-    backend: ScriptedBackend, limits: Limits
+    backend: ScriptedBackend, limits: LimitsSettings
 ) -> AsyncIterator[tuple[Admission, httpx.AsyncClient]]:
     app: FastAPI = create_app(Settings(limits=limits), backend=backend)
     async with app.router.lifespan_context(app):
@@ -87,7 +86,7 @@ def assert_busy(response: httpx.Response, code: str) -> None:
 
 async def test_past_the_slots_and_the_queue_a_request_gets_503_at_once() -> None:
     backend = GatedBackend()
-    limits = Limits(max_concurrent_requests=2, max_queued_requests=1, queue_timeout_s=60)
+    limits = LimitsSettings(max_concurrent_requests=2, max_queued_requests=1, queue_timeout_s=60)
     async with served(backend, limits) as (admission, client):
         # A plain request and a stream take the two slots; a third waits in the queue.
         stream_body = {"model": SCRIPTED_MODEL, "prompt": "2 + 2 =", "stream": True}
@@ -128,7 +127,7 @@ async def test_past_the_slots_and_the_queue_a_request_gets_503_at_once() -> None
 
 async def test_a_request_queued_past_the_timeout_gets_503() -> None:
     backend = GatedBackend()
-    limits = Limits(max_concurrent_requests=1, max_queued_requests=4, queue_timeout_s=0.01)
+    limits = LimitsSettings(max_concurrent_requests=1, max_queued_requests=4, queue_timeout_s=0.01)
     async with served(backend, limits) as (admission, client):
         held = post_chat(client)
         await until(lambda: backend.entered == 1)
@@ -142,7 +141,9 @@ async def test_a_request_queued_past_the_timeout_gets_503() -> None:
 
 async def test_a_stream_holds_its_slot_until_it_ends() -> None:
     backend = GatedBackend()
-    async with served(backend, Limits(max_concurrent_requests=1, max_queued_requests=0)) as (
+    async with served(
+        backend, LimitsSettings(max_concurrent_requests=1, max_queued_requests=0)
+    ) as (
         admission,
         client,
     ):
@@ -157,7 +158,7 @@ async def test_a_stream_holds_its_slot_until_it_ends() -> None:
 
 async def test_shutting_down_fails_ready_first_then_turns_new_requests_away() -> None:
     backend = GatedBackend()
-    limits = Limits(max_concurrent_requests=1, max_queued_requests=1, queue_timeout_s=60)
+    limits = LimitsSettings(max_concurrent_requests=1, max_queued_requests=1, queue_timeout_s=60)
     async with served(backend, limits) as (admission, client):
         # Not ready, but still serving: a balancer that has not noticed yet gets answers.
         admission.announce_shutdown()
@@ -184,7 +185,7 @@ async def test_shutting_down_fails_ready_first_then_turns_new_requests_away() ->
 
 
 def admission(**limits: Any) -> Admission:
-    return Admission(Limits(**limits), Metrics(CollectorRegistry()))
+    return Admission(LimitsSettings(**limits), Metrics(CollectorRegistry()))
 
 
 async def test_a_request_cancelled_while_queued_leaves_no_slot_taken() -> None:

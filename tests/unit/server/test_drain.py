@@ -10,8 +10,7 @@ from backends.scripted import ScriptedBackend
 from server.admission import Admission
 from server.app import create_app
 from server.drain import DrainingServer
-from server.settings import DRAIN_MARGIN_S, Settings
-from strategies.limits import Limits
+from server.settings import DRAIN_MARGIN_S, LimitsSettings, Settings
 
 
 def draining_server(shutdown_delay_s: float) -> tuple[DrainingServer, Admission]:
@@ -45,6 +44,6 @@ async def test_without_a_delay_the_first_signal_stops_at_the_next_tick() -> None
 
 
 def test_the_drain_waits_as_long_as_the_longest_request_may_run() -> None:
-    limits = Limits(request_timeout_s=30)
+    limits = LimitsSettings(request_timeout_s=30)
     assert Settings(limits=limits).drain_grace_s == 30 + DRAIN_MARGIN_S
     assert Settings(limits=limits, drain_timeout_s=5).drain_grace_s == 5

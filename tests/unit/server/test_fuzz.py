@@ -16,11 +16,10 @@ from schemathesis import GenerationMode
 
 from backends.scripted import ScriptedBackend
 from server.app import create_app
-from server.settings import Settings
-from strategies.limits import Limits
+from server.settings import LimitsSettings, Settings
 
 # Small limits, so that generated sizes stay cheap and many requests hit a ceiling.
-LIMITS = Limits(max_n=4, max_tokens=64, default_max_tokens=16, search_default_tokens=64)
+LIMITS = LimitsSettings(max_n=4, max_tokens=64, default_max_tokens=16, search_default_tokens=64)
 app = create_app(Settings(limits=LIMITS), backend=ScriptedBackend(["The answer is 4."]))
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -19,9 +19,8 @@ from server.keys import ApiKey, KeyLimits, KeyRing
 from server.limit_store import MemoryLimitStore
 from server.metrics import Metrics
 from server.quota import Estimate, Quotas
-from server.settings import Settings
+from server.settings import LimitsSettings, Settings
 from strategies.accounting import ModelPrice, Usage
-from strategies.limits import Limits
 from tests.exposition import Samples
 from tests.factories import SCRIPTED_MODEL, app_client, chat_body, free_port
 
@@ -164,7 +163,7 @@ async def test_requests_per_minute_then_429_with_retry_after(tmp_path: Path) -> 
 
 
 async def test_over_the_server_limit_is_400_over_the_key_limit_is_429(tmp_path: Path) -> None:
-    chosen = settings(tmp_path, {"max_n": 2}, limits=Limits(max_n=4))
+    chosen = settings(tmp_path, {"max_n": 2}, limits=LimitsSettings(max_n=4))
     backend = ScriptedBackend()
     async with app_client(backend, settings=chosen) as client:
         server = await client.post("/v1/chat/completions", json=chat_body(n=5), headers=auth())

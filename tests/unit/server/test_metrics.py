@@ -14,7 +14,7 @@ from backends.scripted import ScriptedBackend
 from server.metrics import Metrics
 from server.protocol.chat import ChatCompletionRequest
 from server.serving.chat import ChatRendering
-from server.serving.core import Serving
+from server.serving.running import Serving
 from server.settings import ModelPrice, Settings
 from strategies.limits import Limits
 from tests.exposition import Samples

@@ -9,7 +9,7 @@ import pytest
 
 from backends.base import Generation, Prompt, SamplingParams
 from backends.scripted import ScriptedBackend
-from server.serving.core import run_until_disconnected
+from server.routes.answering import run_until_disconnected
 from strategies.limits import Limits
 from tests.factories import app_client, chat_body, sse_events
 

@@ -17,7 +17,7 @@ from server.app import create_app
 from server.metrics import Metrics
 from server.protocol.chat import ChatCompletionRequest
 from server.serving.chat import ChatRendering
-from server.serving.core import Serving
+from server.serving.running import Serving
 from server.settings import Settings
 from strategies.base import Choice, NoParams, StrategyParams, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext

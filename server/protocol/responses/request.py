@@ -1,11 +1,9 @@
-"""`POST /v1/responses`: the request, the `response` object, its output items and stream events.
+"""The `POST /v1/responses` request, and its translation into a chat prompt for the strategies.
 
-The subset of OpenAI's Responses API that vLLM serves for a text model: `input` as a string or
-items (messages, reasoning, function calls and their outputs), `instructions`,
-`max_output_tokens`, sampling, function `tools`, `reasoning` and `function_call` output items and
-typed stream events. The server keeps nothing, so what needs a stored response (`store: true`,
-`previous_response_id`, `conversation`, `background`) is a 400, as are hosted tools,
-`text.format` and logprobs.
+What needs a stored response (`store: true`, `previous_response_id`, `conversation`,
+`background`) is a 400, as are hosted tools, `text.format` and logprobs: the server keeps
+nothing. `input` items (messages, reasoning, function calls and their outputs) become the chat
+turns they stand for.
 """
 
 from __future__ import annotations
@@ -13,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from backends.base import ChatMessage, ChatPrompt, ToolCall, Tools
 from server.protocol.common import (
     EFFORT_MAX_TOKENS,
     GenerationRequest,
     OpenAIBaseModel,
-    ReasoningExtensions,
     text_of,
 )
 from server.protocol.errors import InvalidRequest
@@ -36,32 +33,11 @@ from strategies.limits import Limits
 
 __all__ = [
     "ContentPart",
-    "FunctionCallItem",
     "FunctionToolChoice",
     "FunctionToolParam",
     "InputItem",
-    "InputTokensDetails",
-    "OutputItem",
-    "OutputMessage",
-    "OutputText",
-    "OutputTokensDetails",
     "ReasoningConfig",
-    "ReasoningItem",
-    "ReasoningText",
-    "ResponseContentPartEvent",
-    "ResponseErrorEvent",
-    "ResponseEvent",
-    "ResponseFunctionCallArgumentsDeltaEvent",
-    "ResponseFunctionCallArgumentsDoneEvent",
-    "ResponseLifecycleEvent",
-    "ResponseOutputItemEvent",
-    "ResponseReasoningTextDeltaEvent",
-    "ResponseReasoningTextDoneEvent",
-    "ResponseTextDeltaEvent",
-    "ResponseTextDoneEvent",
-    "ResponseUsage",
     "ResponsesRequest",
-    "ResponsesResponse",
     "TextConfig",
 ]
 
@@ -352,11 +328,7 @@ def _message(item: InputItem, param: str, reasoning: str | None) -> ChatMessage:
         )
     if item.content is None:
         raise InvalidRequest(f"{param} needs content", f"{param}.content")
-    if isinstance(item.content, str):
-        text = item.content
-    else:
-        parts = [(part.type, part.text) for part in item.content]
-        text = text_of(parts, _TEXT_PARTS, f"{param}.content")
+    text = _text(item.content, _TEXT_PARTS, f"{param}.content")
     # Chat templates know `system`; OpenAI's newer `developer` role means the same.
     role = "system" if item.role == "developer" else item.role
     return ChatMessage(role, text, reasoning=reasoning)
@@ -380,11 +352,7 @@ def _call_output(item: InputItem, param: str) -> ChatMessage:
         )
     if item.output is None:
         raise InvalidRequest(f"{param} (a function_call_output) needs output", f"{param}.output")
-    if isinstance(item.output, str):
-        text = item.output
-    else:
-        parts = [(part.type, part.text) for part in item.output]
-        text = text_of(parts, ("input_text",), f"{param}.output")
+    text = _text(item.output, ("input_text",), f"{param}.output")
     return ChatMessage("tool", text, tool_call_id=item.call_id)
 
 
@@ -392,10 +360,15 @@ def _reasoning_text(item: InputItem, param: str) -> str:
     """The text of a reasoning item: its `reasoning_text` content, else its summary."""
     if isinstance(item.content, str):
         raise InvalidRequest(f"{param}.content of a reasoning item is a list", f"{param}.content")
-    parts = item.content or item.summary or []
-    pairs = [(part.type, part.text) for part in parts]
     where = f"{param}.content" if item.content else f"{param}.summary"
-    return text_of(pairs, ("reasoning_text", "summary_text"), where)
+    return _text(item.content or item.summary or [], ("reasoning_text", "summary_text"), where)
+
+
+def _text(content: str | list[ContentPart], kinds: tuple[str, ...], where: str) -> str:
+    """Content given as a string, or as parts of `kinds` (another kind is a 400 naming `where`)."""
+    if isinstance(content, str):
+        return content
+    return text_of([(part.type, part.text) for part in content], kinds, where)
 
 
 def _item_refusal(kind: str) -> str:
@@ -403,240 +376,3 @@ def _item_refusal(kind: str) -> str:
         f"input items of type {kind!r} are not supported; send message, reasoning, "
         "function_call and function_call_output items"
     )
-
-
-# The `response` object and its output items.
-
-
-class OutputText(BaseModel):
-    """A text part of an output message."""
-
-    type: Literal["output_text"] = "output_text"
-    text: str
-    annotations: list[Any] = Field(default_factory=list)
-    logprobs: list[Any] = Field(default_factory=list)
-
-
-class ReasoningText(BaseModel):
-    """The text part of a reasoning item."""
-
-    type: Literal["reasoning_text"] = "reasoning_text"
-    text: str
-
-
-ItemStatus = Literal["in_progress", "completed", "incomplete"]
-
-
-class OutputMessage(BaseModel):
-    """The answer: an assistant message with one text part."""
-
-    id: str
-    type: Literal["message"] = "message"
-    role: Literal["assistant"] = "assistant"
-    status: ItemStatus
-    content: list[OutputText]
-
-
-class ReasoningItem(BaseModel):
-    """The chosen candidate's visible reasoning, as vLLM returns a reasoning model's."""
-
-    id: str
-    type: Literal["reasoning"] = "reasoning"
-    summary: list[Any] = Field(default_factory=list)
-    content: list[ReasoningText] | None = None
-    status: ItemStatus
-
-
-class FunctionCallItem(BaseModel):
-    """A call the answer made; a `function_call_output` item answers it by its `call_id`."""
-
-    id: str
-    type: Literal["function_call"] = "function_call"
-    call_id: str
-    name: str
-    arguments: str
-    status: ItemStatus
-
-
-OutputItem = OutputMessage | ReasoningItem | FunctionCallItem
-
-
-class InputTokensDetails(BaseModel):
-    """How input tokens split; this server does not see the model server's prefix cache."""
-
-    cached_tokens: int = 0
-    cache_write_tokens: int = 0
-
-
-class OutputTokensDetails(BaseModel):
-    """How output tokens split; `reasoning_tokens` are those not in the returned answer."""
-
-    reasoning_tokens: int = 0
-
-
-class ResponseUsage(BaseModel):
-    """Usage in the Responses API's shape, plus our `verifier_tokens`."""
-
-    input_tokens: int
-    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
-    output_tokens: int
-    output_tokens_details: OutputTokensDetails
-    total_tokens: int
-    verifier_tokens: int = 0
-
-
-ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]
-
-
-class ResponsesResponse(ReasoningExtensions):
-    """The `response` object: the body of a non-streamed answer, and what lifecycle events
-    carry; our extensions (`reasoning_trace`, ...) only when set."""
-
-    id: str
-    object: Literal["response"] = "response"
-    created_at: int
-    model: str
-    status: ResponseStatus
-    error: dict[str, Any] | None = None
-    incomplete_details: dict[str, str] | None = None
-    instructions: str | None = None
-    max_output_tokens: int
-    metadata: dict[str, str] | None = None
-    output: list[OutputItem]
-    parallel_tool_calls: bool = True
-    previous_response_id: None = None
-    reasoning: dict[str, Any] | None = None
-    store: bool = False
-    temperature: float
-    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
-    tool_choice: str | dict[str, Any] = "auto"
-    tools: list[dict[str, Any]] = Field(default_factory=list)
-    top_p: float
-    truncation: str = "disabled"
-    usage: ResponseUsage | None = None
-    user: str | None = None
-
-
-# Stream events, each named by its `type` and numbered by `sequence_number`.
-
-
-class ResponseLifecycleEvent(BaseModel):
-    """`response.created`, `response.in_progress`, `response.completed`, `response.failed`."""
-
-    type: str
-    sequence_number: int
-    response: ResponsesResponse
-
-
-class ResponseOutputItemEvent(BaseModel):
-    """`response.output_item.added` and `response.output_item.done`."""
-
-    type: str
-    sequence_number: int
-    output_index: int
-    item: OutputItem
-
-
-class ResponseContentPartEvent(BaseModel):
-    """`response.content_part.added` and `response.content_part.done`."""
-
-    type: str
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
-    part: OutputText | ReasoningText
-
-
-class ResponseTextDeltaEvent(BaseModel):
-    """`response.output_text.delta`."""
-
-    type: Literal["response.output_text.delta"] = "response.output_text.delta"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
-    delta: str
-    logprobs: list[Any] = Field(default_factory=list)
-
-
-class ResponseTextDoneEvent(BaseModel):
-    """`response.output_text.done`."""
-
-    type: Literal["response.output_text.done"] = "response.output_text.done"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
-    text: str
-    logprobs: list[Any] = Field(default_factory=list)
-
-
-class ResponseReasoningTextDeltaEvent(BaseModel):
-    """`response.reasoning_text.delta`."""
-
-    type: Literal["response.reasoning_text.delta"] = "response.reasoning_text.delta"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
-    delta: str
-
-
-class ResponseReasoningTextDoneEvent(BaseModel):
-    """`response.reasoning_text.done`."""
-
-    type: Literal["response.reasoning_text.done"] = "response.reasoning_text.done"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
-    text: str
-
-
-class ResponseFunctionCallArgumentsDeltaEvent(BaseModel):
-    """`response.function_call_arguments.delta`: a piece of a call's arguments."""
-
-    type: Literal["response.function_call_arguments.delta"] = (
-        "response.function_call_arguments.delta"
-    )
-    sequence_number: int
-    item_id: str
-    output_index: int
-    delta: str
-
-
-class ResponseFunctionCallArgumentsDoneEvent(BaseModel):
-    """`response.function_call_arguments.done`: a call's whole arguments (and, as vLLM's, its
-    name)."""
-
-    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    name: str
-    arguments: str
-
-
-class ResponseErrorEvent(BaseModel):
-    """`error`: the run failed after the stream began; OpenAI's error fields, flat."""
-
-    type: Literal["error"] = "error"
-    sequence_number: int
-    code: str | None
-    message: str
-    param: str | None
-
-
-ResponseEvent = (
-    ResponseLifecycleEvent
-    | ResponseOutputItemEvent
-    | ResponseContentPartEvent
-    | ResponseTextDeltaEvent
-    | ResponseTextDoneEvent
-    | ResponseReasoningTextDeltaEvent
-    | ResponseReasoningTextDoneEvent
-    | ResponseFunctionCallArgumentsDeltaEvent
-    | ResponseFunctionCallArgumentsDoneEvent
-    | ResponseErrorEvent
-)

@@ -1,100 +1,48 @@
-"""Serving one request: resolve the strategy, run it as one task under the deadline, answer.
+"""Running a prepared request: its strategy as one task under the deadline, answered whole or
+streamed.
 
-The same flow serves both endpoints; what differs (request parsing, response and chunk
-shapes) comes from `server.protocol` and the endpoint's `Rendering`. A strategy runs as a single
-task: when the deadline passes or the client goes away, cancelling it cancels every backend call
-it has in flight.
+The same flow serves every endpoint; what differs (request parsing, response and chunk shapes)
+comes from `server.protocol` and the endpoint's `Rendering`. A strategy runs as a single task:
+when the deadline passes or the client goes away, cancelling it cancels every backend call it
+has in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from starlette.types import Receive
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 
 from backends.base import Backend
 from backends.tool_calls import call_deltas
-from server.errors import (
-    ModelNotFound,
-    RequestTimeout,
-    error_response,
-    error_status,
-)
+from server.errors import error_response
 from server.metrics import Metrics
 from server.protocol.common import GenerationRequest
-from server.protocol.errors import InvalidRequest
+from server.serving.deployments import Deployments, NamedModel
+from server.serving.outcome import request_status, within_deadline
+from server.serving.preparing import PreparedRequest, prepare_request
 from server.serving.rendering import Rendering
-from server.settings import ModelPrice
-from strategies.accounting import Usage
-from strategies.base import (
-    ChoiceDelta,
-    EventSink,
-    ParamsContext,
-    Progress,
-    Strategy,
-    StrategyParams,
-    StrategyRequest,
-    StrategyResult,
-)
+from strategies.accounting import ModelPrice
+from strategies.base import ChoiceDelta, EventSink, Progress, StrategyParams, StrategyResult
 from strategies.budget import Allowance
 from strategies.context import StrategyContext
 from strategies.limits import Limits
-from strategies.registry import STRATEGIES, check_answer_kind, get_strategy, parse_params
+from strategies.registry import STRATEGIES
 from verifiers.base import Verifier
-from verifiers.registry import prm_names
 
-__all__ = [
-    "Deployment",
-    "PreparedRequest",
-    "Serving",
-    "request_status",
-    "run_until_disconnected",
-]
+__all__ = ["Serving"]
 
 logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """One served model: the backend that generates its text and the verifiers its requests
-    may name."""
-
-    backend: Backend
-    verifiers: Mapping[str, Verifier]
-    params_context: ParamsContext
-
-
-@dataclass(frozen=True)
-class PreparedRequest:
-    """A validated request, ready to run."""
-
-    deployment: Deployment
-    strategy: Strategy[Any]
-    params: StrategyParams
-    request: StrategyRequest
-    model: str
-    request_id: str
-    with_trace: bool
-    include_usage: bool
-    stream_progress: bool = False
-    # What the run spends, as it spends it: its key is charged this however the run ends.
-    spent: Usage = field(default_factory=Usage)
 
 
 class Serving:
     """Runs strategies for the routes; built once per app in its lifespan.
 
-    It serves the backend's own model and, by name, any further models (each with its own
-    backend and verifiers) given in `more`. A stream that has sent nothing for `keepalive_s`
-    sends an SSE comment, so that proxies keep the connection of a strategy still deciding.
+    It serves the backend's own model and, by name, the models of `named_models` (each with its
+    own backend and verifiers). A stream that has sent nothing for `keepalive_s` sends an SSE
+    comment, so that proxies keep the connection of a strategy still deciding.
     """
 
     def __init__(
@@ -104,43 +52,14 @@ class Serving:
         metrics: Metrics,
         verifiers: Mapping[str, Verifier] | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
-        more: Mapping[str, tuple[Backend, Mapping[str, Verifier]]] | None = None,
+        named_models: Mapping[str, NamedModel] | None = None,
         keepalive_s: float = 10.0,
     ) -> None:
         self.limits = limits
         self.keepalive_s = keepalive_s
         self.metrics = metrics
         self.prices = dict(prices or {})
-        self.primary = self._deployment(backend, verifiers or {})
-        self.named = {name: self._deployment(*served) for name, served in (more or {}).items()}
-
-    @property
-    def backend(self) -> Backend:
-        """The backend of the model served without a name in the settings."""
-        return self.primary.backend
-
-    async def models(self) -> dict[str, Deployment]:
-        """Every served model by name, the primary first."""
-        return {await self.primary.backend.model_name(): self.primary, **self.named}
-
-    async def deployment(self, model: str) -> Deployment:
-        """The deployment serving `model`; `ModelNotFound` if none does."""
-        named = self.named.get(model)
-        if named is not None:
-            return named
-        served = await self.primary.backend.model_name()
-        if model != served:
-            raise ModelNotFound(model, [served, *self.named])
-        return self.primary
-
-    def _deployment(self, backend: Backend, verifiers: Mapping[str, Verifier]) -> Deployment:
-        context = ParamsContext(
-            verifiers=frozenset(verifiers),
-            prms=prm_names(verifiers),
-            limits=self.limits,
-            logprob_verifiers=frozenset(n for n, v in verifiers.items() if v.logprobs is not None),
-        )
-        return Deployment(backend, dict(verifiers), context)
+        self.deployments = Deployments(backend, verifiers or {}, named_models or {}, limits)
 
     async def prepare(self, body: GenerationRequest, request_id: str) -> PreparedRequest:
         """Check the model, the limits, the strategy and its params; 4xx errors come from here."""
@@ -148,37 +67,14 @@ class Serving:
         label = body.reasoning_strategy if body.reasoning_strategy in STRATEGIES else "invalid"
         model = "unknown"
         try:
-            deployment = await self.deployment(body.model)
+            deployment = await self.deployments.find(body.model)
             model = body.model
-            unsupported = body.unsupported_field()
-            if unsupported is not None:
-                raise InvalidRequest(f"{unsupported} is not supported by this server", unsupported)
-            if ignored := body.ignored_fields():
-                logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
-            request = body.to_strategy_request(self.limits)
-            strategy = get_strategy(body.reasoning_strategy)
-            check_answer_kind(strategy, request)
-            context = deployment.params_context
-            if (price := self.prices.get(model)) is not None:
-                # A `usd` budget is valid only for a priced model.
-                context = dataclasses.replace(context, price=price)
-            params = parse_params(strategy, body.reasoning_params, context)
-            params.check_request(request)
+            return prepare_request(
+                body, request_id, deployment, self.limits, self.prices.get(model)
+            )
         except Exception as exc:
             self._observe(label, model, exc, started)
             raise
-        return PreparedRequest(
-            deployment=deployment,
-            strategy=strategy,
-            params=params,
-            request=request,
-            model=model,
-            request_id=request_id,
-            with_trace=params.is_trace_asked,
-            include_usage=body.include_usage,
-            # Only a stream has somewhere to send progress lines; a plain answer ignores them.
-            stream_progress=body.stream and params.is_progress_asked,
-        )
 
     async def complete(self, prepared: PreparedRequest) -> StrategyResult:
         """Run to the end and return the result."""
@@ -300,18 +196,11 @@ class Serving:
 
     async def _execute(self, prepared: PreparedRequest, ctx: StrategyContext) -> StrategyResult:
         """The strategy's run under the request's deadline."""
-        timeout = self.limits.request_timeout_s
-        deadline = asyncio.timeout(timeout)
         if isinstance(prepared.params, StrategyParams):
             # The budget's clock starts with the run.
             ctx.budget = Allowance.of(prepared.params.budget, ctx.usage, ctx.price)
-        try:
-            async with deadline:
-                return await prepared.strategy.run(prepared.request, prepared.params, ctx)
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise  # some call inside timed out on its own; that error says which
-            raise RequestTimeout(f"The request did not finish within {timeout:g} s.") from exc
+        run = prepared.strategy.run(prepared.request, prepared.params, ctx)
+        return await within_deadline(run, self.limits.request_timeout_s)
 
     def _observe(
         self,
@@ -353,21 +242,6 @@ class Serving:
             logger.debug("strategy=%s status=%s duration=%.3fs", strategy, status, seconds)
 
 
-def request_status(exc: BaseException | None) -> str:
-    """The `status` label of a request that ended with `exc` (None: it succeeded)."""
-    if exc is None:
-        return "ok"
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        # The client went away (a stream's generator is closed with GeneratorExit).
-        return "cancelled"
-    code = error_status(exc)
-    if code == 504:
-        return "timeout"
-    if code in (502, 503):
-        return "backend_error"
-    return "client_error" if code < 500 else "server_error"
-
-
 # A comment line: clients skip it, proxies see the connection is alive.
 _KEEPALIVE_COMMENT = ": keep-alive\n\n"
 
@@ -407,26 +281,3 @@ class _KeepAlive:
                 self._queue.put_nowait(self)
             due = now + self._interval_s
         self._timer = self._loop.call_at(due, self._fire)
-
-
-async def run_until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None:
-    """Await `work`; if the client disconnects first (the body is already read), cancel it and
-    return None."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if not task.done() or task.cancelled():
-        # The client is gone: let the cancellation finish, and answer nobody.
-        await asyncio.gather(task, return_exceptions=True)
-        return None
-    return task.result()

@@ -1,0 +1,78 @@
+"""Preparing a request: the checks of its fields, strategy and params, before anything runs.
+
+Every 4xx of a generation request past its parsing comes from here (or from the model lookup
+in `server.serving.deployments`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.protocol.common import GenerationRequest
+from server.protocol.errors import InvalidRequest
+from server.serving.deployments import Deployment
+from strategies.accounting import ModelPrice, Usage
+from strategies.base import Strategy, StrategyParams, StrategyRequest
+from strategies.limits import Limits
+from strategies.registry import check_answer_kind, get_strategy, parse_params
+
+__all__ = ["PreparedRequest", "prepare_request"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A validated request, ready to run."""
+
+    deployment: Deployment
+    strategy: Strategy[Any]
+    params: StrategyParams
+    request: StrategyRequest
+    model: str
+    request_id: str
+    with_trace: bool
+    include_usage: bool
+    stream_progress: bool = False
+    # What the run spends, as it spends it: its key is charged this however the run ends.
+    spent: Usage = field(default_factory=Usage)
+
+
+def prepare_request(
+    body: GenerationRequest,
+    request_id: str,
+    deployment: Deployment,
+    limits: Limits,
+    price: ModelPrice | None,
+) -> PreparedRequest:
+    """Check `body` for the model `deployment` serves (priced at `price`, if at all): its
+    fields, the limits, the strategy and its params."""
+    unsupported = body.unsupported_field()
+    if unsupported is not None:
+        raise InvalidRequest(f"{unsupported} is not supported by this server", unsupported)
+    if ignored := body.ignored_fields():
+        logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
+    request = body.to_strategy_request(limits)
+    strategy = get_strategy(body.reasoning_strategy)
+    check_answer_kind(strategy, request)
+    context = deployment.params_context
+    if price is not None:
+        # A `usd` budget is valid only for a priced model.
+        context = dataclasses.replace(context, price=price)
+    params = parse_params(strategy, body.reasoning_params, context)
+    params.check_request(request)
+    return PreparedRequest(
+        deployment=deployment,
+        strategy=strategy,
+        params=params,
+        request=request,
+        model=body.model,
+        request_id=request_id,
+        with_trace=params.is_trace_asked,
+        include_usage=body.include_usage,
+        # Only a stream has somewhere to send progress lines; a plain answer ignores them.
+        stream_progress=body.stream and params.is_progress_asked,
+    )
