@@ -5,6 +5,7 @@ that goes away before its answer gets (499)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -34,17 +35,19 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def admit(
-    request: Request, model: str, request_id: str, need: Callable[[], Estimate]
+    request: Request, model: str, need: Callable[[], Estimate]
 ) -> tuple[Quotas, Claim] | None:
     """Hold the request's key to its limits (429 when over them) for what `need` says it may
-    spend, or None when the server has no keys."""
+    spend, or None when the server has no keys. Its place in flight is keyed on an id of the
+    server's: a client's `X-Request-Id` (kept for logs and routing) could be shared by many
+    requests, which then held one place between them."""
     quotas: Quotas | None = request.app.state.quotas
     if quotas is None:
         return None
     key: ApiKey | None = request.scope["state"].get("api_key")
     if key is None:
         return None
-    return quotas, await quotas.admit(key, model, request_id, need())
+    return quotas, await quotas.admit(key, model, uuid.uuid4().hex, need())
 
 
 async def answer(
@@ -66,13 +69,12 @@ async def answer(
         return await answer_whole(
             request,
             prepared.model,
-            prepared.request_id,
             need,
             lambda: serving.complete(prepared),
             lambda _: prepared.spent,
             rendering.body,
         )
-    held = await admit(request, prepared.model, prepared.request_id, need)
+    held = await admit(request, prepared.model, need)
     rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
     events: AsyncIterator[str] = serving.stream(prepared, rendering)
     after = None
@@ -88,7 +90,6 @@ async def answer(
 async def answer_whole(
     request: Request,
     model: str,
-    request_id: str,
     need: Callable[[], Estimate],
     run: Callable[[], Awaitable[_T]],
     spent: Callable[[_T | None], Usage | None],
@@ -97,7 +98,7 @@ async def answer_whole(
     """Admit the request's key for what `need` says (429 when over its limits), `run` it until
     the client goes (then 499), charge the key what `spent` says of the result (None: it
     failed), and answer `body` of the result as JSON."""
-    held = await admit(request, model, request_id, need)
+    held = await admit(request, model, need)
     result, settling = None, None
     try:
         result = await run_until_disconnected(request.receive, run())

@@ -33,7 +33,6 @@ async def create_completion(
         return await answer_whole(
             raw,
             body.model,
-            f"cmpl-{request_id}",
             lambda: _plain_need(body, prompts),
             lambda: complete_plain(serving, body, prompts, f"cmpl-{request_id}"),
             _plain_spent,

@@ -4,6 +4,7 @@ cannot be reached."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -370,3 +371,28 @@ async def test_a_claim_is_settled_once_however_often_it_is_asked() -> None:
     assert metrics.key_tokens.labels("alpha")._value.get() == 7
     # Its place in flight was freed: another request of the key is admitted.
     assert (await quotas.admit(key, SCRIPTED_MODEL, "req-2", need)).reservation is not None
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_requests_sharing_a_client_request_id_each_take_a_place_in_flight(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Eight at once under max_in_flight 2, all with one X-Request-Id: they were all admitted,
+    # the client's id being the key of their one place in flight.
+    more: dict[str, Any] = {}
+    if store == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        more["redis_url"] = SecretStr(url)
+    chosen = settings(tmp_path, {"max_in_flight": 2}, **more)
+    backend = ScriptedBackend(["4"], delay_s=0.3)
+    async with app_client(backend, settings=chosen) as client:
+        headers = {**auth(), "X-Request-Id": "shared-id"}
+        answers = await asyncio.gather(
+            *(
+                client.post("/v1/chat/completions", json=chat_body(), headers=headers)
+                for _ in range(8)
+            )
+        )
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200, 200] + [429] * 6
+    assert all(r.headers["x-request-id"] == "shared-id" for r in answers)
