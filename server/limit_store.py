@@ -123,6 +123,10 @@ class LimitStore(Protocol):
         reservation, and free its place in flight."""
         ...
 
+    async def now(self) -> float:
+        """The time the store's windows follow, in seconds since the epoch."""
+        ...
+
     async def aclose(self) -> None:
         """Release the store's connections."""
         ...
@@ -187,6 +191,9 @@ class MemoryLimitStore:
                 self._add(alias, kind, window, delta)
         self._in_flight.get(alias, {}).pop(reservation.request_id, None)
 
+    async def now(self) -> float:
+        return time.time()
+
     async def aclose(self) -> None:
         pass
 
@@ -238,6 +245,10 @@ return 'ok'
 """
 
 
+# How often a gateway reads Redis's clock again.
+_CLOCK_REFRESH_S = 30.0
+
+
 class RedisLimitStore:
     """The counters in Redis: every replica given the same `--redis-url` shares them."""
 
@@ -256,6 +267,23 @@ class RedisLimitStore:
         )
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
+        # Windows follow Redis's clock, not each gateway's: the offset is read with TIME now and
+        # then (not on every request), so replicas with skewed clocks share their windows.
+        self._offset_s = 0.0
+        self._offset_read_at = -math.inf
+
+    async def now(self) -> float:
+        """Redis's time, in seconds since the epoch (this clock plus the offset last read)."""
+        if time.monotonic() - self._offset_read_at > _CLOCK_REFRESH_S:
+            before = time.time()
+            try:
+                seconds, micros = await self._redis.time()
+            except self._error as exc:
+                raise LimitStoreError(f"redis: {exc}") from exc
+            after = time.time()
+            self._offset_s = seconds + micros / 1e6 - (before + after) / 2
+            self._offset_read_at = time.monotonic()
+        return time.time() + self._offset_s
 
     @staticmethod
     def _keys(alias: str, windows: tuple[str, str, str]) -> dict[str, str]:
@@ -272,7 +300,7 @@ class RedisLimitStore:
     async def admit(
         self, alias: str, request_id: str, limits: Metered, tokens: int, nano: int
     ) -> Reservation | Refusal:
-        now = time.time()
+        now = await self.now()
         windows = windows_at(now)
         keys = self._keys(alias, windows)
         args: list[int | str] = [

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -194,7 +193,7 @@ class Quotas:
             ) from exc
         if isinstance(verdict, Reservation):
             return verdict
-        wait = retry_after_s(verdict, time.time())
+        wait = retry_after_s(verdict, await self.store.now())
         raise self._refused(key, verdict, _REFUSALS[verdict], wait, kind=_KINDS.get(verdict))
 
     def _check_ceilings(self, key: ApiKey, need: Estimate) -> None:

@@ -4,6 +4,7 @@ same suite, so either behaves as the other; Redis alone is shared by replicas.""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -177,3 +178,20 @@ def test_windows_are_utc() -> None:
     minute, day, month = windows_at(moment)
     assert (day, month) == ("2026-12-31", "2026-12")
     assert int(minute) == int(moment // 60)
+
+
+async def test_redis_windows_follow_redis_s_clock_not_the_gateway_s(
+    redis_url: str, alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gateway whose clock runs two hours ahead would count its requests in another minute,
+    # day or month than its peers; the windows it uses are Redis's.
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200)
+    store = RedisLimitStore(redis_url, HOLD_S)
+    try:
+        reservation = await store.admit(alias, "r1", Metered(rpm=5), 1, 0)
+        assert isinstance(reservation, Reservation)
+        assert reservation.windows == windows_at(real())
+        assert abs(await store.now() - real()) < 5
+    finally:
+        await store.aclose()
