@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import Overloaded, ServerBusy, ShuttingDown, send_error
 from server.metrics import Metrics
+from server.scopes import routed_path
 from server.settings import LimitsSettings
 
 __all__ = ["GENERATION_PATHS", "Admission", "AdmissionMiddleware"]
@@ -128,7 +129,7 @@ class AdmissionMiddleware:
         self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in GENERATION_PATHS:
+        if scope["type"] != "http" or routed_path(scope) not in GENERATION_PATHS:
             await self.app(scope, receive, send)
             return
         try:

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from server.errors import Unauthorized, send_error
 from server.keys import KeyRing
 from server.metrics import Metrics
+from server.scopes import routed_path
 
 __all__ = ["PROTECTED_PATHS", "AuthMiddleware", "bearer_token"]
 
@@ -53,7 +54,7 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path: str = scope["path"]
+            path = routed_path(scope)
             if self.keys is not None and (path.startswith("/v1/") or path in PROTECTED_PATHS):
                 token = bearer_token(scope)
                 key = self.keys.find(token) if token else None

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from backends.scripted import ScriptedBackend
+from server.app import create_app
 from server.keys import ApiKey, KeyLimits, KeyRing
 from server.limit_store import MemoryLimitStore
 from server.metrics import Metrics
@@ -396,3 +397,25 @@ async def test_requests_sharing_a_client_request_id_each_take_a_place_in_flight(
     statuses = sorted(r.status_code for r in answers)
     assert statuses == [200, 200] + [429] * 6
     assert all(r.headers["x-request-id"] == "shared-id" for r in answers)
+
+
+async def test_under_a_root_path_every_route_still_needs_its_key(tmp_path: Path) -> None:
+    # `uvicorn --root-path /ttc` puts the root in the path; the middlewares compared the raw
+    # path, so /ttc/v1/... passed without a key and past its limits.
+    chosen = settings(tmp_path, {"rpm": 1}, metrics_token=SecretStr("metrics-secret"))
+    app = create_app(chosen, backend=ScriptedBackend(["4"]))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, root_path="/ttc")
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            anonymous = [
+                await client.post("/ttc/v1/chat/completions", json=chat_body()),
+                await client.get("/ttc/v1/models"),
+                await client.get("/ttc/metrics"),
+                await client.post("/ttc/tokenize", json={"model": SCRIPTED_MODEL, "prompt": "a"}),
+            ]
+            keyed = [
+                await client.post("/ttc/v1/chat/completions", json=chat_body(), headers=auth())
+                for _ in range(3)
+            ]
+    assert [r.status_code for r in anonymous] == [401, 401, 401, 401]
+    assert [r.status_code for r in keyed] == [200, 429, 429]
