@@ -18,6 +18,7 @@ from backends.vllm import VLLMBackendSettings
 from backends.vllm_client import HTTPClients
 from server.admission import Admission, AdmissionMiddleware
 from server.auth import AuthMiddleware
+from server.body import BodyMiddleware
 from server.errors import install_error_handlers
 from server.keys import KeyRing
 from server.limit_store import LimitStore, MemoryLimitStore, RedisLimitStore
@@ -86,6 +87,12 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     # `ttc-server` drains through it on SIGTERM (server.drain).
     app.state.admission = admission = Admission(settings.limits, metrics)
     app.add_middleware(AdmissionMiddleware, admission=admission)
+    # Outside admission: a slot is taken only once the body is in, whole and in time.
+    app.add_middleware(
+        BodyMiddleware,
+        max_bytes=settings.limits.max_body_bytes,
+        timeout_s=settings.limits.body_timeout_s,
+    )
     metrics_token = settings.metrics_token
     if keys is not None or metrics_token is not None:
         # Outside admission: a request without a key never takes a slot.

@@ -9,6 +9,8 @@ own branch, and this is the whole tree with the HTTP status each maps to::
     ├── KeyLimitExceeded        429  within the server's limits, over its key's (server.quota)
     ├── ModelNotFound           404  the request names a model this server does not serve
     ├── RequestTimeout          504  the whole request ran past the server's deadline
+    ├── BodyTooLarge            413  the request body is over --limits.max-body-bytes
+    ├── BodyTimeout             408  the request body did not arrive within --limits.body-timeout-s
     ├── ServerBusy              503  turned away before running, with Retry-After
     │   ├── Overloaded               every slot taken and the wait queue full, or the wait ran out
     │   ├── ShuttingDown             the server is draining before it exits
@@ -58,6 +60,8 @@ from strategies.limits import LimitExceeded
 from verifiers.base import VerifierError
 
 __all__ = [
+    "BodyTimeout",
+    "BodyTooLarge",
     "KeyLimitExceeded",
     "LimitStoreUnavailable",
     "ModelNotFound",
@@ -88,6 +92,14 @@ class ModelNotFound(GatewayError, LookupError):
 
 class RequestTimeout(GatewayError, TimeoutError):
     """The whole request ran past the server's deadline."""
+
+
+class BodyTooLarge(GatewayError):
+    """The request body is larger than the server takes."""
+
+
+class BodyTimeout(GatewayError):
+    """The request body did not arrive in time."""
 
 
 class ServerBusy(GatewayError):
@@ -156,6 +168,8 @@ _TABLE: tuple[tuple[type[GatewayError], _Mapped], ...] = (
     (LimitExceeded, _Mapped(400, _INVALID, "invalid_value")),
     (ModelNotFound, _Mapped(404, "not_found_error", "model_not_found")),
     (RequestTimeout, _Mapped(504, "timeout_error", "request_timeout")),
+    (BodyTooLarge, _Mapped(413, _INVALID, "request_too_large")),
+    (BodyTimeout, _Mapped(408, "timeout_error", "body_timeout")),
     (OutOfTime, _Mapped(504, "timeout_error", "budget_exhausted")),
     (Overloaded, _Mapped(503, _UNAVAILABLE, "overloaded")),
     (ShuttingDown, _Mapped(503, _UNAVAILABLE, "shutting_down")),

@@ -65,6 +65,16 @@ class LimitsSettings(Limits):
         gt=0,
         description="Longest a request waits for a slot before it gets 503.",
     )
+    max_body_bytes: int = Field(
+        default=8 << 20,
+        ge=1024,
+        description="Largest request body, in bytes; a larger one gets 413 before it is read.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a request body may take to arrive; past it the request gets 408.",
+    )
 
 
 class ServedModel(VLLMReplicaSettings):
