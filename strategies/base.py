@@ -1,8 +1,9 @@
 """The strategy contract: what a strategy receives, what it may touch, what it returns.
 
-A strategy is an object with a `name`, a pydantic `params_model` and an async `run`. It sees
-the parsed request, its own validated params and a `StrategyContext` (`strategies.context`); it
-never sees HTTP, settings or metrics.
+A strategy (`strategies.strategy.Strategy`) is an object with a `name`, a pydantic
+`params_model` and an async `run`. It sees the parsed request (`StrategyRequest`), its own
+validated params (a `StrategyParams`) and a `StrategyContext` (`strategies.context`); it never
+sees HTTP, settings or metrics. This module imports neither of those two, which build on it.
 
 Errors (below `backends.errors.GatewayError`)::
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -31,9 +32,6 @@ from backends.errors import GatewayError
 from strategies.accounting import ModelPrice, Usage
 from strategies.limits import CEILINGS, LimitExceeded, Limits
 
-if TYPE_CHECKING:
-    from strategies.context import StrategyContext
-
 __all__ = [
     "Budget",
     "Choice",
@@ -45,7 +43,6 @@ __all__ = [
     "ParamsContext",
     "Progress",
     "ReasoningEffort",
-    "Strategy",
     "StrategyError",
     "StrategyParams",
     "StrategyRequest",
@@ -307,26 +304,3 @@ class StrategyResult:
     def reasoning_tokens(self) -> int:
         """Generated tokens that are not in any returned `content`."""
         return max(0, self.usage.completion_tokens - sum(c.content_tokens for c in self.choices))
-
-
-P_contra = TypeVar("P_contra", bound=StrategyParams, contravariant=True)
-
-
-class Strategy(Protocol, Generic[P_contra]):
-    """A test-time compute algorithm, registered under `name`.
-
-    `takes_tools`: it can answer with tool calls (it passes `tools` to the backend and returns
-    or votes on its calls); `takes_json`: it can answer under `response_format`'s JSON grammar.
-    A request that asks a strategy for what it cannot take is a 400 naming the field.
-    """
-
-    name: ClassVar[str]
-    params_model: ClassVar[type[StrategyParams]]
-    takes_tools: ClassVar[bool]
-    takes_json: ClassVar[bool]
-
-    async def run(
-        self, request: StrategyRequest, params: P_contra, ctx: StrategyContext
-    ) -> StrategyResult:
-        """Answer `request`, calling the model only through `ctx`."""
-        ...

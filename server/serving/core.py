@@ -37,7 +37,6 @@ from strategies.base import (
     EventSink,
     ParamsContext,
     Progress,
-    Strategy,
     StrategyParams,
     StrategyRequest,
     StrategyResult,
@@ -46,6 +45,7 @@ from strategies.budget import Allowance
 from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import STRATEGIES, check_answer_kind, get_strategy, parse_params
+from strategies.strategy import Strategy
 from verifiers.base import Verifier
 from verifiers.registry import prm_names
 
