@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -43,11 +42,10 @@ from strategies.candidates import CandidateParams, Sampled, rank_groups
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
 from verifiers.answer_match import extract_answer
-from verifiers.confidence import lowest_group_confidence, token_confidence
+from verifiers.confidence import GroupConfidence, lowest_group_confidence, token_confidence
 
 __all__ = [
     "DeepConf",
-    "GroupConfidence",
     "Online",
     "Trace",
     "check_warmup",
@@ -199,41 +197,6 @@ class Online:
         return dataclasses.replace(
             result, trace=trace, stopped_early=self.stopped_early, tokens_saved=self.tokens_saved
         )
-
-
-class GroupConfidence:
-    """A trace's group confidence as its tokens arrive: the mean over the last `window`, and
-    the lowest such mean so far (the mean of all tokens while fewer than a window came)."""
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._recent: deque[float] = deque()
-        self._count = 0
-        self._total = 0.0
-        self._lowest = math.inf
-
-    def add(self, confidence: float) -> None:
-        """One more token's confidence."""
-        self._recent.append(confidence)
-        self._count += 1
-        self._total += confidence
-        if len(self._recent) > self.window:
-            self._recent.popleft()
-        if len(self._recent) == self.window:
-            # Summed afresh: a running sum would drift from the verifier's exact means.
-            self._lowest = min(self._lowest, sum(self._recent) / self.window)
-
-    @property
-    def full(self) -> bool:
-        """Whether a whole window has arrived."""
-        return self._count >= self.window
-
-    @property
-    def lowest(self) -> float:
-        """The lowest group confidence so far (0 before any token)."""
-        if self.full:
-            return self._lowest
-        return self._total / self._count if self._count else 0.0
 
 
 def percentile(values: Sequence[float], q: float) -> float:
