@@ -41,7 +41,7 @@ from strategies.base import StrategyParams, StrategyRequest, StrategyResult
 from strategies.candidates import AnswerParams, Sampled, rank_groups
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
-from strategies.search import BudgetSpent, Node, Search, SearchParams, by_reward
+from strategies.search import Node, Search, SearchParams, by_reward
 from strategies.steps import evaluate, expand
 from verifiers.answer_match import extract_answer
 
@@ -105,23 +105,21 @@ class ParticleFiltering:
         particles: list[Node] = [search.root] * n
         finished: list[Node] = []
         history: list[dict[str, Any]] = []
-        for number in range(1, params.num_iterations + 1):
-            try:
-                async with search.budget.guard():
-                    # Advance every particle one step.
-                    children = await expand(
-                        ctx,
-                        request.prompt,
-                        particles,
-                        [1] * len(particles),
-                        search.sampling,
-                        params,
-                    )
-                    new = [c for cs in children for c in cs]
-                    # Weigh the new steps, all in one verifier call.
-                    await evaluate(ctx, request, new, params)
-            except BudgetSpent as spent:
-                search.stopped = str(spent)
+        for number in search.steps(params.num_iterations):
+            async with search.calls():
+                # Advance every particle one step.
+                children = await expand(
+                    ctx,
+                    request.prompt,
+                    particles,
+                    [1] * len(particles),
+                    search.sampling,
+                    params,
+                )
+                new = [c for cs in children for c in cs]
+                # Weigh the new steps, all in one verifier call.
+                await evaluate(ctx, request, new, params)
+            if search.stopped:
                 break
             # Set finished particles aside.
             finished += [node for node in new if node.is_final]
