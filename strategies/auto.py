@@ -27,20 +27,14 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from strategies.answer_groups import Vote, rank_groups
 from strategies.base import MaxSpend, ParamsContext, StrategyParams, StrategyRequest, StrategyResult
-from strategies.candidates import (
-    CandidateParams,
-    Sampled,
-    Scored,
-    Vote,
-    question_of,
-    rank_groups,
-    result_of,
-    sample,
-    vote,
-)
+from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
 from strategies.limits import Limits
+from strategies.results import result_of
+from strategies.sampling import Sampled, Scored, question_of, sample
+from strategies.voting import vote
 from strategies.weighted_vote import WeightedVote
 from verifiers.base import Aggregation, VerifierError
 

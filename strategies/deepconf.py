@@ -37,10 +37,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backends.base import Completion, SamplingParams, StreamDelta
+from strategies.answer_groups import rank_groups
 from strategies.base import StrategyRequest, StrategyResult
-from strategies.candidates import CandidateParams, Sampled, rank_groups
+from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
+from strategies.sampling import Sampled
 from verifiers.answer_match import extract_answer
 from verifiers.confidence import GroupConfidence, lowest_group_confidence, token_confidence
 

@@ -23,10 +23,12 @@ from typing import Annotated, ClassVar
 from pydantic import Field, ValidationInfo, field_validator
 
 from strategies.base import StrategyParams, StrategyRequest, StrategyResult
-from strategies.candidates import CandidateParams, sample_until_settled, vote
+from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
 from strategies.deepconf import DeepConf, check_warmup, think
 from strategies.early_stop import EarlyStop
+from strategies.voting import vote
+from strategies.waves import sample_until_settled
 
 __all__ = ["MajorityVote", "MajorityVoteParams"]
 

@@ -37,10 +37,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from strategies.answer_groups import rank_groups
 from strategies.base import StrategyParams, StrategyRequest, StrategyResult
-from strategies.candidates import AnswerParams, Sampled, rank_groups
+from strategies.candidate_params import AnswerParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
+from strategies.sampling import Sampled
 from strategies.search import Node, Search, SearchParams, by_reward
 from strategies.steps import evaluate, expand
 from verifiers.answer_match import extract_answer

@@ -28,21 +28,16 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from strategies.answer_groups import Vote, rank_groups
 from strategies.base import ParamsContext, StrategyParams, StrategyRequest, StrategyResult
-from strategies.candidates import (
-    Sampled,
-    Scored,
-    VerifiedParams,
-    VerifiedSelection,
-    Vote,
-    question_of,
-    rank_groups,
-    result_of,
-)
+from strategies.candidate_params import VerifiedParams
 from strategies.context import StrategyContext
 from strategies.deepconf import DeepConf, check_warmup, think
 from strategies.early_stop import EarlyStop, settled
 from strategies.ranking import ranked
+from strategies.results import result_of
+from strategies.sampling import Sampled, Scored, question_of
+from strategies.voting import VerifiedSelection
 from verifiers.base import CandidateScore
 
 __all__ = ["WeightedVote", "WeightedVoteParams"]
