@@ -42,8 +42,7 @@ from strategies.base import StrategyRequest, StrategyResult
 from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
-from strategies.sampling import Sampled
-from verifiers.answer_match import extract_answer
+from strategies.sampling import Extraction, Sampled, sampling_for
 from verifiers.confidence import GroupConfidence, lowest_group_confidence, token_confidence
 
 __all__ = [
@@ -221,9 +220,7 @@ async def think(
     """Run DeepConf online for `params.n` traces; `weigh` scores voters (counted without it),
     `logprobs` is what it needs per token beyond the rule's own."""
     total = effort_n(request, params.n, ctx.limits.max_n)
-    wanted = [v for v in (rule.top_logprobs, logprobs, request.sampling.logprobs) if v]
-    k = max(wanted)
-    run = _Run(ctx, request, params, rule, weigh, k)
+    run = _Run(ctx, request, params, rule, weigh, logprobs, Extraction.of(request, params))
 
     # 1. Warm-up: one call, of as many traces as a token budget affords at `max_tokens` each
     # (at least one, cut to the tokens left).
@@ -264,26 +261,19 @@ class _Run:
     params: CandidateParams
     rule: DeepConf
     weigh: Weigh | None
-    top_logprobs: int
+    # The log-probabilities per token `weigh` needs beyond the rule's own.
+    logprobs: int | None
+    extraction: Extraction
     online: Online = field(init=False)
     prompt_tokens: int = 0
     # Tokens the traces in flight are expected to take, at the cost of the traces so far.
     reserved: float = 0.0
 
     def sampling(self, n: int, offset: int) -> SamplingParams:
-        """`n` traces as the request samples them, with log-probabilities; a seeded request's
-        `offset`-th trace gets a seed of its own."""
-        sampling, params = self.request.sampling, self.params
-        seed = None if sampling.seed is None else sampling.seed + offset
-        temperature = sampling.temperature if params.temperature is None else params.temperature
-        return dataclasses.replace(
-            sampling,
-            n=n,
-            seed=seed,
-            temperature=temperature,
-            max_tokens=params.max_tokens or sampling.max_tokens,
-            logprobs=self.top_logprobs,
-        )
+        """`n` traces as the request samples them, with the top log-probabilities the rule (and
+        `weigh`) needs; a seeded request's `offset`-th trace gets a seed of its own."""
+        wanted = (self.rule.top_logprobs, self.logprobs)
+        return sampling_for(self.request, self.params, n, offset, wanted)
 
     async def stream(self, sample: int, gate: asyncio.Semaphore) -> None:
         """3. One trace in a backend request of its own, cut as soon as it is unconfident or
@@ -353,21 +343,13 @@ class _Run:
         cut: Status | None,
     ) -> Sampled | None:
         """Record a trace; a whole one that reaches the threshold is a voter."""
-        online, params = self.online, self.params
-        answer = extract_answer(completion.text, params.answer_format, params.answer_pattern)
+        online = self.online
+        sampled = self.extraction.sampled(completion)
         status: Status = cut or ("kept" if confidence >= online.threshold else "below")
         online.traces.append(
-            Trace(sample, phase, completion.text, answer, completion.tokens, confidence, status)
+            Trace(sample, phase, sampled.text, sampled.answer, sampled.tokens, confidence, status)
         )
-        if status != "kept":
-            return None
-        return Sampled(
-            completion.text,
-            answer,
-            completion.tokens,
-            completion.finish_reason,
-            completion.logprobs,
-        )
+        return sampled if status == "kept" else None
 
     async def vote(self, voters: list[Sampled]) -> None:
         """5. New voters join the vote (weighed in one call), which 4. may settle: once the

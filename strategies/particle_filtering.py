@@ -42,17 +42,16 @@ from strategies.base import StrategyParams, StrategyRequest, StrategyResult
 from strategies.candidate_params import AnswerParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
-from strategies.sampling import Sampled
+from strategies.sampling import Extraction, Sampled
 from strategies.search import Node, Search, SearchParams, by_reward
 from strategies.steps import evaluate, expand
-from verifiers.answer_match import extract_answer
 
 __all__ = [
     "ParticleFiltering",
     "ParticleFilteringParams",
+    "heaviest_answer",
     "resample",
     "softmax",
-    "weighted_vote",
 ]
 
 
@@ -147,7 +146,7 @@ class ParticleFiltering:
         winners: set[int] = set()
         votes: dict[str, float] = {}
         if params.selection == "weighted_vote":
-            winners, votes = await weighted_vote(finished, params)
+            winners, votes = await heaviest_answer(finished, Extraction.of(request, params))
         return search.answer(
             self.name,
             finished,
@@ -161,15 +160,15 @@ class ParticleFiltering:
         )
 
 
-async def weighted_vote(
-    finished: Sequence[Node], params: ParticleFilteringParams
+async def heaviest_answer(
+    finished: Sequence[Node], extraction: Extraction
 ) -> tuple[set[int], dict[str, float]]:
-    """The finished particles (by `id`) of the answer group whose scores sum highest, and
-    every group's total."""
+    """`selection: weighted_vote`: the finished particles (by `id`) of the answer group whose
+    scores sum highest, and every group's total."""
     sampled = [
         Sampled(
             text=node.path,
-            answer=extract_answer(node.path, params.answer_format, params.answer_pattern),
+            answer=extraction.answer(node.path),
             tokens=node.path_tokens,
             finish_reason="stop",
             logprobs=None,

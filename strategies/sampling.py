@@ -17,19 +17,35 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from backends.base import ChatPrompt, Completion, FinishReason, Prompt, TokenLogprob, ToolCall
+from backends.base import (
+    ChatPrompt,
+    Completion,
+    FinishReason,
+    Prompt,
+    SamplingParams,
+    TokenLogprob,
+    ToolCall,
+)
 from backends.tool_calls import render_call
 from strategies.base import StrategyRequest
-from strategies.candidate_params import CandidateParams
+from strategies.candidate_params import AnswerParams, CandidateParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
-from verifiers.answer_match import canonical_json, extract_answer
+from verifiers.answer_match import AnswerFormat, canonical_json, extract_answer
 from verifiers.base import Candidate, CandidateScore
 
-__all__ = ["Sampled", "Scored", "calls_answer", "question_of", "sample"]
+__all__ = [
+    "Extraction",
+    "Sampled",
+    "Scored",
+    "calls_answer",
+    "question_of",
+    "sample",
+    "sampling_for",
+]
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,75 @@ def question_of(prompt: Prompt) -> str:
     return prompt.text
 
 
+@dataclass(frozen=True)
+class Extraction:
+    """How a request's candidates are read for the answer they vote for: with `is_forced` (a
+    `tool_choice` that forces a call) or `is_json` (a `response_format`), by those rules; else
+    by the params' answer format."""
+
+    answer_format: AnswerFormat = "auto"
+    answer_pattern: str | None = None
+    is_json: bool = False
+    is_forced: bool = False
+
+    @classmethod
+    def of(cls, request: StrategyRequest, params: AnswerParams) -> Extraction:
+        """The extraction `request` and its `params` ask for."""
+        prompt = request.prompt
+        forced = isinstance(prompt, ChatPrompt) and bool(prompt.tools and prompt.tools.is_forced)
+        is_json = request.sampling.structured is not None
+        return cls(params.answer_format, params.answer_pattern, is_json, forced)
+
+    def answer(self, text: str, calls: Sequence[ToolCall] = ()) -> str | None:
+        """What a candidate votes for: its calls; else, where a call was forced, nothing (its
+        call was cut off before it closed); else its JSON in canonical form (no answer format
+        applies to JSON); else the answer its format extracts."""
+        if calls:
+            return calls_answer(calls)
+        if self.is_forced:
+            return None
+        if self.is_json:
+            return canonical_json(text)
+        return extract_answer(text, self.answer_format, self.answer_pattern)
+
+    def sampled(self, completion: Completion) -> Sampled:
+        """A completion as a candidate, with its answer."""
+        return Sampled(
+            text=completion.text,
+            answer=self.answer(completion.text, completion.tool_calls),
+            tokens=completion.tokens,
+            finish_reason=completion.finish_reason,
+            logprobs=completion.logprobs,
+            reasoning=completion.reasoning,
+            tool_calls=completion.tool_calls,
+            is_json=self.is_json,
+        )
+
+
+def sampling_for(
+    request: StrategyRequest,
+    params: CandidateParams,
+    n: int,
+    offset: int = 0,
+    logprobs: Iterable[int | None] = (),
+    cap: int | None = None,
+) -> SamplingParams:
+    """How `n` candidates are sampled: as the request samples, at the params' `temperature` and
+    `max_tokens` (`cap` bounds it further), with the most log-probabilities the request or any of
+    `logprobs` asks for; a seeded request's seed moves on by `offset`, the candidate's place in
+    the run (the same seed again would draw the same candidates again)."""
+    sampling = request.sampling
+    wanted = [v for v in (sampling.logprobs, *logprobs) if v is not None]
+    return dataclasses.replace(
+        sampling,
+        n=n,
+        seed=None if sampling.seed is None else sampling.seed + offset,
+        temperature=sampling.temperature if params.temperature is None else params.temperature,
+        max_tokens=min(params.max_tokens or sampling.max_tokens, cap or sys.maxsize),
+        logprobs=max(wanted) if wanted else None,
+    )
+
+
 async def sample(
     ctx: StrategyContext,
     request: StrategyRequest,
@@ -103,48 +188,9 @@ async def sample(
     """Sample the candidates in one backend call (`n` in the request) and extract answers;
     `wave` (its index and size) draws only that many, with a seed of its own; `cap` bounds each
     candidate's tokens below its `max_tokens`."""
-    wanted = [v for v in (request.sampling.logprobs, logprobs) if v is not None]
-    seed = request.sampling.seed
-    if wave is not None and seed is not None:
-        seed += wave[0]  # the same seed again would draw the same candidates again
-    sampling = dataclasses.replace(
-        request.sampling,
-        n=effort_n(request, params.n, ctx.limits.max_n) if wave is None else wave[1],
-        seed=seed,
-        temperature=request.sampling.temperature
-        if params.temperature is None
-        else params.temperature,
-        max_tokens=min(params.max_tokens or request.sampling.max_tokens, cap or sys.maxsize),
-        logprobs=max(wanted) if wanted else None,
-    )
+    if wave is None:
+        wave = (0, effort_n(request, params.n, ctx.limits.max_n))
+    sampling = sampling_for(request, params, wave[1], wave[0], (logprobs,), cap)
     generation = await ctx.generate(request.prompt, sampling)
-    is_json = sampling.structured is not None
-    forced = isinstance(request.prompt, ChatPrompt) and bool(
-        request.prompt.tools and request.prompt.tools.is_forced
-    )
-    return [
-        Sampled(
-            text=c.text,
-            answer=_answer(c, params, is_json, forced),
-            tokens=c.tokens,
-            finish_reason=c.finish_reason,
-            logprobs=c.logprobs,
-            reasoning=c.reasoning,
-            tool_calls=c.tool_calls,
-            is_json=is_json,
-        )
-        for c in generation.completions
-    ]
-
-
-def _answer(c: Completion, params: CandidateParams, is_json: bool, forced: bool) -> str | None:
-    """What a candidate votes for: its calls; else, where a call was forced, nothing (its call
-    was cut off before it closed); else its JSON in canonical form (no answer format applies to
-    JSON); else the answer its format extracts."""
-    if c.tool_calls:
-        return calls_answer(c.tool_calls)
-    if forced:
-        return None
-    if is_json:
-        return canonical_json(c.text)
-    return extract_answer(c.text, params.answer_format, params.answer_pattern)
+    extraction = Extraction.of(request, params)
+    return [extraction.sampled(c) for c in generation.completions]
