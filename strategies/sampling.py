@@ -35,7 +35,7 @@ from strategies.candidate_params import AnswerParams, CandidateParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
 from verifiers.answer_match import AnswerFormat, canonical_json, extract_answer
-from verifiers.base import Candidate, CandidateScore
+from verifiers.base import Candidate, CandidateScore, VerifierError
 
 __all__ = [
     "Extraction",
@@ -45,6 +45,7 @@ __all__ = [
     "question_of",
     "sample",
     "sampling_for",
+    "score",
 ]
 
 
@@ -88,14 +89,14 @@ class Scored:
     """Sampled candidates, the verifier's scores of them, and each score reduced to one value
     (`values`) by the request's aggregation.
 
-    Without scores (`scores` None, `values` empty) the verifier failed and the request allowed a
-    majority vote instead; `fallback` says so.
+    Without scores (`scores` None, `values` empty) the verifier failed with `error` and the
+    request allowed a majority vote instead (`strategies.voting.vote_instead`).
     """
 
     candidates: list[Sampled]
     scores: tuple[CandidateScore, ...] | None
     values: list[float]
-    fallback: str | None = None
+    error: VerifierError | None = None
     stopped_early: str | None = None
     requested: int = 0
 
@@ -194,3 +195,12 @@ async def sample(
     generation = await ctx.generate(request.prompt, sampling)
     extraction = Extraction.of(request, params)
     return [extraction.sampled(c) for c in generation.completions]
+
+
+async def score(
+    ctx: StrategyContext, request: StrategyRequest, verifier: str, candidates: Sequence[Sampled]
+) -> tuple[CandidateScore, ...]:
+    """The scores of `candidates` by the verifier configured as `verifier`, in one call, told the
+    request's question."""
+    question = question_of(request.prompt)
+    return await ctx.verify(verifier, question, [c.for_verifier() for c in candidates])

@@ -22,8 +22,9 @@ from strategies.context import StrategyContext
 from strategies.results import result_of
 from strategies.sampling import Sampled, Scored
 from strategies.waves import sample_and_verify
+from verifiers.base import VerifierError
 
-__all__ = ["VerifiedSelection", "vote"]
+__all__ = ["VerifiedSelection", "vote", "vote_instead"]
 
 
 async def vote(
@@ -55,6 +56,21 @@ async def vote(
     )
 
 
+async def vote_instead(
+    ctx: StrategyContext,
+    request: StrategyRequest,
+    candidates: Sequence[Sampled],
+    strategy: str,
+    verifier: str,
+    error: VerifierError,
+    requested: int | None = None,
+) -> StrategyResult:
+    """What answers when `verifier` failed and the request allows it: a majority vote over the
+    same candidates, which the response reports as its fallback (the trace under `strategy`)."""
+    reason = f"verifier {verifier!r} failed ({error}); answered by majority vote"
+    return await vote(ctx, request, candidates, strategy, reason, requested=requested)
+
+
 class VerifiedSelection(ABC):
     """A strategy that samples N candidates, scores them with a verifier, and `choose`s."""
 
@@ -69,15 +85,16 @@ class VerifiedSelection(ABC):
         scored = await sample_and_verify(
             ctx, request, params, lambda so_far, left: self.settled(so_far, params, left)
         )
-        if scored.fallback is not None:
+        if scored.error is not None:
             # Majority vote answers, and the trace says so under its registered name.
-            return await vote(
+            return await vote_instead(
                 ctx,
                 request,
                 scored.candidates,
                 "majority_vote",
-                scored.fallback,
-                requested=scored.requested,
+                params.verifier,
+                scored.error,
+                scored.requested,
             )
         chosen, votes = await self.choose(scored, request.sampling.n, params.return_trace)
         return result_of(

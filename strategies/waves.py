@@ -14,7 +14,7 @@ from strategies.context import StrategyContext
 from strategies.early_stop import EarlyStop, Waves, settled
 from strategies.effort import effort_n
 from strategies.results import report_scores, report_votes
-from strategies.sampling import Sampled, Scored, question_of, sample
+from strategies.sampling import Sampled, Scored, sample, score
 from verifiers.base import CandidateScore, VerifierError
 
 __all__ = ["TIMED_WAVE", "Draws", "sample_and_verify", "sample_until_settled"]
@@ -150,14 +150,11 @@ async def sample_and_verify(
         new = await sample(ctx, request, params, logprobs=needs, wave=wave, cap=draws.cap)
         draws.drawn += new
         try:
-            scores += await ctx.verify(
-                params.verifier, question_of(request.prompt), [c.for_verifier() for c in new]
-            )
+            scores += await score(ctx, request, params.verifier, new)
         except VerifierError as exc:
             if params.on_verifier_error == "error":
                 raise
-            reason = f"verifier {params.verifier!r} failed ({exc}); answered by majority vote"
-            return Scored(draws.drawn, None, [], fallback=reason, requested=draws.total)
+            return Scored(draws.drawn, None, [], error=exc, requested=draws.total)
         scored = Scored(
             draws.drawn,
             tuple(scores),

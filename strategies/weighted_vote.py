@@ -36,7 +36,7 @@ from strategies.deepconf import DeepConf, check_warmup, think
 from strategies.early_stop import EarlyStop, settled
 from strategies.ranking import ranked
 from strategies.results import result_of
-from strategies.sampling import Sampled, Scored, question_of
+from strategies.sampling import Sampled, Scored, score
 from strategies.voting import VerifiedSelection
 from verifiers.base import CandidateScore
 
@@ -81,12 +81,10 @@ class WeightedVote(VerifiedSelection):
         rule = params.early_stop
         if not isinstance(rule, DeepConf):
             return await super().run(request, params, ctx)
-        question = question_of(request.prompt)
 
         async def weigh(voters: Sequence[Sampled]) -> list[float]:
             # 2. Only candidates that reached DeepConf's threshold are scored.
-            candidates = [c.for_verifier() for c in voters]
-            scores = await ctx.verify(params.verifier, question, candidates)
+            scores = await score(ctx, request, params.verifier, voters)
             return [s.aggregated(params.aggregation) for s in scores]
 
         needs = ctx.verifiers[params.verifier].logprobs
