@@ -4,18 +4,18 @@ are drawn and how, and which verifier scores them."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from strategies.base import MaxSpend, ParamsContext, StrategyParams, StrategyRequest
-from strategies.early_stop import Waves
+from strategies.early_stop import DeepConf, EarlyStop, Waves
 from strategies.effort import effort_n
 from strategies.limits import Limits
 from verifiers.answer_match import AnswerFormat
 from verifiers.base import Aggregation
 
-__all__ = ["AnswerParams", "CandidateParams", "VerifiedParams"]
+__all__ = ["AnswerParams", "CandidateParams", "VerifiedParams", "VoteStopParams"]
 
 
 class AnswerParams(StrategyParams):
@@ -103,3 +103,26 @@ class VerifiedParams(CandidateParams):
     def _known_verifier(self, info: ValidationInfo) -> VerifiedParams:
         ParamsContext.of(info.context).require_verifier(self.verifier)
         return self
+
+
+class VoteStopParams(StrategyParams):
+    """The `early_stop` of the strategies that vote (`majority_vote`, `weighted_vote`)."""
+
+    early_stop: Annotated[EarlyStop | DeepConf, Field(discriminator="method")] | None = Field(
+        default=None,
+        description="Waves until the vote is settled, or DeepConf's confidence-filtered traces.",
+    )
+
+    @field_validator("early_stop")
+    @classmethod
+    def _warmup_below_n(
+        cls, rule: EarlyStop | DeepConf | None, info: ValidationInfo
+    ) -> EarlyStop | DeepConf | None:
+        # DeepConf streams (and may stop) only the traces after its warm-up.
+        n = info.data.get("n")
+        if isinstance(rule, DeepConf) and n is not None and rule.warmup >= n:
+            raise ValueError(
+                f"deepconf's warmup ({rule.warmup}) must be below n ({n}): the traces after the "
+                "warm-up are the ones it streams and stops"
+            )
+        return rule

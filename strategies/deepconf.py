@@ -34,81 +34,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from backends.base import Completion, SamplingParams, StreamDelta
 from strategies.answer_groups import rank_groups
 from strategies.base import StrategyRequest, StrategyResult
 from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
+from strategies.early_stop import DeepConf
 from strategies.effort import effort_n
 from strategies.sampling import Extraction, Sampled, sampling_for
 from verifiers.confidence import GroupConfidence, lowest_group_confidence, token_confidence
 
 __all__ = [
-    "DeepConf",
     "Online",
     "Trace",
-    "check_warmup",
     "percentile",
     "think",
 ]
 
-# DeepConf-low and DeepConf-high: the percent of warm-up traces the threshold keeps.
-KEEP = {"low": 10.0, "high": 90.0}
-
 Weigh = Callable[[Sequence[Sampled]], Awaitable[list[float]]]
 Status = Literal["kept", "below", "stopped", "cancelled"]
-
-
-class DeepConf(BaseModel):
-    """`reasoning_params.early_stop` with `method` `deepconf`: the online algorithm's knobs.
-
-    The defaults suit a small model's short answers (tens of tokens, not the paper's thousands):
-    a window of 8 tokens judges a trace several times before it ends, and 5 alternatives per
-    token keep each streamed chunk small.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Literal["deepconf"]
-    warmup: int = Field(default=4, ge=1, description="Traces sampled first, to set the threshold.")
-    keep: Literal["low", "high"] | float = Field(
-        default="high",
-        description="Percent of warm-up traces the threshold keeps: low = 10, high = 90.",
-    )
-    window: int = Field(default=8, ge=1, le=4096, description="Tokens per group.")
-    top_logprobs: int = Field(
-        default=5, ge=1, le=20, description="Alternatives per token in its confidence."
-    )
-    consensus: float | None = Field(
-        default=None, gt=0.5, le=1.0, description="Stop once the leader holds this share."
-    )
-    parallel: int | None = Field(
-        default=None, ge=1, description="Traces streamed at once after the warm-up (all)."
-    )
-
-    @field_validator("keep")
-    @classmethod
-    def _a_percentage(cls, keep: str | float) -> str | float:
-        if not isinstance(keep, str) and not 0 < keep <= 100:
-            raise ValueError("keep is 'low', 'high' or a percentage in (0, 100]")
-        return keep
-
-    @property
-    def kept_percent(self) -> float:
-        """`keep` as a percentage."""
-        return KEEP[self.keep] if isinstance(self.keep, str) else float(self.keep)
-
-
-def check_warmup(rule: object, n: int | None) -> None:
-    """Raise `ValueError` (a 400 naming `early_stop`) if a DeepConf warm-up leaves no trace of
-    the `n` requested to stream."""
-    if isinstance(rule, DeepConf) and n is not None and rule.warmup >= n:
-        raise ValueError(
-            f"deepconf's warmup ({rule.warmup}) must be below n ({n}): the traces after the "
-            "warm-up are the ones it streams and stops"
-        )
 
 
 @dataclass

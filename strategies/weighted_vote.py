@@ -24,16 +24,16 @@ vote.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ValidationInfo, field_validator
 
 from strategies.answer_groups import Vote, rank_groups
 from strategies.base import ParamsContext, StrategyParams, StrategyRequest, StrategyResult
-from strategies.candidate_params import VerifiedParams
+from strategies.candidate_params import VerifiedParams, VoteStopParams
 from strategies.context import StrategyContext
-from strategies.deepconf import DeepConf, check_warmup, think
-from strategies.early_stop import EarlyStop, settled
+from strategies.deepconf import think
+from strategies.early_stop import DeepConf, EarlyStop, settled
 from strategies.ranking import ranked
 from strategies.results import result_of
 from strategies.sampling import Sampled, Scored, score
@@ -43,21 +43,16 @@ from verifiers.base import CandidateScore
 __all__ = ["WeightedVote", "WeightedVoteParams"]
 
 
-class WeightedVoteParams(VerifiedParams):
+# The votes' early_stop replaces the base's waves: DeepConf streams its candidates instead of
+# drawing waves of them (`WeightedVote.run`).
+class WeightedVoteParams(VoteStopParams, VerifiedParams):  # type: ignore[misc]
     """Params of `weighted_vote`."""
-
-    # The base's waves, or DeepConf, which streams its candidates instead (`WeightedVote.run`).
-    early_stop: Annotated[EarlyStop | DeepConf, Field(discriminator="method")] | None = Field(  # type: ignore[assignment]
-        default=None,
-        description="Waves until the weighted vote is settled, or DeepConf's confident traces.",
-    )
 
     @field_validator("early_stop")
     @classmethod
     def _deepconf_weighs_by_confidence(
         cls, rule: EarlyStop | DeepConf | None, info: ValidationInfo
     ) -> EarlyStop | DeepConf | None:
-        check_warmup(rule, info.data.get("n"))
         verifier = info.data.get("verifier")
         context = ParamsContext.of(info.context)
         if isinstance(rule, DeepConf) and verifier and verifier not in context.logprob_verifiers:
