@@ -47,6 +47,7 @@ __all__ = [
     "StrategyParams",
     "StrategyRequest",
     "StrategyResult",
+    "TracedParams",
     "UnknownStrategyError",
 ]
 
@@ -235,6 +236,25 @@ class StrategyParams(BaseModel):
         if value is not None and info.field_name is not None:
             ParamsContext.of(info.context).limits.check(info.field_name, value)
         return value
+
+
+class TracedParams(StrategyParams):
+    """Params of a strategy that shows its run when asked: the whole of it in the response's
+    trace (`return_trace`), and progress lines while a stream runs (`stream_progress`)."""
+
+    return_trace: bool = False
+    stream_progress: bool = Field(
+        default=False,
+        description="Streamed: a reasoning line after each wave of candidates or search step.",
+    )
+
+    @property
+    def is_trace_asked(self) -> bool:
+        return self.return_trace
+
+    @property
+    def is_progress_asked(self) -> bool:
+        return self.stream_progress
 
 
 class NoParams(StrategyParams):

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from strategies.base import MaxSpend, ParamsContext, StrategyParams, StrategyRequest
+from strategies.base import MaxSpend, ParamsContext, StrategyParams, StrategyRequest, TracedParams
 from strategies.early_stop import DeepConf, EarlyStop, Waves
 from strategies.effort import effort_n
 from strategies.limits import Limits
@@ -36,7 +36,7 @@ class AnswerParams(StrategyParams):
         return self
 
 
-class CandidateParams(AnswerParams):
+class CandidateParams(AnswerParams, TracedParams):
     """Params every sampling strategy takes."""
 
     n: int | None = Field(
@@ -44,18 +44,6 @@ class CandidateParams(AnswerParams):
     )
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=1, description="Tokens per candidate.")
-    return_trace: bool = False
-    stream_progress: bool = Field(
-        default=False, description="Streamed: a reasoning line after each wave of candidates."
-    )
-
-    @property
-    def is_trace_asked(self) -> bool:
-        return self.return_trace
-
-    @property
-    def is_progress_asked(self) -> bool:
-        return self.stream_progress
 
     @property
     def is_verified(self) -> bool:

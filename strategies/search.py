@@ -24,9 +24,9 @@ from strategies.base import (
     InvalidParamsError,
     MaxSpend,
     ParamsContext,
-    StrategyParams,
     StrategyRequest,
     StrategyResult,
+    TracedParams,
 )
 from strategies.budget import Allowance, BudgetSpent
 from strategies.context import StrategyContext
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-class SearchParams(StrategyParams):
+class SearchParams(TracedParams):
     """Params every step-level search takes."""
 
     verifier: str = Field(
@@ -63,18 +63,6 @@ class SearchParams(StrategyParams):
     max_search_seconds: float | None = Field(
         default=None, gt=0, description="Time the search may take (budget.seconds' alias)."
     )
-    return_trace: bool = False
-    stream_progress: bool = Field(
-        default=False, description="Streamed: a reasoning line after each step of the search."
-    )
-
-    @property
-    def is_trace_asked(self) -> bool:
-        return self.return_trace
-
-    @property
-    def is_progress_asked(self) -> bool:
-        return self.stream_progress
 
     def samples(self, request: StrategyRequest, max_n: int) -> int:
         """Partial solutions advanced side by side (beams, particles); one by default."""
