@@ -1,5 +1,9 @@
 """What the sampling strategies answer: the chosen candidates as choices, the whole run as the
-trace, and the progress lines a streaming client asked for."""
+trace, and the progress lines a streaming client asked for.
+
+A candidate that answers with calls is returned with fresh call ids and finish_reason
+`tool_calls`.
+"""
 
 from __future__ import annotations
 

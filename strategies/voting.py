@@ -4,9 +4,8 @@ verifier (`VerifiedSelection`).
 `VerifiedSelection` is the shape of the strategies that pick with a verifier (best-of-N,
 weighted vote): sample N candidates in one backend call, score them all in one verifier call,
 then choose. If the verifier fails or times out, the request fails with a 502, unless its
-`on_verifier_error` is `vote`: then the same candidates are majority-voted, and the response
-says so in `reasoning_fallback`. With calls, the winner's calls are returned with fresh ids and
-finish_reason `tool_calls`.
+`on_verifier_error` is `vote`: then the same candidates are majority-voted (`vote_instead`, the
+one fallback, which `auto` takes too), and the response says so in `reasoning_fallback`.
 """
 
 from __future__ import annotations
