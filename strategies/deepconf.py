@@ -173,7 +173,7 @@ async def think(
     left = ctx.budget.tokens_left()
     if left is not None and left < warmup * first.max_tokens:
         warmup = max(1, left // first.max_tokens)
-        first = dataclasses.replace(first, n=warmup, max_tokens=max(1, min(first.max_tokens, left)))
+        first = run.sampling(warmup, offset=0, cap=max(1, left))
     generation = await ctx.generate(request.prompt, first)
     confidences = [
         lowest_group_confidence(c.logprobs or (), rule.window) for c in generation.completions
@@ -213,11 +213,12 @@ class _Run:
     # Tokens the traces in flight are expected to take, at the cost of the traces so far.
     reserved: float = 0.0
 
-    def sampling(self, n: int, offset: int) -> SamplingParams:
+    def sampling(self, n: int, offset: int, cap: int | None = None) -> SamplingParams:
         """`n` traces as the request samples them, with the top log-probabilities the rule (and
-        `weigh`) needs; a seeded request's `offset`-th trace gets a seed of its own."""
+        `weigh`) needs; a seeded request's `offset`-th trace gets a seed of its own; `cap`
+        bounds each trace's tokens."""
         wanted = (self.rule.top_logprobs, self.logprobs)
-        return sampling_for(self.request, self.params, n, offset, wanted)
+        return sampling_for(self.request, self.params, n, offset, wanted, cap)
 
     async def stream(self, sample: int, gate: asyncio.Semaphore) -> None:
         """3. One trace in a backend request of its own, cut as soon as it is unconfident or
