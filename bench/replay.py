@@ -1,7 +1,7 @@
 """Replaying stored samples through the served rules, in process, for `bench/accuracy.py`.
 
 vLLM seeds the i-th of the `n` samples of a request seeded `s` with `s + i`, and the sampling
-strategies seed each wave at its offset (`strategies.candidates.sample`), so sample `k` of a
+strategies seed each wave at its offset (`strategies.sampling.sample`), so sample `k` of a
 problem is the same whichever wave layout draws it. `ReplayBackend` answers a strategy's
 `generate` calls with the stored samples at those positions; the strategies replayed are the
 registered ones with their real params, so every stopping rule and the `auto` policy decide here

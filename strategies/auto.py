@@ -27,20 +27,14 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from strategies.answer_groups import Vote, rank_groups
 from strategies.base import MaxSpend, ParamsContext, StrategyParams, StrategyRequest, StrategyResult
-from strategies.candidates import (
-    CandidateParams,
-    Sampled,
-    Scored,
-    Vote,
-    question_of,
-    rank_groups,
-    result_of,
-    sample,
-    vote,
-)
+from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
 from strategies.limits import Limits
+from strategies.results import result_of
+from strategies.sampling import Sampled, Scored, sample, score
+from strategies.voting import vote, vote_instead
 from strategies.weighted_vote import WeightedVote
 from verifiers.base import Aggregation, VerifierError
 
@@ -217,12 +211,11 @@ class Auto:
     ) -> StrategyResult:
         assert params.verifier is not None
         try:
-            scores = await ctx.verify(
-                params.verifier, question_of(request.prompt), [c.for_verifier() for c in drawn]
-            )
+            scores = await score(ctx, request, params.verifier, drawn)
         except VerifierError as exc:
-            reason = f"verifier {params.verifier!r} failed ({exc}); answered by majority vote"
-            return await vote(ctx, request, drawn, self.name, reason, requested=requested)
+            return await vote_instead(
+                ctx, request, drawn, self.name, params.verifier, exc, requested
+            )
         scored = Scored(
             drawn, scores, [s.aggregated(params.aggregation) for s in scores], requested=requested
         )

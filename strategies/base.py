@@ -1,8 +1,9 @@
 """The strategy contract: what a strategy receives, what it may touch, what it returns.
 
-A strategy is an object with a `name`, a pydantic `params_model` and an async `run`. It sees
-the parsed request, its own validated params and a `StrategyContext` (`strategies.context`); it
-never sees HTTP, settings or metrics.
+A strategy (`strategies.strategy.Strategy`) is an object with a `name`, a pydantic
+`params_model` and an async `run`. It sees the parsed request (`StrategyRequest`), its own
+validated params (a `StrategyParams`) and a `StrategyContext` (`strategies.context`); it never
+sees HTTP, settings or metrics. This module imports neither of those two, which build on it.
 
 Errors (below `backends.errors.GatewayError`)::
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -31,9 +32,6 @@ from backends.errors import GatewayError
 from strategies.accounting import ModelPrice, Usage
 from strategies.limits import CEILINGS, LimitExceeded, Limits
 
-if TYPE_CHECKING:
-    from strategies.context import StrategyContext
-
 __all__ = [
     "Budget",
     "Choice",
@@ -45,11 +43,11 @@ __all__ = [
     "ParamsContext",
     "Progress",
     "ReasoningEffort",
-    "Strategy",
     "StrategyError",
     "StrategyParams",
     "StrategyRequest",
     "StrategyResult",
+    "TracedParams",
     "UnknownStrategyError",
 ]
 
@@ -244,6 +242,25 @@ class StrategyParams(BaseModel):
         return value
 
 
+class TracedParams(StrategyParams):
+    """Params of a strategy that shows its run when asked: the whole of it in the response's
+    trace (`return_trace`), and progress lines while a stream runs (`stream_progress`)."""
+
+    return_trace: bool = False
+    stream_progress: bool = Field(
+        default=False,
+        description="Streamed: a reasoning line after each wave of candidates or search step.",
+    )
+
+    @property
+    def is_trace_asked(self) -> bool:
+        return self.return_trace
+
+    @property
+    def is_progress_asked(self) -> bool:
+        return self.stream_progress
+
+
 class NoParams(StrategyParams):
     """Params of a strategy that takes none but the `budget` every strategy takes: any other
     field given is an error."""
@@ -311,26 +328,3 @@ class StrategyResult:
     def reasoning_tokens(self) -> int:
         """Generated tokens that are not in any returned `content`."""
         return max(0, self.usage.completion_tokens - sum(c.content_tokens for c in self.choices))
-
-
-P_contra = TypeVar("P_contra", bound=StrategyParams, contravariant=True)
-
-
-class Strategy(Protocol, Generic[P_contra]):
-    """A test-time compute algorithm, registered under `name`.
-
-    `takes_tools`: it can answer with tool calls (it passes `tools` to the backend and returns
-    or votes on its calls); `takes_json`: it can answer under `response_format`'s JSON grammar.
-    A request that asks a strategy for what it cannot take is a 400 naming the field.
-    """
-
-    name: ClassVar[str]
-    params_model: ClassVar[type[StrategyParams]]
-    takes_tools: ClassVar[bool]
-    takes_json: ClassVar[bool]
-
-    async def run(
-        self, request: StrategyRequest, params: P_contra, ctx: StrategyContext
-    ) -> StrategyResult:
-        """Answer `request`, calling the model only through `ctx`."""
-        ...

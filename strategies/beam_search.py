@@ -25,7 +25,7 @@ from pydantic import Field
 from strategies.base import StrategyParams, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.ranking import ranked
-from strategies.search import BeamParams, BudgetSpent, Search, by_reward
+from strategies.search import BeamParams, Search, by_reward
 from strategies.steps import evaluate, expand, look_ahead
 
 __all__ = ["BeamSearch", "BeamSearchParams"]
@@ -53,21 +53,19 @@ class BeamSearch:
         keep = max(1, n // width)
         root, prompt, sampling = search.root, request.prompt, search.sampling
         live, finished = [root], []
-        for step in range(1, params.num_iterations + 1):
-            try:
-                async with search.budget.guard():
-                    # Expand: the root N ways, every kept beam M ways.
-                    widths = [n if node is root else width for node in live]
-                    new = [
-                        c
-                        for cs in await expand(ctx, prompt, live, widths, sampling, params)
-                        for c in cs
-                    ]
-                    # Score, through the lookahead when there is one.
-                    texts = await look_ahead(ctx, prompt, new, params.lookahead, sampling, params)
-                    await evaluate(ctx, request, new, params, texts)
-            except BudgetSpent as spent:
-                search.stopped = str(spent)
+        for step in search.steps(params.num_iterations):
+            async with search.calls():
+                # Expand: the root N ways, every kept beam M ways.
+                widths = [n if node is root else width for node in live]
+                new = [
+                    c
+                    for cs in await expand(ctx, prompt, live, widths, sampling, params)
+                    for c in cs
+                ]
+                # Score, through the lookahead when there is one.
+                texts = await look_ahead(ctx, prompt, new, params.lookahead, sampling, params)
+                await evaluate(ctx, request, new, params, texts)
+            if search.stopped:
                 break
             # Prune: set finished solutions aside, keep the N/M best of the rest.
             finished += [node for node in new if node.is_final]

@@ -20,10 +20,13 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from strategies.answer_groups import Vote, rank_groups
 from strategies.base import StrategyParams
-from strategies.candidates import Scored, VerifiedParams, VerifiedSelection, Vote, rank_groups
+from strategies.candidate_params import VerifiedParams
 from strategies.early_stop import ScoreStop
 from strategies.ranking import ranked
+from strategies.sampling import Scored
+from strategies.voting import VerifiedSelection
 
 __all__ = ["BestOfN", "BestOfNParams"]
 

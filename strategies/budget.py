@@ -27,7 +27,7 @@ __all__ = ["Allowance", "BudgetSpent", "OutOfTime", "capped_by_budget"]
 
 
 class BudgetSpent(Exception):
-    """The budget ran out during a guarded step; carries the reason to report."""
+    """The deadline passed during a guarded step; carries the reason to report."""
 
 
 class OutOfTime(GatewayError):
@@ -174,11 +174,8 @@ class Allowance:
 
     @contextlib.asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:
-        """Run one step's calls, stopped at the deadline (except the first step's, so there
-        is an answer to give); raises `BudgetSpent` when the budget is gone."""
-        reason = self.spent()
-        if reason is not None:
-            raise BudgetSpent(reason)
+        """Run one step's calls, stopped at the deadline with `BudgetSpent` (except the first
+        step's, so there is an answer to give). Whether a step may start at all is `spent()`'s."""
         first, self._steps = self._steps == 0, self._steps + 1
         async with _until(None if first else self.deadline, BudgetSpent(self.time_reason())):
             yield

@@ -30,86 +30,29 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from backends.base import Completion, SamplingParams, StreamDelta
+from strategies.answer_groups import rank_groups
 from strategies.base import StrategyRequest, StrategyResult
-from strategies.candidates import CandidateParams, Sampled, rank_groups
+from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
+from strategies.early_stop import DeepConf
 from strategies.effort import effort_n
-from verifiers.answer_match import extract_answer
-from verifiers.confidence import lowest_group_confidence, token_confidence
+from strategies.sampling import Extraction, Sampled, sampling_for
+from verifiers.confidence import GroupConfidence, lowest_group_confidence, token_confidence
 
 __all__ = [
-    "DeepConf",
-    "GroupConfidence",
     "Online",
     "Trace",
-    "check_warmup",
     "percentile",
     "think",
 ]
 
-# DeepConf-low and DeepConf-high: the percent of warm-up traces the threshold keeps.
-KEEP = {"low": 10.0, "high": 90.0}
-
 Weigh = Callable[[Sequence[Sampled]], Awaitable[list[float]]]
 Status = Literal["kept", "below", "stopped", "cancelled"]
-
-
-class DeepConf(BaseModel):
-    """`reasoning_params.early_stop` with `method` `deepconf`: the online algorithm's knobs.
-
-    The defaults suit a small model's short answers (tens of tokens, not the paper's thousands):
-    a window of 8 tokens judges a trace several times before it ends, and 5 alternatives per
-    token keep each streamed chunk small.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Literal["deepconf"]
-    warmup: int = Field(default=4, ge=1, description="Traces sampled first, to set the threshold.")
-    keep: Literal["low", "high"] | float = Field(
-        default="high",
-        description="Percent of warm-up traces the threshold keeps: low = 10, high = 90.",
-    )
-    window: int = Field(default=8, ge=1, le=4096, description="Tokens per group.")
-    top_logprobs: int = Field(
-        default=5, ge=1, le=20, description="Alternatives per token in its confidence."
-    )
-    consensus: float | None = Field(
-        default=None, gt=0.5, le=1.0, description="Stop once the leader holds this share."
-    )
-    parallel: int | None = Field(
-        default=None, ge=1, description="Traces streamed at once after the warm-up (all)."
-    )
-
-    @field_validator("keep")
-    @classmethod
-    def _a_percentage(cls, keep: str | float) -> str | float:
-        if not isinstance(keep, str) and not 0 < keep <= 100:
-            raise ValueError("keep is 'low', 'high' or a percentage in (0, 100]")
-        return keep
-
-    @property
-    def kept_percent(self) -> float:
-        """`keep` as a percentage."""
-        return KEEP[self.keep] if isinstance(self.keep, str) else float(self.keep)
-
-
-def check_warmup(rule: object, n: int | None) -> None:
-    """Raise `ValueError` (a 400 naming `early_stop`) if a DeepConf warm-up leaves no trace of
-    the `n` requested to stream."""
-    if isinstance(rule, DeepConf) and n is not None and rule.warmup >= n:
-        raise ValueError(
-            f"deepconf's warmup ({rule.warmup}) must be below n ({n}): the traces after the "
-            "warm-up are the ones it streams and stops"
-        )
 
 
 @dataclass
@@ -201,41 +144,6 @@ class Online:
         )
 
 
-class GroupConfidence:
-    """A trace's group confidence as its tokens arrive: the mean over the last `window`, and
-    the lowest such mean so far (the mean of all tokens while fewer than a window came)."""
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._recent: deque[float] = deque()
-        self._count = 0
-        self._total = 0.0
-        self._lowest = math.inf
-
-    def add(self, confidence: float) -> None:
-        """One more token's confidence."""
-        self._recent.append(confidence)
-        self._count += 1
-        self._total += confidence
-        if len(self._recent) > self.window:
-            self._recent.popleft()
-        if len(self._recent) == self.window:
-            # Summed afresh: a running sum would drift from the verifier's exact means.
-            self._lowest = min(self._lowest, sum(self._recent) / self.window)
-
-    @property
-    def full(self) -> bool:
-        """Whether a whole window has arrived."""
-        return self._count >= self.window
-
-    @property
-    def lowest(self) -> float:
-        """The lowest group confidence so far (0 before any token)."""
-        if self.full:
-            return self._lowest
-        return self._total / self._count if self._count else 0.0
-
-
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile of `values`, interpolating linearly between the closest ranks."""
     ordered = sorted(values)
@@ -256,9 +164,7 @@ async def think(
     """Run DeepConf online for `params.n` traces; `weigh` scores voters (counted without it),
     `logprobs` is what it needs per token beyond the rule's own."""
     total = effort_n(request, params.n, ctx.limits.max_n)
-    wanted = [v for v in (rule.top_logprobs, logprobs, request.sampling.logprobs) if v]
-    k = max(wanted)
-    run = _Run(ctx, request, params, rule, weigh, k)
+    run = _Run(ctx, request, params, rule, weigh, logprobs, Extraction.of(request, params))
 
     # 1. Warm-up: one call, of as many traces as a token budget affords at `max_tokens` each
     # (at least one, cut to the tokens left).
@@ -267,7 +173,7 @@ async def think(
     left = ctx.budget.tokens_left()
     if left is not None and left < warmup * first.max_tokens:
         warmup = max(1, left // first.max_tokens)
-        first = dataclasses.replace(first, n=warmup, max_tokens=max(1, min(first.max_tokens, left)))
+        first = run.sampling(warmup, offset=0, cap=max(1, left))
     generation = await ctx.generate(request.prompt, first)
     confidences = [
         lowest_group_confidence(c.logprobs or (), rule.window) for c in generation.completions
@@ -299,26 +205,20 @@ class _Run:
     params: CandidateParams
     rule: DeepConf
     weigh: Weigh | None
-    top_logprobs: int
+    # The log-probabilities per token `weigh` needs beyond the rule's own.
+    logprobs: int | None
+    extraction: Extraction
     online: Online = field(init=False)
     prompt_tokens: int = 0
     # Tokens the traces in flight are expected to take, at the cost of the traces so far.
     reserved: float = 0.0
 
-    def sampling(self, n: int, offset: int) -> SamplingParams:
-        """`n` traces as the request samples them, with log-probabilities; a seeded request's
-        `offset`-th trace gets a seed of its own."""
-        sampling, params = self.request.sampling, self.params
-        seed = None if sampling.seed is None else sampling.seed + offset
-        temperature = sampling.temperature if params.temperature is None else params.temperature
-        return dataclasses.replace(
-            sampling,
-            n=n,
-            seed=seed,
-            temperature=temperature,
-            max_tokens=params.max_tokens or sampling.max_tokens,
-            logprobs=self.top_logprobs,
-        )
+    def sampling(self, n: int, offset: int, cap: int | None = None) -> SamplingParams:
+        """`n` traces as the request samples them, with the top log-probabilities the rule (and
+        `weigh`) needs; a seeded request's `offset`-th trace gets a seed of its own; `cap`
+        bounds each trace's tokens."""
+        wanted = (self.rule.top_logprobs, self.logprobs)
+        return sampling_for(self.request, self.params, n, offset, wanted, cap)
 
     async def stream(self, sample: int, gate: asyncio.Semaphore) -> None:
         """3. One trace in a backend request of its own, cut as soon as it is unconfident or
@@ -388,21 +288,13 @@ class _Run:
         cut: Status | None,
     ) -> Sampled | None:
         """Record a trace; a whole one that reaches the threshold is a voter."""
-        online, params = self.online, self.params
-        answer = extract_answer(completion.text, params.answer_format, params.answer_pattern)
+        online = self.online
+        sampled = self.extraction.sampled(completion)
         status: Status = cut or ("kept" if confidence >= online.threshold else "below")
         online.traces.append(
-            Trace(sample, phase, completion.text, answer, completion.tokens, confidence, status)
+            Trace(sample, phase, sampled.text, sampled.answer, sampled.tokens, confidence, status)
         )
-        if status != "kept":
-            return None
-        return Sampled(
-            completion.text,
-            answer,
-            completion.tokens,
-            completion.finish_reason,
-            completion.logprobs,
-        )
+        return sampled if status == "kept" else None
 
     async def vote(self, voters: list[Sampled]) -> None:
         """5. New voters join the vote (weighed in one call), which 4. may settle: once the

@@ -24,7 +24,7 @@ from typing import ClassVar
 from strategies.base import StrategyParams, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.ranking import best
-from strategies.search import BeamParams, BudgetSpent, Node, Search, by_reward
+from strategies.search import BeamParams, Node, Search, by_reward
 from strategies.steps import evaluate, expand
 
 __all__ = ["DVTS", "DVTSParams", "Subtree"]
@@ -56,27 +56,25 @@ class DVTS:
         search = Search.start(ctx, request, params)
         n, width = params.beams(ctx, request)
         subtrees = [Subtree(live=search.root) for _ in range(max(1, n // width))]
-        for step in range(1, params.num_iterations + 1):
+        for step in search.steps(params.num_iterations):
             active = [tree for tree in subtrees if tree.live is not None]
-            if not active:
-                break
-            try:
-                async with search.budget.guard():
-                    # Expand every subtree's node M ways.
-                    nodes = [tree.live for tree in active if tree.live is not None]
-                    children = await expand(
-                        ctx, request.prompt, nodes, [width] * len(nodes), search.sampling, params
-                    )
-                    # Score all new steps at once.
-                    await evaluate(ctx, request, [c for cs in children for c in cs], params)
-            except BudgetSpent as spent:
-                search.stopped = str(spent)
+            async with search.calls():
+                # Expand every subtree's node M ways.
+                nodes = [tree.live for tree in active if tree.live is not None]
+                children = await expand(
+                    ctx, request.prompt, nodes, [width] * len(nodes), search.sampling, params
+                )
+                # Score all new steps at once.
+                await evaluate(ctx, request, [c for cs in children for c in cs], params)
+            if search.stopped:
                 break
             # Keep each subtree's own best step; finished ones are set aside.
             for tree, own in zip(active, children, strict=True):
                 tree.finished += [node for node in own if node.is_final]
                 tree.live = best([node for node in own if not node.is_final], by_reward)
             await search.report(step)
+            if all(tree.live is None for tree in subtrees):
+                break
         return search.answer(
             self.name,
             [node for tree in subtrees for node in tree.finished],

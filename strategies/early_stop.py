@@ -13,6 +13,9 @@ answers' vote totals `a` >= `b`:
 Weighted votes (`weighted_vote`) use the same rules on their weighted totals; for `beta` the
 totals are rescaled to pseudo-counts that sum to the number of candidates that voted, so that
 the Beta's confidence grows with the samples drawn, not with the scale of the scores.
+
+`best_of_n` stops on a score instead (`ScoreStop`), and the votes may stop unconfident traces
+while they are written instead (`DeepConf`, run by `strategies.deepconf`).
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["EarlyStop", "ScoreStop", "Waves", "leader_probability", "settled"]
+__all__ = ["DeepConf", "EarlyStop", "ScoreStop", "Waves", "leader_probability", "settled"]
 
 
 class Waves(BaseModel):
@@ -50,6 +53,50 @@ class ScoreStop(Waves):
 
     method: Literal["score"]
     threshold: float = Field(description="The verifier score that is good enough.")
+
+
+# DeepConf-low and DeepConf-high: the percent of warm-up traces the threshold keeps.
+KEEP = {"low": 10.0, "high": 90.0}
+
+
+class DeepConf(BaseModel):
+    """`reasoning_params.early_stop` with `method` `deepconf`: the online algorithm's knobs.
+
+    The defaults suit a small model's short answers (tens of tokens, not the paper's thousands):
+    a window of 8 tokens judges a trace several times before it ends, and 5 alternatives per
+    token keep each streamed chunk small.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["deepconf"]
+    warmup: int = Field(default=4, ge=1, description="Traces sampled first, to set the threshold.")
+    keep: Literal["low", "high"] | float = Field(
+        default="high",
+        description="Percent of warm-up traces the threshold keeps: low = 10, high = 90.",
+    )
+    window: int = Field(default=8, ge=1, le=4096, description="Tokens per group.")
+    top_logprobs: int = Field(
+        default=5, ge=1, le=20, description="Alternatives per token in its confidence."
+    )
+    consensus: float | None = Field(
+        default=None, gt=0.5, le=1.0, description="Stop once the leader holds this share."
+    )
+    parallel: int | None = Field(
+        default=None, ge=1, description="Traces streamed at once after the warm-up (all)."
+    )
+
+    @field_validator("keep")
+    @classmethod
+    def _a_percentage(cls, keep: str | float) -> str | float:
+        if not isinstance(keep, str) and not 0 < keep <= 100:
+            raise ValueError("keep is 'low', 'high' or a percentage in (0, 100]")
+        return keep
+
+    @property
+    def kept_percent(self) -> float:
+        """`keep` as a percentage."""
+        return KEEP[self.keep] if isinstance(self.keep, str) else float(self.keep)
 
 
 def settled(

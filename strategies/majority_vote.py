@@ -18,34 +18,21 @@ After Wang et al., "Self-Consistency Improves Chain of Thought Reasoning in Lang
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
-
-from pydantic import Field, ValidationInfo, field_validator
+from typing import ClassVar
 
 from strategies.base import StrategyParams, StrategyRequest, StrategyResult
-from strategies.candidates import CandidateParams, sample_until_settled, vote
+from strategies.candidate_params import CandidateParams, VoteStopParams
 from strategies.context import StrategyContext
-from strategies.deepconf import DeepConf, check_warmup, think
-from strategies.early_stop import EarlyStop
+from strategies.deepconf import think
+from strategies.early_stop import DeepConf
+from strategies.voting import vote
+from strategies.waves import sample_until_settled
 
 __all__ = ["MajorityVote", "MajorityVoteParams"]
 
 
-class MajorityVoteParams(CandidateParams):
-    """Params of `majority_vote`."""
-
-    early_stop: Annotated[EarlyStop | DeepConf, Field(discriminator="method")] | None = Field(
-        default=None,
-        description="Waves until the vote is settled, or DeepConf's confidence-filtered traces.",
-    )
-
-    @field_validator("early_stop")
-    @classmethod
-    def _warmup_below_n(
-        cls, rule: EarlyStop | DeepConf | None, info: ValidationInfo
-    ) -> EarlyStop | DeepConf | None:
-        check_warmup(rule, info.data.get("n"))
-        return rule
+class MajorityVoteParams(VoteStopParams, CandidateParams):
+    """Params of `majority_vote`: waves until the vote is settled, or DeepConf's traces."""
 
 
 class MajorityVote:

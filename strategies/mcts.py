@@ -31,7 +31,7 @@ from pydantic import Field
 from strategies.base import StrategyParams, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.ranking import ranked
-from strategies.search import BudgetSpent, Node, Search, SearchParams, by_reward
+from strategies.search import Node, Search, SearchParams, by_reward
 from strategies.steps import evaluate, expand, look_ahead
 
 __all__ = ["MCTS", "MCTSParams", "backpropagate", "puct", "select", "set_priors"]
@@ -97,27 +97,23 @@ class MCTS:
         # The generator's own log-probabilities give the priors.
         search = Search.start(ctx, request, params, priors=True)
         root, prompt, sampling = search.root, request.prompt, search.sampling
-        for step in range(1, params.iterations + 1):
-            try:
-                async with search.budget.guard():
-                    # Select.
-                    leaf = select(root, params.exploration)
-                    if leaf.is_final or leaf.depth >= params.max_depth:
-                        backpropagate(leaf, by_reward(leaf))
-                        continue
-                    # Expand.
-                    (children,) = await expand(ctx, prompt, [leaf], [params.k], sampling, params)
-                    set_priors(children)
-                    # Evaluate: the PRM on each step's path, or on a greedy rollout from it.
-                    depth_left = params.max_depth - leaf.depth - 1
-                    texts = None
-                    if params.evaluation == "rollout":
-                        texts = await look_ahead(
-                            ctx, prompt, children, depth_left, sampling, params
-                        )
-                    await evaluate(ctx, request, children, params, texts)
-            except BudgetSpent as spent:
-                search.stopped = str(spent)
+        for step in search.steps(params.iterations):
+            async with search.calls():
+                # Select.
+                leaf = select(root, params.exploration)
+                if leaf.is_final or leaf.depth >= params.max_depth:
+                    backpropagate(leaf, by_reward(leaf))
+                    continue
+                # Expand.
+                (children,) = await expand(ctx, prompt, [leaf], [params.k], sampling, params)
+                set_priors(children)
+                # Evaluate: the PRM on each step's path, or on a greedy rollout from it.
+                depth_left = params.max_depth - leaf.depth - 1
+                texts = None
+                if params.evaluation == "rollout":
+                    texts = await look_ahead(ctx, prompt, children, depth_left, sampling, params)
+                await evaluate(ctx, request, children, params, texts)
+            if search.stopped:
                 break
             # Back-propagate.
             for child in children:

@@ -37,20 +37,21 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from strategies.answer_groups import rank_groups
 from strategies.base import StrategyParams, StrategyRequest, StrategyResult
-from strategies.candidates import AnswerParams, Sampled, rank_groups
+from strategies.candidate_params import AnswerParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
-from strategies.search import BudgetSpent, Node, Search, SearchParams, by_reward
+from strategies.sampling import Extraction, Sampled
+from strategies.search import Node, Search, SearchParams, by_reward
 from strategies.steps import evaluate, expand
-from verifiers.answer_match import extract_answer
 
 __all__ = [
     "ParticleFiltering",
     "ParticleFilteringParams",
+    "heaviest_answer",
     "resample",
     "softmax",
-    "weighted_vote",
 ]
 
 
@@ -105,23 +106,21 @@ class ParticleFiltering:
         particles: list[Node] = [search.root] * n
         finished: list[Node] = []
         history: list[dict[str, Any]] = []
-        for number in range(1, params.num_iterations + 1):
-            try:
-                async with search.budget.guard():
-                    # Advance every particle one step.
-                    children = await expand(
-                        ctx,
-                        request.prompt,
-                        particles,
-                        [1] * len(particles),
-                        search.sampling,
-                        params,
-                    )
-                    new = [c for cs in children for c in cs]
-                    # Weigh the new steps, all in one verifier call.
-                    await evaluate(ctx, request, new, params)
-            except BudgetSpent as spent:
-                search.stopped = str(spent)
+        for number in search.steps(params.num_iterations):
+            async with search.calls():
+                # Advance every particle one step.
+                children = await expand(
+                    ctx,
+                    request.prompt,
+                    particles,
+                    [1] * len(particles),
+                    search.sampling,
+                    params,
+                )
+                new = [c for cs in children for c in cs]
+                # Weigh the new steps, all in one verifier call.
+                await evaluate(ctx, request, new, params)
+            if search.stopped:
                 break
             # Set finished particles aside.
             finished += [node for node in new if node.is_final]
@@ -147,7 +146,7 @@ class ParticleFiltering:
         winners: set[int] = set()
         votes: dict[str, float] = {}
         if params.selection == "weighted_vote":
-            winners, votes = await weighted_vote(finished, params)
+            winners, votes = await heaviest_answer(finished, Extraction.of(request, params))
         return search.answer(
             self.name,
             finished,
@@ -161,15 +160,15 @@ class ParticleFiltering:
         )
 
 
-async def weighted_vote(
-    finished: Sequence[Node], params: ParticleFilteringParams
+async def heaviest_answer(
+    finished: Sequence[Node], extraction: Extraction
 ) -> tuple[set[int], dict[str, float]]:
-    """The finished particles (by `id`) of the answer group whose scores sum highest, and
-    every group's total."""
+    """`selection: weighted_vote`: the finished particles (by `id`) of the answer group whose
+    scores sum highest, and every group's total."""
     sampled = [
         Sampled(
             text=node.path,
-            answer=extract_answer(node.path, params.answer_format, params.answer_pattern),
+            answer=extraction.answer(node.path),
             tokens=node.path_tokens,
             finish_reason="stop",
             logprobs=None,

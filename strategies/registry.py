@@ -1,6 +1,6 @@
 """The registered strategies, by the name a request gives in `reasoning_strategy`.
 
-Adding a strategy is one module (see `strategies.base` for the contract) and one line here.
+Adding a strategy is one module (see `strategies.strategy` for the contract) and one line here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from strategies.auto import Auto
 from strategies.base import (
     InvalidParamsError,
     ParamsContext,
-    Strategy,
     StrategyError,
     StrategyParams,
     StrategyRequest,
@@ -30,6 +29,7 @@ from strategies.majority_vote import MajorityVote
 from strategies.mcts import MCTS
 from strategies.none import PlainGeneration
 from strategies.particle_filtering import ParticleFiltering
+from strategies.strategy import Strategy
 from strategies.weighted_vote import WeightedVote
 
 __all__ = [

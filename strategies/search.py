@@ -10,8 +10,9 @@ nodes) are in `strategies.steps`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,9 @@ from strategies.base import (
     InvalidParamsError,
     MaxSpend,
     ParamsContext,
-    StrategyParams,
     StrategyRequest,
     StrategyResult,
+    TracedParams,
 )
 from strategies.budget import Allowance, BudgetSpent
 from strategies.context import StrategyContext
@@ -36,7 +37,6 @@ from verifiers.base import Aggregation
 
 __all__ = [
     "BeamParams",
-    "BudgetSpent",
     "Node",
     "Search",
     "SearchParams",
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-class SearchParams(StrategyParams):
+class SearchParams(TracedParams):
     """Params every step-level search takes."""
 
     verifier: str = Field(
@@ -63,18 +63,6 @@ class SearchParams(StrategyParams):
     max_search_seconds: float | None = Field(
         default=None, gt=0, description="Time the search may take (budget.seconds' alias)."
     )
-    return_trace: bool = False
-    stream_progress: bool = Field(
-        default=False, description="Streamed: a reasoning line after each step of the search."
-    )
-
-    @property
-    def is_trace_asked(self) -> bool:
-        return self.return_trace
-
-    @property
-    def is_progress_asked(self) -> bool:
-        return self.stream_progress
 
     def samples(self, request: StrategyRequest, max_n: int) -> int:
         """Partial solutions advanced side by side (beams, particles); one by default."""
@@ -233,7 +221,9 @@ def search_allowance(ctx: StrategyContext, params: SearchParams) -> Allowance:
 class Search:
     """A search under way: its budget, how it samples steps, and its tree.
 
-    `stopped` is set when the budget ran out, and reported with the answer.
+    Every search's loop is the same: `for step in search.steps(count)`, each step's model calls
+    in `async with search.calls()`, and a stop as soon as `stopped` is set (the budget ran out);
+    the reason is reported with the answer.
     """
 
     ctx: StrategyContext
@@ -259,6 +249,25 @@ class Search:
         )
         ctx.budget = search_allowance(ctx, params)
         return cls(ctx, ctx.budget, sampling)
+
+    def steps(self, count: int) -> Iterator[int]:
+        """The step numbers, 1 to `count`, while the budget lasts: once it is spent, `stopped`
+        says why and no step follows."""
+        for number in range(1, count + 1):
+            self.stopped = self.stopped or self.budget.spent()
+            if self.stopped:
+                return
+            yield number
+
+    @contextlib.asynccontextmanager
+    async def calls(self) -> AsyncIterator[None]:
+        """Run one step's model calls, cut at the deadline (`Allowance.guard`): then `stopped`
+        says why, and the step ends where it was, so the search stops there."""
+        try:
+            async with self.budget.guard():
+                yield
+        except BudgetSpent as spent:
+            self.stopped = str(spent)
 
     async def report(self, step: int) -> None:
         """Progress after a step: its number and the best score of any partial solution yet."""

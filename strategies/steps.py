@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from backends.base import ChatMessage, ChatPrompt, Prompt, SamplingParams, TextPrompt
 from strategies.base import StrategyRequest
-from strategies.candidates import question_of
 from strategies.context import StrategyContext
+from strategies.sampling import question_of
 from strategies.search import Node, SearchParams
 from verifiers.base import Candidate
 

@@ -24,45 +24,35 @@ vote.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ValidationInfo, field_validator
 
+from strategies.answer_groups import Vote, rank_groups
 from strategies.base import ParamsContext, StrategyParams, StrategyRequest, StrategyResult
-from strategies.candidates import (
-    Sampled,
-    Scored,
-    VerifiedParams,
-    VerifiedSelection,
-    Vote,
-    question_of,
-    rank_groups,
-    result_of,
-)
+from strategies.candidate_params import VerifiedParams, VoteStopParams
 from strategies.context import StrategyContext
-from strategies.deepconf import DeepConf, check_warmup, think
-from strategies.early_stop import EarlyStop, settled
+from strategies.deepconf import think
+from strategies.early_stop import DeepConf, EarlyStop, settled
 from strategies.ranking import ranked
+from strategies.results import result_of
+from strategies.sampling import Sampled, Scored, score
+from strategies.voting import VerifiedSelection
 from verifiers.base import CandidateScore
 
 __all__ = ["WeightedVote", "WeightedVoteParams"]
 
 
-class WeightedVoteParams(VerifiedParams):
+# The votes' early_stop replaces the base's waves: DeepConf streams its candidates instead of
+# drawing waves of them (`WeightedVote.run`).
+class WeightedVoteParams(VoteStopParams, VerifiedParams):  # type: ignore[misc]
     """Params of `weighted_vote`."""
-
-    # The base's waves, or DeepConf, which streams its candidates instead (`WeightedVote.run`).
-    early_stop: Annotated[EarlyStop | DeepConf, Field(discriminator="method")] | None = Field(  # type: ignore[assignment]
-        default=None,
-        description="Waves until the weighted vote is settled, or DeepConf's confident traces.",
-    )
 
     @field_validator("early_stop")
     @classmethod
     def _deepconf_weighs_by_confidence(
         cls, rule: EarlyStop | DeepConf | None, info: ValidationInfo
     ) -> EarlyStop | DeepConf | None:
-        check_warmup(rule, info.data.get("n"))
         verifier = info.data.get("verifier")
         context = ParamsContext.of(info.context)
         if isinstance(rule, DeepConf) and verifier and verifier not in context.logprob_verifiers:
@@ -86,12 +76,10 @@ class WeightedVote(VerifiedSelection):
         rule = params.early_stop
         if not isinstance(rule, DeepConf):
             return await super().run(request, params, ctx)
-        question = question_of(request.prompt)
 
         async def weigh(voters: Sequence[Sampled]) -> list[float]:
             # 2. Only candidates that reached DeepConf's threshold are scored.
-            candidates = [c.for_verifier() for c in voters]
-            scores = await ctx.verify(params.verifier, question, candidates)
+            scores = await score(ctx, request, params.verifier, voters)
             return [s.aggregated(params.aggregation) for s in scores]
 
         needs = ctx.verifiers[params.verifier].logprobs

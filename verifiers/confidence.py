@@ -14,6 +14,7 @@ It costs no model call: the generator returns the log-probabilities with the can
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -26,6 +27,7 @@ from verifiers.base import Candidate, CandidateScore, Scores, VerifierConfig, Ve
 __all__ = [
     "ConfidenceConfig",
     "ConfidenceVerifier",
+    "GroupConfidence",
     "lowest_group_confidence",
     "mean_probability",
     "token_confidence",
@@ -53,18 +55,48 @@ def token_confidence(token: TokenLogprob) -> float:
     return -sum(v for _, v in token.top) / len(token.top) if token.top else -token.logprob
 
 
+class GroupConfidence:
+    """A candidate's group confidence as its tokens arrive: the mean over the last `window`, and
+    the lowest such mean so far (the mean of all tokens while fewer than a window came)."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._recent: deque[float] = deque()
+        self._count = 0
+        self._total = 0.0
+        self._lowest = math.inf
+
+    def add(self, confidence: float) -> None:
+        """One more token's confidence."""
+        self._recent.append(confidence)
+        self._count += 1
+        self._total += confidence
+        if len(self._recent) > self.window:
+            self._recent.popleft()
+        if len(self._recent) == self.window:
+            # Summed afresh: a running sum would drift over a long candidate.
+            self._lowest = min(self._lowest, sum(self._recent) / self.window)
+
+    @property
+    def full(self) -> bool:
+        """Whether a whole window has arrived."""
+        return self._count >= self.window
+
+    @property
+    def lowest(self) -> float:
+        """The lowest group confidence so far (0 before any token)."""
+        if self.full:
+            return self._lowest
+        return self._total / self._count if self._count else 0.0
+
+
 def lowest_group_confidence(logprobs: Sequence[TokenLogprob], window: int) -> float:
-    """The lowest mean token confidence over any `window` consecutive tokens (0 for none)."""
-    if not logprobs:
-        return 0.0
-    confidences = [token_confidence(t) for t in logprobs]
-    size = min(window, len(confidences))
-    running = sum(confidences[:size])
-    lowest = running
-    for i in range(size, len(confidences)):
-        running += confidences[i] - confidences[i - size]
-        lowest = min(lowest, running)
-    return lowest / size
+    """The lowest mean token confidence over any `window` consecutive tokens (the mean of all
+    of them when fewer; 0 for none): `GroupConfidence` fed the whole candidate."""
+    group = GroupConfidence(window)
+    for token in logprobs:
+        group.add(token_confidence(token))
+    return group.lowest
 
 
 class ConfidenceVerifier:

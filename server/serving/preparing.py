@@ -15,9 +15,10 @@ from server.protocol.common import GenerationRequest
 from server.protocol.errors import InvalidRequest
 from server.serving.deployments import Deployment
 from strategies.accounting import ModelPrice, Usage
-from strategies.base import Strategy, StrategyParams, StrategyRequest
+from strategies.base import StrategyParams, StrategyRequest
 from strategies.limits import Limits
 from strategies.registry import check_answer_kind, get_strategy, parse_params
+from strategies.strategy import Strategy
 
 __all__ = ["PreparedRequest", "prepare_request"]
 

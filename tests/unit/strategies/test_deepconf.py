@@ -12,11 +12,16 @@ from backends.base import Prompt, SamplingParams, StreamDelta, StreamEnd, Stream
 from backends.scripted import ScriptedBackend
 from strategies.base import InvalidParamsError, ParamsContext, StrategyResult
 from strategies.context import StrategyContext
-from strategies.deepconf import GroupConfidence, percentile
+from strategies.deepconf import percentile
 from strategies.limits import Limits
 from strategies.registry import get_strategy, parse_params
 from tests.factories import chat_request
-from verifiers.confidence import ConfidenceConfig, ConfidenceVerifier, lowest_group_confidence
+from verifiers.confidence import (
+    ConfidenceConfig,
+    ConfidenceVerifier,
+    GroupConfidence,
+    lowest_group_confidence,
+)
 
 CONTEXT = ParamsContext(
     verifiers=frozenset({"confidence", "v"}),

@@ -156,7 +156,7 @@ def test_each_strategy_takes_its_own_rule() -> None:
 @pytest.fixture
 def groupings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many answers each grouping of the run grouped."""
-    import strategies.candidates
+    import strategies.answer_groups
     from verifiers.answer_match import group_answers
 
     calls: list[int] = []
@@ -165,7 +165,7 @@ def groupings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(len(answers))
         return await group_answers(answers, exact=exact)
 
-    monkeypatch.setattr(strategies.candidates, "group_answers", counted)
+    monkeypatch.setattr(strategies.answer_groups, "group_answers", counted)
     return calls
 
 

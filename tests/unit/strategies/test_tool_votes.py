@@ -11,10 +11,10 @@ from backends.base import ChatMessage, ChatPrompt, SamplingParams, Tool, ToolCal
 from backends.scripted import ScriptedBackend
 from backends.tool_calls import render_call
 from strategies.base import ParamsContext, StrategyRequest, StrategyResult
-from strategies.candidates import calls_answer
 from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import get_strategy, parse_params
+from strategies.sampling import calls_answer
 from tests.factories import TableVerifier, tool_call_text
 from verifiers.base import Verifier
 
