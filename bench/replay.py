@@ -17,6 +17,7 @@ last token (a trace cut before then does not vote, so its text is never read).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,8 +42,18 @@ from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import get_strategy, parse_params
 from verifiers.confidence import token_confidence
+from verifiers.equivalence import EquivalencePool
 
-__all__ = ["Outcome", "ReplayBackend", "Stored", "confidences", "default_policy", "replay"]
+__all__ = [
+    "Equivalence",
+    "Outcome",
+    "ReplayBackend",
+    "Stored",
+    "comparing_answers",
+    "confidences",
+    "default_policy",
+    "replay",
+]
 
 # The server's default ceiling on samples per request, which a policy of 16 stays within.
 _CONTEXT = ParamsContext(limits=Limits(max_n=16))
@@ -153,14 +164,16 @@ async def replay(
     seed: int,
     max_tokens: int,
     temperature: float,
+    equivalence: EquivalencePool | None = None,
 ) -> Outcome:
-    """Run the registered `strategy` with `params` on one problem's stored samples."""
+    """Run the registered `strategy` with `params` on one problem's stored samples, comparing
+    answers with math-verify in `equivalence`'s workers as the server does."""
     chosen = get_strategy(strategy)
     parsed = parse_params(chosen, {**params, "return_trace": True}, _CONTEXT)
     prompt = ChatPrompt(tuple(ChatMessage(role, content) for role, content in messages))
     sampling = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
     backend = ReplayBackend(samples, seed, max_tokens)
-    ctx = StrategyContext(backend=backend, request_id="replay")
+    ctx = StrategyContext(backend=backend, request_id="replay", equivalence=equivalence)
     result = await chosen.run(StrategyRequest(prompt, sampling), parsed, ctx)
     return Outcome(
         content=result.choices[0].content,
@@ -170,3 +183,17 @@ async def replay(
         stopped_early=result.stopped_early,
         trace=dict(result.trace or {}),
     )
+
+
+# What a replay compares answers with, for callers that may not import the layers.
+Equivalence = EquivalencePool
+
+
+@contextlib.asynccontextmanager
+async def comparing_answers() -> AsyncIterator[EquivalencePool]:
+    """math-verify's workers for a run of replays, stopped when it ends."""
+    equivalence = EquivalencePool()
+    try:
+        yield equivalence
+    finally:
+        await equivalence.aclose()

@@ -28,6 +28,7 @@ from server.request_id import RequestIdMiddleware
 from server.routes import chat, completions, health, models, responses, tokenizer
 from server.serving.running import Serving
 from server.settings import DRAIN_MARGIN_S, Settings
+from verifiers.equivalence import EquivalencePool
 from verifiers.registry import create_verifiers
 
 __all__ = ["create_app"]
@@ -59,6 +60,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 stack.push_async_callback(model.aclose)
                 configs = {**settings.verifiers, **served.verifiers}
                 named_models[name] = (model, create_verifiers(configs, model, clients))
+            # math-verify's workers: answers are compared in processes that can be killed.
+            equivalence = EquivalencePool(
+                timeout_s=settings.answer_match_timeout_s, workers=settings.answer_match_workers
+            )
+            stack.push_async_callback(equivalence.aclose)
             app.state.serving = Serving(
                 active,
                 settings.limits,
@@ -67,6 +73,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 prices=settings.prices,
                 named_models=named_models,
                 keepalive_s=settings.stream_keepalive_s,
+                equivalence=equivalence,
             )
             logger.info(
                 "serving %s on the %s backend; verifiers: %s",

@@ -172,6 +172,20 @@ class ServerSettings(BaseSettings):
             "Unset: the server is open to anyone who can reach it."
         ),
     )
+    answer_match_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Longest math-verify may take to compare a request's answers; past it its worker "
+            "process is killed and the answers are grouped by text (the trace says so)."
+        ),
+    )
+    answer_match_workers: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Worker processes that compare answers with math-verify.",
+    )
     demo: bool = Field(
         default=False,
         description=(

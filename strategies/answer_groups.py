@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from strategies.ranking import ranked
 from strategies.sampling import Sampled
 from verifiers.answer_match import group_answers
+from verifiers.equivalence import EquivalencePool
 
-__all__ = ["Vote", "rank_groups"]
+__all__ = ["Vote", "Votes", "rank_groups"]
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,22 @@ class Vote:
     weight: float
 
 
-async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | None) -> list[Vote]:
+class Votes(list[Vote]):
+    """Answer groups, best first; `is_cut_off`: math-verify was stopped before it compared
+    them, so text answers are grouped by their normalised text and value alone."""
+
+    is_cut_off: bool = False
+
+
+async def rank_groups(
+    candidates: Sequence[Sampled], weights: Sequence[float] | None, pool: EquivalencePool | None
+) -> Votes:
     """Answer groups, best first: by total vote (a count, or the sum of `weights`). Text
-    answers group by equivalence (`verifiers.answer_match`; JSON answers exactly, in canonical
-    form), calls by their exact canonical form."""
+    answers group by equivalence (`verifiers.answer_match`, math-verify in `pool`'s workers;
+    JSON answers exactly, in canonical form), calls by their exact canonical form."""
     groups = await group_answers(
         [None if c.tool_calls else c.answer for c in candidates],
+        pool,
         exact=any(c.is_json for c in candidates),
     )
     members = [(g.answer, g.members) for g in groups]
@@ -49,4 +60,6 @@ async def rank_groups(candidates: Sequence[Sampled], weights: Sequence[float] | 
     ]
     # In the order of their first members, so that a tie goes to the earlier group.
     in_order = sorted(votes, key=lambda v: v.members[0])
-    return ranked(in_order, key=lambda v: v.weight)
+    ranked_votes = Votes(ranked(in_order, key=lambda v: v.weight))
+    ranked_votes.is_cut_off = groups.is_cut_off
+    return ranked_votes

@@ -167,7 +167,7 @@ class Auto:
             wave = (len(drawn), stage.samples - len(drawn))
             drawn += await sample(ctx, request, params, wave=wave)
             # 2. Group and count.
-            votes = await rank_groups(drawn, weights=None)
+            votes = await rank_groups(drawn, None, ctx.equivalence)
             tally = {v.answer: v.weight for v in votes}
             stages.append(_StageRecord(len(drawn), tally, stage.stop_at))
             # 3. Stop once the leader has the votes the stage asks for.
@@ -219,7 +219,9 @@ class Auto:
         scored = Scored(
             drawn, scores, [s.aggregated(params.aggregation) for s in scores], requested=requested
         )
-        chosen, votes = await WeightedVote().choose(scored, request.sampling.n, with_trace=True)
+        chosen, votes = await WeightedVote().choose(
+            ctx, scored, request.sampling.n, with_trace=True
+        )
         return result_of(
             ctx, request, self.name, drawn, chosen, scored=scored, votes=votes, requested=requested
         )

@@ -23,6 +23,7 @@ from pydantic import Field
 from strategies.answer_groups import Vote, rank_groups
 from strategies.base import StrategyParams
 from strategies.candidate_params import VerifiedParams
+from strategies.context import StrategyContext
 from strategies.early_stop import ScoreStop
 from strategies.ranking import ranked
 from strategies.sampling import Scored
@@ -45,17 +46,20 @@ class BestOfN(VerifiedSelection):
     name: ClassVar[str] = "best_of_n"
     params_model: ClassVar[type[StrategyParams]] = BestOfNParams
 
-    async def settled(self, scored: Scored, params: VerifiedParams, left: int) -> bool:
+    async def settled(
+        self, ctx: StrategyContext, scored: Scored, params: VerifiedParams, left: int
+    ) -> bool:
         rule = params.early_stop
         assert isinstance(rule, ScoreStop)
         return max(scored.values, default=float("-inf")) >= rule.threshold
 
     async def choose(
-        self, scored: Scored, n: int, with_trace: bool
+        self, ctx: StrategyContext, scored: Scored, n: int, with_trace: bool
     ) -> tuple[list[int], list[Vote]]:
         # 3. The highest-scored.
         values = scored.values
         chosen = ranked(range(len(values)), key=values.__getitem__)[:n]
         # The votes only show in the trace, so the math-verify grouping behind them runs
         # only when one was asked for.
-        return chosen, await rank_groups(scored.candidates, values) if with_trace else []
+        votes = await rank_groups(scored.candidates, values, ctx.equivalence) if with_trace else []
+        return chosen, votes

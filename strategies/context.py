@@ -17,6 +17,7 @@ from strategies.budget import Allowance
 from strategies.limits import Limits
 from strategies.streams import Arrived, DeltaHandler, collect, collect_until
 from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
+from verifiers.equivalence import EquivalencePool
 
 __all__ = ["StrategyContext"]
 
@@ -28,7 +29,9 @@ class StrategyContext:
     `deadline` is on the running loop's clock; `sink` receives a streaming client's text;
     `budget` is what the request's `reasoning_params.budget` allows (unlimited by default), and
     `price` the model's price, where the server has one. `is_progress_asked`: the request asked
-    for progress lines (`reasoning_params.stream_progress`).
+    for progress lines (`reasoning_params.stream_progress`). `equivalence` compares answers
+    with math-verify in killable workers (the app's); without it, answers group by their
+    normalised text and numeric value only.
     """
 
     backend: BackendSession
@@ -41,6 +44,7 @@ class StrategyContext:
     stats: CallStats = field(default_factory=CallStats)
     price: ModelPrice | None = None
     is_progress_asked: bool = False
+    equivalence: EquivalencePool | None = None
     budget: Allowance = field(init=False)
 
     def __post_init__(self) -> None:

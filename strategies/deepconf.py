@@ -306,7 +306,9 @@ class _Run:
         online.weights += weights
         if tau is None or online.settled:
             return
-        votes = await rank_groups(online.voters, online.weights if self.weigh else None)
+        votes = await rank_groups(
+            online.voters, online.weights if self.weigh else None, self.ctx.equivalence
+        )
         weight = sum(v.weight for v in votes)
         if votes and weight > 0 and votes[0].weight / weight >= tau:
             online.settled = (

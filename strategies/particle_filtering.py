@@ -45,6 +45,7 @@ from strategies.effort import effort_n
 from strategies.sampling import Extraction, Sampled
 from strategies.search import Node, Search, SearchParams, by_reward
 from strategies.steps import evaluate, expand
+from verifiers.equivalence import EquivalencePool
 
 __all__ = [
     "ParticleFiltering",
@@ -146,7 +147,9 @@ class ParticleFiltering:
         winners: set[int] = set()
         votes: dict[str, float] = {}
         if params.selection == "weighted_vote":
-            winners, votes = await heaviest_answer(finished, Extraction.of(request, params))
+            winners, votes = await heaviest_answer(
+                finished, Extraction.of(request, params), ctx.equivalence
+            )
         return search.answer(
             self.name,
             finished,
@@ -161,7 +164,7 @@ class ParticleFiltering:
 
 
 async def heaviest_answer(
-    finished: Sequence[Node], extraction: Extraction
+    finished: Sequence[Node], extraction: Extraction, pool: EquivalencePool | None
 ) -> tuple[set[int], dict[str, float]]:
     """`selection: weighted_vote`: the finished particles (by `id`) of the answer group whose
     scores sum highest, and every group's total."""
@@ -175,7 +178,7 @@ async def heaviest_answer(
         )
         for node in finished
     ]
-    votes = await rank_groups(sampled, [by_reward(node) for node in finished])
+    votes = await rank_groups(sampled, [by_reward(node) for node in finished], pool)
     if not votes:
         return set(), {}
     return {id(finished[i]) for i in votes[0].members}, {v.answer: v.weight for v in votes}

@@ -2,7 +2,8 @@
 trace, and the progress lines a streaming client asked for.
 
 A candidate that answers with calls is returned with fresh call ids and finish_reason
-`tool_calls`.
+`tool_calls` (`stop` where `tool_choice` named the function, as OpenAI and `none` answer). A
+trace whose answers math-verify could not compare in time says so (`answers_compared_as_text`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from backends.base import ToolCall
+from backends.base import ChatPrompt, FinishReason, ForcedTool, ToolCall
 from backends.tool_calls import new_call_id
-from strategies.answer_groups import Vote
+from strategies.answer_groups import Vote, Votes
 from strategies.base import Choice, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.sampling import Sampled, Scored
@@ -38,10 +39,12 @@ def result_of(
     (the N asked for), what was drawn against it and the tokens the undrawn ones would have
     cost at the drawn ones' mean."""
     asked_logprobs = request.sampling.logprobs is not None
+    # A named function forced: OpenAI (and `none`, as vLLM answers) end such a turn with "stop".
+    calls_end: FinishReason = "stop" if _names_a_function(request) else "tool_calls"
     choices = tuple(
         Choice(
             content=candidates[i].text,
-            finish_reason="tool_calls" if candidates[i].tool_calls else candidates[i].finish_reason,
+            finish_reason=calls_end if candidates[i].tool_calls else candidates[i].finish_reason,
             content_tokens=candidates[i].tokens,
             reasoning=candidates[i].reasoning,
             logprobs=candidates[i].logprobs if asked_logprobs else None,
@@ -84,6 +87,11 @@ def result_of(
         spent = ctx.usage.completion_tokens + ctx.usage.verifier_tokens
         saved = round(undrawn * spent / len(candidates)) if candidates else 0
         trace["samples"] = {"requested": requested, "drawn": len(candidates), "tokens_saved": saved}
+    if isinstance(votes, Votes) and votes.is_cut_off:
+        trace["answers_compared_as_text"] = (
+            "math-verify was stopped before it compared the answers (too slow or too long); "
+            "they were grouped by their normalised text"
+        )
     if fallback:
         trace["fallback"] = fallback
     if stopped_early:
@@ -129,3 +137,9 @@ def _short(answer: str, width: int = 40) -> str:
 
 def _steps(score: CandidateScore) -> list[float] | None:
     return list(score.steps) if score.steps else None
+
+
+def _names_a_function(request: StrategyRequest) -> bool:
+    prompt = request.prompt
+    tools = prompt.tools if isinstance(prompt, ChatPrompt) else None
+    return tools is not None and isinstance(tools.choice, ForcedTool)

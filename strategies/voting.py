@@ -40,7 +40,7 @@ async def vote(
     answer groups; with no answer to vote on, the first candidate. `votes` are the candidates'
     answer groups, when the caller has ranked them already."""
     if votes is None:
-        votes = await rank_groups(candidates, weights=None)
+        votes = await rank_groups(candidates, None, ctx.equivalence)
     chosen = [v.members[0] for v in votes[: request.sampling.n]] or [0]
     return result_of(
         ctx,
@@ -82,7 +82,7 @@ class VerifiedSelection(ABC):
         self, request: StrategyRequest, params: VerifiedParams, ctx: StrategyContext
     ) -> StrategyResult:
         scored = await sample_and_verify(
-            ctx, request, params, lambda so_far, left: self.settled(so_far, params, left)
+            ctx, request, params, lambda so_far, left: self.settled(ctx, so_far, params, left)
         )
         if scored.error is not None:
             # Majority vote answers, and the trace says so under its registered name.
@@ -95,7 +95,7 @@ class VerifiedSelection(ABC):
                 scored.error,
                 scored.requested,
             )
-        chosen, votes = await self.choose(scored, request.sampling.n, params.return_trace)
+        chosen, votes = await self.choose(ctx, scored, request.sampling.n, params.return_trace)
         return result_of(
             ctx,
             request,
@@ -108,14 +108,16 @@ class VerifiedSelection(ABC):
             requested=scored.requested,
         )
 
-    async def settled(self, scored: Scored, params: VerifiedParams, left: int) -> bool:
+    async def settled(
+        self, ctx: StrategyContext, scored: Scored, params: VerifiedParams, left: int
+    ) -> bool:
         """Whether the candidates so far settle the choice (with `early_stop`; `left` more
         could be drawn)."""
         return False
 
     @abstractmethod
     async def choose(
-        self, scored: Scored, n: int, with_trace: bool
+        self, ctx: StrategyContext, scored: Scored, n: int, with_trace: bool
     ) -> tuple[list[int], list[Vote]]:
         """The `n` candidates that answer, and the answer groups' votes for the trace (which
         may be left out when no trace was asked for and the choice needs none)."""

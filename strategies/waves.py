@@ -36,7 +36,7 @@ async def sample_until_settled(
         # Ranked once per wave, for the rule and the progress line alike, and kept for the vote.
         draws.votes = None
         if asked or ctx.is_reporting_progress:
-            draws.votes = await rank_groups(draws.drawn, weights=None)
+            draws.votes = await rank_groups(draws.drawn, None, ctx.equivalence)
             await report_votes(ctx, draws.votes, len(draws.drawn), draws.total)
         if asked:
             assert rule is not None and draws.votes is not None

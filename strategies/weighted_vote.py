@@ -86,27 +86,29 @@ class WeightedVote(VerifiedSelection):
         online = await think(ctx, request, params, rule, weigh, needs)
         values = online.weights
         scored = Scored(online.voters, tuple(CandidateScore(v) for v in values), values)
-        chosen, votes = await self.choose(scored, request.sampling.n, params.return_trace)
+        chosen, votes = await self.choose(ctx, scored, request.sampling.n, params.return_trace)
         result = result_of(
             ctx, request, self.name, online.voters, chosen, scored=scored, votes=votes
         )
         return online.annotate(result)
 
-    async def settled(self, scored: Scored, params: VerifiedParams, left: int) -> bool:
+    async def settled(
+        self, ctx: StrategyContext, scored: Scored, params: VerifiedParams, left: int
+    ) -> bool:
         rule = params.early_stop
         assert isinstance(rule, EarlyStop)
-        votes = await rank_groups(scored.candidates, scored.values)
+        votes = await rank_groups(scored.candidates, scored.values, ctx.equivalence)
         voted = sum(len(v.members) for v in votes)
         # A candidate still to come can add at most the largest weight seen so far.
         most = max(scored.values, default=1.0)
         return settled(rule, [v.weight for v in votes], voted, left, most)
 
     async def choose(
-        self, scored: Scored, n: int, with_trace: bool
+        self, ctx: StrategyContext, scored: Scored, n: int, with_trace: bool
     ) -> tuple[list[int], list[Vote]]:
         # 3. Weigh the answer groups.
         weights = scored.values
-        votes = await rank_groups(scored.candidates, weights)
+        votes = await rank_groups(scored.candidates, weights, ctx.equivalence)
         # 4. Each group's best-scored candidate speaks for it.
         chosen = [ranked(v.members, key=weights.__getitem__)[0] for v in votes][:n]
         return chosen or ranked(range(len(weights)), key=weights.__getitem__)[:1], votes

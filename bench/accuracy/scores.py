@@ -18,7 +18,7 @@ from bench.accuracy.rows import (
     last_number,
     load_particles,
 )
-from bench.replay import Outcome, Stored, replay
+from bench.replay import Equivalence, Outcome, Stored, comparing_answers, replay
 
 
 @dataclass
@@ -32,25 +32,27 @@ class Scores:
 
 
 async def replay_row(row: Row, records: Sequence[dict[str, Any]]) -> Scores:
-    outcomes = []
-    for record in records:
-        problem = Problem(record["tier"], record["question"], record["answer"], record["seed"])
-        samples = [
-            Stored(s["text"], s["tokens"], tuple(s.get("confidences", ())))
-            for s in record["samples"]
-        ]
-        outcomes.append(
-            await replay(
-                row.strategy,
-                row.params,
-                problem.messages(),
-                samples,
-                problem.seed,
-                MAX_TOKENS,
-                TEMPERATURE,
-            )
-        )
+    """Every stored problem replayed through `row`'s strategy, answers compared as served."""
+    async with comparing_answers() as equivalence:
+        outcomes = [await _replay_one(row, record, equivalence) for record in records]
     return scored(outcomes, records)
+
+
+async def _replay_one(row: Row, record: dict[str, Any], equivalence: Equivalence) -> Outcome:
+    problem = Problem(record["tier"], record["question"], record["answer"], record["seed"])
+    samples = [
+        Stored(s["text"], s["tokens"], tuple(s.get("confidences", ()))) for s in record["samples"]
+    ]
+    return await replay(
+        row.strategy,
+        row.params,
+        problem.messages(),
+        samples,
+        problem.seed,
+        MAX_TOKENS,
+        TEMPERATURE,
+        equivalence,
+    )
 
 
 def scored(outcomes: list[Outcome], records: Sequence[dict[str, Any]]) -> Scores:

@@ -31,6 +31,7 @@ from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import STRATEGIES
 from verifiers.base import Verifier
+from verifiers.equivalence import EquivalencePool
 
 __all__ = ["Serving"]
 
@@ -54,8 +55,10 @@ class Serving:
         prices: Mapping[str, ModelPrice] | None = None,
         named_models: Mapping[str, NamedModel] | None = None,
         keepalive_s: float = 10.0,
+        equivalence: EquivalencePool | None = None,
     ) -> None:
         self.limits = limits
+        self.equivalence = equivalence
         self.keepalive_s = keepalive_s
         self.metrics = metrics
         self.prices = dict(prices or {})
@@ -192,6 +195,7 @@ class Serving:
             usage=prepared.spent,
             price=self.prices.get(prepared.model),
             is_progress_asked=prepared.stream_progress,
+            equivalence=self.equivalence,
         )
 
     async def _execute(self, prepared: PreparedRequest, ctx: StrategyContext) -> StrategyResult:

@@ -161,9 +161,9 @@ def groupings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     calls: list[int] = []
 
-    async def counted(answers: Any, exact: bool = False) -> Any:
+    async def counted(answers: Any, pool: Any = None, exact: bool = False) -> Any:
         calls.append(len(answers))
-        return await group_answers(answers, exact=exact)
+        return await group_answers(answers, pool, exact=exact)
 
     monkeypatch.setattr(strategies.answer_groups, "group_answers", counted)
     return calls

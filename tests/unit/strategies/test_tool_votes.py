@@ -7,7 +7,15 @@ import dataclasses
 import json
 from typing import Any
 
-from backends.base import ChatMessage, ChatPrompt, SamplingParams, Tool, ToolCall, Tools
+from backends.base import (
+    ChatMessage,
+    ChatPrompt,
+    ForcedTool,
+    SamplingParams,
+    Tool,
+    ToolCall,
+    Tools,
+)
 from backends.scripted import ScriptedBackend
 from backends.tool_calls import render_call
 from strategies.base import ParamsContext, StrategyRequest, StrategyResult
@@ -129,3 +137,16 @@ def test_calls_vote_by_canonical_arguments_whatever_their_spelling() -> None:
     assert same == calls_answer([call("g", "{}"), call("f", '{"a":[2,"x"],"b":1}')])
     assert calls_answer([call("f", '{"a": 1.5}')]) != calls_answer([call("f", '{"a": 1}')])
     assert calls_answer([call("f", "not json")]) == "f(not json)"
+
+
+async def test_a_named_function_forced_ends_with_stop_as_openai_does() -> None:
+    # `none` answered "stop" (as OpenAI and vLLM do) while a vote said "tool_calls".
+    name = "majority_vote"
+    named = Tools((Tool("get_weather"), Tool("get_time")), choice=ForcedTool("get_weather"))
+    texts = [call("get_weather", {"city": "Paris"})] * 3
+    result, _ = await run(name, texts, tools=named)
+    (choice,) = result.choices
+    assert choice.tool_calls and choice.finish_reason == "stop"
+    required = Tools((Tool("get_weather"),), choice="required")
+    result, _ = await run(name, texts, tools=required)
+    assert result.choices[0].finish_reason == "tool_calls"

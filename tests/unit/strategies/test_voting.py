@@ -13,6 +13,7 @@ from strategies.limits import Limits
 from strategies.registry import get_strategy, parse_params
 from tests.factories import TableVerifier, chat_request
 from verifiers.base import Verifier, VerifierError
+from verifiers.equivalence import EquivalencePool
 
 CONTEXT = ParamsContext(verifiers=frozenset({"v"}), limits=Limits(max_n=16))
 
@@ -22,6 +23,7 @@ async def run(
     texts: list[str],
     params: dict[str, Any] | None = None,
     verifier: TableVerifier | None = None,
+    equivalence: EquivalencePool | None = None,
     **sampling: Any,
 ) -> tuple[StrategyResult, ScriptedBackend]:
     backend = ScriptedBackend(texts)
@@ -30,7 +32,9 @@ async def run(
         strategy, {"n": len(texts), "return_trace": True, **(params or {})}, CONTEXT
     )
     verifiers: dict[str, Verifier] = {"v": verifier} if verifier else {}
-    ctx = StrategyContext(backend=backend, request_id="r", verifiers=verifiers)
+    ctx = StrategyContext(
+        backend=backend, request_id="r", verifiers=verifiers, equivalence=equivalence
+    )
     return await strategy.run(chat_request(**sampling), parsed, ctx), backend
 
 
@@ -52,9 +56,27 @@ async def test_majority_tie_goes_to_the_group_seen_first() -> None:
 
 async def test_equivalent_answers_vote_together() -> None:
     texts = ["x is \\boxed{\\frac{1}{2}}", "so 0.75", "it is 0.5", "answer 1/2", "0.75 it is"]
-    result, _ = await run("majority_vote", texts)
+    equivalence = EquivalencePool()
+    try:
+        result, _ = await run("majority_vote", texts, equivalence=equivalence)
+    finally:
+        await equivalence.aclose()
     assert result.choices[0].content == texts[0]
     assert result.trace is not None and result.trace["votes"]["\\frac{1}{2}"] == 3.0
+    assert "answers_compared_as_text" not in result.trace
+
+
+async def test_answers_math_verify_could_not_compare_are_grouped_as_text_and_flagged() -> None:
+    texts = ["\\boxed{\\left(10^{9}\\right)!}", "\\boxed{2}", "\\boxed{\\left(10^{9}\\right)!}"]
+    equivalence = EquivalencePool(timeout_s=1.0)
+    try:
+        result, _ = await run("majority_vote", texts, equivalence=equivalence)
+    finally:
+        await equivalence.aclose()
+    assert result.choices[0].content == texts[0]
+    assert result.trace is not None and "math-verify was stopped" in str(
+        result.trace["answers_compared_as_text"]
+    )
 
 
 async def test_request_n_returns_the_top_groups() -> None:
