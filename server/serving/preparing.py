@@ -55,7 +55,10 @@ def prepare_request(
     if unsupported is not None:
         raise InvalidRequest(f"{unsupported} is not supported by this server", unsupported)
     if ignored := body.ignored_fields():
-        logger.warning("ignoring unknown request fields: %s", ", ".join(ignored))
+        # Quoted: a client's field name may hold a newline that would forge a log line.
+        logger.warning(
+            "ignoring unknown request fields: %s", ", ".join(repr(name[:64]) for name in ignored)
+        )
     request = body.to_strategy_request(limits)
     strategy = get_strategy(body.reasoning_strategy)
     check_answer_kind(strategy, request)

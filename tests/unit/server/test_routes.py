@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import SecretStr
 
 from backends.base import ChatPrompt
 from backends.errors import BackendError, BackendResponseError, BackendTimeout, BackendUnavailable
 from backends.scripted import ScriptedBackend
+from server.settings import Settings
 from strategies.limits import Limits
 from tests.factories import SCRIPTED_MODEL, app_client, chat_body, sse_events
 
@@ -476,3 +478,17 @@ async def test_concurrent_requests_all_answered() -> None:
         )
     assert [r.status_code for r in responses] == [200] * 50
     assert len(backend.calls) == 50
+
+
+async def test_ready_names_a_down_replica_by_place_and_its_url_only_to_the_operator() -> None:
+    # /ready is open: it named the replicas' URLs to anyone who asked.
+    backend = ScriptedBackend()
+    down = "no vLLM replica is ready: http://10.0.0.7:8000: refused; http://10.0.0.8:8000: refused"
+    backend.error = BackendUnavailable(down)
+    settings = Settings(metrics_token=SecretStr("ops-token"))
+    async with app_client(backend, settings=settings) as client:
+        anyone = (await client.get("/ready")).json()["error"]["message"]
+        operator = await client.get("/ready", headers={"Authorization": "Bearer ops-token"})
+    assert "10.0.0" not in anyone
+    assert anyone == "no vLLM replica is ready: replica 1: refused; replica 2: refused"
+    assert operator.json()["error"]["message"] == down

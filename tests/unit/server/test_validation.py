@@ -154,3 +154,17 @@ async def test_values_that_overflow_are_a_400_not_a_500(fields: dict[str, Any], 
         response = await c.post("/v1/chat/completions", json=chat_body(**fields))
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+async def test_an_unknown_field_is_logged_quoted_never_verbatim(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A newline in a field name wrote a line of the client's into the log.
+    forged = "x\n2026-01-01 00:00:00 ERROR forged line"
+    async with app_client(ScriptedBackend(["4"])) as client:
+        with caplog.at_level("WARNING", logger="server"):
+            response = await client.post("/v1/chat/completions", json=chat_body(**{forged: 1}))
+    assert response.status_code == 200
+    (record,) = [r for r in caplog.records if "unknown request fields" in r.getMessage()]
+    assert "\n" not in record.getMessage()
+    assert repr(forged) in record.getMessage()
