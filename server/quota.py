@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -158,6 +158,20 @@ class Quotas:
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
         return task
+
+    def settle_after(self, claim: Claim, usage: Usage, over: Awaitable[None]) -> None:
+        """Settle `claim` at `usage` once `over` is done (a cancelled run has unwound), in a
+        task of its own."""
+
+        async def later() -> None:
+            await over
+            settling = self.settle(claim, usage)
+            if settling is not None:
+                await settling
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def aclose(self) -> None:
         """Finish the settlements under way, then close the store."""

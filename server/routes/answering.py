@@ -79,9 +79,9 @@ async def answer(
     events: AsyncIterator[str] = serving.stream(prepared, rendering)
     after = None
     if held is not None:
-        events = _settling(events, *held, prepared.spent)
+        events = _settling(events, *held, prepared)
         # Should the body never start (the client gone first), settle after the response.
-        after = BackgroundTask(_settle_later, *held, prepared.spent)
+        after = BackgroundTask(_settle_later, *held, prepared)
     return StreamingResponse(
         events, media_type="text/event-stream", headers=_SSE_HEADERS, background=after
     )
@@ -114,22 +114,26 @@ async def answer_whole(
     return JSONResponse(body(result))
 
 
-async def _settle_later(quotas: Quotas, claim: Claim, spent: Usage) -> None:
-    settling = quotas.settle(claim, spent)  # a no-op once the stream settled it
+async def _settle_later(quotas: Quotas, claim: Claim, prepared: PreparedRequest) -> None:
+    await prepared.run.unwound()
+    settling = quotas.settle(claim, prepared.spent)  # a no-op once the stream settled it
     if settling is not None:
         await settling
 
 
 async def _settling(
-    events: AsyncIterator[str], quotas: Quotas, claim: Claim, spent: Usage
+    events: AsyncIterator[str], quotas: Quotas, claim: Claim, prepared: PreparedRequest
 ) -> AsyncIterator[str]:
     try:
         async for event in events:
             yield event
     except BaseException:
-        quotas.settle(claim, spent)  # in the background: this task may be cancelled
+        # The client went away: the cancelled strategy may still be unwinding its calls in
+        # flight, which are counted as they end; settle once it has (in the background, as
+        # this task is being cancelled).
+        quotas.settle_after(claim, prepared.spent, prepared.run.unwound())
         raise
-    settling = quotas.settle(claim, spent)
+    settling = quotas.settle(claim, prepared.spent)
     if settling is not None:
         # Before the body ends, so that the client's next request finds it charged.
         await settling

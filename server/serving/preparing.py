@@ -6,6 +6,7 @@ in `server.serving.deployments`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from strategies.limits import Limits
 from strategies.registry import check_answer_kind, get_strategy, parse_params
 from strategies.strategy import Strategy
 
-__all__ = ["PreparedRequest", "prepare_request"]
+__all__ = ["PreparedRequest", "RunState", "prepare_request"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,22 @@ class PreparedRequest:
     stream_progress: bool = False
     # What the run spends, as it spends it: its key is charged this however the run ends.
     spent: Usage = field(default_factory=Usage)
+    # The strategy's task, once a stream started it: a key is settled only once it has
+    # finished unwinding, so that the calls it had in flight are counted.
+    run: RunState = field(default_factory=lambda: RunState())
+
+
+@dataclass
+class RunState:
+    """Whether a streamed run started, and an event set once its task is over."""
+
+    started: bool = False
+    over: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def unwound(self) -> None:
+        """Return once the run is over (at once if it never started)."""
+        if self.started:
+            await self.over.wait()
 
 
 def prepare_request(

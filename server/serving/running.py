@@ -105,6 +105,8 @@ class Serving:
         task = asyncio.create_task(self._execute(prepared, ctx), name=prepared.request_id)
         # Queued behind every delta the strategy emitted, so the loop below sees them all.
         task.add_done_callback(lambda _: deltas.put_nowait(None))
+        prepared.run.started = True
+        task.add_done_callback(lambda _: prepared.run.over.set())
         keepalive = _KeepAlive(deltas, self.keepalive_s)
         outcome: BaseException | None = None
         try:

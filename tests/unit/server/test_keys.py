@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from starlette.types import Message
 
 from backends.scripted import ScriptedBackend
 from server.app import create_app
@@ -24,7 +25,7 @@ from server.quota import Estimate, Quotas
 from server.settings import LimitsSettings, Settings
 from strategies.accounting import ModelPrice, Usage
 from tests.exposition import Samples
-from tests.factories import SCRIPTED_MODEL, app_client, chat_body, free_port
+from tests.factories import SCRIPTED_MODEL, app_client, chat_body, free_port, sse_events
 
 KEY = "sk-test-alpha"
 
@@ -419,3 +420,60 @@ async def test_under_a_root_path_every_route_still_needs_its_key(tmp_path: Path)
             ]
     assert [r.status_code for r in anonymous] == [401, 401, 401, 401]
     assert [r.status_code for r in keyed] == [200, 429, 429]
+
+
+async def test_a_stream_the_client_abandons_is_charged_what_its_run_spent(tmp_path: Path) -> None:
+    # Settled the moment the client left, before the cancelled strategy had counted the call
+    # it had in flight: 29 tokens generated, 0 charged.
+    chosen = settings(tmp_path, {"tpm": 100_000})
+    words = " ".join(f"w{i}" for i in range(40))
+    app = create_app(chosen, backend=ScriptedBackend([words], delay_s=0.01))
+    body = json.dumps(chat_body(stream=True, max_tokens=64)).encode()
+    chunks: list[bytes] = []
+    gone = asyncio.Event()
+
+    async def receive() -> Message:
+        if not chunks and not gone.is_set():
+            gone.set()  # the first call: the body
+            return {"type": "http.request", "body": body, "more_body": False}
+        while len(chunks) < 6:  # then leave, some tokens into the answer
+            await asyncio.sleep(0.005)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            chunks.append(message["body"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {KEY}".encode()),
+            (b"host", b"gateway"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    async with app.router.lifespan_context(app):
+        await app(scope, receive, send)
+        await asyncio.sleep(0.2)  # the settlement runs in the background
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            scrape = Samples.parse((await client.get("/metrics")).text)
+    text = "".join(
+        e["choices"][0]["delta"].get("content") or ""
+        for e in sse_events(b"".join(chunks).decode())[:-1]
+        if e.get("choices")
+    )
+    streamed = len(text.split())
+    charged = scrape.get("ttc_key_tokens_total", key="alpha")
+    assert 0 < streamed < 40
+    assert charged >= streamed
