@@ -55,7 +55,10 @@ class KeyLimits(BaseModel):
     max_search_tokens: int | None = Field(
         default=None,
         ge=1,
-        description="Largest token budget of a request (`budget.tokens`, `max_search_tokens`).",
+        description=(
+            "Largest token budget of a request (`budget.tokens`, `max_search_tokens`, or, when "
+            "it names none, the most its strategy may spend)."
+        ),
     )
     strategies: frozenset[str] | None = Field(
         default=None, description="The reasoning strategies the key may use (absent: all)."

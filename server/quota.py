@@ -5,7 +5,8 @@ A request that asks more than the server ever allows (`--limits.*`) is a 400 fro
 (`KeyLimitExceeded`). In that order:
 
 1. the key's ceilings: the strategy allowed, the largest `n` (the request's and the strategy's
-   own) and the largest token budget (`budget.tokens`, `max_search_tokens`); retrying cannot
+   own) and the largest token budget (`budget.tokens`, `max_search_tokens`, or without either
+   the most the strategy may spend: `estimate`); retrying cannot
    help, so these 429s carry no `Retry-After` and `x-should-retry: false`;
 2. the counters, in the `LimitStore`, in one atomic step: requests per minute, requests in
    flight, tokens per minute and dollars per day and month. The request reserves what it may
@@ -222,10 +223,15 @@ class Quotas:
                 message += " (Without reasoning_params.n, reasoning_effort sets it.)"
             raise self._refused(key, "n", message, param=need.n_param)
         ceiling = limits.max_search_tokens
-        if ceiling is not None and need.budget_tokens is not None and need.budget_tokens > ceiling:
-            message = (
-                f"The token budget is {need.budget_tokens}; this key allows at most {ceiling}."
-            )
+        # Whether or not the request names a budget: without one, what its strategy may spend.
+        budget = need.budget_tokens if need.budget_tokens is not None else need.tokens
+        if ceiling is not None and budget > ceiling:
+            message = f"The token budget is {budget}; this key allows at most {ceiling}."
+            if need.budget_tokens is None:
+                message = (
+                    f"This request may spend {budget} tokens; this key allows at most {ceiling}. "
+                    "Give reasoning_params.budget.tokens (or lower max_tokens or n)."
+                )
             raise self._refused(
                 key, "search_tokens", message, param="reasoning_params.budget", kind="tokens"
             )

@@ -197,9 +197,12 @@ async def test_strategies_and_search_budgets_a_key_may_use(tmp_path: Path) -> No
             ),
             headers=auth(),
         )
+        # Without a budget, what it may spend counts: 2 candidates of 40 tokens fit in 100.
         vote = await client.post(
             "/v1/chat/completions",
-            json=chat_body(reasoning_strategy="majority_vote", reasoning_params={"n": 2}),
+            json=chat_body(
+                reasoning_strategy="majority_vote", reasoning_params={"n": 2}, max_tokens=40
+            ),
             headers=auth(),
         )
     assert beam.status_code == 429 and error_of(beam)["param"] == "reasoning_strategy"
@@ -477,3 +480,21 @@ async def test_a_stream_the_client_abandons_is_charged_what_its_run_spent(tmp_pa
     charged = scrape.get("ttc_key_tokens_total", key="alpha")
     assert 0 < streamed < 40
     assert charged >= streamed
+
+
+async def test_the_token_ceiling_holds_when_the_request_names_no_budget(tmp_path: Path) -> None:
+    # Only a named budget was checked: a search without one spent 27,120 tokens under 50.
+    chosen = settings(tmp_path, {"max_search_tokens": 50})
+    async with app_client(ScriptedBackend(["4"]), settings=chosen) as client:
+        unbounded = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(reasoning_strategy="beam_search", reasoning_params={"n": 4}),
+            headers=auth(),
+        )
+        within = await client.post(
+            "/v1/chat/completions", json=chat_body(max_tokens=20), headers=auth()
+        )
+    assert unbounded.status_code == 429
+    error = error_of(unbounded)
+    assert error["param"] == "reasoning_params.budget" and "may spend" in error["message"]
+    assert within.status_code == 200
