@@ -57,7 +57,7 @@ PROMPT_CHARS_PER_TOKEN = 3
 class Estimate:
     """What a request may spend at most: the numbers a reservation and the ceilings use."""
 
-    strategy: str
+    strategy: str | None  # None: a request that runs no strategy (the tokenizer routes)
     n: int
     n_param: str  # the field `n` came from, for a 429 naming it
     budget_tokens: int | None
@@ -213,7 +213,11 @@ class Quotas:
 
     def _check_ceilings(self, key: ApiKey, need: Estimate) -> None:
         limits = key.limits
-        if limits.strategies is not None and need.strategy not in limits.strategies:
+        if (
+            limits.strategies is not None
+            and need.strategy is not None
+            and need.strategy not in limits.strategies
+        ):
             allowed = ", ".join(sorted(limits.strategies)) or "none"
             message = f"This key may not use {need.strategy!r}; it may use: {allowed}."
             raise self._refused(key, "strategy", message, param="reasoning_strategy")

@@ -65,6 +65,11 @@ class LimitsSettings(Limits):
         gt=0,
         description="Longest a request waits for a slot before it gets 503.",
     )
+    max_batch_prompts: int = Field(
+        default=256,
+        ge=1,
+        description="Prompts in one plain completions batch (each is a backend call), at most.",
+    )
     max_body_bytes: int = Field(
         default=8 << 20,
         ge=1024,

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from backends.base import TextPrompt, TokenPrompt
 from server.deps import RequestIdDep, ServingDep
 from server.protocol.completions import CompletionRequest, CompletionResponse
+from server.protocol.errors import InvalidRequest
 from server.quota import Estimate
 from server.routes.answering import ERROR_RESPONSES, answer, answer_whole
 from server.serving.completions import CompletionRendering
@@ -30,6 +31,13 @@ async def create_completion(
     token-id prompts and batches of prompts go to the model itself."""
     prompts = body.plain_prompts()
     if prompts is not None:
+        most = raw.app.state.settings.limits.max_batch_prompts
+        if len(prompts) > most:
+            # Each prompt is a backend call of its own.
+            raise InvalidRequest(
+                f"a batch holds {len(prompts)} prompts; this server takes at most {most}",
+                "prompt",
+            )
         return await answer_whole(
             raw,
             body.model,
@@ -43,14 +51,17 @@ async def create_completion(
 
 
 def _plain_need(body: CompletionRequest, prompts: list[TextPrompt | TokenPrompt]) -> Estimate:
-    """What a plain-model request may spend: `n` completions of `max_tokens` per prompt."""
+    """What a plain-model request may spend: `n` completions of `max_tokens` per prompt, and at
+    least a token per prompt, so that a key's tokens per minute bound its backend calls (an
+    echo batch scoring prompts generates none)."""
     chars = sum(len(p.text) if isinstance(p, TextPrompt) else 3 * len(p.ids) for p in prompts)
+    per_prompt = body.n * (body.max_tokens if body.max_tokens is not None else 16)
     return Estimate(
         strategy="none",
         n=body.n,
         n_param="n",
         budget_tokens=None,
-        tokens=len(prompts) * body.n * (body.max_tokens if body.max_tokens is not None else 16),
+        tokens=len(prompts) * max(1, per_prompt),
         prompt_tokens=chars // 3 + 1,
     )
 

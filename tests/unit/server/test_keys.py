@@ -498,3 +498,42 @@ async def test_the_token_ceiling_holds_when_the_request_names_no_budget(tmp_path
     error = error_of(unbounded)
     assert error["param"] == "reasoning_params.budget" and "may spend" in error["message"]
     assert within.status_code == 200
+
+
+async def test_the_tokenizer_routes_count_against_the_key(tmp_path: Path) -> None:
+    # They reached the backend outside every per-key limit.
+    chosen = settings(tmp_path, {"rpm": 2})
+    async with app_client(ScriptedBackend(["4"]), settings=chosen) as client:
+        answers = [
+            await client.post(
+                "/tokenize", json={"model": SCRIPTED_MODEL, "prompt": "a b"}, headers=auth()
+            ),
+            await client.post(
+                "/detokenize", json={"model": SCRIPTED_MODEL, "tokens": [1]}, headers=auth()
+            ),
+            await client.get("/tokenizer_info", headers=auth()),
+        ]
+    assert [r.status_code for r in answers] == [200, 200, 429]
+    assert answers[0].json()["count"] >= 1
+
+
+async def test_an_echo_batch_reserves_a_call_per_prompt_and_is_capped(tmp_path: Path) -> None:
+    # An echo batch reserved 0 tokens and fanned out a call per prompt: 5,000 calls for a key
+    # limited to 1 token a minute.
+    chosen = settings(tmp_path, {"tpm": 10}, limits=LimitsSettings(max_batch_prompts=100))
+    backend = ScriptedBackend(["4"])
+    async with app_client(backend, settings=chosen) as client:
+        batch = {"model": SCRIPTED_MODEL, "echo": True, "max_tokens": 0}
+        over_tpm = await client.post(
+            "/v1/completions", json={**batch, "prompt": ["a"] * 50}, headers=auth()
+        )
+        over_cap = await client.post(
+            "/v1/completions", json={**batch, "prompt": ["a"] * 101}, headers=auth()
+        )
+        fits = await client.post(
+            "/v1/completions", json={**batch, "prompt": ["a"] * 5}, headers=auth()
+        )
+    assert over_tpm.status_code == 429 and error_of(over_tpm)["type"] == "tokens"
+    assert over_cap.status_code == 400 and error_of(over_cap)["param"] == "prompt"
+    assert fits.status_code == 200
+    assert len(backend.calls) == 5
