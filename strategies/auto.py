@@ -54,8 +54,8 @@ class Stage(BaseModel):
     )
 
 
-# Tuned on bench/accuracy.py's replay of stored vLLM samples (README, "auto"): the cheapest
-# policy of its grid that met all of issue 14's targets for `auto`. Stage 1 escalates only
+# Tuned on bench.accuracy's replay of stored vLLM samples (docs/benchmarks.md): the cheapest
+# policy of its grid that met all of its accuracy and token targets. Stage 1 escalates only
 # when no answer repeats among 4 samples.
 POLICY: tuple[Stage, ...] = (
     Stage(samples=4, stop_at=2),

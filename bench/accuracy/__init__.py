@@ -20,7 +20,7 @@ are served, on every problem. Three steps:
     flock /tmp/vllm.lock .venv-vllm/bin/python -m bench.accuracy collect --live 30
 
     # 2. Replay every row on the stored samples: tables per tier and overall with 95 %
-    #    intervals of the paired differences against majority@16, the targets of issue 14
+    #    intervals of the paired differences against majority@16, the adaptive-compute targets
     #    (PASS/MISS), whether the live subset matches its replay, and two PNG plots.
     .venv/bin/python -m bench.accuracy report --plots docs/bench
 

@@ -1,5 +1,5 @@
-"""Step 2, `report`: tables per tier and overall, issue 14's targets, the live subset against
-its replay, and the plots."""
+"""Step 2, `report`: tables per tier and overall, the adaptive-compute targets, the live
+subset against its replay, and the plots."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def check_targets(scores: dict[str, Scores], share: np.ndarray[Any, np.dtype[np.
     lines.append(
         ("auto: ≤ 85 % of majority@16's tokens", r <= 0.85, f"{r:.0%} (gap {r - 0.85:+.0%})")
     )
-    print("\nTargets (issue 14), overall unless said")
+    print("\nTargets (adaptive compute), overall unless said")
     for text, passed, detail in lines:
         print(f"  {'PASS' if passed else 'MISS'}  {text}: {detail}")
 
