@@ -226,3 +226,22 @@ def vllm_urls(settings: Settings) -> list[str]:
     """The replica URLs the settings give the vLLM backend (its part joins from the registry)."""
     assert isinstance(settings, VLLMBackendSettings)
     return settings.vllm_url
+
+
+def http_scope(path: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> dict[str, Any]:
+    """The ASGI scope of a `POST path` with a JSON body, for a test that drives an app's
+    `receive` and `send` itself (a body that stalls, a client that leaves mid-stream)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"gateway"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }

@@ -15,7 +15,7 @@ from starlette.types import Message
 from backends.scripted import ScriptedBackend
 from server.app import create_app
 from server.settings import LimitsSettings, Settings
-from tests.factories import chat_body
+from tests.factories import chat_body, http_scope
 
 LIMITS = LimitsSettings(
     max_concurrent_requests=1, max_queued_requests=0, max_body_bytes=4096, body_timeout_s=0.5
@@ -50,20 +50,7 @@ async def stalled_request(app: FastAPI) -> list[Message]:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"gateway")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope("/v1/chat/completions")
     await app(scope, receive, send)
     return sent
 

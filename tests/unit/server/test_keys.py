@@ -25,7 +25,7 @@ from server.quota import Estimate, Quotas
 from server.settings import LimitsSettings, Settings
 from strategies.accounting import ModelPrice, Usage
 from tests.exposition import Samples
-from tests.factories import SCRIPTED_MODEL, app_client, chat_body, free_port, sse_events
+from tests.factories import SCRIPTED_MODEL, app_client, chat_body, free_port, http_scope, sse_events
 
 KEY = "sk-test-alpha"
 
@@ -447,24 +447,7 @@ async def test_a_stream_the_client_abandons_is_charged_what_its_run_spent(tmp_pa
         if message["type"] == "http.response.body" and message.get("body"):
             chunks.append(message["body"])
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {KEY}".encode()),
-            (b"host", b"gateway"),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope("/v1/chat/completions", [(b"authorization", f"Bearer {KEY}".encode())])
     async with app.router.lifespan_context(app):
         await app(scope, receive, send)
         await asyncio.sleep(0.2)  # the settlement runs in the background
