@@ -19,7 +19,11 @@ from strategies.streams import Arrived, DeltaHandler, collect, collect_until
 from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
 from verifiers.equivalence import EquivalencePool
 
-__all__ = ["StrategyContext"]
+__all__ = ["READ_CHARS_PER_TOKEN", "StrategyContext"]
+
+# Characters per token assumed of what a cut-off verifier call read: few, so that the charge
+# errs high, as a key's reservation does.
+READ_CHARS_PER_TOKEN = 3
 
 
 @dataclass
@@ -137,9 +141,18 @@ class StrategyContext:
     async def verify(
         self, name: str, question: str, candidates: Sequence[Candidate]
     ) -> tuple[CandidateScore, ...]:
-        """Score candidates with the verifier configured as `name`; its tokens are counted."""
-        with self.stats.verifier_call(name):
-            scores = await self.verifiers[name].score(question, candidates)
+        """Score candidates with the verifier configured as `name`; its tokens are counted. A
+        call cut off (cancelled, or past its timeout) reports none, though the model server
+        read them: it is charged, as unreported tokens, the least it read, the question and
+        each candidate once (`READ_CHARS_PER_TOKEN` characters a token)."""
+        try:
+            with self.stats.verifier_call(name):
+                scores = await self.verifiers[name].score(question, candidates)
+        except BaseException as exc:
+            if outcome_of(_cause(exc)) in ("cancelled", "timeout"):
+                chars = sum(len(question) + len(c.text) for c in candidates)
+                self.usage.unreported_tokens += chars // READ_CHARS_PER_TOKEN + len(candidates)
+            raise
         if len(scores.candidates) != len(candidates):
             raise VerifierError(
                 f"verifier {name!r} returned {len(scores.candidates)} scores "
@@ -151,3 +164,8 @@ class StrategyContext:
     async def count_tokens(self, text: str) -> int:
         """How many tokens `text` is in the backend's tokenizer."""
         return await self.backend.count_tokens(text)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """A verifier's timeout arrives as the `VerifierError` its guard raised from it."""
+    return exc.__cause__ if isinstance(exc, VerifierError) and exc.__cause__ else exc

@@ -1,10 +1,12 @@
 """Calls cut off before their usage arrives are still counted: a stream by the tokens its
-deltas carried, a plain call cancelled or timed out at the most it could have generated (which
-keys are charged and the response's usage leaves out)."""
+deltas carried, a plain call cancelled or timed out at the most it could have generated, a
+verifier call at the least it read (which keys are charged and the response's usage leaves
+out)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -12,7 +14,9 @@ from backends.base import ChatMessage, ChatPrompt, SamplingParams, StreamDelta
 from backends.errors import BackendResponseError
 from backends.scripted import ScriptedBackend
 from strategies.accounting import ModelPrice
-from strategies.context import StrategyContext
+from strategies.context import READ_CHARS_PER_TOKEN, StrategyContext
+from verifiers.base import Candidate, Scores, Verifier, VerifierError
+from verifiers.registry import GuardedVerifier
 
 PROMPT = ChatPrompt((ChatMessage("user", "Count to eight."),))
 TEXT = "one two three four five six seven eight"
@@ -73,3 +77,47 @@ async def test_a_call_that_failed_generated_nothing() -> None:
     with pytest.raises(BackendResponseError):
         await ctx.generate(PROMPT, SamplingParams(max_tokens=16))
     assert ctx.usage.charge(None) == (0, 0.0)
+
+
+class SlowVerifier:
+    """A verifier that answers only after a long while, or fails at once."""
+
+    logprobs = None
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    async def score(self, question: str, candidates: Sequence[Candidate]) -> Scores:
+        if self.fail:
+            raise BackendResponseError("the reward model died")
+        await asyncio.sleep(10)
+        raise AssertionError("never answers")
+
+
+QUESTION = "What is 2 + 2?"  # 14 characters
+CANDIDATES = [Candidate("it is 4"), Candidate("so 4 it is")]  # 7 and 10
+
+
+async def test_a_verifier_call_cut_off_is_charged_what_it_read_at_least() -> None:
+    # Cut verifier calls were charged nothing: their tokens come with their answer.
+    verifiers: dict[str, Verifier] = {
+        "slow": SlowVerifier(),
+        "timed": GuardedVerifier("timed", SlowVerifier(), timeout_s=0.01),
+        "broken": GuardedVerifier("broken", SlowVerifier(fail=True), timeout_s=5),
+    }
+    ctx = StrategyContext(backend=ScriptedBackend([TEXT]), request_id="r", verifiers=verifiers)
+    task = asyncio.create_task(ctx.verify("slow", QUESTION, CANDIDATES))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    read = (2 * 14 + 7 + 10) // READ_CHARS_PER_TOKEN + 2
+    assert ctx.usage.unreported_tokens == read
+    with pytest.raises(VerifierError, match="timed out"):
+        await ctx.verify("timed", QUESTION, CANDIDATES)
+    assert ctx.usage.unreported_tokens == 2 * read
+    # A call that failed read nothing the charge need count.
+    with pytest.raises(VerifierError, match="died"):
+        await ctx.verify("broken", QUESTION, CANDIDATES)
+    assert ctx.usage.unreported_tokens == 2 * read
+    assert ctx.usage.verifier_tokens == 0
