@@ -24,8 +24,12 @@ async def test_parse_gets_json_of_the_schema_from_vllm(client: openai.AsyncOpenA
         messages=[{"role": "user", "content": "Describe a famous scientist as JSON."}],
         response_format=Scientist,
         n=2,
-        temperature=1.0,
-        max_tokens=80,
+        temperature=0.7,
+        seed=11,
+        # A grammar admits any amount of whitespace, and at a high temperature this small model
+        # sometimes spends its whole allowance on it; the room and the seed keep the test about
+        # parsing, not about the model's luck.
+        max_tokens=200,
     )
     for choice in completion.choices:
         assert choice.finish_reason == "stop"
