@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from backends.base import ChatPrompt
 from server.errors import KeyLimitExceeded, LimitStoreUnavailable
 from server.keys import ApiKey, KeyLimits
 from server.limit_store import (
@@ -41,6 +40,7 @@ from server.limit_store import (
 from server.metrics import Metrics
 from server.serving.preparing import PreparedRequest
 from strategies.accounting import ModelPrice, Usage
+from strategies.base import estimated_tokens, prompt_chars
 from strategies.limits import Limits
 
 __all__ = ["Claim", "Estimate", "OnStoreError", "Quotas", "estimate"]
@@ -48,9 +48,6 @@ __all__ = ["Claim", "Estimate", "OnStoreError", "Quotas", "estimate"]
 logger = logging.getLogger(__name__)
 
 OnStoreError = Literal["closed", "open-rates", "open"]
-
-# Characters per prompt token assumed by a dollar reservation: few, so it is rarely too small.
-PROMPT_CHARS_PER_TOKEN = 3
 
 
 @dataclass(frozen=True)
@@ -78,8 +75,8 @@ class Claim:
 
 def estimate(prepared: PreparedRequest, limits: Limits) -> Estimate:
     """The most `prepared` may spend, as its strategy declares it (`StrategyParams.max_spend`;
-    documented in docs/keys.md, "Reservations"). Prompt tokens, for dollars, are counted once at
-    `PROMPT_CHARS_PER_TOKEN` characters each."""
+    documented in docs/keys.md, "Reservations"). Prompt tokens, for dollars, are counted once,
+    estimated from the prompt's characters (`strategies.base.estimated_tokens`)."""
     spend = prepared.params.max_spend(prepared.request, limits)
     return Estimate(
         strategy=prepared.strategy.name,
@@ -87,16 +84,9 @@ def estimate(prepared: PreparedRequest, limits: Limits) -> Estimate:
         n_param=spend.samples_param,
         budget_tokens=spend.budget_tokens,
         tokens=spend.tokens,
-        prompt_tokens=_prompt_chars(prepared) // PROMPT_CHARS_PER_TOKEN + 1,
+        prompt_tokens=estimated_tokens(prompt_chars(prepared.request.prompt)),
         usd=spend.usd,
     )
-
-
-def _prompt_chars(prepared: PreparedRequest) -> int:
-    prompt = prepared.request.prompt
-    if isinstance(prompt, ChatPrompt):
-        return sum(len(m.content) for m in prompt.messages)
-    return len(prompt.text)
 
 
 class Quotas:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from backends.base import (
+    ChatPrompt,
     FinishReason,
     Prompt,
     SamplingParams,
@@ -39,6 +40,8 @@ __all__ = [
     "EventSink",
     "InvalidParamsError",
     "MaxSpend",
+    "estimated_tokens",
+    "prompt_chars",
     "NoParams",
     "ParamsContext",
     "Progress",
@@ -149,6 +152,23 @@ class Budget(BaseModel):
         return value
 
 
+# Characters per token assumed where no count is known (a prompt's share of a reservation,
+# what a verifier call will read): few, so that estimates err high, as a reservation must.
+CHARS_PER_TOKEN = 3
+
+
+def estimated_tokens(chars: int) -> int:
+    """The tokens `chars` characters are assumed to be, erring high."""
+    return chars // CHARS_PER_TOKEN + 1
+
+
+def prompt_chars(prompt: Prompt) -> int:
+    """The characters of a prompt's text, every message's together."""
+    if isinstance(prompt, ChatPrompt):
+        return sum(len(m.content) for m in prompt.messages)
+    return len(prompt.text)
+
+
 @dataclass(frozen=True)
 class MaxSpend:
     """The most a request may spend, as its strategy's params declare it: what a key reserves
@@ -157,6 +177,8 @@ class MaxSpend:
     `samples` is the most candidates (or beams, particles, traces) drawn, and `samples_param`
     the request field that sets it, for an error naming it; `budget_tokens` is the largest token
     budget the request itself names; `usd` a dollar budget, which bounds the dollars by itself.
+    `reads` is the most tokens its verifiers may read (None: it calls none): the run refuses a
+    verifier call that would read past it, so that what was reserved bounds what is charged.
     """
 
     samples: int
@@ -165,6 +187,7 @@ class MaxSpend:
     verifier_tokens: int
     budget_tokens: int | None = None
     usd: float | None = None
+    reads: int | None = None
 
     @property
     def tokens(self) -> int:
@@ -213,15 +236,15 @@ class StrategyParams(BaseModel):
         *,
         samples: int,
         generated: int,
-        verified: bool = False,
+        reads: int | None = None,
         samples_param: str = "reasoning_params.n",
         asked_tokens: int | None = None,
     ) -> MaxSpend:
-        """A `MaxSpend` of `samples` drawn and `generated` tokens, which a verifier (if
-        `verified`) is assumed to read as many of again; a `budget.tokens` bounds the whole.
+        """A `MaxSpend` of `samples` drawn and `generated` tokens, of which verifiers read at
+        most `reads` tokens (None: no verifier); a `budget.tokens` bounds the whole.
         `asked_tokens` is a token cap of the strategy's own that the request gave."""
         budget = self.budget
-        verifier = generated if verified else 0
+        verifier = reads or 0
         if budget is not None and budget.tokens is not None:
             generated, verifier = budget.tokens, 0
         asked = [t for t in (budget.tokens if budget else None, asked_tokens) if t is not None]
@@ -232,6 +255,7 @@ class StrategyParams(BaseModel):
             verifier_tokens=verifier,
             budget_tokens=max(asked) if asked else None,
             usd=budget.usd if budget is not None else None,
+            reads=reads,
         )
 
     @field_validator(*CEILINGS, check_fields=False)

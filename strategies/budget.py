@@ -22,12 +22,18 @@ from backends.base import SamplingParams
 from backends.errors import GatewayError
 from strategies.accounting import ModelPrice, Usage
 from strategies.base import Budget, StrategyRequest
+from verifiers.base import VerifierError
 
-__all__ = ["Allowance", "BudgetSpent", "OutOfTime", "capped_by_budget"]
+__all__ = ["Allowance", "BudgetSpent", "OutOfTime", "ReadRefused", "capped_by_budget"]
 
 
 class BudgetSpent(Exception):
     """The deadline passed during a guarded step; carries the reason to report."""
+
+
+class ReadRefused(BudgetSpent, VerifierError):
+    """A verifier call was not made: what it would read is more than the run has left. A
+    search stops there, as at its budget; a vote answers without the verifier, and says so."""
 
 
 class OutOfTime(GatewayError):
@@ -128,6 +134,15 @@ class Allowance:
             per_token = max(self.price.completion, self.price.verifier) / 1_000_000
             if per_token > 0:
                 left.append(math.floor(usd / per_token))
+        return max(0, min(left)) if left else None
+
+    def reading_left(self) -> int | None:
+        """Tokens a verifier may still read (dollars turned into tokens at the verifier's
+        price), or None when neither tokens nor dollars bound them."""
+        left = [v for v in (self._left_tokens(),) if v is not None]
+        usd = self._left_usd()
+        if usd is not None and self.price is not None and self.price.verifier > 0:
+            left.append(math.floor(usd / (self.price.verifier / 1_000_000)))
         return max(0, min(left)) if left else None
 
     def capped(self, sampling: SamplingParams) -> SamplingParams:

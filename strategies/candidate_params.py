@@ -7,7 +7,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from strategies.base import MaxSpend, ParamsContext, StrategyParams, StrategyRequest, TracedParams
+from strategies.base import (
+    MaxSpend,
+    ParamsContext,
+    StrategyParams,
+    StrategyRequest,
+    TracedParams,
+    estimated_tokens,
+    prompt_chars,
+)
 from strategies.early_stop import DeepConf, EarlyStop, Waves
 from strategies.effort import effort_n
 from strategies.limits import Limits
@@ -54,13 +62,16 @@ class CandidateParams(AnswerParams, TracedParams):
     def spend_for(
         self, request: StrategyRequest, samples: int, samples_param: str = "reasoning_params.n"
     ) -> MaxSpend:
-        """The most `samples` candidates of `max_tokens` each, per requested choice, spend."""
+        """The most `samples` candidates of `max_tokens` each, per requested choice, spend; a
+        verifier reads each candidate once, with the question."""
         per_candidate = self.max_tokens or request.sampling.max_tokens
+        drawn = request.sampling.n * samples
+        question = estimated_tokens(prompt_chars(request.prompt))
         return self.spend_of(
             request,
             samples=samples,
-            generated=request.sampling.n * samples * per_candidate,
-            verified=self.is_verified,
+            generated=drawn * per_candidate,
+            reads=drawn * (question + per_candidate) if self.is_verified else None,
             samples_param=samples_param,
         )
 

@@ -12,18 +12,14 @@ from dataclasses import dataclass, field
 
 from backends.base import BackendSession, Generation, Prompt, SamplingParams, StreamDelta
 from strategies.accounting import CallStats, ModelPrice, Usage, outcome_of
-from strategies.base import ChoiceDelta, EventSink, Progress
-from strategies.budget import Allowance
+from strategies.base import ChoiceDelta, EventSink, Progress, estimated_tokens
+from strategies.budget import Allowance, ReadRefused
 from strategies.limits import Limits
 from strategies.streams import Arrived, DeltaHandler, collect, collect_until
 from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
 from verifiers.equivalence import EquivalencePool
 
-__all__ = ["READ_CHARS_PER_TOKEN", "StrategyContext"]
-
-# Characters per token assumed of what a cut-off verifier call read: few, so that the charge
-# errs high, as a key's reservation does.
-READ_CHARS_PER_TOKEN = 3
+__all__ = ["StrategyContext"]
 
 
 @dataclass
@@ -35,7 +31,8 @@ class StrategyContext:
     `price` the model's price, where the server has one. `is_progress_asked`: the request asked
     for progress lines (`reasoning_params.stream_progress`). `equivalence` compares answers
     with math-verify in killable workers (the app's); without it, answers group by their
-    normalised text and numeric value only.
+    normalised text and numeric value only. `reads` is the most tokens verifiers may read in
+    the run, as its strategy declared (`MaxSpend.reads`; None: no bound but the budget's).
     """
 
     backend: BackendSession
@@ -49,6 +46,7 @@ class StrategyContext:
     price: ModelPrice | None = None
     is_progress_asked: bool = False
     equivalence: EquivalencePool | None = None
+    reads: int | None = None
     budget: Allowance = field(init=False)
 
     def __post_init__(self) -> None:
@@ -141,17 +139,21 @@ class StrategyContext:
     async def verify(
         self, name: str, question: str, candidates: Sequence[Candidate]
     ) -> tuple[CandidateScore, ...]:
-        """Score candidates with the verifier configured as `name`; its tokens are counted. A
-        call cut off (cancelled, or past its timeout) reports none, though the model server
-        read them: it is charged, as unreported tokens, the least it read, the question and
-        each candidate once (`READ_CHARS_PER_TOKEN` characters a token)."""
+        """Score candidates with the verifier configured as `name`; its tokens are counted.
+
+        What the call will read (the question and each candidate, by their token counts where
+        known, else by `estimated_tokens`) is checked first against what the run may still
+        read, its budget's and its declared `reads`: past either, `ReadRefused` and no call.
+        A call cut off (cancelled, or past its timeout) reports no tokens, though the model
+        server read them: it is charged that estimate, as unreported tokens."""
+        reading = self._reading(question, candidates)
+        self._check_reading(name, reading)
         try:
             with self.stats.verifier_call(name):
                 scores = await self.verifiers[name].score(question, candidates)
         except BaseException as exc:
             if outcome_of(_cause(exc)) in ("cancelled", "timeout"):
-                chars = sum(len(question) + len(c.text) for c in candidates)
-                self.usage.unreported_tokens += chars // READ_CHARS_PER_TOKEN + len(candidates)
+                self.usage.unreported_tokens += reading
             raise
         if len(scores.candidates) != len(candidates):
             raise VerifierError(
@@ -160,6 +162,28 @@ class StrategyContext:
             )
         self.usage.verifier_tokens += scores.tokens
         return scores.candidates
+
+    @staticmethod
+    def _reading(question: str, candidates: Sequence[Candidate]) -> int:
+        asked = estimated_tokens(len(question))
+        return sum(
+            asked + (c.tokens if c.tokens is not None else estimated_tokens(len(c.text)))
+            for c in candidates
+        )
+
+    def _check_reading(self, name: str, reading: int) -> None:
+        left = self.budget.reading_left()
+        if left is not None and reading > left:
+            raise ReadRefused(
+                f"token budget reached: verifier {name!r} not called, as it would read about "
+                f"{reading} tokens and {left} are left"
+            )
+        if self.reads is not None and self.usage.verifier_tokens + reading > self.reads:
+            raise ReadRefused(
+                f"verifier reading reached: {name!r} not called, as it would read about "
+                f"{reading} tokens, past the {self.reads} the request reserved for it "
+                f"({self.usage.verifier_tokens} read so far)"
+            )
 
     async def count_tokens(self, text: str) -> int:
         """How many tokens `text` is in the backend's tokenizer."""

@@ -70,7 +70,8 @@ class Sampled:
         to write them."""
         calls = "\n".join(render_call(c.name, c.arguments) for c in self.tool_calls)
         text = "\n".join(part for part in (self.text, calls) if part)
-        return Candidate(text, self.logprobs)
+        # Rendered calls are text the model did not write token by token: no count for them.
+        return Candidate(text, self.logprobs, None if calls else self.tokens)
 
 
 def calls_answer(calls: Sequence[ToolCall]) -> str:

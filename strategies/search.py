@@ -27,6 +27,8 @@ from strategies.base import (
     StrategyRequest,
     StrategyResult,
     TracedParams,
+    estimated_tokens,
+    prompt_chars,
 )
 from strategies.budget import Allowance, BudgetSpent
 from strategies.context import StrategyContext
@@ -43,6 +45,11 @@ __all__ = [
     "by_reward",
     "search_allowance",
 ]
+
+# How many times over a search's PRM may read what the search generates, each partial solution
+# with the question: scoring every step re-reads the path so far, so reading grows with depth.
+# Past it the search stops and answers from what it has, as at any budget.
+SEARCH_READS = 4
 
 
 class SearchParams(TracedParams):
@@ -69,12 +76,17 @@ class SearchParams(TracedParams):
         return 1
 
     def max_spend(self, request: StrategyRequest, limits: Limits) -> MaxSpend:
-        """`max_search_tokens` (or the server's default) generated, read again by the PRM."""
+        """`max_search_tokens` (or the server's default) generated; the PRM reads each partial
+        solution again, with the question, at every step it scores, which the search may do
+        up to `SEARCH_READS` times over before it stops for want of reading."""
+        generated = self.max_search_tokens or limits.search_default_tokens
+        samples = self.samples(request, limits.max_n)
+        question = estimated_tokens(prompt_chars(request.prompt))
         return self.spend_of(
             request,
-            samples=self.samples(request, limits.max_n),
-            generated=self.max_search_tokens or limits.search_default_tokens,
-            verified=True,
+            samples=samples,
+            generated=generated,
+            reads=SEARCH_READS * (generated + samples * question),
             asked_tokens=self.max_search_tokens,
         )
 

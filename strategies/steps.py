@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from backends.base import ChatMessage, ChatPrompt, Prompt, SamplingParams, TextPrompt
-from strategies.base import StrategyRequest
+from strategies.base import StrategyRequest, estimated_tokens
 from strategies.context import StrategyContext
 from strategies.sampling import question_of
 from strategies.search import Node, SearchParams
@@ -50,7 +50,10 @@ async def expand(
     """`widths[i]` new children for each node: one request per distinct prefix, with `n` for
     all its children, every request in flight at once. Each child's step is capped to its share
     of the tokens the budget has left, so a step never overshoots it by more than a token each."""
-    share = _share(ctx, sum(widths))
+    # Each child's path is read again, with the question, when it is scored.
+    question = estimated_tokens(len(question_of(prompt)))
+    read = sum(w * (question + node.path_tokens) for node, w in zip(nodes, widths, strict=True))
+    share = _share(ctx, sum(widths), read)
     by_path: dict[str, list[int]] = {}
     for i, node in enumerate(nodes):
         by_path.setdefault(node.path, []).append(i)
@@ -93,10 +96,16 @@ async def expand(
     return children
 
 
-def _share(ctx: StrategyContext, children: int) -> int:
-    """Tokens each of `children` new steps may take of what the budget has left."""
+def _share(ctx: StrategyContext, children: int, read: int = 0) -> int:
+    """Tokens each of `children` new steps may take of what the budget has left. Where the
+    budget bounds what verifiers read too, the children's reading is left room for: `read` of
+    their paths so far, and each new step once more."""
     left = ctx.budget.tokens_left()
-    return sys.maxsize if left is None else max(1, left // max(1, children))
+    if left is None:
+        return sys.maxsize
+    if read and ctx.budget.reading_left() is not None:
+        return max(1, (left - read) // max(1, 2 * children))
+    return max(1, left // max(1, children))
 
 
 def _step_tokens(used: int, sampling: SamplingParams, params: SearchParams) -> int:
@@ -156,10 +165,11 @@ async def evaluate(
     it), all in one call."""
     if not nodes:
         return
-    paths = texts if texts is not None else [node.path for node in nodes]
-    scores = await ctx.verify(
-        params.verifier, question_of(request.prompt), [Candidate(path) for path in paths]
-    )
+    if texts is None:
+        candidates = [Candidate(node.path, tokens=node.path_tokens) for node in nodes]
+    else:
+        candidates = [Candidate(text) for text in texts]
+    scores = await ctx.verify(params.verifier, question_of(request.prompt), candidates)
     for node, scored in zip(nodes, scores, strict=True):
         node.reward = scored.aggregated(params.aggregation)
         node.step_rewards = scored.steps

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from strategies.answer_groups import Vote, rank_groups
 from strategies.base import StrategyParams, StrategyRequest, StrategyResult
+from strategies.budget import ReadRefused
 from strategies.candidate_params import VerifiedParams
 from strategies.context import StrategyContext
 from strategies.results import result_of
@@ -66,7 +67,10 @@ async def vote_instead(
 ) -> StrategyResult:
     """What answers when `verifier` failed and the request allows it: a majority vote over the
     same candidates, which the response reports as its fallback (the trace under `strategy`)."""
-    reason = f"verifier {verifier!r} failed ({error}); answered by majority vote"
+    if isinstance(error, ReadRefused):
+        reason = f"{error}; answered by majority vote"
+    else:
+        reason = f"verifier {verifier!r} failed ({error}); answered by majority vote"
     return await vote(ctx, request, candidates, strategy, reason, requested=requested)
 
 

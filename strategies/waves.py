@@ -8,13 +8,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from strategies.answer_groups import Vote, rank_groups
-from strategies.base import StrategyRequest
+from strategies.base import StrategyRequest, estimated_tokens
+from strategies.budget import ReadRefused
 from strategies.candidate_params import CandidateParams, VerifiedParams
 from strategies.context import StrategyContext
 from strategies.early_stop import EarlyStop, Waves, settled
 from strategies.effort import effort_n
 from strategies.results import report_scores, report_votes
-from strategies.sampling import Sampled, Scored, sample, score
+from strategies.sampling import Sampled, Scored, question_of, sample, score
 from verifiers.base import CandidateScore, VerifierError
 
 __all__ = ["TIMED_WAVE", "Draws", "sample_and_verify", "sample_until_settled"]
@@ -55,15 +56,17 @@ TIMED_WAVE = 4
 class Draws:
     """Candidates drawn so far towards a requested `total`, and how the next wave is sized: all
     that are left at once without a rule or budget; a rule's wave; never more than the budget's
-    tokens left afford at the cost of the candidates so far (`max_tokens` each before the first).
-    The first candidate is always drawn, capped (`cap`) to the tokens left."""
+    tokens left afford at the cost of the candidates so far (before the first, `max_tokens`
+    each, and what a verifier reads of each, `reads_each`, when one will). The first candidate
+    is always drawn, capped (`cap`) to the tokens left."""
 
     ctx: StrategyContext
     rule: Waves | None
     total: int
     max_tokens: int
     drawn: list[Sampled]
-    start: int
+    start: tuple[int, int]  # the generated and verifier tokens spent before the first wave
+    reads_each: int = 0
     cap: int | None = None
     stopped: str | None = None
     # The answer groups of `drawn`, when they were ranked after the last wave.
@@ -79,7 +82,11 @@ class Draws:
     ) -> Draws:
         total = effort_n(request, params.n, ctx.limits.max_n)
         max_tokens = params.max_tokens or request.sampling.max_tokens
-        return cls(ctx, rule, total, max_tokens, [], _tokens(ctx))
+        # A verifier reads each candidate with the question (`StrategyContext.verify`).
+        reads = estimated_tokens(len(question_of(request.prompt))) + max_tokens
+        reads_each = reads if params.is_verified else 0
+        start = (ctx.usage.completion_tokens, ctx.usage.verifier_tokens)
+        return cls(ctx, rule, total, max_tokens, [], start, reads_each)
 
     @property
     def left(self) -> int:
@@ -113,7 +120,7 @@ class Draws:
                 size = min(size, TIMED_WAVE)
             left = budget.tokens_left()
             if left is not None:
-                each = (_tokens(self.ctx) - self.start) / drawn if drawn else self.max_tokens
+                each = self._each(drawn)
                 size = min(size, int(left // max(1.0, each)))
                 if size == 0 and drawn:
                     self.stopped = (
@@ -122,13 +129,28 @@ class Draws:
                     )
                     return None
                 if size == 0:
-                    size, self.cap = 1, max(1, left)
+                    size, self.cap = 1, max(1, self._cap(left))
         return drawn, size
 
+    def _each(self, drawn: int) -> float:
+        """What a candidate costs, generated and read: by `max_tokens` before any is drawn,
+        then by what the drawn ones took (their reading estimated as the verifier's check
+        does, or as it turned out, whichever is more)."""
+        if not drawn:
+            return self.max_tokens + self.reads_each
+        usage, (generated, read) = self.ctx.usage, self.start
+        generated_each = (usage.completion_tokens - generated) / drawn
+        if not self.reads_each:
+            return generated_each
+        estimate = self.reads_each - self.max_tokens + generated_each
+        return generated_each + max(estimate, (usage.verifier_tokens - read) / drawn)
 
-def _tokens(ctx: StrategyContext) -> int:
-    """Generated and verifier tokens the request has spent."""
-    return ctx.usage.completion_tokens + ctx.usage.verifier_tokens
+    def _cap(self, left: int) -> int:
+        """The tokens one candidate may take for it and its reading to fit in `left`."""
+        if not self.reads_each:
+            return left
+        question = self.reads_each - self.max_tokens
+        return (left - question) // 2
 
 
 async def sample_and_verify(
@@ -152,7 +174,8 @@ async def sample_and_verify(
         try:
             scores += await score(ctx, request, params.verifier, new)
         except VerifierError as exc:
-            if params.on_verifier_error == "error":
+            # A call the budget refused is no failure: the vote answers, whatever was asked.
+            if params.on_verifier_error == "error" and not isinstance(exc, ReadRefused):
                 raise
             return Scored(draws.drawn, None, [], error=exc, requested=draws.total)
         scored = Scored(

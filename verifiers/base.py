@@ -81,10 +81,12 @@ def split_steps(text: str, separator: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A candidate answer as the generator produced it."""
+    """A candidate answer as the generator produced it; `tokens`, where known, is how many
+    tokens its text is."""
 
     text: str
     logprobs: tuple[TokenLogprob, ...] | None = None
+    tokens: int | None = None
 
 
 @dataclass(frozen=True)

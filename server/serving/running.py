@@ -205,6 +205,8 @@ class Serving:
         if isinstance(prepared.params, StrategyParams):
             # The budget's clock starts with the run.
             ctx.budget = Allowance.of(prepared.params.budget, ctx.usage, ctx.price)
+            # What a key reserved bounds what the verifiers may read.
+            ctx.reads = prepared.params.max_spend(prepared.request, self.limits).reads
         run = prepared.strategy.run(prepared.request, prepared.params, ctx)
         return await within_deadline(run, self.limits.request_timeout_s)
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 from openai.types.chat import ChatCompletionMessageParam
 
-from bench.vllm_standin.answers import SERVED_MODEL
+from bench.vllm_standin.answers import PRM_MODEL, SERVED_MODEL
 from bench.vllm_standin.state import StandIn
 from tests.exposition import Samples
 from tests.prometheus import (
@@ -45,6 +45,8 @@ class Keys:
     shared: tuple[str, str]
     broke: tuple[str, str]
     metered: tuple[str, str]
+    reader: tuple[str, str]
+    frugal: tuple[str, str]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,13 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Keys, Path]
     def key(name: str) -> tuple[str, str]:
         return f"{name}-{run}", f"sk-{name}-{uuid.uuid4().hex}"
 
-    chosen = Keys(shared=key("shared"), broke=key("broke"), metered=key("metered"))
+    chosen = Keys(
+        shared=key("shared"),
+        broke=key("broke"),
+        metered=key("metered"),
+        reader=key("reader"),
+        frugal=key("frugal"),
+    )
     entries = [
         {"alias": chosen.shared[0], "key": chosen.shared[1], "limits": {"rpm": 3}},
         # $1 per million tokens: $0.00005 is 50 tokens a day.
@@ -64,6 +72,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Keys, Path]
             "key": chosen.metered[1],
             "limits": {"tpm": 100_000, "max_in_flight": 4},
         },
+        {"alias": chosen.reader[0], "key": chosen.reader[1], "limits": {"tpm": 2_000}},
+        # $0.01 a day is 10,000 tokens, generated or read by the PRM.
+        {"alias": chosen.frugal[0], "key": chosen.frugal[1], "limits": {"usd_per_day": 0.01}},
     ]
     path = tmp_path_factory.mktemp("keys") / "keys.json"
     path.write_text(json.dumps(entries))
@@ -86,7 +97,9 @@ def gateways(
         "--redis-url",
         redis_url,
         "--prices",
-        json.dumps({SERVED_MODEL: {"prompt": 1.0, "completion": 1.0}}),
+        json.dumps({SERVED_MODEL: {"prompt": 1.0, "completion": 1.0, "verifier": 1.0}}),
+        "--verifiers",
+        json.dumps({"prm": {"kind": "vllm_prm", "url": standin.url, "model": PRM_MODEL}}),
         "--limits.request-timeout-s",
         str(REQUEST_TIMEOUT_S),
     )
@@ -220,6 +233,93 @@ async def test_a_request_cut_off_is_charged_what_it_used(
     # could have generated, 16 tokens.
     assert 0 < counted < 64 * 16 and counted % ANSWER_TOKENS == 0
     assert charged - counted in (0, 16)
+
+
+# A question the PRM reads again with every partial solution it scores: 600 words, which the
+# stand-in counts as 600 tokens and the gateway estimates at 3 characters a token.
+LONG_QUESTION = "Think about the numbers. " * 150 + "What is 3 + 4?"
+# A shorter one, which a $0.01 budget affords a few searches over.
+MIDDLING_QUESTION = "Think about the numbers. " * 40 + "What is 3 + 4?"
+BEAMS = {"n": 4, "beam_width": 2, "verifier": "prm", "step_separator": "\n"}
+
+
+async def test_what_the_prm_reads_is_reserved_and_never_passed(
+    clients: tuple[openai.AsyncOpenAI, openai.AsyncOpenAI],
+    keys: tuple[Keys, Path],
+    gateways: tuple[str, str],
+    redis_url: str,
+) -> None:
+    reader = keys[0].reader
+    client = with_key(clients[0], reader)
+    wait_for_a_fresh_minute()
+    # The PRM reads the long question with each of 4 beams at every step: far more than the
+    # 2,000 tokens a minute the key has. It was admitted on a reservation of 128 and charged
+    # over 10,000; now the reservation counts the reading, and it is refused before it runs.
+    with pytest.raises(openai.RateLimitError) as raised:
+        await client.chat.completions.create(
+            model=SERVED_MODEL,
+            messages=[{"role": "user", "content": LONG_QUESTION}],
+            extra_body={
+                "reasoning_strategy": "beam_search",
+                "reasoning_params": {**BEAMS, "max_search_tokens": 64},
+            },
+        )
+    assert raised.value.code == "rate_limit_exceeded"
+    assert "tokens per minute" in raised.value.message
+    # A short question fits: it is charged what it generated and the PRM read, within what
+    # it reserved, 64 generated and 4 x (64 + 4 x 5) read.
+    reply = await client.chat.completions.create(
+        model=SERVED_MODEL,
+        messages=QUESTION,
+        extra_body={
+            "reasoning_strategy": "beam_search",
+            "reasoning_params": {**BEAMS, "max_search_tokens": 64},
+        },
+    )
+    assert reply.choices[0].message.content
+    assert reply.usage is not None
+    read = reply.usage.model_dump()["verifier_tokens"]
+    assert read > 0
+    store = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        charged = sum(int(store.get(k) or 0) for k in store.keys(f"ttc:key:{{{reader[0]}}}:tpm:*"))
+    finally:
+        store.close()
+    assert charged == reply.usage.completion_tokens + read
+    assert charged <= 64 + 4 * (64 + 4 * 5)
+
+
+async def test_a_shared_dollar_budget_bounds_what_the_prm_reads(
+    clients: tuple[openai.AsyncOpenAI, openai.AsyncOpenAI],
+    keys: tuple[Keys, Path],
+    gateways: tuple[str, str],
+) -> None:
+    frugal = keys[0].frugal
+    first, second = (with_key(c, frugal) for c in clients)
+    # Searches alternately on the two gateways until the $0.01 a day is spent: each reserved
+    # $0.0005 while the reading was left out, and read three times as much, so the last one
+    # admitted took the key past its budget. Now each reserves its reading ($0.006), and the
+    # searches stop being admitted while the budget still covers what they may spend.
+    answered = 0
+    with pytest.raises(openai.RateLimitError) as raised:
+        for client in (first, second) * 5:
+            await client.chat.completions.create(
+                model=SERVED_MODEL,
+                messages=[{"role": "user", "content": MIDDLING_QUESTION}],
+                extra_body={
+                    "reasoning_strategy": "beam_search",
+                    "reasoning_params": {**BEAMS, "max_search_tokens": 64},
+                },
+            )
+            answered += 1
+    assert raised.value.code == "insufficient_quota"
+    assert answered >= 1
+    spent = 0.0
+    async with httpx.AsyncClient() as plain:
+        for url in gateways:
+            scrape = Samples.parse((await plain.get(f"{url}/metrics")).text)
+            spent += scrape.get("ttc_key_cost_dollars_total", key=frugal[0])
+    assert 0 < spent <= 0.01
 
 
 def test_every_tenants_panel_returns_data(gateways: tuple[str, str]) -> None:

@@ -49,7 +49,7 @@ class TallyParams(StrategyParams):
             request,
             samples=self.draws,
             generated=self.draws * self.words_each,
-            verified=True,
+            reads=self.draws * self.words_each,
             samples_param="reasoning_params.draws",
         )
 
@@ -71,7 +71,8 @@ class Tally:
             await ctx.progress(f"draw {i + 1}")
             generation = await ctx.generate(request.prompt, sampling)
             text = generation.completions[0].text
-        trace = {"strategy": self.name, "draws": params.draws}
+        # What the server tells the run its verifiers may read, as `max_spend` declared it.
+        trace = {"strategy": self.name, "draws": params.draws, "reads": ctx.reads}
         return StrategyResult((Choice(text, "stop", 1),), ctx.usage, trace=trace)
 
 
@@ -125,7 +126,7 @@ async def test_the_server_traces_and_streams_progress_as_declared(tally: None) -
             ),
         )
     assert "reasoning_trace" not in plain.json()
-    assert traced.json()["reasoning_trace"] == {"strategy": "tally", "draws": 3}
+    assert traced.json()["reasoning_trace"] == {"strategy": "tally", "draws": 3, "reads": 3 * 7}
     deltas = [e["choices"][0]["delta"] for e in sse_events(streamed.text)[:-1] if e["choices"]]
     progress = [d["reasoning"] for d in deltas if d.get("reasoning")]
     assert progress == ["draw 1\n", "draw 2\n", "draw 3\n"]

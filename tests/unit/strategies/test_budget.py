@@ -113,9 +113,13 @@ async def test_verifier_tokens_count_against_the_budget() -> None:
         {"v": verifier},
         max_tokens=4,
     )
-    # 40 afford 10 candidates at max_tokens; each then cost 4 + 6 = 10, so nothing is left.
-    assert [p.n for p in backend.sampled] == [10]
-    assert result.usage.completion_tokens + result.usage.verifier_tokens == 100
+    # A candidate costs its 4 tokens and the verifier's reading of it, with the question of 14
+    # characters (5 tokens at 3 characters a token): 40 afford 3 at 4 + 5 + 4. Reading them
+    # took 6 each, so 30 are spent, and the 10 left afford no fourth. (It drew 10 and spent
+    # 100 before the verifier's reading was counted before its call.)
+    assert [p.n for p in backend.sampled] == [3]
+    assert len(verifier.calls) == 1
+    assert result.usage.completion_tokens + result.usage.verifier_tokens == 30
     assert result.stopped_early is not None and "token budget reached" in result.stopped_early
 
 
@@ -153,11 +157,13 @@ async def test_a_search_overshoots_its_token_budget_by_at_most_a_token_per_step(
     backend, prm = ScriptedBackend(children), PathPRM()
     size = {"k": 4} if name == "mcts" else {"n": 4}
     result = await run(
-        name, {"verifier": "prm", **size, "budget": {"tokens": 20}}, backend, {"prm": prm}
+        name, {"verifier": "prm", **size, "budget": {"tokens": 60}}, backend, {"prm": prm}
     )
     spent = result.usage.completion_tokens + result.usage.verifier_tokens
     widest = max(p.n for p in backend.sampled)
-    assert 20 <= spent <= 20 + widest + len(prm.calls[-1])
+    # Steps are cut to leave room for their reading, so the PRM is called and paid for.
+    assert prm.calls
+    assert spent <= 60 + widest
     assert result.stopped_early is not None and "token budget reached" in result.stopped_early
     assert result.choices[0].content
 
@@ -213,3 +219,34 @@ async def test_a_one_call_strategy_out_of_time_is_a_clear_timeout(name: str) -> 
     backend = ScriptedBackend([FOUR_TOKENS], delay_s=0.5)
     with pytest.raises(OutOfTime, match=f"before {name}'s one call finished"):
         await run(name, {"budget": {"seconds": 0.05}}, backend)
+
+
+async def test_a_search_stops_where_its_reading_would_pass_what_it_declared() -> None:
+    backend, prm = ScriptedBackend(children), PathPRM()
+    strategy = get_strategy("beam_search")
+    parsed = parse_params(strategy, {"verifier": "prm", "n": 4, "return_trace": True}, CONTEXT)
+    ctx = StrategyContext(backend=backend, request_id="r", verifiers={"prm": prm}, reads=30)
+    result = await strategy.run(chat_request(), parsed, ctx)
+    # Four paths with the question cost about 4 x (5 + 1) to read: the second step's would
+    # pass 30, so the search stops after one, with the best path it scored.
+    assert len(prm.calls) == 1
+    assert result.stopped_early is not None
+    assert result.stopped_early.startswith("verifier reading reached: 'prm' not called")
+    assert result.choices[0].content
+
+
+async def test_a_vote_whose_reading_is_refused_answers_by_majority_and_says_so() -> None:
+    backend = ScriptedBackend([FOUR_TOKENS])
+    verifier = TableVerifier({FOUR_TOKENS: 0.5})
+    strategy = get_strategy("best_of_n")
+    # Refused reading is no verifier failure: the vote answers although errors were asked for.
+    parsed = parse_params(
+        strategy, {"n": 4, "verifier": "v", "on_verifier_error": "error"}, CONTEXT
+    )
+    ctx = StrategyContext(backend=backend, request_id="r", verifiers={"v": verifier}, reads=10)
+    result = await strategy.run(chat_request(), parsed, ctx)
+    assert verifier.calls == []
+    assert result.fallback is not None
+    assert result.fallback.startswith("verifier reading reached: 'v' not called")
+    assert result.fallback.endswith("answered by majority vote")
+    assert result.choices[0].content == FOUR_TOKENS

@@ -14,7 +14,7 @@ from backends.base import ChatMessage, ChatPrompt, SamplingParams, StreamDelta
 from backends.errors import BackendResponseError
 from backends.scripted import ScriptedBackend
 from strategies.accounting import ModelPrice
-from strategies.context import READ_CHARS_PER_TOKEN, StrategyContext
+from strategies.context import StrategyContext
 from verifiers.base import Candidate, Scores, Verifier, VerifierError
 from verifiers.registry import GuardedVerifier
 
@@ -111,7 +111,8 @@ async def test_a_verifier_call_cut_off_is_charged_what_it_read_at_least() -> Non
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    read = (2 * 14 + 7 + 10) // READ_CHARS_PER_TOKEN + 2
+    # The question read with each candidate, at 3 characters a token, rounded up.
+    read = 2 * (14 // 3 + 1) + (7 // 3 + 1) + (10 // 3 + 1)
     assert ctx.usage.unreported_tokens == read
     with pytest.raises(VerifierError, match="timed out"):
         await ctx.verify("timed", QUESTION, CANDIDATES)
