@@ -218,6 +218,7 @@ class EmbeddedBackend:
     ) -> Generation:
         if isinstance(prompt, ChatPrompt) and not prompt.messages:
             raise BackendResponseError("messages must not be empty", status_code=400)
+        _check_forwarded(params)
         # Compiled (once per schema) in a worker thread before the request reaches the model.
         grammar = await self._grammar(params.structured) if params.structured else None
         cancel = threading.Event()
@@ -293,3 +294,21 @@ def _with_calls(completion: Completion, tools: Tools) -> Completion:
         tool_calls=parsed.calls,
         finish_reason=parsed.finish_reason,
     )
+
+
+# Forwarded vLLM fields the embedded model honours: the effort reaches its chat template with
+# the prompt's `template_kwargs`; `user` only names the caller.
+_HONOURED = frozenset({"reasoning_effort", "user"})
+
+
+def _check_forwarded(params: SamplingParams) -> None:
+    """A 400 naming a forwarded vLLM field the embedded model cannot honour, as vLLM answers a
+    field it does not take."""
+    for name in params.forwarded:
+        if name not in _HONOURED:
+            raise BackendResponseError(
+                f"{name} is a vLLM field the embedded model does not take; serve the model with "
+                "vLLM (--backend vllm) to use it",
+                status_code=400,
+                param=name,
+            )

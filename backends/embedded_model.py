@@ -109,6 +109,7 @@ class LoadedModel:
             tokenize=False,
             add_generation_prompt=not prompt.continue_final_message,
             continue_final_message=prompt.continue_final_message,
+            **prompt.template_kwargs,
         )
         return rendered
 

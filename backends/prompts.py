@@ -3,7 +3,8 @@ sample (`SamplingParams`, `StructuredOutput`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
@@ -106,11 +107,14 @@ class Tools:
 @dataclass(frozen=True)
 class ChatPrompt:
     """A conversation to answer, or, with `continue_final_message`, an assistant turn to extend;
-    `tools` are the functions the model may call in its answer."""
+    `tools` are the functions the model may call in its answer; `template_kwargs` the arguments
+    the chat template is rendered with (a client's `chat_template_kwargs`, with what its
+    `reasoning_effort` sets, as vLLM merges them)."""
 
     messages: tuple[ChatMessage, ...]
     continue_final_message: bool = False
     tools: Tools | None = None
+    template_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -166,3 +170,6 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     logit_bias: tuple[tuple[int, float], ...] = ()
     stop_token_ids: tuple[int, ...] = ()
+    # vLLM fields a client sent that every call forwards as they are
+    # (`server.protocol.vllm_fields.FORWARDED`).
+    forwarded: Mapping[str, Any] = field(default_factory=dict)

@@ -11,7 +11,9 @@ Calls used (vLLM's extensions to OpenAI's fields are marked *):
 Every generation asks for `return_token_ids`* so each sample's token count is exact, and
 `include_stop_str_in_output`* when the caller keeps stop strings. A constrained output form goes
 as `structured_outputs`* (`json` or `json_object`), the sampling fields as vLLM names them
-(`top_k`*, `min_p`*, `repetition_penalty`*, `stop_token_ids`* among them).
+(`top_k`*, `min_p`*, `repetition_penalty`*, `stop_token_ids`* among them), a chat prompt's
+template arguments as `chat_template_kwargs`*, and the vLLM fields a client sent that the server
+forwards (`server.protocol.vllm_fields.FORWARDED`) as they came.
 
 Nothing here does I/O: `backends.vllm_session` sends the bodies, and `backends.vllm_responses`
 reads the answers.
@@ -58,6 +60,8 @@ def generation_request(
         if prompt.continue_final_message:
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False
+        if prompt.template_kwargs:
+            body["chat_template_kwargs"] = dict(prompt.template_kwargs)
         if params.logprobs is not None:
             body["logprobs"] = True
             body["top_logprobs"] = params.logprobs
@@ -108,6 +112,8 @@ def template_fields(prompt: ChatPrompt) -> JSON:
     }
     if prompt.tools is not None:
         fields["tools"] = _tools_fields(prompt.tools)["tools"]
+    if prompt.template_kwargs:
+        fields["chat_template_kwargs"] = dict(prompt.template_kwargs)
     return fields
 
 
@@ -130,8 +136,10 @@ def messages(prompt: ChatPrompt) -> list[JSON]:
 
 
 def _sampling_body(params: SamplingParams, model: str, max_tokens: int) -> JSON:
-    """The fields of a generation call that say what to sample."""
-    body: JSON = {
+    """The fields of a generation call that say what to sample; the client's forwarded fields
+    first, so that none can override what the call itself sets."""
+    body: JSON = dict(params.forwarded)
+    body |= {
         "model": model,
         "n": params.n,
         "max_tokens": max_tokens,

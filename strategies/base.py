@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -45,6 +45,7 @@ __all__ = [
     "NoParams",
     "ParamsContext",
     "Progress",
+    "REASONING_EFFORTS",
     "ReasoningEffort",
     "StrategyError",
     "StrategyParams",
@@ -54,7 +55,9 @@ __all__ = [
     "UnknownStrategyError",
 ]
 
-ReasoningEffort = Literal["low", "medium", "high"]
+# OpenAI's levels, with vLLM's extremes (`none` turns thinking off; `max` is DeepSeek's).
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+REASONING_EFFORTS: tuple[ReasoningEffort, ...] = get_args(ReasoningEffort)
 
 
 class StrategyError(GatewayError):

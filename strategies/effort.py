@@ -11,7 +11,7 @@ from strategies.base import StrategyRequest
 __all__ = ["EFFORT_N", "effort_n"]
 
 # Candidates per request when neither `reasoning_params.n` nor the request says otherwise.
-EFFORT_N = {"low": 4, "medium": 8, "high": 16}
+EFFORT_N = {"none": 1, "minimal": 2, "low": 4, "medium": 8, "high": 16, "xhigh": 32, "max": 64}
 
 
 def effort_n(request: StrategyRequest, n: int | None, max_n: int) -> int:

@@ -45,6 +45,20 @@ _GENERATION_FIELDS = {
     "repetition_penalty",
     "logit_bias",
     "stop_token_ids",
+    # vLLM's own, which the gateway forwards from its clients as they came.
+    "add_special_tokens",
+    "allowed_token_ids",
+    "bad_words",
+    "cache_salt",
+    "ignore_eos",
+    "min_tokens",
+    "priority",
+    "skip_special_tokens",
+    "spaces_between_special_tokens",
+    "stream_interval",
+    "user",
+    "vllm_xargs",
+    "watermarking",
 }
 # vLLM's structured_outputs: exactly one constraint; the gateway sends these two.
 _CONSTRAINTS = {"json", "json_object", "regex", "choice", "grammar", "structural_tag"}
@@ -55,8 +69,12 @@ CHAT_FIELDS = _GENERATION_FIELDS | {
     "tools",
     "tool_choice",
     "parallel_tool_calls",
+    "chat_template",
+    "chat_template_kwargs",
+    "documents",
+    "reasoning_effort",
 }
-COMPLETION_FIELDS = _GENERATION_FIELDS | {"prompt", "echo", "add_special_tokens"}
+COMPLETION_FIELDS = _GENERATION_FIELDS | {"prompt", "echo"}
 _PENALTIES = ("min_p", "frequency_penalty", "presence_penalty", "repetition_penalty")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
@@ -12,6 +12,7 @@ from server.protocol.common import (
     OpenAIBaseModel,
     ReasoningExtensions,
     UsageInfo,
+    effort_kwargs,
     text_of,
 )
 from server.protocol.errors import InvalidRequest
@@ -113,6 +114,23 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
         )
 
 
+# What a chat template is rendered with by the server itself, never by a client's kwargs.
+_RENDERING_ARGUMENTS = frozenset(
+    {
+        "messages",
+        "conversation",
+        "tools",
+        "documents",
+        "chat_template",
+        "add_generation_prompt",
+        "continue_final_message",
+        "tokenize",
+        "return_dict",
+        "return_assistant_tokens_mask",
+    }
+)
+
+
 class ChatCompletionRequest(GenerationRequest):
     """`POST /v1/chat/completions`."""
 
@@ -124,6 +142,33 @@ class ChatCompletionRequest(GenerationRequest):
     tools: list[ChatCompletionToolParam] | None = None
     tool_choice: ToolChoiceParam | None = None
     parallel_tool_calls: bool | None = None
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        default=None, description="vLLM's: arguments the chat template is rendered with."
+    )
+    include_reasoning: bool = Field(
+        default=True, description="vLLM's: false leaves the thinking out of the response."
+    )
+    add_generation_prompt: bool | None = Field(
+        default=None,
+        description="vLLM's; follows from the last turn (an assistant one is continued).",
+    )
+    continue_final_message: bool | None = Field(
+        default=None,
+        description="vLLM's; follows from the last turn (an assistant one is continued).",
+    )
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """What the chat template is rendered with, merged as vLLM merges it: the request's
+        `reasoning_effort` (and `enable_thinking` unless `none`, for templates that ask), under
+        the client's own `chat_template_kwargs`."""
+        for name in self.chat_template_kwargs or {}:
+            if name in _RENDERING_ARGUMENTS:
+                raise InvalidRequest(
+                    f"chat_template_kwargs may not set {name!r}: the server renders the "
+                    "conversation with it",
+                    "chat_template_kwargs",
+                )
+        return effort_kwargs(self.reasoning_effort) | (self.chat_template_kwargs or {})
 
     def to_strategy_request(self, limits: Limits) -> StrategyRequest:
         """Validate against the server's limits and convert for the strategies."""
@@ -146,10 +191,23 @@ class ChatCompletionRequest(GenerationRequest):
         # A conversation that ends with an assistant turn is a prefix to continue, as in vLLM
         # (not one that ended in calls: their results are still to come).
         last = messages[-1]
+        continues = last.role == "assistant" and not last.tool_calls
+        for name, asked, implied in (
+            ("continue_final_message", self.continue_final_message, continues),
+            ("add_generation_prompt", self.add_generation_prompt, not continues),
+        ):
+            if asked is not None and asked != implied:
+                raise InvalidRequest(
+                    f"{name} follows from the conversation here: a last assistant turn (without "
+                    f"tool calls) is continued, any other is answered; this one implies {name}="
+                    f"{str(implied).lower()}",
+                    name,
+                )
         prompt = ChatPrompt(
             messages,
-            continue_final_message=last.role == "assistant" and not last.tool_calls,
+            continue_final_message=continues,
             tools=tools,
+            template_kwargs=self.template_kwargs(),
         )
         return StrategyRequest(
             prompt, self._sampling(max_tokens, limits, logprobs), self.reasoning_effort

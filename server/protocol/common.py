@@ -7,13 +7,20 @@ Requests convert themselves into a `StrategyRequest`, so serving code never read
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backends.base import SamplingParams, StructuredOutput
 from server.protocol.errors import InvalidRequest
+from server.protocol.vllm_fields import (
+    APPLIED,
+    FORWARDED,
+    REFUSED,
+    forwarded_fields,
+    refuse_unsupported,
+)
 from strategies.base import ReasoningEffort, StrategyRequest
 from strategies.limits import Limits
 
@@ -27,6 +34,7 @@ __all__ = [
     "ResponseFormat",
     "StreamOptions",
     "UsageInfo",
+    "effort_kwargs",
     "text_of",
 ]
 
@@ -42,6 +50,14 @@ def text_of(parts: Sequence[tuple[str, str | None]], text_types: Sequence[str], 
                 f"{param}.{index}",
             )
     return "".join(text or "" for _, text in parts)
+
+
+def effort_kwargs(effort: ReasoningEffort | None) -> dict[str, Any]:
+    """What a `reasoning_effort` sets among a chat template's arguments, as vLLM sets it: the
+    effort, and `enable_thinking` unless it is `none` (for templates that ask to think)."""
+    if effort is None:
+        return {}
+    return {"reasoning_effort": effort, "enable_thinking": effort != "none"}
 
 
 # Token ids are 32-bit: at most 10 digits.
@@ -115,15 +131,14 @@ class StreamOptions(OpenAIBaseModel):
 
 
 # The token budget `reasoning_effort` gives a request that sets no max_tokens of its own.
-EFFORT_MAX_TOKENS: dict[str, int] = {"low": 256, "medium": 1024, "high": 4096}
-
-# OpenAI fields the gateway cannot honour, with the values that mean "not used".
-_UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
-    "tools": lambda v: not v,
-    "functions": lambda v: not v,
-    "tool_choice": lambda v: v in (None, "none"),
-    "function_call": lambda v: v in (None, "none"),
-    "best_of": lambda v: v in (None, 1),
+EFFORT_MAX_TOKENS: dict[str, int] = {
+    "none": 256,
+    "minimal": 256,
+    "low": 256,
+    "medium": 1024,
+    "high": 4096,
+    "xhigh": 8192,
+    "max": 16384,
 }
 
 
@@ -199,7 +214,15 @@ class GenerationRequest(OpenAIBaseModel):
     )
 
     reasoning_effort: ReasoningEffort | None = Field(
-        default=None, description="OpenAI's effort level; strategies map it to a budget."
+        default=None,
+        description="OpenAI's effort level: forwarded to the model (its chat template, as vLLM "
+        "passes it), and the default n and max_tokens of the strategies.",
+    )
+    thinking_token_budget: int | None = Field(
+        default=None,
+        ge=0,
+        description="vLLM's: the most tokens each candidate may think; the server closes the "
+        "thinking there and the model answers (reasoning_params.thinking has more).",
     )
     reasoning_strategy: str = Field(
         default="none", description="Which test-time compute strategy answers the request."
@@ -218,17 +241,24 @@ class GenerationRequest(OpenAIBaseModel):
     def to_strategy_request(self, limits: Limits) -> StrategyRequest:
         """Validate against the server's limits and convert for the strategies."""
 
-    def unsupported_field(self) -> str | None:
-        """An OpenAI field set to something we cannot honour (it would change the answer)."""
-        extra = self.model_extra or {}
-        for name, is_default in _UNSUPPORTED.items():
-            if name in extra and not is_default(extra[name]):
-                return name
-        return None
+    def refuse_unsupported(self) -> None:
+        """A 400 naming a field set to something this server cannot honour (it would change
+        the answer); `server.protocol.vllm_fields` says which and why."""
+        refuse_unsupported(self.model_extra or {})
 
     def ignored_fields(self) -> list[str]:
-        """Fields we do not know and leave alone, as vLLM does; worth a log line."""
-        return sorted(name for name in self.model_extra or {} if name not in _UNSUPPORTED)
+        """Fields neither vLLM nor this server knows, left alone as vLLM does; worth a log
+        line."""
+        known = APPLIED | FORWARDED | REFUSED.keys()
+        return sorted(name for name in self.model_extra or {} if name not in known)
+
+    def forwarded(self) -> dict[str, Any]:
+        """The vLLM fields every backend call forwards as they are, `reasoning_effort` among
+        them."""
+        fields = forwarded_fields(self.model_extra or {})
+        if self.reasoning_effort is not None:
+            fields["reasoning_effort"] = self.reasoning_effort
+        return fields
 
     def _stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -275,6 +305,7 @@ class GenerationRequest(OpenAIBaseModel):
             repetition_penalty=self.repetition_penalty,
             logit_bias=self._logit_bias(),
             stop_token_ids=tuple(self.stop_token_ids or ()),
+            forwarded=self.forwarded(),
         )
 
     def _default_max_tokens(self, default: int, limits: Limits) -> int:

@@ -28,4 +28,8 @@ async def create_chat_completion(
 ) -> Response:
     """Answer a conversation with the requested reasoning strategy."""
     prepared = await serving.prepare(body, f"chatcmpl-{request_id}")
-    return await answer(raw, serving, prepared, ChatRendering, body.stream)
+
+    def rendering(response_id: str, model: str, with_trace: bool) -> ChatRendering:
+        return ChatRendering(response_id, model, with_trace, body.include_reasoning)
+
+    return await answer(raw, serving, prepared, rendering, body.stream)

@@ -50,6 +50,13 @@ class ChatRendering(ChunkRendering):
     body_model: ClassVar[type[BaseModel]] = ChatCompletionResponse
     chunk_model: ClassVar[type[BaseModel]] = ChatCompletionStreamResponse
 
+    def __init__(
+        self, request_id: str, model: str, with_trace: bool, show_reasoning: bool = True
+    ) -> None:
+        super().__init__(request_id, model, with_trace)
+        # vLLM's `include_reasoning`: false leaves the thinking out (it is still read).
+        self.show_reasoning = show_reasoning
+
     def choices(self, result: StrategyResult) -> list[ChatCompletionChoice]:
         return [
             ChatCompletionChoice(
@@ -57,8 +64,8 @@ class ChatRendering(ChunkRendering):
                 message=ChatMessageOut(
                     # A turn that only called tools has no content, as OpenAI's.
                     content=None if c.tool_calls and not c.content else c.content,
-                    reasoning=c.reasoning,
-                    reasoning_content=c.reasoning,
+                    reasoning=c.reasoning if self.show_reasoning else None,
+                    reasoning_content=c.reasoning if self.show_reasoning else None,
                     tool_calls=[ToolCallOut.of(call) for call in c.tool_calls],
                 ),
                 logprobs=chat_logprobs(c.logprobs),
@@ -73,7 +80,7 @@ class ChatRendering(ChunkRendering):
         return [self.chunk([ChatCompletionStreamChoice(index=i, delta=announce)]) for i in range(n)]
 
     def delta(self, delta: ChoiceDelta) -> BaseModel:
-        reasoning = delta.reasoning or None
+        reasoning = (delta.reasoning or None) if self.show_reasoning else None
         message = DeltaMessage(
             content=delta.content or None,
             reasoning=reasoning,

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.protocol.common import GenerationRequest
-from server.protocol.errors import InvalidRequest
 from server.serving.deployments import Deployment
 from strategies.accounting import ModelPrice, Usage
 from strategies.base import StrategyParams, StrategyRequest
@@ -68,9 +67,7 @@ def prepare_request(
 ) -> PreparedRequest:
     """Check `body` for the model `deployment` serves (priced at `price`, if at all): its
     fields, the limits, the strategy and its params."""
-    unsupported = body.unsupported_field()
-    if unsupported is not None:
-        raise InvalidRequest(f"{unsupported} is not supported by this server", unsupported)
+    body.refuse_unsupported()
     if ignored := body.ignored_fields():
         # Quoted: a client's field name may hold a newline that would forge a log line.
         logger.warning(

@@ -18,6 +18,7 @@ from server.protocol.common import (
     EFFORT_MAX_TOKENS,
     GenerationRequest,
     OpenAIBaseModel,
+    effort_kwargs,
     text_of,
 )
 from server.protocol.errors import InvalidRequest
@@ -28,7 +29,7 @@ from server.protocol.tools import (
     NamedToolChoice,
     tools_of,
 )
-from strategies.base import ReasoningEffort, StrategyRequest
+from strategies.base import REASONING_EFFORTS, ReasoningEffort, StrategyRequest
 from strategies.limits import Limits
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
 _TEXT_PARTS = ("input_text", "output_text")
 # An assistant turn cut short, which vLLM continues rather than answers.
 _PARTIAL = ("in_progress", "incomplete")
-_EFFORTS: tuple[ReasoningEffort, ...] = ("low", "medium", "high")
 
 
 class ContentPart(OpenAIBaseModel):
@@ -165,8 +165,13 @@ class ResponsesRequest(GenerationRequest):
             if effort is not None
             else limits.default_max_tokens
         )
-        prompt = self._prompt()
-        return StrategyRequest(prompt, self._sampling(max_tokens, limits, None), effort)
+        # `reasoning.effort` reaches the model as the chat endpoint's `reasoning_effort` does.
+        prompt = dataclasses.replace(self._prompt(), template_kwargs=effort_kwargs(effort))
+        sampling = self._sampling(max_tokens, limits, None)
+        if effort is not None:
+            forwarded = {**sampling.forwarded, "reasoning_effort": effort}
+            sampling = dataclasses.replace(sampling, forwarded=forwarded)
+        return StrategyRequest(prompt, sampling, effort)
 
     def _refuse_unsupported(self) -> None:
         stateless = "this server keeps no responses; send the whole conversation in input"
@@ -232,11 +237,12 @@ class ResponsesRequest(GenerationRequest):
         effort = self.reasoning.effort if self.reasoning is not None else None
         if effort is None:
             return self.reasoning_effort
-        for known in _EFFORTS:
+        for known in REASONING_EFFORTS:
             if effort == known:
                 return known
         raise InvalidRequest(
-            f"reasoning.effort {effort!r} is not supported; use one of {', '.join(_EFFORTS)}",
+            f"reasoning.effort {effort!r} is not supported; use one of "
+            f"{', '.join(REASONING_EFFORTS)}",
             "reasoning.effort",
         )
 

@@ -303,7 +303,7 @@ async def test_error_mid_stream_is_an_error_event_with_param_then_failed() -> No
         ({"text": {"format": {"type": "json_object"}}}, "text.format"),
         ({"include": ["message.output_text.logprobs"]}, "include"),
         ({"truncation": "auto"}, "truncation"),
-        ({"reasoning": {"effort": "minimal"}}, "reasoning.effort"),
+        ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
         ({"input": []}, "input"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input.0"),
         ({"input": [{"role": "tool", "content": "x"}]}, "input.0.role"),
