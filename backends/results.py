@@ -40,8 +40,10 @@ class TokenLogprob:
 
 @dataclass(frozen=True)
 class Completion:
-    """One sampled continuation; `reasoning` is what a server-side reasoning parser split off,
-    `tool_calls` the calls a tool parser found (`text` is then what the model wrote besides)."""
+    """One sampled continuation; `reasoning` is the thinking a reasoning parser (or the
+    strategies, by the model's tags) split off, and `reasoning_tokens` how many of `tokens` it
+    took (0: not known); `tool_calls` the calls a tool parser found (`text` is then what the
+    model wrote besides)."""
 
     text: str
     finish_reason: FinishReason
@@ -49,6 +51,7 @@ class Completion:
     logprobs: tuple[TokenLogprob, ...] | None = None
     reasoning: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    reasoning_tokens: int = 0
 
     @classmethod
     def empty(cls, has_logprobs: bool) -> Completion:

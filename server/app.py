@@ -59,7 +59,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 model = await BACKENDS["vllm"].create(served_settings, clients)
                 stack.push_async_callback(model.aclose)
                 configs = {**settings.verifiers, **served.verifiers}
-                named_models[name] = (model, create_verifiers(configs, model, clients))
+                verifying = create_verifiers(configs, model, clients)
+                named_models[name] = (model, verifying, served.thinking.tags())
             # math-verify's workers: answers are compared in processes that can be killed.
             equivalence = EquivalencePool(
                 timeout_s=settings.answer_match_timeout_s, workers=settings.answer_match_workers
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 named_models=named_models,
                 keepalive_s=settings.stream_keepalive_s,
                 equivalence=equivalence,
+                thinking_tags=settings.thinking.tags(),
             )
             logger.info(
                 "serving %s on the %s backend; verifiers: %s",

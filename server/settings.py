@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliImplicitFlag, SettingsConfigDict
 
 from backends.base import BackendSettings
@@ -23,6 +23,7 @@ from backends.vllm_client import VLLMClientSettings
 from server.keys import KeyRing
 from strategies.accounting import ModelPrice
 from strategies.limits import Limits
+from strategies.thinking_params import ThinkingTags
 from verifiers.base import VerifierConfig
 from verifiers.registry import DEFAULT_VERIFIERS, AnyVerifierConfig
 
@@ -34,6 +35,7 @@ __all__ = [
     "ServedModel",
     "ServerSettings",
     "Settings",
+    "ThinkingSettings",
     "backend_settings",
 ]
 
@@ -82,6 +84,25 @@ class LimitsSettings(Limits):
     )
 
 
+class ThinkingSettings(BaseModel):
+    """How a model delimits its thinking, where no reasoning parser of vLLM splits it off
+    (`--thinking.*`, and per model in `--models`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    open: str = Field(default="<think>", min_length=1, description="What opens the thinking.")
+    close: str = Field(default="</think>", min_length=1, description="What closes it.")
+    opened_by_template: bool = Field(
+        default=False,
+        description="The chat template opens the thinking itself (DeepSeek-R1's distills): the "
+        "model's output starts inside it.",
+    )
+
+    def tags(self) -> ThinkingTags:
+        """The tags the strategies split and force by."""
+        return ThinkingTags(self.open, self.close, self.opened_by_template)
+
+
 class ServedModel(VLLMReplicaSettings):
     """A further model the gateway serves, by name, on vLLM replicas of its own."""
 
@@ -90,6 +111,9 @@ class ServedModel(VLLMReplicaSettings):
     verifiers: dict[str, AnyVerifierConfig] = Field(
         default_factory=dict,
         description="Verifiers of this model's requests, replacing the server's of the same name.",
+    )
+    thinking: ThinkingSettings = Field(
+        default_factory=ThinkingSettings, description="How this model delimits its thinking."
     )
 
     @field_validator("vllm_url")
@@ -176,6 +200,11 @@ class ServerSettings(BaseSettings):
             "limits. "
             "Unset: the server is open to anyone who can reach it."
         ),
+    )
+    thinking: ThinkingSettings = Field(
+        default_factory=ThinkingSettings,
+        description="How the served model delimits its thinking (--thinking.open, .close, "
+        ".opened-by-template).",
     )
     answer_match_timeout_s: float = Field(
         default=5.0,

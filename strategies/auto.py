@@ -149,6 +149,7 @@ class Auto:
     name: ClassVar[str] = "auto"
     takes_tools: ClassVar[bool] = False
     takes_json: ClassVar[bool] = True
+    takes_thinking: ClassVar[bool] = False
     params_model: ClassVar[type[StrategyParams]] = AutoParams
 
     async def run(

@@ -32,6 +32,7 @@ from backends.base import (
 from backends.errors import GatewayError
 from strategies.accounting import ModelPrice, Usage
 from strategies.limits import CEILINGS, LimitExceeded, Limits
+from strategies.thinking_params import Thinking
 
 __all__ = [
     "Budget",
@@ -213,6 +214,11 @@ class StrategyParams(BaseModel):
     budget: Budget | None = Field(
         default=None, description="Tokens, seconds or dollars the answer may cost at most."
     )
+    thinking: Thinking | None = Field(
+        default=None,
+        description="How each candidate may think: a token budget, a minimum, early exit by "
+        "probing (strategies that sample candidates, and none).",
+    )
 
     def check_request(self, request: StrategyRequest) -> None:
         """Raise `InvalidParamsError` (a 400, before any call) when the request asks for what
@@ -229,9 +235,27 @@ class StrategyParams(BaseModel):
         return False
 
     def max_spend(self, request: StrategyRequest, limits: Limits) -> MaxSpend:
-        """The most a run may spend on `request`; by default one generation per choice."""
-        per_choice = request.sampling.max_tokens
+        """The most a run may spend on `request`; by default one generation per choice (and
+        what its thinking's probes may write)."""
+        per_choice = request.sampling.max_tokens + self.probe_tokens(request)
         return self.spend_of(request, samples=1, generated=request.sampling.n * per_choice)
+
+    def thinking_of(self, request: StrategyRequest) -> Thinking | None:
+        """How each candidate may think: the params' `thinking`, its budget defaulting to the
+        request's `thinking_token_budget`; None when neither controls it."""
+        thinking = self.thinking
+        if request.thinking_budget is None:
+            return thinking
+        if thinking is None:
+            return Thinking(max_tokens=request.thinking_budget)
+        if thinking.max_tokens is None:
+            return thinking.model_copy(update={"max_tokens": request.thinking_budget})
+        return thinking
+
+    def probe_tokens(self, request: StrategyRequest) -> int:
+        """The most tokens one candidate's thinking probes may write."""
+        thinking = self.thinking_of(request)
+        return thinking.probe_tokens(request.sampling.max_tokens) if thinking else 0
 
     def spend_of(
         self,
@@ -300,6 +324,8 @@ class StrategyRequest:
     prompt: Prompt
     sampling: SamplingParams
     reasoning_effort: ReasoningEffort | None = None
+    # vLLM's `thinking_token_budget`: each candidate's thinking cap, unless the params set one.
+    thinking_budget: int | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class BeamSearch:
     name: ClassVar[str] = "beam_search"
     takes_tools: ClassVar[bool] = False
     takes_json: ClassVar[bool] = False
+    takes_thinking: ClassVar[bool] = False
     params_model: ClassVar[type[StrategyParams]] = BeamSearchParams
 
     async def run(

@@ -64,7 +64,8 @@ class CandidateParams(AnswerParams, TracedParams):
     ) -> MaxSpend:
         """The most `samples` candidates of `max_tokens` each, per requested choice, spend; a
         verifier reads each candidate once, with the question."""
-        per_candidate = self.max_tokens or request.sampling.max_tokens
+        tokens = self.max_tokens or request.sampling.max_tokens
+        per_candidate = tokens + self.probe_tokens(request)
         drawn = request.sampling.n * samples
         question = estimated_tokens(prompt_chars(request.prompt))
         return self.spend_of(

@@ -16,6 +16,7 @@ from strategies.base import ChoiceDelta, EventSink, Progress, estimated_tokens
 from strategies.budget import Allowance, ReadRefused
 from strategies.limits import Limits
 from strategies.streams import Arrived, DeltaHandler, collect, collect_until
+from strategies.thinking_params import ThinkingTags
 from verifiers.base import Candidate, CandidateScore, Verifier, VerifierError
 from verifiers.equivalence import EquivalencePool
 
@@ -33,6 +34,7 @@ class StrategyContext:
     with math-verify in killable workers (the app's); without it, answers group by their
     normalised text and numeric value only. `reads` is the most tokens verifiers may read in
     the run, as its strategy declared (`MaxSpend.reads`; None: no bound but the budget's).
+    `thinking_tags` are how the model delimits its thinking (`strategies.thinking`).
     """
 
     backend: BackendSession
@@ -47,6 +49,7 @@ class StrategyContext:
     is_progress_asked: bool = False
     equivalence: EquivalencePool | None = None
     reads: int | None = None
+    thinking_tags: ThinkingTags = field(default_factory=ThinkingTags)
     budget: Allowance = field(init=False)
 
     def __post_init__(self) -> None:

@@ -149,6 +149,7 @@ class ChainOfThought:
     name: ClassVar[str] = "cot"
     takes_tools: ClassVar[bool] = True
     takes_json: ClassVar[bool] = True
+    takes_thinking: ClassVar[bool] = False
     params_model: ClassVar[type[StrategyParams]] = CoTParams
 
     async def run(

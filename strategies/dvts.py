@@ -48,6 +48,7 @@ class DVTS:
     name: ClassVar[str] = "dvts"
     takes_tools: ClassVar[bool] = False
     takes_json: ClassVar[bool] = False
+    takes_thinking: ClassVar[bool] = False
     params_model: ClassVar[type[StrategyParams]] = DVTSParams
 
     async def run(

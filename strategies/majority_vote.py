@@ -41,6 +41,7 @@ class MajorityVote:
     name: ClassVar[str] = "majority_vote"
     takes_tools: ClassVar[bool] = True
     takes_json: ClassVar[bool] = True
+    takes_thinking: ClassVar[bool] = True
     params_model: ClassVar[type[StrategyParams]] = MajorityVoteParams
 
     async def run(

@@ -89,6 +89,7 @@ class MCTS:
     name: ClassVar[str] = "mcts"
     takes_tools: ClassVar[bool] = False
     takes_json: ClassVar[bool] = False
+    takes_thinking: ClassVar[bool] = False
     params_model: ClassVar[type[StrategyParams]] = MCTSParams
 
     async def run(

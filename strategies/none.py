@@ -22,6 +22,7 @@ from strategies.base import (
 )
 from strategies.budget import capped_by_budget
 from strategies.context import StrategyContext
+from strategies.thinking import StreamSplit, generate_thinking, split_completion
 
 __all__ = ["PlainGeneration"]
 
@@ -32,34 +33,59 @@ class PlainGeneration:
     name: ClassVar[str] = "none"
     takes_tools: ClassVar[bool] = True
     takes_json: ClassVar[bool] = True
+    takes_thinking: ClassVar[bool] = True
     params_model: ClassVar[type[StrategyParams]] = NoParams
 
     async def run(
         self, request: StrategyRequest, params: NoParams, ctx: StrategyContext
     ) -> StrategyResult:
         sampling = ctx.budget.capped(request.sampling)
+        thinking = params.thinking_of(request)
+        tags = ctx.thinking_tags
+        splits = [StreamSplit(tags) for _ in range(sampling.n)]
 
         async def forward(delta: StreamDelta) -> None:
+            thought, said = splits[delta.index].feed(delta.text)
             await ctx.emit(
                 ChoiceDelta(
-                    delta.index, delta.text, delta.reasoning, delta.logprobs, delta.tool_calls
+                    delta.index,
+                    said,
+                    delta.reasoning + thought,
+                    delta.logprobs,
+                    delta.tool_calls,
                 )
             )
 
+        chains = None
         async with ctx.budget.timed(self.name):
-            if ctx.is_streaming:
+            if thinking is not None:
+                # Each candidate is a chain of calls: it streams whole once it has answered.
+                generation, chains = await generate_thinking(
+                    ctx, request.prompt, sampling, thinking, tags
+                )
+                for i, c in enumerate(generation.completions):
+                    await ctx.emit(ChoiceDelta(i, c.text, c.reasoning or "", c.logprobs))
+            elif ctx.is_streaming:
                 generation = await ctx.generate_streamed(request.prompt, sampling, forward)
+                for i, split in enumerate(splits):
+                    thought, said = split.flush()
+                    if thought or said:
+                        await ctx.emit(ChoiceDelta(i, said, thought))
             else:
                 generation = await ctx.generate(request.prompt, sampling)
+        completions = [split_completion(c, tags) for c in generation.completions]
         choices = tuple(
             Choice(
                 c.text,
                 c.finish_reason,
-                content_tokens=c.tokens,
+                content_tokens=c.tokens - c.reasoning_tokens,
                 reasoning=c.reasoning,
                 logprobs=c.logprobs,
                 tool_calls=c.tool_calls,
             )
-            for c in generation.completions
+            for c in completions
         )
-        return StrategyResult(choices, ctx.usage, stopped_early=capped_by_budget(request, sampling))
+        stopped = capped_by_budget(request, sampling)
+        if chains is not None:
+            stopped = chains.stopped() or stopped
+        return StrategyResult(choices, ctx.usage, stopped_early=stopped)

@@ -95,6 +95,7 @@ class ParticleFiltering:
     name: ClassVar[str] = "particle_filtering"
     takes_tools: ClassVar[bool] = False
     takes_json: ClassVar[bool] = False
+    takes_thinking: ClassVar[bool] = False
     params_model: ClassVar[type[StrategyParams]] = ParticleFilteringParams
 
     async def run(

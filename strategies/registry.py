@@ -37,6 +37,7 @@ __all__ = [
     "JsonNotSupported",
     "ToolsNotSupported",
     "check_answer_kind",
+    "check_thinking",
     "get_strategy",
     "parse_params",
 ]
@@ -87,6 +88,39 @@ def check_answer_kind(strategy: Strategy[Any], request: StrategyRequest) -> None
             f"grammar cannot constrain; response_format json_object and json_schema are taken "
             f"by {able}",
             param="response_format",
+        )
+
+
+def check_thinking(
+    strategy: Strategy[Any], params: StrategyParams, request: StrategyRequest
+) -> None:
+    """Raise a 400 naming the field if the request controls thinking (`reasoning_params.thinking`
+    or `thinking_token_budget`) for a strategy that does not apply it (`takes_thinking`), or
+    leaves the answer no room after the thinking."""
+    thinking = params.thinking_of(request)
+    if thinking is None:
+        return
+    param = "reasoning_params.thinking" if params.thinking else "thinking_token_budget"
+    if not strategy.takes_thinking:
+        able = ", ".join(name for name, s in STRATEGIES.items() if s.takes_thinking)
+        raise InvalidParamsError(
+            f"reasoning_strategy {strategy.name!r} does not control a model's thinking (a "
+            "search steps through the answer text, not the thinking; cot asks for its "
+            f"reasoning in the answer); thinking controls are taken by {able}",
+            param=param,
+        )
+    if (thinking.min_tokens or 0) >= request.sampling.max_tokens:
+        raise InvalidParamsError(
+            f"thinking.min_tokens ({thinking.min_tokens}) must be below max_tokens "
+            f"({request.sampling.max_tokens}), which bounds the thinking and the answer together",
+            param="reasoning_params.thinking.min_tokens",
+        )
+    if thinking.max_tokens is not None and thinking.max_tokens >= request.sampling.max_tokens:
+        raise InvalidParamsError(
+            f"the thinking budget ({thinking.max_tokens}) must be below max_tokens "
+            f"({request.sampling.max_tokens}), which bounds the thinking and the answer "
+            "together",
+            param=param,
         )
 
 

@@ -45,7 +45,7 @@ def result_of(
         Choice(
             content=candidates[i].text,
             finish_reason=calls_end if candidates[i].tool_calls else candidates[i].finish_reason,
-            content_tokens=candidates[i].tokens,
+            content_tokens=candidates[i].tokens - candidates[i].reasoning_tokens,
             reasoning=candidates[i].reasoning,
             logprobs=candidates[i].logprobs if asked_logprobs else None,
             # Fresh ids: the same calls may answer more than one choice (or request).
@@ -66,6 +66,12 @@ def result_of(
                 "score": values[i] if scores else None,
                 "step_scores": _steps(scores[i]) if scores else None,
                 "tokens": c.tokens,
+                # Each candidate's thinking, where it thought.
+                **(
+                    {"thinking": c.reasoning, "thinking_tokens": c.reasoning_tokens}
+                    if c.reasoning
+                    else {}
+                ),
                 **(
                     {
                         "tool_calls": [

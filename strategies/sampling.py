@@ -34,6 +34,7 @@ from strategies.base import StrategyRequest
 from strategies.candidate_params import AnswerParams, CandidateParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
+from strategies.thinking import generate_thinking
 from verifiers.answer_match import AnswerFormat, canonical_json, extract_answer
 from verifiers.base import Candidate, CandidateScore, VerifierError
 
@@ -53,8 +54,8 @@ __all__ = [
 class Sampled:
     """One candidate: its text, the answer extracted from it (for calls, their canonical form;
     for a request constrained to JSON, `is_json`, the whole text in canonical form), and what it
-    cost; `reasoning` is what the model server's reasoning parser split off it, shown when it is
-    chosen."""
+    cost; `reasoning` is its thinking (split off by the model server's reasoning parser or by the
+    model's tags), shown when it is chosen, and `reasoning_tokens` how many of `tokens` it took."""
 
     text: str
     answer: str | None
@@ -64,6 +65,7 @@ class Sampled:
     reasoning: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     is_json: bool = False
+    reasoning_tokens: int = 0
 
     def for_verifier(self) -> Candidate:
         """The candidate as verifiers see it: its text, then its calls as the model is asked
@@ -150,6 +152,7 @@ class Extraction:
             finish_reason=completion.finish_reason,
             logprobs=completion.logprobs,
             reasoning=completion.reasoning,
+            reasoning_tokens=completion.reasoning_tokens,
             tool_calls=completion.tool_calls,
             is_json=self.is_json,
         )
@@ -193,7 +196,10 @@ async def sample(
     if wave is None:
         wave = (0, effort_n(request, params.n, ctx.limits.max_n))
     sampling = sampling_for(request, params, wave[1], wave[0], (logprobs,), cap)
-    generation = await ctx.generate(request.prompt, sampling)
+    thinking = params.thinking_of(request)
+    generation, _ = await generate_thinking(
+        ctx, request.prompt, sampling, thinking, ctx.thinking_tags
+    )
     extraction = Extraction.of(request, params)
     return [extraction.sampled(c) for c in generation.completions]
 

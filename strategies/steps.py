@@ -13,30 +13,15 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from backends.base import ChatMessage, ChatPrompt, Prompt, SamplingParams, TextPrompt
+from backends.base import Prompt, SamplingParams
 from strategies.base import StrategyRequest, estimated_tokens
 from strategies.context import StrategyContext
+from strategies.prefixes import continuation
 from strategies.sampling import question_of
 from strategies.search import Node, SearchParams
 from verifiers.base import Candidate
 
-__all__ = ["continuation", "evaluate", "expand", "look_ahead"]
-
-
-def continuation(prompt: Prompt, prefix: str) -> Prompt:
-    """The prompt that makes the model continue `prefix` as its own answer."""
-    if not prefix:
-        return prompt
-    if isinstance(prompt, TextPrompt):
-        return TextPrompt(prompt.text + prefix)
-    messages = prompt.messages
-    if prompt.continue_final_message:
-        # The client already began the answer: the search continues after it.
-        last = messages[-1]
-        messages = (*messages[:-1], ChatMessage(last.role, last.content + prefix))
-    else:
-        messages = (*messages, ChatMessage("assistant", prefix))
-    return ChatPrompt(messages, continue_final_message=True)
+__all__ = ["evaluate", "expand", "look_ahead"]
 
 
 async def expand(

@@ -20,14 +20,17 @@ class Strategy(Protocol, Generic[P_contra]):
     """A test-time compute algorithm, registered under `name`.
 
     `takes_tools`: it can answer with tool calls (it passes `tools` to the backend and returns
-    or votes on its calls); `takes_json`: it can answer under `response_format`'s JSON grammar.
-    A request that asks a strategy for what it cannot take is a 400 naming the field.
+    or votes on its calls); `takes_json`: it can answer under `response_format`'s JSON grammar;
+    `takes_thinking`: it applies `reasoning_params.thinking` (and `thinking_token_budget`) to
+    each candidate it samples. A request that asks a strategy for what it cannot take is a 400
+    naming the field.
     """
 
     name: ClassVar[str]
     params_model: ClassVar[type[StrategyParams]]
     takes_tools: ClassVar[bool]
     takes_json: ClassVar[bool]
+    takes_thinking: ClassVar[bool]
 
     async def run(
         self, request: StrategyRequest, params: P_contra, ctx: StrategyContext

@@ -80,6 +80,7 @@ class VerifiedSelection(ABC):
     name: ClassVar[str]
     takes_tools: ClassVar[bool] = True
     takes_json: ClassVar[bool] = True
+    takes_thinking: ClassVar[bool] = True
     params_model: ClassVar[type[StrategyParams]]
 
     async def run(

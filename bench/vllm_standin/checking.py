@@ -47,6 +47,7 @@ from bench.vllm_standin.constrained import (
     tool_call_payload,
 )
 from bench.vllm_standin.state import Recorded, StandIn
+from bench.vllm_standin.thinking import thinking_text
 
 __all__ = ["create_checking_app"]
 
@@ -66,11 +67,14 @@ def _sse(chunks: Sequence[Mapping[str, Any]]) -> StreamingResponse:
 
 def _written_text(body: Mapping[str, Any], model_text: str, prefix: str) -> str:
     """What the model writes: its answer (JSON of the schema when constrained), continued after
-    an assistant prefix of it, cut at the first stop string as vLLM cuts it."""
+    an assistant prefix of it (as a reasoning model, `bench.vllm_standin.thinking`, where it
+    thinks), cut at the first stop string as vLLM cuts it."""
     written = model_text
     if (constraint := body.get("structured_outputs")) is not None:
         written = structured_text(constraint)
     rest = written[len(prefix) :] if written.startswith(prefix) else written
+    if (thought := thinking_text(body, written, prefix)) is not None:
+        rest = thought
     for stop in body.get("stop") or ():
         if stop in rest:
             keep = len(stop) if body.get("include_stop_str_in_output") else 0

@@ -210,7 +210,10 @@ class ChatCompletionRequest(GenerationRequest):
             template_kwargs=self.template_kwargs(),
         )
         return StrategyRequest(
-            prompt, self._sampling(max_tokens, limits, logprobs), self.reasoning_effort
+            prompt,
+            self._sampling(max_tokens, limits, logprobs),
+            self.reasoning_effort,
+            self.thinking_token_budget,
         )
 
 

@@ -92,6 +92,7 @@ class CompletionRequest(GenerationRequest):
                 self.max_tokens or self._default_max_tokens(16, limits), limits, self.logprobs
             ),
             self.reasoning_effort,
+            self.thinking_token_budget,
         )
 
 

@@ -9,23 +9,26 @@ from backends.base import Backend
 from server.errors import ModelNotFound
 from strategies.base import ParamsContext
 from strategies.limits import Limits
+from strategies.thinking_params import DEFAULT_TAGS, ThinkingTags
 from verifiers.base import Verifier
 from verifiers.registry import prm_names
 
 __all__ = ["Deployment", "Deployments", "NamedModel"]
 
-# A model served by name: the backend that generates its text, and its verifiers by name.
-NamedModel = tuple[Backend, Mapping[str, Verifier]]
+# A model served by name: the backend that generates its text, its verifiers by name, and how
+# it delimits its thinking.
+NamedModel = tuple[Backend, Mapping[str, Verifier], ThinkingTags]
 
 
 @dataclass(frozen=True)
 class Deployment:
-    """One served model: the backend that generates its text and the verifiers its requests
-    may name."""
+    """One served model: the backend that generates its text, the verifiers its requests
+    may name, and how the model delimits its thinking."""
 
     backend: Backend
     verifiers: Mapping[str, Verifier]
     params_context: ParamsContext
+    thinking_tags: ThinkingTags = ThinkingTags()
 
 
 class Deployments:
@@ -38,9 +41,10 @@ class Deployments:
         verifiers: Mapping[str, Verifier],
         named_models: Mapping[str, NamedModel],
         limits: Limits,
+        thinking_tags: ThinkingTags = DEFAULT_TAGS,
     ) -> None:
         self._limits = limits
-        self.primary = self._deployment(backend, verifiers)
+        self.primary = self._deployment(backend, verifiers, thinking_tags)
         self.named = {name: self._deployment(*model) for name, model in named_models.items()}
 
     @property
@@ -62,11 +66,13 @@ class Deployments:
             raise ModelNotFound(model, [served, *self.named])
         return self.primary
 
-    def _deployment(self, backend: Backend, verifiers: Mapping[str, Verifier]) -> Deployment:
+    def _deployment(
+        self, backend: Backend, verifiers: Mapping[str, Verifier], tags: ThinkingTags
+    ) -> Deployment:
         context = ParamsContext(
             verifiers=frozenset(verifiers),
             prms=prm_names(verifiers),
             limits=self._limits,
             logprob_verifiers=frozenset(n for n, v in verifiers.items() if v.logprobs is not None),
         )
-        return Deployment(backend, dict(verifiers), context)
+        return Deployment(backend, dict(verifiers), context, tags)

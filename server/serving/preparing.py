@@ -17,7 +17,7 @@ from server.serving.deployments import Deployment
 from strategies.accounting import ModelPrice, Usage
 from strategies.base import StrategyParams, StrategyRequest
 from strategies.limits import Limits
-from strategies.registry import check_answer_kind, get_strategy, parse_params
+from strategies.registry import check_answer_kind, check_thinking, get_strategy, parse_params
 from strategies.strategy import Strategy
 
 __all__ = ["PreparedRequest", "RunState", "prepare_request"]
@@ -82,6 +82,7 @@ def prepare_request(
         context = dataclasses.replace(context, price=price)
     params = parse_params(strategy, body.reasoning_params, context)
     params.check_request(request)
+    check_thinking(strategy, params, request)
     return PreparedRequest(
         deployment=deployment,
         strategy=strategy,

@@ -30,6 +30,7 @@ from strategies.budget import Allowance
 from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.registry import STRATEGIES
+from strategies.thinking_params import DEFAULT_TAGS, ThinkingTags
 from verifiers.base import Verifier
 from verifiers.equivalence import EquivalencePool
 
@@ -56,13 +57,16 @@ class Serving:
         named_models: Mapping[str, NamedModel] | None = None,
         keepalive_s: float = 10.0,
         equivalence: EquivalencePool | None = None,
+        thinking_tags: ThinkingTags = DEFAULT_TAGS,
     ) -> None:
         self.limits = limits
         self.equivalence = equivalence
         self.keepalive_s = keepalive_s
         self.metrics = metrics
         self.prices = dict(prices or {})
-        self.deployments = Deployments(backend, verifiers or {}, named_models or {}, limits)
+        self.deployments = Deployments(
+            backend, verifiers or {}, named_models or {}, limits, thinking_tags
+        )
 
     async def prepare(self, body: GenerationRequest, request_id: str) -> PreparedRequest:
         """Check the model, the limits, the strategy and its params; 4xx errors come from here."""
@@ -198,6 +202,7 @@ class Serving:
             price=self.prices.get(prepared.model),
             is_progress_asked=prepared.stream_progress,
             equivalence=self.equivalence,
+            thinking_tags=prepared.deployment.thinking_tags,
         )
 
     async def _execute(self, prepared: PreparedRequest, ctx: StrategyContext) -> StrategyResult:

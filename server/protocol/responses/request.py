@@ -171,7 +171,7 @@ class ResponsesRequest(GenerationRequest):
         if effort is not None:
             forwarded = {**sampling.forwarded, "reasoning_effort": effort}
             sampling = dataclasses.replace(sampling, forwarded=forwarded)
-        return StrategyRequest(prompt, sampling, effort)
+        return StrategyRequest(prompt, sampling, effort, self.thinking_token_budget)
 
     def _refuse_unsupported(self) -> None:
         stateless = "this server keeps no responses; send the whole conversation in input"

@@ -60,6 +60,7 @@ class Tally:
     name: ClassVar[str] = "tally"
     takes_tools: ClassVar[bool] = False
     takes_json: ClassVar[bool] = False
+    takes_thinking: ClassVar[bool] = False
     params_model: ClassVar[type[StrategyParams]] = TallyParams
 
     async def run(

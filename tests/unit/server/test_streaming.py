@@ -137,6 +137,7 @@ class ReasonsAtTheEnd:
     name: ClassVar[str] = "none"
     takes_tools: ClassVar[bool] = True
     takes_json: ClassVar[bool] = True
+    takes_thinking: ClassVar[bool] = False
     params_model: ClassVar[type[StrategyParams]] = NoParams
 
     async def run(
