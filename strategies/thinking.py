@@ -30,7 +30,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from backends.base import Completion, Generation, Prompt, SamplingParams
+from backends.base import ChatPrompt, Completion, Generation, Prompt, SamplingParams, TextPrompt
 from strategies.context import StrategyContext
 from strategies.prefixes import continuation
 from strategies.thinking_params import Probe, Thinking, ThinkingTags
@@ -144,7 +144,14 @@ class _Chain:
                 return await self._answer(self.thought, forced=True)
 
     def _thinking_begun(self) -> bool:
-        return self.tags.opened_by_template or self.thought.lstrip().startswith(self.tags.open)
+        # A raw prompt may open the block itself, as a template would.
+        opened = isinstance(self.prompt, TextPrompt) and self.prompt.text.rstrip().endswith(
+            self.tags.open
+        )
+        return opened or self.tags.opened_by_template or self._opens(self.thought)
+
+    def _opens(self, text: str) -> bool:
+        return text.lstrip().startswith(self.tags.open)
 
     async def _settled(self, probe: Probe) -> bool:
         prefix = self.thought + PROBE.format(close=self.tags.close)
@@ -210,7 +217,8 @@ class _Chain:
             # Thinking is free text; the answer alone is held to the request's output form.
             structured=None,
         )
-        if in_thinking and prefix and not prefix.lstrip().startswith(self.tags.open):
+        chat = isinstance(self.prompt, ChatPrompt)
+        if chat and in_thinking and prefix and not self._opens(prefix):
             # A continued turn is rendered without the generation prompt that opened the
             # block: the prefix opens it itself.
             prefix = self.tags.open + prefix
