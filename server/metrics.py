@@ -98,6 +98,15 @@ class Metrics:
         self.prompt_tokens = counter("ttc_prompt_tokens", "Prompt tokens sent to the generator.")
         self.generated_tokens = counter("ttc_generated_tokens", "Tokens the generator sampled.")
         self.verifier_tokens = counter("ttc_verifier_tokens", "Tokens verifiers processed.")
+        self.thinking_tokens = counter(
+            "ttc_thinking_tokens",
+            "Of the generated tokens, those a reasoning model spent thinking (candidates' thinking "
+            "blocks).",
+        )
+        self.probe_tokens = counter(
+            "ttc_thinking_probe_tokens",
+            "Of the generated tokens, those written by probes asking whether thinking had settled.",
+        )
         self.backend_calls = counter(
             "ttc_backend_calls", "Generation calls to the model server, by outcome.", "outcome"
         )
@@ -256,6 +265,8 @@ class Metrics:
         self.prompt_tokens.labels(*labels).inc(usage.prompt_tokens)
         self.generated_tokens.labels(*labels).inc(usage.completion_tokens)
         self.verifier_tokens.labels(*labels).inc(usage.verifier_tokens)
+        self.thinking_tokens.labels(*labels).inc(usage.thinking_tokens)
+        self.probe_tokens.labels(*labels).inc(usage.probe_tokens)
         phases = {
             "queue": stats.queue_seconds,
             "generate": stats.generate_seconds,

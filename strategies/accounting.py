@@ -34,6 +34,10 @@ class Usage:
     # The most that calls cut off before they reported their usage may have generated (their
     # `n` x `max_tokens`): keys are charged it, the response's usage leaves it out.
     unreported_tokens: int = 0
+    # Of `completion_tokens`: the candidates' thinking, and the probes that asked whether it
+    # had settled (`strategies.thinking`); the rest is answers (and what no split told apart).
+    thinking_tokens: int = 0
+    probe_tokens: int = 0
 
     def add_generation(self, generation: Generation) -> None:
         """Count one generation call."""

@@ -74,6 +74,9 @@ class PlainGeneration:
             else:
                 generation = await ctx.generate(request.prompt, sampling)
         completions = [split_completion(c, tags) for c in generation.completions]
+        if chains is None:
+            # A chain counted its own; a whole completion split here is counted now.
+            ctx.usage.thinking_tokens += sum(c.reasoning_tokens for c in completions)
         choices = tuple(
             Choice(
                 c.text,

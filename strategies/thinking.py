@@ -266,6 +266,7 @@ async def generate_thinking(
     if thinking is None:
         generation = await ctx.generate(prompt, sampling)
         completions = tuple(split_completion(c, tags) for c in generation.completions)
+        ctx.usage.thinking_tokens += sum(c.reasoning_tokens for c in completions)
         return dataclasses.replace(generation, completions=completions), None
     chains = [
         _Chain(
@@ -282,6 +283,8 @@ async def generate_thinking(
     async with asyncio.TaskGroup() as group:
         runs = [group.create_task(chain.run()) for chain in chains]
     completions = tuple(run.result() for run in runs)
+    ctx.usage.thinking_tokens += sum(c.reasoning_tokens for c in completions)
+    ctx.usage.probe_tokens += sum(chain.probe_tokens for chain in chains)
     generation = Generation(completions, prompt_tokens=chains[0].prompt_tokens)
     report = ThoughtChains(
         ended=tuple(c.ended for c in chains),

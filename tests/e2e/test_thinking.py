@@ -9,11 +9,13 @@ import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from bench.vllm_standin.answers import ANSWER, SERVED_MODEL, words
 from bench.vllm_standin.state import StandIn
+from tests.exposition import Samples
 from tests.factories import gateway_client
 
 pytestmark = pytest.mark.e2e
@@ -103,8 +105,12 @@ async def test_a_thinking_budget_closes_the_thinking_and_the_model_answers(
     assert forced["messages"][-1]["content"].endswith("</think>\n\n")
 
 
+def spent_thinking(reply: Any) -> int:
+    return int(reply.usage.completion_tokens_details.reasoning_tokens)
+
+
 async def test_probes_that_agree_end_the_thinking_early(
-    client: openai.AsyncOpenAI, thinking: StandIn
+    client: openai.AsyncOpenAI, thinking: StandIn, standin_gateway: str
 ) -> None:
     full = await ask(client)
     probed = await ask(
@@ -125,6 +131,11 @@ async def test_probes_that_agree_end_the_thinking_early(
         and r.body["messages"][-1]["content"].endswith("\\boxed{")
     ]
     assert len(probes) >= 2 and all(p["temperature"] == 0 for p in probes)
+    # The metrics count the thinking and the probes apart from the answers.
+    async with httpx.AsyncClient() as plain:
+        scrape = Samples.parse((await plain.get(f"{standin_gateway}/metrics")).text)
+    assert scrape.get("ttc_thinking_tokens_total", strategy="none") >= spent_thinking(probed)
+    assert scrape.get("ttc_thinking_probe_tokens_total", strategy="none") > 0
 
 
 async def test_every_candidate_of_a_vote_thinks_under_the_controls(
