@@ -13,12 +13,13 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from backends.base import Prompt, SamplingParams
-from strategies.base import StrategyRequest, estimated_tokens
+from backends.base import Completion, Prompt, SamplingParams
+from strategies.base import InvalidParamsError, StrategyRequest, estimated_tokens
 from strategies.context import StrategyContext
 from strategies.prefixes import continuation
 from strategies.sampling import question_of
 from strategies.search import Node, SearchParams
+from strategies.thinking_params import ThinkingTags
 from verifiers.base import Candidate
 
 __all__ = ["evaluate", "expand", "look_ahead"]
@@ -62,6 +63,8 @@ async def expand(
         }
     children: list[list[Node]] = [[] for _ in nodes]
     for path, members in by_path.items():
+        if not path:
+            _refuse_thinking(requests[path].result().completions, ctx.thinking_tags)
         completions = iter(requests[path].result().completions)
         for i in members:
             node = nodes[i]
@@ -79,6 +82,20 @@ async def expand(
                 node.children.append(child)
                 children[i].append(child)
     return children
+
+
+def _refuse_thinking(first_steps: Sequence[Completion], tags: ThinkingTags) -> None:
+    """A 400 when the model thinks before it answers: a search steps through the answer text,
+    and would otherwise score and extend the thinking as if it were steps of the solution."""
+    if any(c.reasoning or c.text.lstrip().startswith(tags.open) for c in first_steps):
+        raise InvalidParamsError(
+            "the model thinks before it answers (its output opened a thinking block), and a "
+            "search steps through the answer text, not the thinking; turn thinking off "
+            '(chat_template_kwargs {"enable_thinking": false}, or reasoning_effort "none") '
+            "or use a strategy that controls thinking (none, majority_vote, weighted_vote, "
+            "best_of_n)",
+            param="reasoning_strategy",
+        )
 
 
 def _share(ctx: StrategyContext, children: int, read: int = 0) -> int:

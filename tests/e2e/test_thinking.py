@@ -185,3 +185,26 @@ async def test_thinking_controls_a_strategy_cannot_apply_are_a_400(
     with pytest.raises(openai.BadRequestError) as raised:
         await ask(client, **fields)
     assert raised.value.param == param
+
+
+async def test_a_search_over_a_model_that_thinks_is_a_400_saying_why(
+    client: openai.AsyncOpenAI, thinking: StandIn
+) -> None:
+    # No thinking control asked: the first step shows the model thinks, and the search stops
+    # there rather than scoring the thinking as steps of a solution.
+    with pytest.raises(openai.BadRequestError) as raised:
+        await ask(
+            client,
+            reasoning_strategy="beam_search",
+            reasoning_params={"n": 2, "beam_width": 1, "verifier": "llm_judge"},
+        )
+    assert raised.value.param == "reasoning_strategy"
+    assert "enable_thinking" in raised.value.message
+    # With thinking off, it searches.
+    reply = await ask(
+        client,
+        reasoning_strategy="beam_search",
+        reasoning_params={"n": 2, "beam_width": 1, "verifier": "llm_judge"},
+        chat_template_kwargs={"enable_thinking": False},
+    )
+    assert reply.choices[0].message.content
