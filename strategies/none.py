@@ -22,7 +22,7 @@ from strategies.base import (
 )
 from strategies.budget import capped_by_budget
 from strategies.context import StrategyContext
-from strategies.thinking import StreamSplit, generate_thinking, split_completion
+from strategies.thinking import StreamSplit, generate_thinking, split_completion, tags_for
 
 __all__ = ["PlainGeneration"]
 
@@ -41,7 +41,7 @@ class PlainGeneration:
     ) -> StrategyResult:
         sampling = ctx.budget.capped(request.sampling)
         thinking = params.thinking_of(request)
-        tags = ctx.thinking_tags
+        tags = tags_for(request.prompt, ctx.thinking_tags)
         splits = [StreamSplit(tags) for _ in range(sampling.n)]
 
         async def forward(delta: StreamDelta) -> None:

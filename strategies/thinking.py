@@ -45,6 +45,7 @@ __all__ = [
     "generate_thinking",
     "split",
     "split_completion",
+    "tags_for",
 ]
 
 # What the server writes to end a thinking block the model did not end (s1's forced end).
@@ -53,6 +54,18 @@ FORCE_CLOSE = "\n{close}\n\n"
 PROBE = "\n{close}\n\nThe final answer is \\boxed{{"
 # What s1 appends instead of an end of thinking that came too soon.
 WAIT = "\nWait,"
+
+
+def tags_for(prompt: Prompt, tags: ThinkingTags) -> ThinkingTags:
+    """The model's tags as they apply to `prompt`: a template told not to think
+    (`enable_thinking` false) opens no block, whatever it does otherwise."""
+    if (
+        tags.opened_by_template
+        and isinstance(prompt, ChatPrompt)
+        and prompt.template_kwargs.get("enable_thinking") is False
+    ):
+        return dataclasses.replace(tags, opened_by_template=False)
+    return tags
 
 
 def split(text: str, tags: ThinkingTags) -> tuple[str | None, str]:
@@ -263,6 +276,7 @@ async def generate_thinking(
     """`sampling.n` candidates of `prompt`, their thinking told apart from their answers: in
     one call when no control applies, else one chain of calls each (seeds moved on by the
     candidate's place, as waves do)."""
+    tags = tags_for(prompt, tags)
     if thinking is None:
         generation = await ctx.generate(prompt, sampling)
         completions = tuple(split_completion(c, tags) for c in generation.completions)

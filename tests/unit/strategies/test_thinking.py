@@ -3,12 +3,14 @@ thinking ended before its minimum."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from backends.base import Completion
+from backends.base import ChatPrompt, Completion
 from backends.scripted import ScriptedBackend
 from strategies.context import StrategyContext
-from strategies.thinking import StreamSplit, generate_thinking, split, split_completion
+from strategies.thinking import StreamSplit, generate_thinking, split, split_completion, tags_for
 from strategies.thinking_params import Thinking, ThinkingTags
 from tests.factories import chat_request
 
@@ -72,3 +74,12 @@ async def test_thinking_that_ends_before_its_minimum_is_told_to_wait() -> None:
     assert continued
     assert completion.reasoning is not None and "Wait," in completion.reasoning
     assert completion.reasoning_tokens >= 5
+
+
+def test_a_template_told_not_to_think_opens_no_block() -> None:
+    opened = ThinkingTags(opened_by_template=True)
+    prompt = chat_request().prompt
+    assert isinstance(prompt, ChatPrompt)
+    off = dataclasses.replace(prompt, template_kwargs={"enable_thinking": False})
+    assert tags_for(off, opened).opened_by_template is False
+    assert tags_for(chat_request().prompt, opened).opened_by_template is True
