@@ -202,13 +202,6 @@ async def test_enable_thinking_false_reaches_the_template(
     assert thinking_off.usage.prompt_tokens == thinking_on.usage.prompt_tokens - OPENING_TOKENS
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="gateway bug: --thinking.opened-by-template holds even where the request's "
-    "chat_template_kwargs turned the template's thinking off, so the answer is split as "
-    "unclosed thinking (strategies/thinking.py, split)",
-)
 async def test_enable_thinking_false_answers_without_reasoning(
     client: openai.AsyncOpenAI,
 ) -> None:
