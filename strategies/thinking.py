@@ -130,13 +130,15 @@ class _Chain:
             if self.thinking.probe is not None:
                 step = min(step, self.thinking.probe.interval)
             piece = await self._call(self.thought, step, (self.tags.close,), include_stop=True)
-            raw = (piece.reasoning or "") + piece.text
+            # A reasoning parser that split the piece took the closing tag out of both parts:
+            # it is put back, so that the answer is asked for after a closed block.
+            parsed_closed = piece.reasoning is not None and piece.finish_reason == "stop"
+            end = self.tags.close if parsed_closed else ""
+            raw = (piece.reasoning or "") + end + piece.text
             first = not self.thought
             self.thought += raw
             self.thinking_tokens += piece.tokens
-            closed = self.thought.endswith(self.tags.close) or (
-                piece.reasoning is not None and piece.finish_reason == "stop"
-            )
+            closed = self.thought.rstrip().endswith(self.tags.close)
             if first and not closed and not (piece.reasoning or self._thinking_begun()):
                 # No thinking block: the model answers at once, and goes on as it began.
                 return await self._answer(self.thought, forced=False, thinking=False)
@@ -233,8 +235,9 @@ class _Chain:
         chat = isinstance(self.prompt, ChatPrompt)
         if chat and in_thinking and prefix and not self._opens(prefix):
             # A continued turn is rendered without the generation prompt that opened the
-            # block: the prefix opens it itself.
-            prefix = self.tags.open + prefix
+            # block: the prefix opens it itself, as templates do (`<think>` and a newline).
+            opening = self.tags.open + "\n" if self.tags.opened_by_template else self.tags.open
+            prefix = opening + prefix
         generation = await self.ctx.generate(continuation(self.prompt, prefix), params)
         if not self.prompt_tokens:
             self.prompt_tokens = generation.prompt_tokens
