@@ -60,6 +60,9 @@ def effort_kwargs(effort: ReasoningEffort | None) -> dict[str, Any]:
     return {"reasoning_effort": effort, "enable_thinking": effort != "none"}
 
 
+# Every field of vLLM's requests this server knows what to do with.
+_KNOWN = APPLIED | FORWARDED | frozenset(REFUSED)
+
 # Token ids are 32-bit: at most 10 digits.
 _TOKEN_ID_DIGITS = 10
 
@@ -249,8 +252,7 @@ class GenerationRequest(OpenAIBaseModel):
     def ignored_fields(self) -> list[str]:
         """Fields neither vLLM nor this server knows, left alone as vLLM does; worth a log
         line."""
-        known = APPLIED | FORWARDED | REFUSED.keys()
-        return sorted(name for name in self.model_extra or {} if name not in known)
+        return sorted(name for name in self.model_extra or () if name not in _KNOWN)
 
     def forwarded(self) -> dict[str, Any]:
         """The vLLM fields every backend call forwards as they are, `reasoning_effort` among
