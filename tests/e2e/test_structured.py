@@ -109,10 +109,14 @@ async def test_majority_vote_answers_with_valid_json(client: openai.AsyncOpenAI)
     Scientist.model_validate_json(response.choices[0].message.content or "")
     trace: dict[str, Any] = response.model_extra["reasoning_trace"]  # type: ignore[index]
     answers = [c["answer"] for c in trace["candidates"]]
-    # Every candidate's answer is its JSON in canonical form (keys sorted, no spaces).
+    # Every candidate's answer is its JSON in canonical form (keys sorted, no spaces, text as
+    # it is: a sampled name may be "Naměcá", which must not turn into escapes).
     for candidate, answer in zip(trace["candidates"], answers, strict=True):
         assert answer == json.dumps(
-            json.loads(candidate["text"]), sort_keys=True, separators=(",", ":")
+            json.loads(candidate["text"]),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
         )
 
 
