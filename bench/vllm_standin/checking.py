@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -46,10 +47,10 @@ from bench.vllm_standin.constrained import (
     tool_call_chunks,
     tool_call_payload,
 )
-from bench.vllm_standin.state import Recorded, StandIn
-from bench.vllm_standin.thinking import thinking_text
+from bench.vllm_standin.state import Options, Recorded, StandIn
+from bench.vllm_standin.thinking import scripted_text, thinking_text
 
-__all__ = ["create_checking_app"]
+__all__ = ["create_checking_app", "serve_checking"]
 
 
 def _error(message: str, status: int = 400) -> JSONResponse:
@@ -65,15 +66,17 @@ def _sse(chunks: Sequence[Mapping[str, Any]]) -> StreamingResponse:
     return StreamingResponse(lines(), media_type="text/event-stream")
 
 
-def _written_text(body: Mapping[str, Any], model_text: str, prefix: str) -> str:
+def _written_text(
+    body: Mapping[str, Any], model_text: str, prefix: str, settles: bool = False
+) -> str:
     """What the model writes: its answer (JSON of the schema when constrained), continued after
     an assistant prefix of it (as a reasoning model, `bench.vllm_standin.thinking`, where it
-    thinks), cut at the first stop string as vLLM cuts it."""
+    thinks; `settles` for a scripted one), cut at the first stop string as vLLM cuts it."""
     written = model_text
     if (constraint := body.get("structured_outputs")) is not None:
         written = structured_text(constraint)
     rest = written[len(prefix) :] if written.startswith(prefix) else written
-    if (thought := thinking_text(body, written, prefix)) is not None:
+    if (thought := thinking_text(body, written, prefix, settles)) is not None:
         rest = thought
     for stop in body.get("stop") or ():
         if stop in rest:
@@ -143,7 +146,11 @@ def create_checking_app(state: StandIn) -> FastAPI:
         return None
 
     def answer(body: dict[str, Any], prompt: str, chat: bool, prefix: str = "") -> Any:
-        texts = tuple(_written_text(body, t, prefix) for t in state.options.answers)
+        scripted = scripted_text(state.options.script, prompt)
+        if scripted is not None:
+            texts: tuple[str, ...] = (_written_text(body, scripted, prefix, settles=True),)
+        else:
+            texts = tuple(_written_text(body, t, prefix) for t in state.options.answers)
         plan = state.plan(
             chat,
             body["n"],
@@ -168,3 +175,11 @@ def create_checking_app(state: StandIn) -> FastAPI:
         return classify_payload(body.get("model"), check_classify(body))
 
     return app
+
+
+def serve_checking(host: str, port: int, options: Options) -> None:
+    """Serve the checking front end as a process until interrupted (a benchmark that wants its
+    checks, its continuations or a script: `bench.thinking`)."""
+    app = create_checking_app(StandIn(options))
+    print(f"vllm_standin (checking) listening on http://{host}:{port}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -25,6 +25,9 @@ class Options:
     fail_503: float = 0.0
     # Send `Retry-After: 0` with those 503s.
     retry_after: bool = False
+    # (question, model text) pairs: a prompt containing a question is answered with its text,
+    # as a reasoning model that settles (`thinking`); only the checking front end reads it.
+    script: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
