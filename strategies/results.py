@@ -17,6 +17,7 @@ from strategies.answer_groups import Vote, Votes
 from strategies.base import Choice, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.sampling import Sampled, Scored
+from strategies.thinking import thinking_stopped
 from verifiers.base import CandidateScore
 
 __all__ = ["report_scores", "report_votes", "result_of"]
@@ -72,6 +73,8 @@ def result_of(
                     if c.reasoning
                     else {}
                 ),
+                **({"thinking_ended_by": c.thinking_ended} if c.thinking_ended else {}),
+                **({"probes": list(c.probes)} if c.probes else {}),
                 **(
                     {
                         "tool_calls": [
@@ -100,6 +103,9 @@ def result_of(
         )
     if fallback:
         trace["fallback"] = fallback
+    # Candidates whose thinking was cut short stopped early too, whatever the vote did.
+    thought = thinking_stopped([c.thinking_ended for c in candidates])
+    stopped_early = "; ".join(s for s in (stopped_early, thought) if s) or None
     if stopped_early:
         trace["stopped_early"] = stopped_early
     return StrategyResult(

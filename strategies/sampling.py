@@ -66,6 +66,10 @@ class Sampled:
     tool_calls: tuple[ToolCall, ...] = ()
     is_json: bool = False
     reasoning_tokens: int = 0
+    # Under a thinking control: why its thinking ended early (None: on its own), and what its
+    # probes answered.
+    thinking_ended: str | None = None
+    probes: tuple[str | None, ...] = ()
 
     def for_verifier(self) -> Candidate:
         """The candidate as verifiers see it: its text, then its calls as the model is asked
@@ -197,11 +201,17 @@ async def sample(
         wave = (0, effort_n(request, params.n, ctx.limits.max_n))
     sampling = sampling_for(request, params, wave[1], wave[0], (logprobs,), cap)
     thinking = params.thinking_of(request)
-    generation, _ = await generate_thinking(
+    generation, chains = await generate_thinking(
         ctx, request.prompt, sampling, thinking, ctx.thinking_tags
     )
     extraction = Extraction.of(request, params)
-    return [extraction.sampled(c) for c in generation.completions]
+    sampled = [extraction.sampled(c) for c in generation.completions]
+    if chains is None:
+        return sampled
+    return [
+        dataclasses.replace(s, thinking_ended=ended, probes=probes)
+        for s, ended, probes in zip(sampled, chains.ended, chains.probes, strict=True)
+    ]
 
 
 async def score(

@@ -19,6 +19,7 @@ from strategies.context import StrategyContext
 from strategies.prefixes import continuation
 from strategies.sampling import question_of
 from strategies.search import Node, SearchParams
+from strategies.thinking import tags_for
 from strategies.thinking_params import ThinkingTags
 from verifiers.base import Candidate
 
@@ -64,7 +65,9 @@ async def expand(
     children: list[list[Node]] = [[] for _ in nodes]
     for path, members in by_path.items():
         if not path:
-            _refuse_thinking(requests[path].result().completions, ctx.thinking_tags)
+            _refuse_thinking(
+                requests[path].result().completions, tags_for(prompt, ctx.thinking_tags)
+            )
         completions = iter(requests[path].result().completions)
         for i in members:
             node = nodes[i]
@@ -87,7 +90,9 @@ async def expand(
 def _refuse_thinking(first_steps: Sequence[Completion], tags: ThinkingTags) -> None:
     """A 400 when the model thinks before it answers: a search steps through the answer text,
     and would otherwise score and extend the thinking as if it were steps of the solution."""
-    if any(c.reasoning or c.text.lstrip().startswith(tags.open) for c in first_steps):
+    # A block the template (or a raw prompt) opened has no opening tag in the output.
+    opened = tags.opened_by_template
+    if opened or any(c.reasoning or c.text.lstrip().startswith(tags.open) for c in first_steps):
         raise InvalidParamsError(
             "the model thinks before it answers (its output opened a thinking block), and a "
             "search steps through the answer text, not the thinking; turn thinking off "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "split",
     "split_completion",
     "tags_for",
+    "thinking_stopped",
 ]
 
 # What the server writes to end a thinking block the model did not end (s1's forced end).
@@ -58,7 +60,10 @@ WAIT = "\nWait,"
 
 def tags_for(prompt: Prompt, tags: ThinkingTags) -> ThinkingTags:
     """The model's tags as they apply to `prompt`: a template told not to think
-    (`enable_thinking` false) opens no block, whatever it does otherwise."""
+    (`enable_thinking` false) opens no block, whatever it does otherwise; a raw prompt that ends
+    with the opening tag has opened it, as a template would."""
+    if isinstance(prompt, TextPrompt) and prompt.text.rstrip().endswith(tags.open):
+        return dataclasses.replace(tags, opened_by_template=True)
     if (
         tags.opened_by_template
         and isinstance(prompt, ChatPrompt)
@@ -129,7 +134,16 @@ class _Chain:
             step = self.budget - self.thinking_tokens
             if self.thinking.probe is not None:
                 step = min(step, self.thinking.probe.interval)
-            piece = await self._call(self.thought, step, (self.tags.close,), include_stop=True)
+            # The request's stop strings end the output in the thinking too, as vLLM's do.
+            stops = (self.tags.close, *self.sampling.stop)
+            piece = await self._call(self.thought, step, stops, include_stop=True)
+            raw = (piece.reasoning or "") + piece.text
+            hit = next((s for s in self.sampling.stop if raw.endswith(s)), None)
+            if hit is not None and piece.finish_reason == "stop":
+                kept = raw if self.sampling.include_stop else raw.removesuffix(hit)
+                self.thought += kept
+                self.thinking_tokens += piece.tokens
+                return self._completion(Completion("", "stop", 0))
             # A reasoning parser that split the piece took the closing tag out of both parts:
             # it is put back, so that the answer is asked for after a closed block.
             parsed_closed = piece.reasoning is not None and piece.finish_reason == "stop"
@@ -159,11 +173,7 @@ class _Chain:
                 return await self._answer(self.thought, forced=True)
 
     def _thinking_begun(self) -> bool:
-        # A raw prompt may open the block itself, as a template would.
-        opened = isinstance(self.prompt, TextPrompt) and self.prompt.text.rstrip().endswith(
-            self.tags.open
-        )
-        return opened or self.tags.opened_by_template or self._opens(self.thought)
+        return self.tags.opened_by_template or self._opens(self.thought)
 
     def _opens(self, text: str) -> bool:
         return text.lstrip().startswith(self.tags.open)
@@ -180,8 +190,12 @@ class _Chain:
         return len(last) == probe.agree and last[0] is not None and len(set(last)) == 1
 
     async def _answer(self, thought: str, forced: bool, thinking: bool = True) -> Completion:
+        left = self.sampling.max_tokens - self.thinking_tokens
+        if left <= 0:
+            # The thinking took every token the candidate had: cut off before it answered.
+            self.ended = None
+            return self._completion(Completion("", "length", 0))
         prefix = thought + FORCE_CLOSE.format(close=self.tags.close) if forced else thought
-        left = max(1, self.sampling.max_tokens - self.thinking_tokens)
         stops = self.sampling.stop
         answer = await self._call(
             prefix, left, stops, logprobs=self.sampling.logprobs, in_thinking=thinking
@@ -244,6 +258,13 @@ class _Chain:
         return generation.completions[0]
 
 
+def thinking_stopped(ended: Sequence[str | None]) -> str | None:
+    """Why candidates' thinking stopped early (`ended`, None for one that ended on its own), as
+    `reasoning_stopped_early` says it; None when none did."""
+    said = [f"candidate {i}: {why}" for i, why in enumerate(ended) if why]
+    return f"thinking ended early ({'; '.join(said)})" if said else None
+
+
 @dataclass(frozen=True)
 class ThoughtChains:
     """What the chains of one call did, for the trace: per candidate, why its thinking ended
@@ -255,8 +276,7 @@ class ThoughtChains:
 
     def stopped(self) -> str | None:
         """Why thinking stopped early, per candidate that did, as `reasoning_stopped_early`."""
-        ended = [f"candidate {i}: {why}" for i, why in enumerate(self.ended) if why]
-        return f"thinking ended early ({'; '.join(ended)})" if ended else None
+        return thinking_stopped(self.ended)
 
     def trace(self) -> dict[str, Any]:
         """The chains as the response's trace shows them."""

@@ -7,12 +7,15 @@ import dataclasses
 
 import pytest
 
-from backends.base import ChatPrompt, Completion
+from backends.base import ChatMessage, ChatPrompt, Completion, Prompt, SamplingParams, TextPrompt
 from backends.scripted import ScriptedBackend
+from strategies.base import InvalidParamsError, ParamsContext, StrategyRequest
 from strategies.context import StrategyContext
+from strategies.limits import Limits
+from strategies.registry import get_strategy, parse_params
 from strategies.thinking import StreamSplit, generate_thinking, split, split_completion, tags_for
 from strategies.thinking_params import Thinking, ThinkingTags
-from tests.factories import chat_request
+from tests.factories import TableVerifier, chat_request
 
 TAGS = ThinkingTags()
 
@@ -83,3 +86,82 @@ def test_a_template_told_not_to_think_opens_no_block() -> None:
     off = dataclasses.replace(prompt, template_kwargs={"enable_thinking": False})
     assert tags_for(off, opened).opened_by_template is False
     assert tags_for(chat_request().prompt, opened).opened_by_template is True
+
+
+async def test_a_stop_string_ends_the_output_inside_the_thinking() -> None:
+    # vLLM checks stop strings against all it generates, thinking included.
+    backend = ScriptedBackend(["<think> a STOP b</think>", "Answer: 7"])
+    ctx = StrategyContext(backend=backend, request_id="r")
+    request = chat_request(max_tokens=64, stop=("STOP",))
+    generation, _ = await generate_thinking(
+        ctx, request.prompt, request.sampling, Thinking(max_tokens=32), TAGS
+    )
+    completion = generation.completions[0]
+    assert (completion.text, completion.finish_reason) == ("", "stop")
+    assert completion.reasoning == "a"
+    assert len(backend.calls) == 1
+
+
+async def test_thinking_that_takes_every_token_leaves_no_answer_past_max_tokens() -> None:
+    backend = ScriptedBackend(["<think> a b c d e f g h i j", "Answer: 7"])
+    ctx = StrategyContext(backend=backend, request_id="r")
+    request = chat_request(max_tokens=6)
+    generation, chains = await generate_thinking(
+        ctx, request.prompt, request.sampling, Thinking(max_tokens=100), TAGS
+    )
+    completion = generation.completions[0]
+    assert (completion.tokens, completion.finish_reason, completion.text) == (6, "length", "")
+    assert chains is not None and chains.ended == (None,)
+    assert len(backend.calls) == 1
+
+
+async def test_a_raw_prompt_that_opens_the_block_is_answered_with_thinking() -> None:
+    prompt = TextPrompt("Q: 2 + 2?\n<think>")
+    assert tags_for(prompt, TAGS).opened_by_template is True
+    backend = ScriptedBackend(["still thinking, 4"])
+    ctx = StrategyContext(backend=backend, request_id="r")
+    generation, _ = await generate_thinking(ctx, prompt, SamplingParams(max_tokens=64), None, TAGS)
+    completion = generation.completions[0]
+    assert (completion.reasoning, completion.text) == ("still thinking, 4", "")
+
+
+async def test_a_vote_says_which_candidates_thinking_was_cut_short() -> None:
+    backend = ScriptedBackend(["<think> a b c d</think>", "Answer: 4"])
+    strategy = get_strategy("majority_vote")
+    context = ParamsContext(verifiers=frozenset(), limits=Limits(max_n=16))
+    params = parse_params(
+        strategy, {"n": 2, "return_trace": True, "thinking": {"max_tokens": 2}}, context
+    )
+    ctx = StrategyContext(backend=backend, request_id="r")
+    result = await strategy.run(chat_request(max_tokens=64), params, ctx)
+    assert result.stopped_early is not None
+    assert "thinking ended early" in result.stopped_early
+    assert "candidate 1: thinking budget (2 tokens)" in result.stopped_early
+    assert result.trace is not None
+    ended = [c["thinking_ended_by"] for c in result.trace["candidates"]]
+    assert ended == ["thinking budget (2 tokens)"] * 2
+
+
+@pytest.mark.parametrize(
+    ("prompt", "tags"),
+    [
+        # The raw prompt opened the block: the model's steps are thinking with no tag in them.
+        (TextPrompt("Q: 2 + 2?\n<think>"), TAGS),
+        # So did the template, as the server was told.
+        (ChatPrompt((ChatMessage("user", "2 + 2?"),)), ThinkingTags(opened_by_template=True)),
+    ],
+)
+async def test_a_search_refuses_thinking_a_prompt_or_template_opened(
+    prompt: Prompt, tags: ThinkingTags
+) -> None:
+    backend = ScriptedBackend(["first I add, 4"])
+    strategy = get_strategy("beam_search")
+    context = ParamsContext(verifiers=frozenset({"v"}), limits=Limits(max_n=16))
+    params = parse_params(strategy, {"verifier": "v", "n": 2, "beam_width": 1}, context)
+    verifier = TableVerifier({"first I add, 4": 0.5})
+    ctx = StrategyContext(
+        backend=backend, request_id="r", verifiers={"v": verifier}, thinking_tags=tags
+    )
+    with pytest.raises(InvalidParamsError, match="thinks before it answers"):
+        await strategy.run(StrategyRequest(prompt, SamplingParams(max_tokens=64)), params, ctx)
+    assert verifier.calls == []
