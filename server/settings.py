@@ -97,10 +97,16 @@ class ThinkingSettings(BaseModel):
         description="The chat template opens the thinking itself (DeepSeek-R1's distills): the "
         "model's output starts inside it.",
     )
+    native_budget: bool = Field(
+        default=False,
+        description="vLLM enforces thinking_token_budget itself (started with "
+        "--reasoning-config): a thinking budget alone, with no minimum and no probes, is sent "
+        "to it with all the candidates in one call instead of the gateway's chain per candidate.",
+    )
 
     def tags(self) -> ThinkingTags:
         """The tags the strategies split and force by."""
-        return ThinkingTags(self.open, self.close, self.opened_by_template)
+        return ThinkingTags(self.open, self.close, self.opened_by_template, self.native_budget)
 
 
 class ServedModel(VLLMReplicaSettings):

@@ -74,8 +74,8 @@ class PlainGeneration:
             else:
                 generation = await ctx.generate(request.prompt, sampling)
         completions = [split_completion(c, tags) for c in generation.completions]
-        if chains is None:
-            # A chain counted its own; a whole completion split here is counted now.
+        if thinking is None:
+            # `generate_thinking` counted its own; a whole completion split here is counted now.
             ctx.usage.thinking_tokens += sum(c.reasoning_tokens for c in completions)
         choices = tuple(
             Choice(

@@ -297,10 +297,18 @@ async def generate_thinking(
     tags: ThinkingTags,
 ) -> tuple[Generation, ThoughtChains | None]:
     """`sampling.n` candidates of `prompt`, their thinking told apart from their answers: in
-    one call when no control applies, else one chain of calls each (seeds moved on by the
+    one call when no control applies (or only a budget, which a model server that enforces
+    `thinking_token_budget` applies), else one chain of calls each (seeds moved on by the
     candidate's place, as waves do)."""
     tags = tags_for(prompt, tags)
-    if thinking is None:
+    native = thinking is not None and thinking.is_budget_only and tags.native_budget
+    if thinking is None or native:
+        if native:
+            # vLLM closes the block at the budget and the model answers, as a chain would.
+            assert thinking is not None and thinking.max_tokens is not None
+            budget = min(thinking.max_tokens, sampling.max_tokens)
+            forwarded = {**sampling.forwarded, "thinking_token_budget": budget}
+            sampling = dataclasses.replace(sampling, forwarded=forwarded)
         generation = await ctx.generate(prompt, sampling)
         completions = tuple(split_completion(c, tags) for c in generation.completions)
         ctx.usage.thinking_tokens += sum(c.reasoning_tokens for c in completions)

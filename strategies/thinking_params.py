@@ -13,11 +13,13 @@ __all__ = ["DEFAULT_TAGS", "Probe", "Thinking", "ThinkingTags"]
 @dataclass(frozen=True)
 class ThinkingTags:
     """How a model delimits its thinking; `opened_by_template` when its chat template opens the
-    block itself (DeepSeek-R1's distills), so that its output starts inside it."""
+    block itself (DeepSeek-R1's distills), so that its output starts inside it;
+    `native_budget` when the model server enforces `thinking_token_budget` itself."""
 
     open: str = "<think>"
     close: str = "</think>"
     opened_by_template: bool = False
+    native_budget: bool = False
 
 
 # The common defaults (DeepSeek-R1, Qwen3 and most reasoning models).
@@ -55,6 +57,11 @@ class Thinking(BaseModel):
         if self.min_tokens and self.max_tokens and self.min_tokens > self.max_tokens:
             raise ValueError("thinking.min_tokens must not exceed thinking.max_tokens")
         return self
+
+    @property
+    def is_budget_only(self) -> bool:
+        """A cap and nothing else: what vLLM's own `thinking_token_budget` does alike."""
+        return self.max_tokens is not None and not self.min_tokens and self.probe is None
 
     def probe_tokens(self, max_tokens: int) -> int:
         """The most tokens probes may write for one candidate of `max_tokens`."""
