@@ -52,7 +52,16 @@ GENERATOR_FLAGS = (
     "hermes",
 )
 
-THINKER_FLAGS = ("--reasoning-parser", "olmo3", "--chat-template", str(THINKING_TEMPLATE))
+# The reasoning config lets vLLM enforce `thinking_token_budget` itself: at the budget it writes
+# the end string and the model answers (`native_thinking_gateway`).
+THINKER_FLAGS = (
+    "--reasoning-parser",
+    "olmo3",
+    "--chat-template",
+    str(THINKING_TEMPLATE),
+    "--reasoning-config",
+    json.dumps({"reasoning_start_str": "<think>", "reasoning_end_str": "\n</think>\n\n"}),
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -127,6 +136,22 @@ def thinking_gateway(vllm: VLLMServers) -> Iterator[str]:
     """A gateway in front of the thinker, told that its template opens the thinking block."""
     with gateway_process(
         "--backend", "vllm", "--vllm-url", vllm.thinker.url, "--thinking.opened-by-template", "true"
+    ) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def native_thinking_gateway(vllm: VLLMServers) -> Iterator[str]:
+    """A gateway in front of the thinker that sends a thinking budget to vLLM to enforce."""
+    with gateway_process(
+        "--backend",
+        "vllm",
+        "--vllm-url",
+        vllm.thinker.url,
+        "--thinking.opened-by-template",
+        "true",
+        "--thinking.native-budget",
+        "true",
     ) as url:
         yield url
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
@@ -210,3 +211,28 @@ async def test_enable_thinking_false_answers_without_reasoning(
     assert reasoning_of(reply) == ""
     assert "12" in (reply.choices[0].message.content or "")
     assert reasoning_tokens(reply) == 0
+
+
+async def test_vllms_own_budget_closes_the_block_in_one_call(
+    native_thinking_gateway: str, vllm: VLLMServers
+) -> None:
+    """With `--thinking.native-budget`, the budget goes to vLLM as `thinking_token_budget`:
+    vLLM writes the end of thinking at it and the model answers, in the one call."""
+    servers = (vllm.thinker, Scrape(native_thinking_gateway))
+    async with gateway_client(native_thinking_gateway, timeout=300) as native:
+        async with measured(servers) as cost:
+            reply = await ask(native, LONG, thinking_token_budget=16)
+
+    assert cost.total("vllm:request_success_total") == 1
+    thought = reasoning_of(reply)
+    assert thought.strip() and (reply.choices[0].message.content or "").strip()
+    async with httpx.AsyncClient(base_url=vllm.thinker.url) as http:
+        asked = {"model": THINKER, "prompt": thought, "add_special_tokens": False}
+        counted = (await http.post("/tokenize", json=asked)).json()
+    # vLLM counts the budget by its own reading of the tags, and what its parser calls
+    # reasoning ends with the first token of the end it forced ("\n"): measured here, 17
+    # tokens of thinking and that "\n" for a budget of 16.
+    assert counted["count"] <= 16 + 2, (thought, counted)
+    assert reply.usage is not None
+    assert cost.total("vllm:generation_tokens_total") == reply.usage.completion_tokens == 64
+    assert 0 < reasoning_tokens(reply) < reply.usage.completion_tokens
