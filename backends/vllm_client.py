@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from opentelemetry import propagate, trace
 from pydantic import BaseModel, Field
 
 from backends.errors import (
@@ -132,10 +133,12 @@ class VLLMClient:
         session: aiohttp.ClientSession,
         settings: VLLMClientSettings,
         on_retry: RetryObserver | None = None,
+        traced: bool = False,
     ) -> None:
         self._session = session
         self.settings = settings
         self._on_retry = on_retry
+        self._traced = traced
 
     async def get(self, url: str) -> JSON:
         """GET a JSON object once (readiness probes: a retry would only delay the answer)."""
@@ -203,6 +206,8 @@ class VLLMClient:
                 raise failure
             if self._on_retry is not None:
                 self._on_retry(reason)
+            if self._traced:
+                trace.get_current_span().add_event("retry", {"reason": reason, "url": url})
             logger.debug("retrying %s%s after %s in %.3f s", route.url, path, reason, wait)
             if wait:
                 await asyncio.sleep(wait)
@@ -211,10 +216,12 @@ class VLLMClient:
         self, url: str, data: bytes, headers: Mapping[str, str] | None
     ) -> aiohttp.ClientResponse:
         """The response's status and headers; `_Unprocessed` when vLLM never saw the call."""
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if self._traced:
+            # The current span (the call's) as the parent of the model server's own.
+            propagate.inject(sent)
         try:
-            return await self._session.post(
-                url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
-            )
+            return await self._session.post(url, data=data, headers=sent)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             logger.warning("model server %s unreachable: %r", url, exc)
             raise _Unprocessed("connect", "the model server is unreachable", exc) from exc
@@ -231,9 +238,15 @@ class VLLMClient:
 class HTTPClients:
     """Opens the pooled clients of the app's vLLM servers, and closes them all at shutdown."""
 
-    def __init__(self, settings: VLLMClientSettings, on_retry: RetryObserver | None = None) -> None:
+    def __init__(
+        self,
+        settings: VLLMClientSettings,
+        on_retry: RetryObserver | None = None,
+        traced: bool = False,
+    ) -> None:
         self._settings = settings
         self._on_retry = on_retry
+        self._traced = traced
         self._opened: list[aiohttp.ClientSession] = []
 
     def open(self) -> VLLMClient:
@@ -253,7 +266,7 @@ class HTTPClients:
             raise_for_status=False,
         )
         self._opened.append(session)
-        return VLLMClient(session, settings, self._on_retry)
+        return VLLMClient(session, settings, self._on_retry, self._traced)
 
     async def aclose(self) -> None:
         """Close every client opened here, each even if another fails to close."""

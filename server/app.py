@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Response
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from backends.base import Backend
@@ -28,6 +29,7 @@ from server.request_id import RequestIdMiddleware
 from server.routes import chat, completions, health, models, responses, tokenizer
 from server.serving.running import Serving
 from server.settings import DRAIN_MARGIN_S, Settings
+from server.tracing import TracingMiddleware, tracer_provider
 from verifiers.equivalence import EquivalencePool
 from verifiers.registry import create_verifiers
 
@@ -36,18 +38,30 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
-    """Build the app; `backend` replaces the configured one (tests, benchmarks)."""
+def create_app(
+    settings: Settings | None = None,
+    backend: Backend | None = None,
+    tracing: TracerProvider | None = None,
+) -> FastAPI:
+    """Build the app; `backend` replaces the configured one (tests, benchmarks), `tracing` the
+    tracer provider the `OTEL_*` variables and `--tracing.enabled` would make (tests)."""
     settings = settings or Settings()
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     keys = settings.key_ring()
+    provider = tracing or tracer_provider(settings.tracing.enabled)
+    tracer = provider.get_tracer("ttc_server") if provider is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             # Every pooled client of a vLLM server comes from here and is closed last.
-            clients = HTTPClients(settings.vllm, on_retry=metrics.retried)
+            if provider is not None:
+                # Last out: the spans of the shutdown itself are exported too.
+                stack.callback(provider.shutdown)
+            clients = HTTPClients(
+                settings.vllm, on_retry=metrics.retried, traced=tracer is not None
+            )
             stack.push_async_callback(clients.aclose)
             active = backend or await BACKENDS[settings.backend].create(settings, clients)
             stack.push_async_callback(active.aclose)
@@ -76,6 +90,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 keepalive_s=settings.stream_keepalive_s,
                 equivalence=equivalence,
                 thinking_tags=settings.thinking.tags(),
+                tracer=tracer,
+                capture_text=settings.tracing.capture_text,
             )
             logger.info(
                 "serving %s on the %s backend; verifiers: %s",
@@ -107,6 +123,9 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         # Outside admission: a request without a key never takes a slot.
         token = metrics_token.get_secret_value() if metrics_token is not None else None
         app.add_middleware(AuthMiddleware, keys=keys, metrics=metrics, metrics_token=token)
+    if provider is not None:
+        # Inside the request id, outside the rest: turned-away requests are traced too.
+        app.add_middleware(TracingMiddleware, provider=provider)
     app.add_middleware(RequestIdMiddleware)  # outermost: turned-away requests get an id too
     install_error_handlers(app)
     for module in (chat, completions, responses, models, tokenizer, health):

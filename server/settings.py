@@ -36,6 +36,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "ThinkingSettings",
+    "TracingSettings",
     "backend_settings",
 ]
 
@@ -107,6 +108,24 @@ class ThinkingSettings(BaseModel):
     def tags(self) -> ThinkingTags:
         """The tags the strategies split and force by."""
         return ThinkingTags(self.open, self.close, self.opened_by_template, self.native_budget)
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (`--tracing.*`); the exporter is configured by the standard
+    `OTEL_*` variables (server/tracing.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = Field(
+        default=None,
+        description="Trace requests. Unset: on when OTEL_EXPORTER_OTLP_ENDPOINT or "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.",
+    )
+    capture_text: bool = Field(
+        default=False,
+        description="Put prompts and completions on the model calls' spans. Off by default: "
+        "they may hold user data.",
+    )
 
 
 class ServedModel(VLLMReplicaSettings):
@@ -211,6 +230,10 @@ class ServerSettings(BaseSettings):
         default_factory=ThinkingSettings,
         description="How the served model delimits its thinking (--thinking.open, .close, "
         ".opened-by-template).",
+    )
+    tracing: TracingSettings = Field(
+        default_factory=TracingSettings,
+        description="OpenTelemetry traces (--tracing.enabled, --tracing.capture-text).",
     )
     answer_match_timeout_s: float = Field(
         default=5.0,

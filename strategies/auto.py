@@ -166,9 +166,10 @@ class Auto:
                 break
             # 1. This stage's new samples, in one call, seeded after the ones before.
             wave = (len(drawn), stage.samples - len(drawn))
-            drawn += await sample(ctx, request, params, wave=wave)
-            # 2. Group and count.
-            votes = await rank_groups(drawn, None, ctx.equivalence)
+            with ctx.span("stage", number=index + 1, samples=stage.samples):
+                drawn += await sample(ctx, request, params, wave=wave)
+                # 2. Group and count.
+                votes = await rank_groups(drawn, None, ctx.equivalence)
             tally = {v.answer: v.weight for v in votes}
             stages.append(_StageRecord(len(drawn), tally, stage.stop_at))
             # 3. Stop once the leader has the votes the stage asks for.

@@ -2,6 +2,8 @@
 
 Every call goes through the context, which adds the token counts the backend or verifier
 reported to the request's usage and times it for the metrics, so no strategy can forget a call.
+Where the request is traced (`tracer`), each call is a client span (OpenTelemetry's GenAI
+conventions for model calls), and `span` lets a strategy group its calls (a wave, a step).
 """
 
 from __future__ import annotations
@@ -9,8 +11,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from backends.base import BackendSession, Generation, Prompt, SamplingParams, StreamDelta
+import orjson
+from opentelemetry.trace import Span, SpanKind, Tracer
+
+from backends.base import (
+    BackendSession,
+    ChatPrompt,
+    Generation,
+    Prompt,
+    SamplingParams,
+    StreamDelta,
+    TextPrompt,
+)
 from strategies.accounting import CallStats, ModelPrice, Usage, outcome_of
 from strategies.base import ChoiceDelta, EventSink, Progress, estimated_tokens
 from strategies.budget import Allowance, ReadRefused
@@ -35,6 +49,8 @@ class StrategyContext:
     normalised text and numeric value only. `reads` is the most tokens verifiers may read in
     the run, as its strategy declared (`MaxSpend.reads`; None: no bound but the budget's).
     `thinking_tags` are how the model delimits its thinking (`strategies.thinking`).
+    `tracer` traces the run's calls (None: not traced), on spans named for `model`; prompts
+    and completions go on them only with `capture_text`.
     """
 
     backend: BackendSession
@@ -50,6 +66,9 @@ class StrategyContext:
     equivalence: EquivalencePool | None = None
     reads: int | None = None
     thinking_tags: ThinkingTags = field(default_factory=ThinkingTags)
+    tracer: Tracer | None = None
+    model: str = ""
+    capture_text: bool = False
     budget: Allowance = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,9 +99,10 @@ class StrategyContext:
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         """Sample `params.n` completions and count their tokens; a call cut off (cancelled or
         timed out) is counted as `unreported_tokens`, at the most it could have generated."""
-        with self.stats.backend_call(), self._counted_if_cut(params, None):
-            generation = await self.backend.generate(prompt, params)
-        return self._counted(generation)
+        with self._call_span(prompt, params) as span:
+            with self.stats.backend_call(), self._counted_if_cut(params, None):
+                generation = await self.backend.generate(prompt, params)
+            return self._counted(generation, span)
 
     async def generate_streamed(
         self, prompt: Prompt, params: SamplingParams, on_delta: DeltaHandler
@@ -95,9 +115,10 @@ class StrategyContext:
             arrived.add(delta)
             await on_delta(delta)
 
-        with self.stats.backend_call(), self._counted_if_cut(params, arrived):
-            generation = await collect(self.backend.stream(prompt, params), params, seen)
-        return self._counted(generation)
+        with self._call_span(prompt, params) as span:
+            with self.stats.backend_call(), self._counted_if_cut(params, arrived):
+                generation = await collect(self.backend.stream(prompt, params), params, seen)
+            return self._counted(generation, span)
 
     async def generate_until(
         self,
@@ -115,15 +136,62 @@ class StrategyContext:
             arrived.add(delta)
             return stop(delta)
 
-        with self.stats.backend_call(), self._counted_if_cut(params, arrived):
-            stream = self.backend.stream(prompt, params)
-            generation, cut = await collect_until(stream, params, seen, prompt_tokens)
-        return self._counted(generation), cut
+        with self._call_span(prompt, params) as span:
+            with self.stats.backend_call(), self._counted_if_cut(params, arrived):
+                stream = self.backend.stream(prompt, params)
+                generation, cut = await collect_until(stream, params, seen, prompt_tokens)
+            if span is not None:
+                span.set_attribute("ttc.stream_closed_early", cut)
+            return self._counted(generation, span), cut
 
-    def _counted(self, generation: Generation) -> Generation:
+    def _counted(self, generation: Generation, span: Span | None = None) -> Generation:
         self.stats.generated(generation)
         self.usage.add_generation(generation)
+        if span is not None:
+            completions = generation.completions
+            span.set_attributes(
+                {
+                    "gen_ai.usage.input_tokens": generation.prompt_tokens,
+                    "gen_ai.usage.output_tokens": generation.completion_tokens,
+                    "gen_ai.response.finish_reasons": [c.finish_reason for c in completions],
+                }
+            )
+            if self.capture_text:
+                texts = [c.text for c in completions]
+                span.set_attribute("gen_ai.output.messages", orjson.dumps(texts).decode())
         return generation
+
+    def span(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
+        """A span around part of the run (a wave, a step), its attributes as `ttc.<name>`;
+        nothing where the request is not traced."""
+        if self.tracer is None:
+            return _UNTRACED
+        return self.tracer.start_as_current_span(
+            name, attributes={f"ttc.{k}": v for k, v in attributes.items()}
+        )
+
+    def _call_span(
+        self, prompt: Prompt, params: SamplingParams
+    ) -> contextlib.AbstractContextManager[Span | None]:
+        """A model call's client span, by OpenTelemetry's GenAI conventions; its `traceparent`
+        goes with the call (`backends.vllm_client`)."""
+        if self.tracer is None:
+            return _UNTRACED
+        operation = "chat" if isinstance(prompt, ChatPrompt) else "text_completion"
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.request.model": self.model,
+            "gen_ai.request.max_tokens": params.max_tokens,
+            "gen_ai.request.temperature": params.temperature,
+            "gen_ai.request.choice.count": params.n,
+        }
+        if params.seed is not None:
+            attributes["gen_ai.request.seed"] = params.seed
+        if self.capture_text:
+            attributes["gen_ai.input.messages"] = _prompt_text(prompt)
+        return self.tracer.start_as_current_span(
+            f"{operation} {self.model}", kind=SpanKind.CLIENT, attributes=attributes
+        )
 
     @contextlib.contextmanager
     def _counted_if_cut(self, params: SamplingParams, arrived: Arrived | None) -> Iterator[None]:
@@ -151,20 +219,39 @@ class StrategyContext:
         server read them: it is charged that estimate, as unreported tokens."""
         reading = self._reading(question, candidates)
         self._check_reading(name, reading)
-        try:
-            with self.stats.verifier_call(name):
-                scores = await self.verifiers[name].score(question, candidates)
-        except BaseException as exc:
-            if outcome_of(_cause(exc)) in ("cancelled", "timeout"):
-                self.usage.unreported_tokens += reading
-            raise
-        if len(scores.candidates) != len(candidates):
-            raise VerifierError(
-                f"verifier {name!r} returned {len(scores.candidates)} scores "
-                f"for {len(candidates)} candidates"
-            )
-        self.usage.verifier_tokens += scores.tokens
-        return scores.candidates
+        with self._verifier_span(name, len(candidates)) as span:
+            try:
+                with self.stats.verifier_call(name):
+                    scores = await self.verifiers[name].score(question, candidates)
+            except BaseException as exc:
+                if outcome_of(_cause(exc)) in ("cancelled", "timeout"):
+                    self.usage.unreported_tokens += reading
+                raise
+            if len(scores.candidates) != len(candidates):
+                raise VerifierError(
+                    f"verifier {name!r} returned {len(scores.candidates)} scores "
+                    f"for {len(candidates)} candidates"
+                )
+            self.usage.verifier_tokens += scores.tokens
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "ttc.verifier.tokens": scores.tokens,
+                        "ttc.verifier.scores": [c.value for c in scores.candidates],
+                    }
+                )
+            return scores.candidates
+
+    def _verifier_span(
+        self, name: str, candidates: int
+    ) -> contextlib.AbstractContextManager[Span | None]:
+        if self.tracer is None:
+            return _UNTRACED
+        return self.tracer.start_as_current_span(
+            f"verify {name}",
+            kind=SpanKind.CLIENT,
+            attributes={"ttc.verifier.name": name, "ttc.verifier.candidates": candidates},
+        )
 
     @staticmethod
     def _reading(question: str, candidates: Sequence[Candidate]) -> int:
@@ -191,6 +278,20 @@ class StrategyContext:
     async def count_tokens(self, text: str) -> int:
         """How many tokens `text` is in the backend's tokenizer."""
         return await self.backend.count_tokens(text)
+
+
+# What an untraced run's spans are: nothing, and the same nothing every time.
+_UNTRACED: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+def _prompt_text(prompt: Prompt) -> str:
+    """A prompt as a span shows it: the messages as JSON, or the raw text."""
+    if isinstance(prompt, ChatPrompt):
+        messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        return orjson.dumps(messages).decode()
+    if isinstance(prompt, TextPrompt):
+        return prompt.text
+    return orjson.dumps(list(prompt.ids)).decode()
 
 
 def _cause(exc: BaseException) -> BaseException:

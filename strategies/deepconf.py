@@ -174,7 +174,8 @@ async def think(
     if left is not None and left < warmup * first.max_tokens:
         warmup = max(1, left // first.max_tokens)
         first = run.sampling(warmup, offset=0, cap=max(1, left))
-    generation = await ctx.generate(request.prompt, first)
+    with ctx.span("wave", phase="warmup", size=warmup):
+        generation = await ctx.generate(request.prompt, first)
     confidences = [
         lowest_group_confidence(c.logprobs or (), rule.window) for c in generation.completions
     ]
@@ -190,9 +191,10 @@ async def think(
 
     # 3-4. The rest, streamed and stopped below the threshold, until a consensus.
     gate = asyncio.Semaphore(rule.parallel or max(1, total - warmup))
-    async with asyncio.TaskGroup() as group:
-        for i in range(warmup, total):
-            group.create_task(run.stream(i, gate))
+    with ctx.span("wave", phase="online", size=total - warmup):
+        async with asyncio.TaskGroup() as group:
+            for i in range(warmup, total):
+                group.create_task(run.stream(i, gate))
     return run.online
 
 

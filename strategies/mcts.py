@@ -96,7 +96,7 @@ class MCTS:
         self, request: StrategyRequest, params: MCTSParams, ctx: StrategyContext
     ) -> StrategyResult:
         # The generator's own log-probabilities give the priors.
-        search = Search.start(ctx, request, params, priors=True)
+        search = Search.start(ctx, request, params, priors=True, unit="rollout")
         root, prompt, sampling = search.root, request.prompt, search.sampling
         for step in search.steps(params.iterations):
             async with search.calls():

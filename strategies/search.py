@@ -243,6 +243,9 @@ class Search:
     sampling: SamplingParams
     root: Node = field(default_factory=lambda: Node(step="", tokens=0))
     stopped: str | None = None
+    # What one pass of the loop is called on the trace's spans (MCTS: a rollout), and its number.
+    unit: str = "step"
+    number: int = 0
 
     @classmethod
     def start(
@@ -251,6 +254,7 @@ class Search:
         request: StrategyRequest,
         params: SearchParams,
         priors: bool = False,
+        unit: str = "step",
     ) -> Search:
         """The budget starts now; steps are sampled at the search's temperature, with the
         chosen tokens' log-probabilities when the search needs `priors` from them."""
@@ -260,7 +264,7 @@ class Search:
             logprobs=0 if priors else request.sampling.logprobs,
         )
         ctx.budget = search_allowance(ctx, params)
-        return cls(ctx, ctx.budget, sampling)
+        return cls(ctx, ctx.budget, sampling, unit=unit)
 
     def steps(self, count: int) -> Iterator[int]:
         """The step numbers, 1 to `count`, while the budget lasts: once it is spent, `stopped`
@@ -269,17 +273,21 @@ class Search:
             self.stopped = self.stopped or self.budget.spent()
             if self.stopped:
                 return
+            self.number = number
             yield number
 
     @contextlib.asynccontextmanager
     async def calls(self) -> AsyncIterator[None]:
         """Run one step's model calls, cut at the deadline (`Allowance.guard`): then `stopped`
         says why, and the step ends where it was, so the search stops there."""
-        try:
-            async with self.budget.guard():
-                yield
-        except BudgetSpent as spent:
-            self.stopped = str(spent)
+        with self.ctx.span(self.unit, number=self.number) as span:
+            try:
+                async with self.budget.guard():
+                    yield
+            except BudgetSpent as spent:
+                self.stopped = str(spent)
+                if span is not None:
+                    span.set_attribute("ttc.stopped", self.stopped)
 
     async def report(self, step: int) -> None:
         """Progress after a step: its number and the best score of any partial solution yet."""

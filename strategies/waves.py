@@ -32,19 +32,22 @@ async def sample_until_settled(
     as it affords. The draws say why they stopped early."""
     draws = Draws.begin(ctx, request, params, rule)
     while (wave := draws.next_wave()) is not None:
-        draws.drawn += await sample(ctx, request, params, wave=wave, cap=draws.cap)
-        asked = rule is not None and draws.may_stop()
-        # Ranked once per wave, for the rule and the progress line alike, and kept for the vote.
-        draws.votes = None
-        if asked or ctx.is_reporting_progress:
-            draws.votes = await rank_groups(draws.drawn, None, ctx.equivalence)
-            await report_votes(ctx, draws.votes, len(draws.drawn), draws.total)
-        if asked:
-            assert rule is not None and draws.votes is not None
-            voted = sum(len(v.members) for v in draws.votes)
-            if settled(rule, [v.weight for v in draws.votes], voted, draws.left):
-                draws.stopped = draws.settled()
-                break
+        with ctx.span("wave", offset=wave[0], size=wave[1]):
+            draws.drawn += await sample(ctx, request, params, wave=wave, cap=draws.cap)
+            asked = rule is not None and draws.may_stop()
+            # Ranked once per wave, for the rule and the progress line alike, and kept for
+            # the vote.
+            draws.votes = None
+            if asked or ctx.is_reporting_progress:
+                draws.votes = await rank_groups(draws.drawn, None, ctx.equivalence)
+                await report_votes(ctx, draws.votes, len(draws.drawn), draws.total)
+            if asked:
+                assert rule is not None and draws.votes is not None
+                voted = sum(len(v.members) for v in draws.votes)
+                if settled(rule, [v.weight for v in draws.votes], voted, draws.left):
+                    draws.stopped = draws.settled()
+        if draws.stopped:
+            break
     return draws
 
 
@@ -169,15 +172,16 @@ async def sample_and_verify(
     scores: list[CandidateScore] = []
     scored = Scored([], (), [], requested=draws.total)
     while (wave := draws.next_wave()) is not None:
-        new = await sample(ctx, request, params, logprobs=needs, wave=wave, cap=draws.cap)
-        draws.drawn += new
-        try:
-            scores += await score(ctx, request, params.verifier, new)
-        except VerifierError as exc:
-            # A call the budget refused is no failure: the vote answers, whatever was asked.
-            if params.on_verifier_error == "error" and not isinstance(exc, ReadRefused):
-                raise
-            return Scored(draws.drawn, None, [], error=exc, requested=draws.total)
+        with ctx.span("wave", offset=wave[0], size=wave[1]):
+            new = await sample(ctx, request, params, logprobs=needs, wave=wave, cap=draws.cap)
+            draws.drawn += new
+            try:
+                scores += await score(ctx, request, params.verifier, new)
+            except VerifierError as exc:
+                # A call the budget refused is no failure: the vote answers, whatever was asked.
+                if params.on_verifier_error == "error" and not isinstance(exc, ReadRefused):
+                    raise
+                return Scored(draws.drawn, None, [], error=exc, requested=draws.total)
         scored = Scored(
             draws.drawn,
             tuple(scores),

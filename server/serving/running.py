@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+from opentelemetry.trace import Span, Tracer
+
 from backends.base import Backend
 from backends.tool_calls import call_deltas
 from server.errors import error_response
@@ -58,8 +60,12 @@ class Serving:
         keepalive_s: float = 10.0,
         equivalence: EquivalencePool | None = None,
         thinking_tags: ThinkingTags = DEFAULT_TAGS,
+        tracer: Tracer | None = None,
+        capture_text: bool = False,
     ) -> None:
         self.limits = limits
+        self.tracer = tracer
+        self.capture_text = capture_text
         self.equivalence = equivalence
         self.keepalive_s = keepalive_s
         self.metrics = metrics
@@ -203,6 +209,9 @@ class Serving:
             is_progress_asked=prepared.stream_progress,
             equivalence=self.equivalence,
             thinking_tags=prepared.deployment.thinking_tags,
+            tracer=self.tracer,
+            model=prepared.model,
+            capture_text=self.capture_text,
         )
 
     async def _execute(self, prepared: PreparedRequest, ctx: StrategyContext) -> StrategyResult:
@@ -212,8 +221,13 @@ class Serving:
             ctx.budget = Allowance.of(prepared.params.budget, ctx.usage, ctx.price)
             # What a key reserved bounds what the verifiers may read.
             ctx.reads = prepared.params.max_spend(prepared.request, self.limits).reads
-        run = prepared.strategy.run(prepared.request, prepared.params, ctx)
-        return await within_deadline(run, self.limits.request_timeout_s)
+        name = prepared.strategy.name
+        with ctx.span(name, strategy=name, request_id=prepared.request_id) as span:
+            run = prepared.strategy.run(prepared.request, prepared.params, ctx)
+            result = await within_deadline(run, self.limits.request_timeout_s)
+            if span is not None:
+                _describe(span, result)
+            return result
 
     def _observe(
         self,
@@ -253,6 +267,23 @@ class Serving:
             )
         else:
             logger.debug("strategy=%s status=%s duration=%.3fs", strategy, status, seconds)
+
+
+def _describe(span: Span, result: StrategyResult) -> None:
+    """What the run spent and why it ended, on its span."""
+    usage = result.usage
+    span.set_attributes(
+        {
+            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": usage.completion_tokens,
+            "ttc.verifier_tokens": usage.verifier_tokens,
+            "ttc.calls": usage.calls,
+        }
+    )
+    if result.stopped_early:
+        span.set_attribute("ttc.stopped_early", result.stopped_early)
+    if result.fallback:
+        span.set_attribute("ttc.fallback", result.fallback)
 
 
 # A comment line: clients skip it, proxies see the connection is alive.
