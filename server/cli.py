@@ -13,6 +13,7 @@ from pydantic_settings import CliApp
 from server.admission import Admission
 from server.app import create_app
 from server.drain import DrainingServer
+from server.log_format import LogFormat, create_formatter
 from server.request_id import RequestIdFilter
 from server.settings import Settings
 
@@ -22,16 +23,17 @@ __all__ = [
 ]
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     """One format for our logs and uvicorn's, with the request id on every line."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
+    handler.setFormatter(create_formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if log_format == "json":
+        # Python's warnings go to stderr too: as log lines, so that every line there parses.
+        logging.captureWarnings(True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
     except ValidationError as exc:
         sys.exit(f"ttc-server: invalid settings:\n{exc}")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -13,17 +13,23 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RequestIdFilter", "RequestIdMiddleware"]
+__all__ = ["RequestIdFilter", "RequestIdMiddleware", "current_request_id"]
 
-_current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+# Set once per request by the middleware; log lines read it instead of being handed the id.
+_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def current_request_id() -> str | None:
+    """The id of the request being served here, or None outside a request."""
+    return _current.get()
+
+
 class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to log records so formats can print it."""
+    """Adds `request_id` to log records so formats can print it (`-` outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _current.get()
+        record.request_id = _current.get() or "-"
         return True
 
 

@@ -21,6 +21,7 @@ from backends.registry import BACKENDS, BackendKind
 from backends.vllm import VLLMReplicaSettings
 from backends.vllm_client import VLLMClientSettings
 from server.keys import KeyRing
+from server.log_format import LogFormat
 from strategies.accounting import ModelPrice
 from strategies.limits import Limits
 from strategies.thinking_params import ThinkingTags
@@ -168,6 +169,13 @@ class ServerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: CliImplicitFlag[bool] = Field(
         default=False, description="Log one line per HTTP request (uvicorn's access log)."
+    )
+    log_format: LogFormat = Field(
+        default="text",
+        description=(
+            "How log lines look: text, or json (one object per line with time, level, logger, "
+            "message, request_id, trace_id and span_id, exception and extra fields)."
+        ),
     )
     shutdown_delay_s: float = Field(
         default=0.0,

@@ -54,6 +54,14 @@ def gateway_server(
     *args: str, ready_timeout_s: float = 600.0
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """As `gateway_process`, and the process too, for tests that signal it."""
+    with gateway_service(*args, ready_timeout_s=ready_timeout_s) as gateway:
+        yield gateway.url, gateway.process
+
+
+@contextlib.contextmanager
+def gateway_service(*args: str, ready_timeout_s: float = 600.0) -> Iterator[Service]:
+    """As `gateway_process`, yielding the running service: its URL, process and log file
+    (stdout and stderr), for tests that read what it logs."""
     port = free_port()
     spec = ServerSpec(
         "ttc-server", [sys.executable, "-m", "server", "--port", str(port), *args], port
@@ -61,7 +69,7 @@ def gateway_server(
     with _services() as services:
         gateway = _start(services, spec)
         gateway.wait_ready(spec.health, ready_timeout_s)
-        yield spec.url, gateway.process
+        yield gateway
 
 
 @contextlib.contextmanager
