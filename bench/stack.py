@@ -15,6 +15,7 @@ import os
 import shlex
 import sys
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,13 +82,22 @@ def start_stub(
     return Stub(service, frontend)
 
 
-def start_ttc(services: Services, stub: Stub, extra_args: str = "", name: str = "ttc") -> Service:
-    """This checkout's gateway (`python -m server` with the checkout first on the path)."""
+def start_ttc(
+    services: Services,
+    stub: Stub,
+    extra_args: str = "",
+    name: str = "ttc",
+    env: Mapping[str, str] | None = None,
+) -> Service:
+    """This checkout's gateway (`python -m server` with the checkout first on the path), with
+    `env` over the environment."""
     port = free_port()
     argv = [sys.executable, "-m", "server", "--backend", "vllm", "--vllm-url", stub.url]
     argv += ["--model", STUB_MODEL, "--port", str(port), "--log-level", "warning"]
     argv += shlex.split(extra_args)
-    service = services.start(name, argv, f"http://127.0.0.1:{port}", env=checkout_path())
+    service = services.start(
+        name, argv, f"http://127.0.0.1:{port}", {**checkout_path(), **(env or {})}
+    )
     service.wait_ready("/v1/models", timeout_s=60)
     return service
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.processes import Service, ServiceError, Services, free_port
-from bench.stack import QUESTION, STUB_MODEL, Stub, post_json, start_ttc, ttc_body
+from bench.stack import QUESTION, STUB_MODEL, Stub, checkout_path, post_json, start_ttc, ttc_body
 
 __all__ = [
     "PEERS",
@@ -31,9 +31,11 @@ __all__ = [
     "start_its_hub",
     "start_optillm",
     "start_ttc_target",
+    "start_ttc_traced",
 ]
 
-SYSTEMS = ("direct", "ttc", "its_hub", "optillm")
+# `ttc_traced` is the gateway tracing every request, exporting to a sink (bench/otlp_sink.py).
+SYSTEMS = ("direct", "ttc", "ttc_traced", "its_hub", "optillm")
 # What `direct`, hence "× direct", stands for with each of the stub's front ends.
 
 
@@ -106,6 +108,17 @@ def start_ttc_target(services: Services, stub: Stub, args: argparse.Namespace) -
     return Target("ttc", service.url + "/v1/chat/completions", body, service)
 
 
+def start_ttc_traced(services: Services, stub: Stub, args: argparse.Namespace) -> Target:
+    port = free_port()
+    sink = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "bench.otlp_sink", "--port", str(port)]
+    services.start("otlp_sink", argv, sink, env=checkout_path()).wait_ready("/health", 30)
+    extra = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink, "OTEL_BSP_MAX_QUEUE_SIZE": "65536"}
+    service = start_ttc(services, stub, args.ttc_args, name="ttc_traced", env=extra)
+    body = ttc_body(args.n, args.max_tokens)
+    return Target("ttc_traced", service.url + "/v1/chat/completions", body, service)
+
+
 def start_its_hub(services: Services, stub: Stub, args: argparse.Namespace) -> Target:
     python = ensure_peer(PEERS["its_hub"], args.venvs)
     port = free_port()
@@ -155,6 +168,7 @@ def start_optillm(services: Services, stub: Stub, args: argparse.Namespace) -> T
 STARTERS: dict[str, Callable[[Services, Stub, argparse.Namespace], Target]] = {
     "direct": start_direct,
     "ttc": start_ttc_target,
+    "ttc_traced": start_ttc_traced,
     "its_hub": start_its_hub,
     "optillm": start_optillm,
 }
