@@ -43,10 +43,13 @@ def _start(services: Services, spec: ServerSpec) -> Service:
 
 
 @contextlib.contextmanager
-def gateway_process(*args: str, ready_timeout_s: float = 600.0) -> Iterator[str]:
-    """Run `ttc-server` on a free loopback port until the block ends; yields its base URL."""
-    with gateway_server(*args, ready_timeout_s=ready_timeout_s) as (url, _):
-        yield url
+def gateway_process(
+    *args: str, ready_timeout_s: float = 600.0, env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Run `ttc-server` on a free loopback port (with `env` over the environment) until the
+    block ends; yields its base URL."""
+    with gateway_service(*args, ready_timeout_s=ready_timeout_s, env=env) as gateway:
+        yield gateway.url
 
 
 @contextlib.contextmanager
@@ -59,13 +62,14 @@ def gateway_server(
 
 
 @contextlib.contextmanager
-def gateway_service(*args: str, ready_timeout_s: float = 600.0) -> Iterator[Service]:
+def gateway_service(
+    *args: str, ready_timeout_s: float = 600.0, env: Mapping[str, str] | None = None
+) -> Iterator[Service]:
     """As `gateway_process`, yielding the running service: its URL, process and log file
     (stdout and stderr), for tests that read what it logs."""
     port = free_port()
-    spec = ServerSpec(
-        "ttc-server", [sys.executable, "-m", "server", "--port", str(port), *args], port
-    )
+    command = [sys.executable, "-m", "server", "--port", str(port), *args]
+    spec = ServerSpec("ttc-server", command, port, dict(env or {}))
     with _services() as services:
         gateway = _start(services, spec)
         gateway.wait_ready(spec.health, ready_timeout_s)

@@ -23,6 +23,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -32,6 +33,7 @@ from bench.vllm_cpu import prm_flags, vllm_command, vllm_env
 from tests.factories import free_port
 from tests.servers import ServerSpec, gateway_process, server_processes
 from tests.vllm.scrape import Scrape
+from tests.vllm.trace_backend import TraceBackend, phoenix_spec
 
 GENERATOR = "smollm2"
 PRM = "smollm2-prm"
@@ -71,11 +73,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.vllm)
 
 
-def vllm_spec(name: str, model: Path, served_name: str, *flags: str) -> ServerSpec:
-    """The OpenAI-compatible vLLM server, on a free port, as bench.vllm_cpu starts it."""
+def vllm_spec(
+    name: str,
+    model: Path,
+    served_name: str,
+    *flags: str,
+    traces: TraceBackend | None = None,
+) -> ServerSpec:
+    """The OpenAI-compatible vLLM server, on a free port, as bench.vllm_cpu starts it; with
+    `traces`, exporting its spans there."""
     port = free_port()
+    env = vllm_env(kv_cache_gib=1)
+    if traces is not None:
+        flags = (*flags, *traces.vllm_flags())
+        env = {**env, **traces.vllm_env()}
     command = vllm_command(model, served_name, port, *flags)
-    return ServerSpec(name, command, port, vllm_env(kv_cache_gib=1))
+    return ServerSpec(name, command, port, env)
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,8 @@ class VLLMServers:
     generators: tuple[Scrape, Scrape]
     prm: Scrape
     thinker: Scrape
+    # Phoenix, where the generators and the PRM export their spans.
+    traces: TraceBackend
 
     @property
     def all(self) -> tuple[Scrape, Scrape, Scrape]:
@@ -93,21 +108,24 @@ class VLLMServers:
 @pytest.fixture(scope="session")
 def vllm() -> Iterator[VLLMServers]:
     model = converted_model_dir()
-    specs = (
-        vllm_spec("vllm-generator-a", model, GENERATOR, *GENERATOR_FLAGS),
-        vllm_spec("vllm-generator-b", model, GENERATOR, *GENERATOR_FLAGS),
-        vllm_spec("vllm-prm", model, PRM, *prm_flags(STEP_TAG_ID)),
-        vllm_spec("vllm-thinker", model, THINKER, *THINKER_FLAGS),
-    )
-    # Four start-ups share two cores; each takes about a minute alone.
-    with server_processes(*specs, ready_timeout_s=900):
-        a, b, prm, thinker = (Scrape(spec.url) for spec in specs)
-        yield VLLMServers((a, b), prm, thinker)
+    with phoenix_spec() as (phoenix, traces):
+        specs = (
+            vllm_spec("vllm-generator-a", model, GENERATOR, *GENERATOR_FLAGS, traces=traces),
+            vllm_spec("vllm-generator-b", model, GENERATOR, *GENERATOR_FLAGS, traces=traces),
+            vllm_spec("vllm-prm", model, PRM, *prm_flags(STEP_TAG_ID), traces=traces),
+            vllm_spec("vllm-thinker", model, THINKER, *THINKER_FLAGS),
+        )
+        # Four start-ups share two cores; each takes about a minute alone. Phoenix's ~25 s
+        # start-up is hidden in theirs.
+        with server_processes(phoenix, *specs, ready_timeout_s=900):
+            traces.wait_for_grpc(60)
+            a, b, prm, thinker = (Scrape(spec.url) for spec in specs)
+            yield VLLMServers((a, b), prm, thinker, traces)
 
 
-@pytest.fixture(scope="session")
-def gateway(vllm: VLLMServers) -> Iterator[str]:
-    verifiers = {
+def prm_verifiers(vllm: VLLMServers) -> dict[str, Any]:
+    """The gateways' PRM: the step-level PRM server."""
+    return {
         "prm": {
             "kind": "vllm_prm",
             "url": vllm.prm.url,
@@ -116,6 +134,11 @@ def gateway(vllm: VLLMServers) -> Iterator[str]:
             "step_tag": STEP_TAG,
         }
     }
+
+
+@pytest.fixture(scope="session")
+def gateway(vllm: VLLMServers) -> Iterator[str]:
+    verifiers = prm_verifiers(vllm)
     a, b = vllm.generators
     # No --model: the gateway learns the served name from the replicas.
     with gateway_process(
@@ -127,6 +150,30 @@ def gateway(vllm: VLLMServers) -> Iterator[str]:
         b.url,
         "--verifiers",
         json.dumps(verifiers),
+    ) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def traced_gateway(vllm: VLLMServers) -> Iterator[str]:
+    """A gateway as `gateway`, exporting its spans to the trace backend the replicas export to,
+    over OTLP/HTTP (exported every 100 ms, so a test reads them back soon)."""
+    traces = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": vllm.traces.otlp_http_endpoint,
+        "OTEL_SERVICE_NAME": "ttc-gateway",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    a, b = vllm.generators
+    with gateway_process(
+        "--backend",
+        "vllm",
+        "--vllm-url",
+        a.url,
+        "--vllm-url",
+        b.url,
+        "--verifiers",
+        json.dumps(prm_verifiers(vllm)),
+        env=traces,
     ) as url:
         yield url
 

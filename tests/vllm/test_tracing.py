@@ -1,65 +1,125 @@
-"""vLLM's own tracing, read back from a real trace backend: started with `--otlp-traces-endpoint`,
-vLLM exports one `llm_request` span per request, parented on the W3C `traceparent` it was sent.
-
-Self-contained: one traced vLLM (the generator's model, 1 GiB of KV cache) and one Phoenix,
-for this module only.
+"""One trace from the client to vLLM's engine, read back from a real trace backend (Phoenix): the
+gateway (`traced_gateway`) and the generator and PRM replicas (started with
+`--otlp-traces-endpoint`) export to the same Phoenix; every vLLM `llm_request` span must be the
+child of the gateway call span that caused it, every gateway span must descend from the
+request's server span, and the tokens on the spans must be the response's usage.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import Any
 
 import httpx
-import pytest
 
-from backends.smollm2 import converted_model_dir
-from bench.vllm_cpu import vllm_command, vllm_env
-from tests.factories import free_port
-from tests.servers import ServerSpec, server_processes
-from tests.vllm.trace_backend import TraceBackend, phoenix_spec
+from bench.processes import poll
+from tests.vllm.conftest import GENERATOR, VLLMServers
+from tests.vllm.trace_backend import Span
 
-SERVED = "smollm2-traced"
-
-
-@pytest.fixture(scope="module")
-def traced_vllm() -> Iterator[tuple[str, TraceBackend]]:
-    """vLLM exporting its spans to Phoenix; both start at once, so Phoenix's start-up is hidden
-    in vLLM's."""
-    port = free_port()
-    with phoenix_spec() as (phoenix, backend):
-        command = vllm_command(converted_model_dir(), SERVED, port, *backend.vllm_flags())
-        env = {**vllm_env(kv_cache_gib=1), **backend.vllm_env()}
-        vllm = ServerSpec("vllm-traced", command, port, env)
-        with server_processes(phoenix, vllm, ready_timeout_s=600):
-            yield vllm.url, backend
+# A search of a few steps and a vote: each step a generator call and a PRM call.
+BEAM_SEARCH = {
+    "reasoning_strategy": "beam_search",
+    "reasoning_params": {"n": 4, "beam_width": 2, "num_iterations": 3, "verifier": "prm"},
+}
+VOTE = {"reasoning_strategy": "majority_vote", "reasoning_params": {"n": 4}}
 
 
-def test_vllm_parents_its_llm_request_span_on_the_traceparent_it_was_sent(
-    traced_vllm: tuple[str, TraceBackend],
-) -> None:
-    url, backend = traced_vllm
-    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+def ask(gateway: str, fields: dict[str, Any], traceparent: str) -> httpx.Response:
     body = {
-        "model": SERVED,
-        "messages": [{"role": "user", "content": "What is 2 + 2?"}],
-        "max_tokens": 8,
-        "temperature": 0,
+        "model": GENERATOR,
+        "messages": [{"role": "user", "content": "What is 12 + 30? Answer step by step."}],
+        "max_tokens": 48,
+        "temperature": 0.8,
+        "seed": 5,
+        **fields,
     }
-    response = httpx.post(
-        f"{url}/v1/chat/completions",
+    reply = httpx.post(
+        f"{gateway}/v1/chat/completions",
         json=body,
-        headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
-        timeout=300,
+        headers={"traceparent": traceparent},
+        timeout=600,
     )
-    response.raise_for_status()
+    reply.raise_for_status()
+    return reply
 
-    spans = backend.wait_for_span(trace_id, "llm_request")
-    (request,) = (span for span in spans if span["name"] == "llm_request")
-    assert request["trace_id"] == trace_id
-    assert request["parent_span_id"] == parent_id
-    assert request["span_id"] not in (parent_id, "0" * 16)
-    assert request["start_time"] <= request["end_time"]
-    usage = response.json()["usage"]
-    # vLLM's own attribute, as Phoenix flattens nested keys.
-    assert request["attributes"]["gen_ai.usage.completion_tokens"] == usage["completion_tokens"]
+
+def settled(vllm: VLLMServers, trace_id: str, done: Callable[[list[Span]], bool]) -> list[Span]:
+    """The trace's spans once `done` says all have arrived (they are exported in batches)."""
+    spans: list[Span] = []
+
+    def arrived() -> bool:
+        spans[:] = vllm.traces.spans(trace_id)
+        return done(spans)
+
+    assert poll(arrived, 60), f"the trace's spans did not all arrive: {spans}"
+    return spans
+
+
+def check_tree(vllm: VLLMServers, gateway: str, fields: dict[str, Any]) -> list[Span]:
+    trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)
+    reply = ask(gateway, fields, f"00-{trace_id}-{caller}-01")
+    assert reply.headers["x-trace-id"] == trace_id
+
+    def complete(spans: list[Span]) -> bool:
+        calls = [s for s in spans if s["name"].startswith(("chat ", "verify "))]
+        vllms = [s for s in spans if s["name"] == "llm_request"]
+        server = [s for s in spans if s["name"] == "POST /v1/chat/completions"]
+        return bool(server and calls) and len(vllms) >= len(
+            [c for c in calls if c["name"].startswith("chat ")]
+        )
+
+    spans = settled(vllm, trace_id, complete)
+    ids = {s["span_id"]: s for s in spans}
+    (server,) = [s for s in spans if s["name"] == "POST /v1/chat/completions"]
+    assert server["parent_span_id"] == caller
+    for span in spans:
+        assert span["trace_id"] == trace_id
+        if span is server or span["name"] == "llm_request":
+            continue
+        # Every gateway span descends from the request's server span.
+        parent = span
+        while parent["parent_span_id"] in ids:
+            parent = ids[parent["parent_span_id"]]
+        assert parent is server, span["name"]
+    # Every one of vLLM's spans is the child of the gateway's call span that caused it.
+    engine = [s for s in spans if s["name"] == "llm_request"]
+    assert engine
+    for span in engine:
+        assert span["parent_span_id"] is not None
+        parent = ids[span["parent_span_id"]]
+        assert parent["name"].startswith(("chat ", "verify ")), parent["name"]
+    # Each model call's tokens are the tokens vLLM reports on its own span, and together the
+    # response's usage.
+    calls = [s for s in spans if s["name"].startswith("chat ")]
+    for call in calls:
+        (child,) = [s for s in engine if s["parent_span_id"] == call["span_id"]]
+        produced = call["attributes"]["gen_ai.usage.output_tokens"]
+        assert child["attributes"]["gen_ai.usage.completion_tokens"] == produced
+    usage = reply.json()["usage"]
+    assert (
+        sum(c["attributes"]["gen_ai.usage.output_tokens"] for c in calls)
+        == (usage["completion_tokens"])
+    )
+    return spans
+
+
+def test_a_beam_searchs_trace_nests_vllms_spans_under_its_calls(
+    vllm: VLLMServers, traced_gateway: str
+) -> None:
+    spans = check_tree(vllm, traced_gateway, BEAM_SEARCH)
+    steps = [s for s in spans if s["name"] == "step"]
+    assert steps
+    verifies = [s for s in spans if s["name"] == "verify prm"]
+    assert verifies
+    # The PRM's calls are traced by the PRM's vLLM too, under the verifier's span.
+    scored = {s["parent_span_id"] for s in spans if s["name"] == "llm_request"}
+    assert any(v["span_id"] in scored for v in verifies)
+
+
+def test_a_votes_trace_nests_vllms_span_under_its_one_call(
+    vllm: VLLMServers, traced_gateway: str
+) -> None:
+    spans = check_tree(vllm, traced_gateway, VOTE)
+    (call,) = [s for s in spans if s["name"].startswith("chat ")]
+    assert call["attributes"]["gen_ai.request.choice.count"] == 4
