@@ -28,7 +28,15 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from strategies.answer_groups import Vote, rank_groups
-from strategies.base import MaxSpend, ParamsContext, StrategyParams, StrategyRequest, StrategyResult
+from strategies.base import (
+    MaxSpend,
+    ParamsContext,
+    StopKind,
+    StrategyParams,
+    StrategyRequest,
+    StrategyResult,
+)
+from strategies.budget import stop_kind
 from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
 from strategies.limits import Limits
@@ -159,10 +167,12 @@ class Auto:
         votes: list[Vote] | None = None
         stages: list[_StageRecord] = []
         stopped: str | None = None
+        stop: StopKind | None = None
         path = "majority vote"
         for index, stage in enumerate(params.policy):
             if drawn and (reason := ctx.budget.spent()) is not None:
                 stopped, path = reason, f"budget spent after stage {index}"
+                stop = stop_kind(reason)
                 break
             # 1. This stage's new samples, in one call, seeded after the ones before.
             wave = (len(drawn), stage.samples - len(drawn))
@@ -179,6 +189,7 @@ class Auto:
                     f"(stage {index + 1} stops at {stage.stop_at})"
                 )
                 path = f"stopped at stage {index + 1}"
+                stop = "settled"
                 break
         requested = params.policy[-1].samples
         if stopped is None and params.verifier is not None:
@@ -200,6 +211,7 @@ class Auto:
                 stopped_early=stopped,
                 requested=requested,
                 votes=votes,
+                stop=stop,
             )
         return _traced(result, stages, params, path)
 

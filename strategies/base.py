@@ -52,6 +52,8 @@ __all__ = [
     "StrategyParams",
     "StrategyRequest",
     "StrategyResult",
+    "STOP_KINDS",
+    "StopKind",
     "TracedParams",
     "UnknownStrategyError",
 ]
@@ -59,6 +61,16 @@ __all__ = [
 # OpenAI's levels, with vLLM's extremes (`none` turns thinking off; `max` is DeepSeek's).
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 REASONING_EFFORTS: tuple[ReasoningEffort, ...] = get_args(ReasoningEffort)
+
+# Why a run that draws candidates or searches stopped, as a closed set (for metrics; the
+# response's `reasoning_stopped_early` says it in words): every candidate asked for was drawn, an
+# early-stop rule settled the vote, a token or dollar budget was spent, a time budget or the
+# deadline passed, the verifiers' reading allowance was spent, every partial solution of a search
+# finished, or a search ran all its iterations.
+StopKind = Literal[
+    "all_drawn", "settled", "budget", "deadline", "verifier_reading", "all_finished", "max_steps"
+]
+STOP_KINDS: tuple[StopKind, ...] = get_args(StopKind)
 
 
 class StrategyError(GatewayError):
@@ -368,6 +380,12 @@ class StrategyResult:
     `fallback` says why another strategy answered (a verifier failed); `stopped_early` why it
     answered before spending all it was asked to (a settled vote, a budget, a search's limits);
     `tokens_saved` estimates what the candidates it did not draw would have cost.
+
+    What the run spent its compute on, for the server's metrics (strategies that neither vote
+    nor search leave them unset): `agreement` is the share of the candidates drawn whose answer
+    is in the chosen answer's group (None: no answer was voted on); `drawn` the candidates (a
+    search's sampled steps) drawn of the `allowed` the request's params allowed (0: no such
+    bound); `stop` why the run stopped, from a closed set.
     """
 
     choices: tuple[Choice, ...]
@@ -376,6 +394,10 @@ class StrategyResult:
     trace: Mapping[str, Any] | None = None
     fallback: str | None = None
     tokens_saved: int = 0
+    agreement: float | None = None
+    drawn: int = 0
+    allowed: int = 0
+    stop: StopKind | None = None
 
     @property
     def reasoning_tokens(self) -> int:

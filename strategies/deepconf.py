@@ -36,7 +36,8 @@ from typing import Any, Literal
 
 from backends.base import Completion, SamplingParams, StreamDelta
 from strategies.answer_groups import rank_groups
-from strategies.base import StrategyRequest, StrategyResult
+from strategies.base import StopKind, StrategyRequest, StrategyResult
+from strategies.budget import stop_kind
 from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
 from strategies.early_stop import DeepConf
@@ -112,6 +113,15 @@ class Online:
         return f"deepconf: {'; '.join(parts)}" if parts else None
 
     @property
+    def stop(self) -> StopKind:
+        """Why no more traces were started: the vote settled, a budget, or all were drawn."""
+        if self.settled:
+            return "settled"
+        if self.budget:
+            return stop_kind(self.budget)
+        return "all_drawn"
+
+    @property
     def tokens_saved(self) -> int:
         """The requested traces at the mean cost of a whole one, less what was generated."""
         whole = [t.tokens for t in self.traces if t.status in ("kept", "below")]
@@ -139,8 +149,19 @@ class Online:
         }
         if self.stopped_early:
             trace["stopped_early"] = self.stopped_early
+        # The vote saw the voters only; agreement is a share of every trace drawn.
+        agreement = result.agreement
+        if agreement is not None and self.traces:
+            agreement *= len(self.voters) / len(self.traces)
         return dataclasses.replace(
-            result, trace=trace, stopped_early=self.stopped_early, tokens_saved=self.tokens_saved
+            result,
+            trace=trace,
+            stopped_early=self.stopped_early,
+            tokens_saved=self.tokens_saved,
+            agreement=agreement,
+            drawn=len(self.traces),
+            allowed=self.requested,
+            stop=self.stop,
         )
 
 

@@ -30,7 +30,7 @@ from backends.base import (
     ToolCall,
 )
 from backends.tool_calls import render_call
-from strategies.base import StrategyRequest
+from strategies.base import StopKind, StrategyRequest
 from strategies.candidate_params import AnswerParams, CandidateParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
@@ -106,6 +106,7 @@ class Scored:
     error: VerifierError | None = None
     stopped_early: str | None = None
     requested: int = 0
+    stop: StopKind | None = None
 
 
 def question_of(prompt: Prompt) -> str:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from strategies.answer_groups import Vote, rank_groups
-from strategies.base import StrategyParams, StrategyRequest, StrategyResult
-from strategies.budget import ReadRefused
+from strategies.base import StopKind, StrategyParams, StrategyRequest, StrategyResult
+from strategies.budget import ReadRefused, stop_kind
 from strategies.candidate_params import VerifiedParams
 from strategies.context import StrategyContext
 from strategies.results import result_of
@@ -36,10 +36,11 @@ async def vote(
     stopped_early: str | None = None,
     requested: int | None = None,
     votes: Sequence[Vote] | None = None,
+    stop: StopKind | None = None,
 ) -> StrategyResult:
     """Majority vote over sampled candidates: the first candidate of each of the `n` largest
     answer groups; with no answer to vote on, the first candidate. `votes` are the candidates'
-    answer groups, when the caller has ranked them already."""
+    answer groups, when the caller has ranked them already; `stop` why the drawing stopped."""
     if votes is None:
         votes = await rank_groups(candidates, None, ctx.equivalence)
     chosen = [v.members[0] for v in votes[: request.sampling.n]] or [0]
@@ -53,6 +54,7 @@ async def vote(
         fallback=fallback,
         stopped_early=stopped_early,
         requested=requested,
+        stop=stop,
     )
 
 
@@ -67,11 +69,13 @@ async def vote_instead(
 ) -> StrategyResult:
     """What answers when `verifier` failed and the request allows it: a majority vote over the
     same candidates, which the response reports as its fallback (the trace under `strategy`)."""
+    stop: StopKind | None = None
     if isinstance(error, ReadRefused):
         reason = f"{error}; answered by majority vote"
+        stop = stop_kind(str(error))
     else:
         reason = f"verifier {verifier!r} failed ({error}); answered by majority vote"
-    return await vote(ctx, request, candidates, strategy, reason, requested=requested)
+    return await vote(ctx, request, candidates, strategy, reason, requested=requested, stop=stop)
 
 
 class VerifiedSelection(ABC):
@@ -111,6 +115,7 @@ class VerifiedSelection(ABC):
             votes=votes,
             stopped_early=scored.stopped_early,
             requested=scored.requested,
+            stop=scored.stop,
         )
 
     async def settled(
