@@ -87,6 +87,12 @@ class Metrics:
         self.queued = Gauge(
             "ttc_requests_queued", "Generation requests waiting for a slot.", registry=registry
         )
+        self.shutting_down = Gauge(
+            "ttc_shutting_down",
+            "1 from the stop signal on: not ready, then draining (turning new requests away "
+            "while those in flight finish); 0 while serving.",
+            registry=registry,
+        )
         self.request_duration = histogram(
             "ttc_request_duration_seconds", "End-to-end latency of a request.", _LATENCY_BUCKETS
         )
@@ -206,10 +212,16 @@ class Metrics:
         assert reason in RETRY_REASONS, reason
         self.backend_retries.labels(reason).inc()
 
-    def watch_admission(self, admitted: Callable[[], float], queued: Callable[[], float]) -> None:
+    def watch_admission(
+        self,
+        admitted: Callable[[], float],
+        queued: Callable[[], float],
+        shutting_down: Callable[[], float],
+    ) -> None:
         """Read the admission gauges from their owner at scrape time (nothing on the hot path)."""
         self.admitted.set_function(admitted)
         self.queued.set_function(queued)
+        self.shutting_down.set_function(shutting_down)
 
     def reject(self, reason: str) -> None:
         """A generation request was turned away before it ran."""
