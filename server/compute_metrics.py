@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from strategies.accounting import CallStats, Usage
-from strategies.base import STOP_KINDS, StopKind, StrategyResult
+from strategies.base import StrategyResult
+from strategies.stops import STOP_KINDS, StopKind
 
 __all__ = ["SCORE_BUCKETS", "SHARE_BUCKETS", "STOP_KINDS", "ComputeMetrics"]
 

@@ -28,20 +28,13 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from strategies.answer_groups import Vote, rank_groups
-from strategies.base import (
-    MaxSpend,
-    ParamsContext,
-    StopKind,
-    StrategyParams,
-    StrategyRequest,
-    StrategyResult,
-)
-from strategies.budget import stop_kind
+from strategies.base import MaxSpend, ParamsContext, StrategyParams, StrategyRequest, StrategyResult
 from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.results import result_of
 from strategies.sampling import Sampled, Scored, sample, score
+from strategies.stops import StopKind, stop_kind
 from strategies.voting import vote, vote_instead
 from strategies.weighted_vote import WeightedVote
 from verifiers.base import Aggregation, VerifierError

@@ -32,6 +32,7 @@ from backends.base import (
 from backends.errors import GatewayError
 from strategies.accounting import ModelPrice, Usage
 from strategies.limits import CEILINGS, LimitExceeded, Limits
+from strategies.stops import StopKind
 from strategies.thinking_params import Thinking
 
 __all__ = [
@@ -52,8 +53,6 @@ __all__ = [
     "StrategyParams",
     "StrategyRequest",
     "StrategyResult",
-    "STOP_KINDS",
-    "StopKind",
     "TracedParams",
     "UnknownStrategyError",
 ]
@@ -61,16 +60,6 @@ __all__ = [
 # OpenAI's levels, with vLLM's extremes (`none` turns thinking off; `max` is DeepSeek's).
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 REASONING_EFFORTS: tuple[ReasoningEffort, ...] = get_args(ReasoningEffort)
-
-# Why a run that draws candidates or searches stopped, as a closed set (for metrics; the
-# response's `reasoning_stopped_early` says it in words): every candidate asked for was drawn, an
-# early-stop rule settled the vote, a token or dollar budget was spent, a time budget or the
-# deadline passed, the verifiers' reading allowance was spent, every partial solution of a search
-# finished, or a search ran all its iterations.
-StopKind = Literal[
-    "all_drawn", "settled", "budget", "deadline", "verifier_reading", "all_finished", "max_steps"
-]
-STOP_KINDS: tuple[StopKind, ...] = get_args(StopKind)
 
 
 class StrategyError(GatewayError):

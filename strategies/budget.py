@@ -21,17 +21,10 @@ from dataclasses import dataclass, field
 from backends.base import SamplingParams
 from backends.errors import GatewayError
 from strategies.accounting import ModelPrice, Usage
-from strategies.base import Budget, StopKind, StrategyRequest
+from strategies.base import Budget, StrategyRequest
 from verifiers.base import VerifierError
 
-__all__ = [
-    "Allowance",
-    "BudgetSpent",
-    "OutOfTime",
-    "ReadRefused",
-    "capped_by_budget",
-    "stop_kind",
-]
+__all__ = ["Allowance", "BudgetSpent", "OutOfTime", "ReadRefused", "capped_by_budget"]
 
 
 class BudgetSpent(Exception):
@@ -201,26 +194,6 @@ class Allowance:
         first, self._steps = self._steps == 0, self._steps + 1
         async with _until(None if first else self.deadline, BudgetSpent(self.time_reason())):
             yield
-
-
-# How the reasons a budget stops a run with begin (`Allowance.spent`, `Allowance.time_reason`,
-# `ReadRefused`'s in `StrategyContext.verify`, and the strategies' own "token budget reached"),
-# and the kind of stop each is.
-_STOP_KINDS: tuple[tuple[str, StopKind], ...] = (
-    ("time budget reached", "deadline"),
-    ("verifier reading reached", "verifier_reading"),
-    ("token budget", "budget"),
-    ("usd budget", "budget"),
-)
-
-
-def stop_kind(reason: str) -> StopKind:
-    """The closed-set kind of a budget's reason to stop (for metrics): `deadline`,
-    `verifier_reading` or `budget` (what no prefix names is counted a budget too)."""
-    for prefix, kind in _STOP_KINDS:
-        if reason.startswith(prefix):
-            return kind
-    return "budget"
 
 
 @contextlib.asynccontextmanager

@@ -36,13 +36,13 @@ from typing import Any, Literal
 
 from backends.base import Completion, SamplingParams, StreamDelta
 from strategies.answer_groups import rank_groups
-from strategies.base import StopKind, StrategyRequest, StrategyResult
-from strategies.budget import stop_kind
+from strategies.base import StrategyRequest, StrategyResult
 from strategies.candidate_params import CandidateParams
 from strategies.context import StrategyContext
 from strategies.early_stop import DeepConf
 from strategies.effort import effort_n
 from strategies.sampling import Extraction, Sampled, sampling_for
+from strategies.stops import StopKind, stop_kind
 from verifiers.confidence import GroupConfidence, lowest_group_confidence, token_confidence
 
 __all__ = [

@@ -14,9 +14,10 @@ from typing import Any
 from backends.base import ChatPrompt, FinishReason, ForcedTool, ToolCall
 from backends.tool_calls import new_call_id
 from strategies.answer_groups import Vote, Votes
-from strategies.base import Choice, StopKind, StrategyRequest, StrategyResult
+from strategies.base import Choice, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.sampling import Sampled, Scored
+from strategies.stops import StopKind
 from strategies.thinking import thinking_stopped
 from verifiers.base import CandidateScore
 

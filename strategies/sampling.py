@@ -30,10 +30,11 @@ from backends.base import (
     ToolCall,
 )
 from backends.tool_calls import render_call
-from strategies.base import StopKind, StrategyRequest
+from strategies.base import StrategyRequest
 from strategies.candidate_params import AnswerParams, CandidateParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
+from strategies.stops import StopKind
 from strategies.thinking import generate_thinking
 from verifiers.answer_match import AnswerFormat, canonical_json, extract_answer
 from verifiers.base import Candidate, CandidateScore, VerifierError

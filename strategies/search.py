@@ -24,18 +24,18 @@ from strategies.base import (
     InvalidParamsError,
     MaxSpend,
     ParamsContext,
-    StopKind,
     StrategyRequest,
     StrategyResult,
     TracedParams,
     estimated_tokens,
     prompt_chars,
 )
-from strategies.budget import Allowance, BudgetSpent, stop_kind
+from strategies.budget import Allowance, BudgetSpent
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
 from strategies.limits import Limits
 from strategies.ranking import best
+from strategies.stops import StopKind, stop_kind
 from verifiers.base import Aggregation
 
 __all__ = [

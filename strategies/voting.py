@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from strategies.answer_groups import Vote, rank_groups
-from strategies.base import StopKind, StrategyParams, StrategyRequest, StrategyResult
-from strategies.budget import ReadRefused, stop_kind
+from strategies.base import StrategyParams, StrategyRequest, StrategyResult
+from strategies.budget import ReadRefused
 from strategies.candidate_params import VerifiedParams
 from strategies.context import StrategyContext
 from strategies.results import result_of
 from strategies.sampling import Sampled, Scored
+from strategies.stops import StopKind, stop_kind
 from strategies.waves import sample_and_verify
 from verifiers.base import VerifierError
 

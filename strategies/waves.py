@@ -8,14 +8,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from strategies.answer_groups import Vote, rank_groups
-from strategies.base import StopKind, StrategyRequest, estimated_tokens
-from strategies.budget import ReadRefused, stop_kind
+from strategies.base import StrategyRequest, estimated_tokens
+from strategies.budget import ReadRefused
 from strategies.candidate_params import CandidateParams, VerifiedParams
 from strategies.context import StrategyContext
 from strategies.early_stop import EarlyStop, Waves, settled
 from strategies.effort import effort_n
 from strategies.results import report_scores, report_votes
 from strategies.sampling import Sampled, Scored, question_of, sample, score
+from strategies.stops import StopKind, stop_kind
 from verifiers.base import CandidateScore, VerifierError
 
 __all__ = ["TIMED_WAVE", "Draws", "sample_and_verify", "sample_until_settled"]
