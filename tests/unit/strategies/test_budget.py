@@ -92,6 +92,7 @@ async def test_deepconf_streams_only_the_traces_the_token_budget_affords() -> No
         "deepconf: token budget reached (24 tokens left, 24 of them for the traces in flight; "
         "a trace takes about 4)"
     )
+    assert (result.drawn, result.allowed, result.stop) == (10, 12, "budget")
 
 
 async def test_deepconf_warms_up_with_what_the_budget_affords() -> None:
