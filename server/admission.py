@@ -49,7 +49,9 @@ class Admission:
         self.is_draining = False
         self._waiters: deque[_Waiter] = deque()
         self._metrics = metrics
-        metrics.watch_admission(lambda: self.in_flight, lambda: len(self._waiters))
+        metrics.watch_admission(
+            lambda: self.in_flight, lambda: len(self._waiters), lambda: self.is_shutting_down
+        )
 
     @property
     def queued(self) -> int:

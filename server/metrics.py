@@ -14,10 +14,18 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from server.compute_metrics import ComputeMetrics
 from server.settings import ModelPrice
 from strategies.accounting import CallStats, Usage
+from strategies.base import StrategyResult
 
-__all__ = ["KEY_REJECTION_REASONS", "REJECTION_REASONS", "REQUEST_STATUSES", "Metrics"]
+__all__ = [
+    "KEY_REJECTION_REASONS",
+    "REJECTION_REASONS",
+    "REQUEST_STATUSES",
+    "RETRY_REASONS",
+    "Metrics",
+]
 
 # The closed set of `status` label values.
 REQUEST_STATUSES = ("ok", "client_error", "backend_error", "timeout", "cancelled", "server_error")
@@ -37,6 +45,8 @@ KEY_REJECTION_REASONS = (
 )
 # What became of requests when the keys' limit store could not be reached.
 _STORE_OUTCOMES = ("admitted", "refused", "settle_failed")
+# Why a call to a model server was sent again (`backends.vllm_client`).
+RETRY_REASONS = ("connect", "reset", "503", "429")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600)
 _CANDIDATE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -77,6 +87,12 @@ class Metrics:
         self.queued = Gauge(
             "ttc_requests_queued", "Generation requests waiting for a slot.", registry=registry
         )
+        self.shutting_down = Gauge(
+            "ttc_shutting_down",
+            "1 from the stop signal on: not ready, then draining (turning new requests away "
+            "while those in flight finish); 0 while serving.",
+            registry=registry,
+        )
         self.request_duration = histogram(
             "ttc_request_duration_seconds", "End-to-end latency of a request.", _LATENCY_BUCKETS
         )
@@ -107,6 +123,8 @@ class Metrics:
             "ttc_thinking_probe_tokens",
             "Of the generated tokens, those written by probes asking whether thinking had settled.",
         )
+        # Answer tokens, agreement, drawn against allowed, stops, verifier scores.
+        self.compute = ComputeMetrics(registry)
         self.backend_calls = counter(
             "ttc_backend_calls", "Generation calls to the model server, by outcome.", "outcome"
         )
@@ -118,6 +136,8 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        for reason in RETRY_REASONS:
+            self.backend_retries.labels(reason)
         self.verifier_calls = Counter(
             "ttc_verifier_calls",
             "Verifier calls, by verifier and outcome.",
@@ -189,12 +209,19 @@ class Metrics:
 
     def retried(self, reason: str) -> None:
         """A call to a model server is being sent again."""
+        assert reason in RETRY_REASONS, reason
         self.backend_retries.labels(reason).inc()
 
-    def watch_admission(self, admitted: Callable[[], float], queued: Callable[[], float]) -> None:
+    def watch_admission(
+        self,
+        admitted: Callable[[], float],
+        queued: Callable[[], float],
+        shutting_down: Callable[[], float],
+    ) -> None:
         """Read the admission gauges from their owner at scrape time (nothing on the hot path)."""
         self.admitted.set_function(admitted)
         self.queued.set_function(queued)
+        self.shutting_down.set_function(shutting_down)
 
     def reject(self, reason: str) -> None:
         """A generation request was turned away before it ran."""
@@ -249,15 +276,18 @@ class Metrics:
         *,
         spent: tuple[Usage, CallStats] | None = None,
         price: ModelPrice | None = None,
-        stopped_early: bool = False,
-        fallback: bool = False,
-        tokens_saved: int = 0,
+        result: StrategyResult | None = None,
+        trace_id: str | None = None,
     ) -> None:
-        """Record one finished request; `spent` is what it spent, if it got as far as running."""
+        """Record one finished request; `spent` is what it spent, if it got as far as running,
+        and `result` what its strategy answered, if it did. `trace_id` (the request's trace, in
+        hex) becomes the latency observation's exemplar, which /metrics shows to scrapers that
+        ask for OpenMetrics."""
         assert status in REQUEST_STATUSES, status
         labels = (strategy, model)
         self.requests.labels(*labels, status).inc()
-        self.request_duration.labels(*labels).observe(seconds)
+        exemplar = {"trace_id": trace_id} if trace_id else None
+        self.request_duration.labels(*labels).observe(seconds, exemplar)
         if spent is None:
             return
         self.in_flight.labels(*labels).dec()
@@ -279,12 +309,14 @@ class Metrics:
             self.backend_calls.labels(*labels, outcome).inc(calls)
         for (verifier, outcome), calls in stats.verifier_calls.items():
             self.verifier_calls.labels(strategy, verifier, outcome).inc(calls)
-        if stopped_early:
-            self.early_stops.labels(*labels).inc()
-        if tokens_saved:
-            self.tokens_saved.labels(*labels).inc(tokens_saved)
-        if fallback:
-            self.fallbacks.labels(*labels).inc()
+        self.compute.observe(labels, usage, stats, result)
+        if result is not None:
+            if result.stopped_early is not None:
+                self.early_stops.labels(*labels).inc()
+            if result.tokens_saved:
+                self.tokens_saved.labels(*labels).inc(result.tokens_saved)
+            if result.fallback is not None:
+                self.fallbacks.labels(*labels).inc()
         if price is not None:
             dollars = price.cost(
                 usage.prompt_tokens, usage.completion_tokens, usage.verifier_tokens

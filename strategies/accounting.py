@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backends.base import Generation
 from backends.errors import BackendTimeout
+from verifiers.base import CandidateScore
 
 __all__ = ["CallStats", "Clock", "ModelPrice", "Outcome", "Usage", "outcome_of"]
 
@@ -123,13 +124,15 @@ class CallStats:
     A phase's time is wall-clock time with at least one call of it running, so the calls a
     search makes at once count once. `queue` is what backends that queue (the embedded model)
     report as waiting, summed over calls and at most the generate phase's time; vLLM's own
-    queue shows in vLLM's metrics instead.
+    queue shows in vLLM's metrics instead. `scores` holds each verifier call's scores, by the
+    verifier's name, as the verifier returned them (not copied).
     """
 
     clock: Clock = time.perf_counter
     candidates: int = 0
     backend_calls: dict[Outcome, int] = field(default_factory=dict)
     verifier_calls: dict[tuple[str, Outcome], int] = field(default_factory=dict)
+    scores: list[tuple[str, Sequence[CandidateScore]]] = field(default_factory=list)
     _queued: float = 0.0
     _generating: _WallClock = field(init=False)
     _verifying: _WallClock = field(init=False)
@@ -167,6 +170,10 @@ class CallStats:
 
     def _verifier_done(self, name: str, outcome: Outcome) -> None:
         self.verifier_calls[name, outcome] = self.verifier_calls.get((name, outcome), 0) + 1
+
+    def scored(self, name: str, scores: Sequence[CandidateScore]) -> None:
+        """Keep a verifier call's scores, for the metrics to read once the request is over."""
+        self.scores.append((name, scores))
 
     def generated(self, generation: Generation) -> None:
         """Count a generation's candidates and the time it waited for the model."""

@@ -34,6 +34,7 @@ from strategies.context import StrategyContext
 from strategies.limits import Limits
 from strategies.results import result_of
 from strategies.sampling import Sampled, Scored, sample, score
+from strategies.stops import StopKind, stop_kind
 from strategies.voting import vote, vote_instead
 from strategies.weighted_vote import WeightedVote
 from verifiers.base import Aggregation, VerifierError
@@ -159,10 +160,12 @@ class Auto:
         votes: list[Vote] | None = None
         stages: list[_StageRecord] = []
         stopped: str | None = None
+        stop: StopKind | None = None
         path = "majority vote"
         for index, stage in enumerate(params.policy):
             if drawn and (reason := ctx.budget.spent()) is not None:
                 stopped, path = reason, f"budget spent after stage {index}"
+                stop = stop_kind(reason)
                 break
             # 1. This stage's new samples, in one call, seeded after the ones before.
             wave = (len(drawn), stage.samples - len(drawn))
@@ -179,6 +182,7 @@ class Auto:
                     f"(stage {index + 1} stops at {stage.stop_at})"
                 )
                 path = f"stopped at stage {index + 1}"
+                stop = "settled"
                 break
         requested = params.policy[-1].samples
         if stopped is None and params.verifier is not None:
@@ -200,6 +204,7 @@ class Auto:
                 stopped_early=stopped,
                 requested=requested,
                 votes=votes,
+                stop=stop,
             )
         return _traced(result, stages, params, path)
 

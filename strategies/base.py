@@ -32,6 +32,7 @@ from backends.base import (
 from backends.errors import GatewayError
 from strategies.accounting import ModelPrice, Usage
 from strategies.limits import CEILINGS, LimitExceeded, Limits
+from strategies.stops import StopKind
 from strategies.thinking_params import Thinking
 
 __all__ = [
@@ -368,6 +369,12 @@ class StrategyResult:
     `fallback` says why another strategy answered (a verifier failed); `stopped_early` why it
     answered before spending all it was asked to (a settled vote, a budget, a search's limits);
     `tokens_saved` estimates what the candidates it did not draw would have cost.
+
+    What the run spent its compute on, for the server's metrics (strategies that neither vote
+    nor search leave them unset): `agreement` is the share of the candidates drawn whose answer
+    is in the chosen answer's group (None: no answer was voted on); `drawn` the candidates (a
+    search's sampled steps) drawn of the `allowed` the request's params allowed (0: no such
+    bound); `stop` why the run stopped, from a closed set.
     """
 
     choices: tuple[Choice, ...]
@@ -376,6 +383,10 @@ class StrategyResult:
     trace: Mapping[str, Any] | None = None
     fallback: str | None = None
     tokens_saved: int = 0
+    agreement: float | None = None
+    drawn: int = 0
+    allowed: int = 0
+    stop: StopKind | None = None
 
     @property
     def reasoning_tokens(self) -> int:

@@ -79,6 +79,8 @@ class BeamSearch:
             finished,
             live,
             f"no beam finished within {params.num_iterations} iterations",
+            # The root N ways, then N/M beams M ways at every later step.
+            allowed=n + (params.num_iterations - 1) * keep * width,
             beams=n,
             beam_width=width,
         )

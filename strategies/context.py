@@ -233,6 +233,7 @@ class StrategyContext:
                     f"for {len(candidates)} candidates"
                 )
             self.usage.verifier_tokens += scores.tokens
+            self.stats.scored(name, scores.candidates)
             if span is not None:
                 span.set_attributes(
                     {

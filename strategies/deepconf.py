@@ -42,6 +42,7 @@ from strategies.context import StrategyContext
 from strategies.early_stop import DeepConf
 from strategies.effort import effort_n
 from strategies.sampling import Extraction, Sampled, sampling_for
+from strategies.stops import StopKind, stop_kind
 from verifiers.confidence import GroupConfidence, lowest_group_confidence, token_confidence
 
 __all__ = [
@@ -112,6 +113,15 @@ class Online:
         return f"deepconf: {'; '.join(parts)}" if parts else None
 
     @property
+    def stop(self) -> StopKind:
+        """Why no more traces were started: the vote settled, a budget, or all were drawn."""
+        if self.settled:
+            return "settled"
+        if self.budget:
+            return stop_kind(self.budget)
+        return "all_drawn"
+
+    @property
     def tokens_saved(self) -> int:
         """The requested traces at the mean cost of a whole one, less what was generated."""
         whole = [t.tokens for t in self.traces if t.status in ("kept", "below")]
@@ -139,8 +149,19 @@ class Online:
         }
         if self.stopped_early:
             trace["stopped_early"] = self.stopped_early
+        # The vote saw the voters only; agreement is a share of every trace drawn.
+        agreement = result.agreement
+        if agreement is not None and self.traces:
+            agreement *= len(self.voters) / len(self.traces)
         return dataclasses.replace(
-            result, trace=trace, stopped_early=self.stopped_early, tokens_saved=self.tokens_saved
+            result,
+            trace=trace,
+            stopped_early=self.stopped_early,
+            tokens_saved=self.tokens_saved,
+            agreement=agreement,
+            drawn=len(self.traces),
+            allowed=self.requested,
+            stop=self.stop,
         )
 
 

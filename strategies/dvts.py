@@ -81,6 +81,7 @@ class DVTS:
             [node for tree in subtrees for node in tree.finished],
             [tree.live for tree in subtrees if tree.live is not None],
             f"no subtree finished within {params.num_iterations} iterations",
+            allowed=params.num_iterations * len(subtrees) * width,
             subtrees=len(subtrees),
             beam_width=width,
         )

@@ -62,4 +62,5 @@ class MajorityVote:
             stopped_early=draws.stopped,
             requested=draws.total,
             votes=draws.votes,
+            stop=draws.stop,
         )

@@ -126,6 +126,7 @@ class MCTS:
             [node for node in nodes if node.is_final],
             nodes,
             f"no solution finished within {params.iterations} iterations",
+            allowed=params.iterations * params.k,
             # Ties: the more visited, then the earlier.
             key=lambda node: (by_reward(node), node.visits),
         )

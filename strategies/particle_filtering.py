@@ -156,6 +156,7 @@ class ParticleFiltering:
             finished,
             _distinct(particles),
             f"no particle finished within {params.num_iterations} steps",
+            allowed=params.num_iterations * n,
             # With a vote, the winning group's members first; then by score.
             key=lambda node: (id(node) in winners, by_reward(node)),
             particles=n,

@@ -17,10 +17,11 @@ from strategies.answer_groups import Vote, Votes
 from strategies.base import Choice, StrategyRequest, StrategyResult
 from strategies.context import StrategyContext
 from strategies.sampling import Sampled, Scored
+from strategies.stops import StopKind
 from strategies.thinking import thinking_stopped
 from verifiers.base import CandidateScore
 
-__all__ = ["report_scores", "report_votes", "result_of"]
+__all__ = ["agreement", "report_scores", "report_votes", "result_of"]
 
 
 def result_of(
@@ -35,10 +36,12 @@ def result_of(
     fallback: str | None = None,
     stopped_early: str | None = None,
     requested: int | None = None,
+    stop: StopKind | None = None,
 ) -> StrategyResult:
     """The chosen candidates as the answer, with the whole run as its trace; with `requested`
     (the N asked for), what was drawn against it and the tokens the undrawn ones would have
-    cost at the drawn ones' mean."""
+    cost at the drawn ones' mean. `stop` is why the drawing stopped; with `requested` and
+    every candidate drawn, it defaults to `all_drawn`."""
     asked_logprobs = request.sampling.logprobs is not None
     # A named function forced: OpenAI (and `none`, as vLLM answers) end such a turn with "stop".
     calls_end: FinishReason = "stop" if _names_a_function(request) else "tool_calls"
@@ -92,6 +95,8 @@ def result_of(
     }
     saved = 0
     if requested is not None:
+        if stop is None and len(candidates) >= requested:
+            stop = "all_drawn"
         undrawn = max(0, requested - len(candidates))
         spent = ctx.usage.completion_tokens + ctx.usage.verifier_tokens
         saved = round(undrawn * spent / len(candidates)) if candidates else 0
@@ -115,7 +120,29 @@ def result_of(
         trace=trace,
         fallback=fallback,
         tokens_saved=saved,
+        agreement=agreement(candidates, chosen, votes),
+        drawn=len(candidates) if requested is not None else 0,
+        allowed=requested or 0,
+        stop=stop,
     )
+
+
+def agreement(
+    candidates: Sequence[Sampled], chosen: Sequence[int], votes: Sequence[Vote]
+) -> float | None:
+    """The share of `candidates` in the first chosen one's answer group; without groups (a
+    best-of-N that grouped none), of those whose extracted answer is the same text. None when
+    the chosen candidate has no answer to agree with."""
+    if not candidates or not chosen:
+        return None
+    first = chosen[0]
+    for group in votes:
+        if first in group.members:
+            return len(group.members) / len(candidates)
+    answer = candidates[first].answer
+    if votes or answer is None:
+        return None
+    return sum(c.answer == answer for c in candidates) / len(candidates)
 
 
 async def report_votes(ctx: StrategyContext, votes: Sequence[Vote], drawn: int, total: int) -> None:

@@ -34,6 +34,7 @@ from strategies.base import StrategyRequest
 from strategies.candidate_params import AnswerParams, CandidateParams
 from strategies.context import StrategyContext
 from strategies.effort import effort_n
+from strategies.stops import StopKind
 from strategies.thinking import generate_thinking
 from verifiers.answer_match import AnswerFormat, canonical_json, extract_answer
 from verifiers.base import Candidate, CandidateScore, VerifierError
@@ -106,6 +107,7 @@ class Scored:
     error: VerifierError | None = None
     stopped_early: str | None = None
     requested: int = 0
+    stop: StopKind | None = None
 
 
 def question_of(prompt: Prompt) -> str:

@@ -35,6 +35,7 @@ from strategies.context import StrategyContext
 from strategies.effort import effort_n
 from strategies.limits import Limits
 from strategies.ranking import best
+from strategies.stops import StopKind, stop_kind
 from verifiers.base import Aggregation
 
 __all__ = [
@@ -235,7 +236,7 @@ class Search:
 
     Every search's loop is the same: `for step in search.steps(count)`, each step's model calls
     in `async with search.calls()`, and a stop as soon as `stopped` is set (the budget ran out);
-    the reason is reported with the answer.
+    the reason is reported with the answer. `exhausted`: every step number was taken.
     """
 
     ctx: StrategyContext
@@ -246,6 +247,7 @@ class Search:
     # What one pass of the loop is called on the trace's spans (MCTS: a rollout), and its number.
     unit: str = "step"
     number: int = 0
+    exhausted: bool = False
 
     @classmethod
     def start(
@@ -275,6 +277,8 @@ class Search:
                 return
             self.number = number
             yield number
+        # Asked for a step after the last: the search ran out of iterations, not of work.
+        self.exhausted = True
 
     @contextlib.asynccontextmanager
     async def calls(self) -> AsyncIterator[None]:
@@ -303,11 +307,13 @@ class Search:
         finished: Sequence[Node],
         unfinished: Sequence[Node],
         unfinished_reason: str,
+        allowed: int,
         key: Callable[[Node], Any] = by_reward,
         **trace: Any,
     ) -> StrategyResult:
         """The best finished solution by `key`; without one, the best unfinished one (or the
-        root), and the response says why the search stopped early."""
+        root), and the response says why the search stopped early. `allowed` is how many steps
+        the search would have sampled had it run all its iterations."""
         stopped = self.stopped
         chosen = best(finished, key)
         if chosen is None:
@@ -319,11 +325,17 @@ class Search:
             finish_reason="stop" if chosen.is_final and not chosen.cut else "length",
             content_tokens=chosen.path_tokens,
         )
-        tree_tokens = sum(node.tokens + node.lookahead_tokens for node in self.root.nodes())
+        tree_tokens, sampled = 0, -1  # the root is no sampled step
+        for node in self.root.nodes():
+            tree_tokens += node.tokens + node.lookahead_tokens
+            sampled += 1
         return StrategyResult(
             (choice,),
             self.ctx.usage,
             stopped_early=stopped,
+            drawn=sampled,
+            allowed=allowed,
+            stop=self.stop_kind(),
             trace={
                 "strategy": strategy,
                 "answer": chosen.path,
@@ -334,3 +346,9 @@ class Search:
                 "tree": self.root.trace(),
             },
         )
+
+    def stop_kind(self) -> StopKind:
+        """Why the search stopped: a budget, its iterations, or every solution finished."""
+        if self.stopped:
+            return stop_kind(self.stopped)
+        return "max_steps" if self.exhausted else "all_finished"

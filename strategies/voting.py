@@ -21,6 +21,7 @@ from strategies.candidate_params import VerifiedParams
 from strategies.context import StrategyContext
 from strategies.results import result_of
 from strategies.sampling import Sampled, Scored
+from strategies.stops import StopKind, stop_kind
 from strategies.waves import sample_and_verify
 from verifiers.base import VerifierError
 
@@ -36,10 +37,11 @@ async def vote(
     stopped_early: str | None = None,
     requested: int | None = None,
     votes: Sequence[Vote] | None = None,
+    stop: StopKind | None = None,
 ) -> StrategyResult:
     """Majority vote over sampled candidates: the first candidate of each of the `n` largest
     answer groups; with no answer to vote on, the first candidate. `votes` are the candidates'
-    answer groups, when the caller has ranked them already."""
+    answer groups, when the caller has ranked them already; `stop` why the drawing stopped."""
     if votes is None:
         votes = await rank_groups(candidates, None, ctx.equivalence)
     chosen = [v.members[0] for v in votes[: request.sampling.n]] or [0]
@@ -53,6 +55,7 @@ async def vote(
         fallback=fallback,
         stopped_early=stopped_early,
         requested=requested,
+        stop=stop,
     )
 
 
@@ -67,11 +70,13 @@ async def vote_instead(
 ) -> StrategyResult:
     """What answers when `verifier` failed and the request allows it: a majority vote over the
     same candidates, which the response reports as its fallback (the trace under `strategy`)."""
+    stop: StopKind | None = None
     if isinstance(error, ReadRefused):
         reason = f"{error}; answered by majority vote"
+        stop = stop_kind(str(error))
     else:
         reason = f"verifier {verifier!r} failed ({error}); answered by majority vote"
-    return await vote(ctx, request, candidates, strategy, reason, requested=requested)
+    return await vote(ctx, request, candidates, strategy, reason, requested=requested, stop=stop)
 
 
 class VerifiedSelection(ABC):
@@ -111,6 +116,7 @@ class VerifiedSelection(ABC):
             votes=votes,
             stopped_early=scored.stopped_early,
             requested=scored.requested,
+            stop=scored.stop,
         )
 
     async def settled(

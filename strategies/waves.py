@@ -16,6 +16,7 @@ from strategies.early_stop import EarlyStop, Waves, settled
 from strategies.effort import effort_n
 from strategies.results import report_scores, report_votes
 from strategies.sampling import Sampled, Scored, question_of, sample, score
+from strategies.stops import StopKind, stop_kind
 from verifiers.base import CandidateScore, VerifierError
 
 __all__ = ["TIMED_WAVE", "Draws", "sample_and_verify", "sample_until_settled"]
@@ -45,7 +46,7 @@ async def sample_until_settled(
                 assert rule is not None and draws.votes is not None
                 voted = sum(len(v.members) for v in draws.votes)
                 if settled(rule, [v.weight for v in draws.votes], voted, draws.left):
-                    draws.stopped = draws.settled()
+                    draws.stopped, draws.stop = draws.settled(), "settled"
         if draws.stopped:
             break
     return draws
@@ -72,6 +73,8 @@ class Draws:
     reads_each: int = 0
     cap: int | None = None
     stopped: str | None = None
+    # Why the draws stopped, as a closed set (set with `stopped`; all_drawn by default).
+    stop: StopKind = "all_drawn"
     # The answer groups of `drawn`, when they were ranked after the last wave.
     votes: list[Vote] | None = None
 
@@ -117,7 +120,7 @@ class Draws:
         budget = self.ctx.budget
         if budget.limited:
             if drawn and (reason := budget.spent()) is not None:
-                self.stopped = reason
+                self.stopped, self.stop = reason, stop_kind(reason)
                 return None
             if budget.deadline is not None and self.rule is None:
                 size = min(size, TIMED_WAVE)
@@ -130,6 +133,7 @@ class Draws:
                         f"token budget reached ({left} tokens left; a candidate takes about "
                         f"{each:.0f})"
                     )
+                    self.stop = "budget"
                     return None
                 if size == 0:
                     size, self.cap = 1, max(1, self._cap(left))
@@ -190,5 +194,5 @@ async def sample_and_verify(
         )
         await report_scores(ctx, scored)
         if stop is not None and draws.may_stop() and await stop(scored, draws.left):
-            return dataclasses.replace(scored, stopped_early=draws.settled())
-    return dataclasses.replace(scored, stopped_early=draws.stopped)
+            return dataclasses.replace(scored, stopped_early=draws.settled(), stop="settled")
+    return dataclasses.replace(scored, stopped_early=draws.stopped, stop=draws.stop)

@@ -24,6 +24,9 @@ RULES = DEPLOY / "prometheus" / "rules"
 BUILD = DEPLOY / "grafana" / "build.py"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "ttc.json"
 SCRAPE_S = 1
+# What compose and Kubernetes run Prometheus with beyond its config and storage
+# (tests/unit/test_deploy.py checks they agree).
+EXTRA_FLAGS = ("--enable-feature=exemplar-storage",)
 
 
 def binary(name: str) -> str:
@@ -105,6 +108,7 @@ def prometheus(targets: Mapping[str, Sequence[str]]) -> Iterator[str]:
             f"--config.file={config_path}",
             f"--storage.tsdb.path={tmp}/data",
             f"--web.listen-address=127.0.0.1:{port}",
+            *EXTRA_FLAGS,
         ]
         spec = ServerSpec("prometheus", command, port, health="/-/ready")
         with server_processes(spec, ready_timeout_s=120):
@@ -117,6 +121,19 @@ def query(url: str, expr: str) -> list[dict[str, Any]]:
     body = response.json()
     assert body.get("status") == "success", f"{expr}: {body}"
     result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def exemplars(url: str, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+    """The exemplars of the series `expr` selects, between two Unix times."""
+    response = httpx.get(
+        f"{url}/api/v1/query_exemplars",
+        params={"query": expr, "start": start, "end": end},
+        timeout=10,
+    )
+    body = response.json()
+    assert body.get("status") == "success", f"{expr}: {body}"
+    result: list[dict[str, Any]] = body["data"]
     return result
 
 

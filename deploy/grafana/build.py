@@ -28,6 +28,9 @@ BY_KEY = 'key=~"$key"'
 class Query:
     expr: str
     legend: str
+    # Show the exemplars of the series it reads (requests' trace ids), each linked to its trace
+    # through the Prometheus datasource's exemplarTraceIdDestinations (provisioning/).
+    exemplar: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,14 @@ def per_run(counter: str) -> str:
     )
 
 
+def quantile(q: float, histogram: str, by: str = "strategy", selector: str = BY_STRATEGY) -> str:
+    """A histogram's `q` quantile over the rate interval, by `by`."""
+    return (
+        f"histogram_quantile({q}, sum by ({by}, le) "
+        f"(rate({histogram}_bucket{{{selector}}}[{RATE}])))"
+    )
+
+
 def recorded(rule: str) -> str:
     return f"{rule}{{{BY_STRATEGY}}}"
 
@@ -85,7 +96,9 @@ ROWS = (
         (
             Panel(
                 "End-to-end latency by strategy",
-                "p50, p95 and p99 of the whole request, from recording rules over 5 minutes.",
+                "p50 and p95 of the whole request from recording rules over 5 minutes, and p99 "
+                "over the rate interval from the histogram itself, with its exemplars: each dot "
+                "is one request's latency, linked to its trace (when the gateway traces).",
                 (
                     Query(
                         recorded("strategy:ttc_request_duration_seconds:p50_5m"), "p50 {{strategy}}"
@@ -94,7 +107,9 @@ ROWS = (
                         recorded("strategy:ttc_request_duration_seconds:p95_5m"), "p95 {{strategy}}"
                     ),
                     Query(
-                        recorded("strategy:ttc_request_duration_seconds:p99_5m"), "p99 {{strategy}}"
+                        quantile(0.99, "ttc_request_duration_seconds"),
+                        "p99 {{strategy}}",
+                        exemplar=True,
                     ),
                 ),
                 unit="s",
@@ -171,6 +186,78 @@ ROWS = (
         ),
     ),
     Row(
+        "Test-time compute",
+        (
+            Panel(
+                "Agreement on the chosen answer",
+                "Share of a request's candidates that back the answer it chose (its answer "
+                "group): the mean, and the 10th percentile of requests. Low agreement is where "
+                "more samples or a verifier pay.",
+                (
+                    Query(per_request("ttc_answer_agreement"), "mean {{strategy}}"),
+                    Query(quantile(0.1, "ttc_answer_agreement"), "p10 {{strategy}}"),
+                ),
+                unit="percentunit",
+            ),
+            Panel(
+                "Candidates drawn of those allowed",
+                "Candidates drawn (a search's sampled steps) over what the requests' n, policy "
+                "or iterations allowed: what early stopping and budgets left undrawn.",
+                (
+                    Query(
+                        f"{rate_by('ttc_candidates_drawn_total')}"
+                        f" / {rate_by('ttc_candidates_allowed_total')}",
+                        "{{strategy}}",
+                    ),
+                ),
+                unit="percentunit",
+            ),
+            Panel(
+                "Why votes and searches stopped",
+                "Runs per second by why they stopped drawing: all_drawn, settled (an early-stop "
+                "rule), budget, deadline, verifier_reading, all_finished (every partial solution "
+                "finished), max_steps (a search's iterations).",
+                (
+                    Query(
+                        rate_by("ttc_stops_total", "strategy, reason"),
+                        "{{strategy}} {{reason}}",
+                    ),
+                ),
+                unit="reqps",
+            ),
+            Panel(
+                "Verifier scores",
+                "10th, 50th and 90th percentile of the scores each verifier gave candidates (a "
+                "PRM's: the last step's).",
+                (
+                    Query(
+                        quantile(0.1, "ttc_verifier_scores", "verifier", ONLY_STRATEGY),
+                        "p10 {{verifier}}",
+                    ),
+                    Query(
+                        quantile(0.5, "ttc_verifier_scores", "verifier", ONLY_STRATEGY),
+                        "p50 {{verifier}}",
+                    ),
+                    Query(
+                        quantile(0.9, "ttc_verifier_scores", "verifier", ONLY_STRATEGY),
+                        "p90 {{verifier}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Thinking and answer tokens per request",
+                "Of the generated tokens per request that ran: the candidates' thinking, their "
+                "answers, and the probes that asked whether thinking had settled.",
+                (
+                    Query(per_run("ttc_thinking_tokens_total"), "thinking {{strategy}}"),
+                    Query(per_run("ttc_answer_tokens_total"), "answer {{strategy}}"),
+                    Query(per_run("ttc_thinking_probe_tokens_total"), "probes {{strategy}}"),
+                ),
+                width=24,
+            ),
+        ),
+    ),
+    Row(
         "Traffic and errors",
         (
             Panel(
@@ -231,6 +318,48 @@ ROWS = (
                         "{{strategy}}",
                     ),
                 ),
+            ),
+        ),
+    ),
+    Row(
+        "Admission, drain and retries",
+        (
+            Panel(
+                "Admission slots and queue",
+                "Generation requests holding one of --limits.max-concurrent-requests slots, and "
+                "waiting in the queue for one, per gateway.",
+                (
+                    Query("sum by (instance) (ttc_requests_admitted)", "admitted {{instance}}"),
+                    Query("sum by (instance) (ttc_requests_queued)", "queued {{instance}}"),
+                ),
+            ),
+            Panel(
+                "Turned away before running",
+                "503s by reason: the queue was full, no slot freed within --limits.queue-"
+                "timeout-s, or the gateway was shutting down.",
+                (Query(rate_by("ttc_rejected_requests_total", "reason", ""), "{{reason}}"),),
+                unit="reqps",
+            ),
+            Panel(
+                "Draining",
+                "1 while a gateway is stopping (not ready, then draining), the requests it still "
+                "runs, and the new ones it turns away.",
+                (
+                    Query("max by (instance) (ttc_shutting_down)", "shutting down {{instance}}"),
+                    Query("sum by (instance) (ttc_requests_in_flight)", "in flight {{instance}}"),
+                    Query(
+                        "sum by (instance) (rate(ttc_rejected_requests_total"
+                        f'{{reason="shutting_down"}}[{RATE}]))',
+                        "turned away {{instance}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Backend retries by reason",
+                "Calls to vLLM sent again because it did not process them: connection refused "
+                "(connect), closed before answering (reset), 503, 429.",
+                (Query(rate_by("ttc_backend_retries_total", "reason", ""), "{{reason}}"),),
+                unit="reqps",
             ),
         ),
     ),
@@ -415,6 +544,7 @@ def build() -> dict[str, Any]:
                             "datasource": DATASOURCE,
                             "expr": query.expr,
                             "legendFormat": query.legend,
+                            **({"exemplar": True} if query.exemplar else {}),
                         }
                         for i, query in enumerate(panel.queries)
                     ],

@@ -247,9 +247,7 @@ class Serving:
             seconds,
             spent=(ctx.usage, ctx.stats) if ctx is not None else None,
             price=self.prices.get(model),
-            stopped_early=result is not None and result.stopped_early is not None,
-            fallback=result is not None and result.fallback is not None,
-            tokens_saved=result.tokens_saved if result is not None else 0,
+            result=result,
         )
         # One line per request, at DEBUG: `--access-log` is the cheap per-request line.
         if ctx is not None:

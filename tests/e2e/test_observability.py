@@ -7,17 +7,26 @@ reported. The vLLM panels are checked the same way in the vLLM job (tests/vllm).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import uvicorn
 import yaml
+from fastapi import FastAPI
 from openai.types.chat import ChatCompletionMessageParam
 
+from backends.scripted import ScriptedBackend
+from server.app import create_app
+from server.metrics import Metrics
+from server.settings import Settings
 from tests.e2e.conftest import MODEL
 from tests.factories import free_port
 from tests.prometheus import (
@@ -28,6 +37,7 @@ from tests.prometheus import (
     binary,
     dashboard,
     dashboard_queries,
+    exemplars,
     has_data,
     prometheus,
     query,
@@ -126,6 +136,46 @@ async def test_every_gateway_panel_and_recording_rule_returns_data(
     assert float(total["value"][1]) == generated
     fallbacks = query(url, 'sum(ttc_verifier_fallbacks_total{strategy="best_of_n"})')
     assert float(fallbacks[0]["value"][1]) == 2
+
+
+@contextlib.contextmanager
+def app_server(app: FastAPI) -> Iterator[str]:
+    """Serve `app` (its lifespan included) from a thread on a free loopback port: host:port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the app did not start"
+        time.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_prometheus_stores_the_latency_exemplar_and_the_panel_finds_its_trace() -> None:
+    # The gateway's own app and /metrics, its Metrics told a trace id as the server's request
+    # path tells it; Prometheus as deploy/ runs it (exemplar storage on, OpenMetrics asked).
+    app = create_app(Settings(), backend=ScriptedBackend())
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with app_server(app) as address, prometheus({"ttc-gateway": [address]}) as url:
+        metrics: Metrics = app.state.serving.metrics
+        started = time.time()
+        metrics.observe("majority_vote", "scripted-model", "ok", 0.3, trace_id=trace_id)
+        wait_for_scrapes(url, "ttc-gateway", scrapes=2)
+        (panel,) = [p for p in dashboard()["panels"]() if p.title.startswith("End-to-end")]
+        (linked,) = [q for q in panel.queries if q.exemplar]
+        found = exemplars(url, as_prometheus_sees_it(linked.expr), started - 60, time.time())
+    (series,) = found
+    assert series["seriesLabels"]["__name__"] == "ttc_request_duration_seconds_bucket"
+    assert series["seriesLabels"]["le"] == "0.5"
+    assert series["seriesLabels"]["strategy"] == "majority_vote"
+    (exemplar,) = series["exemplars"]
+    assert exemplar["labels"] == {"trace_id": trace_id}
+    assert float(exemplar["value"]) == 0.3
 
 
 def test_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from pydantic import SecretStr, ValidationError
 from server.keys import KeyRing
 from server.settings import Settings
 from tests.factories import vllm_urls
+from tests.prometheus import EXTRA_FLAGS
 from verifiers.base import VerifierConfig
 from verifiers.prm import PRMConfig
 
@@ -267,6 +268,21 @@ def test_prometheus_finds_what_compose_and_kubernetes_run() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
     assert names <= headless
     assert names <= set(compose)
+
+
+def test_prometheus_runs_with_the_flags_the_tests_run_it_with() -> None:
+    # Exemplar storage above all: without it the latency's trace ids are dropped at scrape.
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    for args in (compose["prometheus"]["command"], only_container("prometheus")["args"]):
+        assert set(EXTRA_FLAGS) <= set(args), args
+
+
+def test_grafana_links_exemplars_to_traces() -> None:
+    path = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+    (prometheus,) = yaml.safe_load(path.read_text())["datasources"]
+    (link,) = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    # The label the gateway's exemplars carry (server.metrics.Metrics.observe).
+    assert link == {"name": "trace_id", "datasourceUid": "traces"}
 
 
 def test_compose_file_is_valid_and_its_gateway_starts(compose: dict[str, Any]) -> None:

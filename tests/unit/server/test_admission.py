@@ -160,6 +160,7 @@ async def test_shutting_down_fails_ready_first_then_turns_new_requests_away() ->
     backend = GatedBackend()
     limits = LimitsSettings(max_concurrent_requests=1, max_queued_requests=1, queue_timeout_s=60)
     async with served(backend, limits) as (admission, client):
+        assert (await scrape(client)).get("ttc_shutting_down") == 0
         # Not ready, but still serving: a balancer that has not noticed yet gets answers.
         admission.announce_shutdown()
         ready = await client.get("/ready")
@@ -182,6 +183,7 @@ async def test_shutting_down_fails_ready_first_then_turns_new_requests_away() ->
         assert response.json()["choices"][0]["message"]["content"] == "held answer"
         samples = await scrape(client)
     assert samples.get("ttc_rejected_requests_total", reason="shutting_down") == 2
+    assert samples.get("ttc_shutting_down") == 1
 
 
 def admission(**limits: Any) -> Admission:

@@ -55,6 +55,7 @@ async def test_a_vote_draws_what_the_token_budget_affords_at_max_tokens_then_at_
     assert result.trace is not None
     assert result.trace["samples"] == {"requested": 16, "drawn": 7, "tokens_saved": 36}
     assert result.tokens_saved == 36
+    assert (result.drawn, result.allowed, result.stop) == (7, 16, "budget")
 
 
 async def test_a_budget_that_affords_everything_is_one_call() -> None:
@@ -91,6 +92,7 @@ async def test_deepconf_streams_only_the_traces_the_token_budget_affords() -> No
         "deepconf: token budget reached (24 tokens left, 24 of them for the traces in flight; "
         "a trace takes about 4)"
     )
+    assert (result.drawn, result.allowed, result.stop) == (10, 12, "budget")
 
 
 async def test_deepconf_warms_up_with_what_the_budget_affords() -> None:
@@ -131,6 +133,7 @@ async def test_a_dollar_budget_spends_at_the_models_price() -> None:
     )
     assert [p.n for p in backend.sampled] == [2, 3]
     assert result.stopped_early is not None
+    assert result.stop == "budget"
 
 
 async def test_a_time_budget_draws_in_waves_and_stops_between_them() -> None:
@@ -140,6 +143,7 @@ async def test_a_time_budget_draws_in_waves_and_stops_between_them() -> None:
     waves = [p.n for p in backend.sampled]
     assert waves in ([4], [4, 4])
     assert result.stopped_early == "time budget reached (0.3 s)"
+    assert result.stop == "deadline"
 
 
 async def test_one_call_strategies_cut_max_tokens_to_the_budget() -> None:
@@ -187,6 +191,7 @@ async def test_a_search_out_of_time_in_its_first_step_answers_with_that_step() -
     )
     assert result.choices[0].content.startswith("s0")
     assert result.stopped_early == "time budget reached (0.1 s)"
+    assert result.stop == "deadline"
 
 
 def test_budget_limits_are_checked() -> None:
@@ -232,6 +237,7 @@ async def test_a_search_stops_where_its_reading_would_pass_what_it_declared() ->
     assert len(prm.calls) == 1
     assert result.stopped_early is not None
     assert result.stopped_early.startswith("verifier reading reached: 'prm' not called")
+    assert result.stop == "verifier_reading"
     assert result.choices[0].content
 
 
@@ -249,4 +255,5 @@ async def test_a_vote_whose_reading_is_refused_answers_by_majority_and_says_so()
     assert result.fallback is not None
     assert result.fallback.startswith("verifier reading reached: 'v' not called")
     assert result.fallback.endswith("answered by majority vote")
+    assert result.stop == "verifier_reading"
     assert result.choices[0].content == FOUR_TOKENS

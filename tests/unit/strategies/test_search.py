@@ -209,6 +209,7 @@ async def test_mcts_rollout_evaluation_scores_complete_solutions() -> None:
 async def test_token_budget_stops_early_with_the_best_so_far(name: str) -> None:
     result, _, _ = await search(name, {"max_search_tokens": 3})
     assert result.stopped_early is not None and "token budget" in result.stopped_early
+    assert result.stop == "budget"
     assert result.choices[0].content  # the best partial solution, not nothing
     assert result.choices[0].finish_reason == "length"
 
@@ -217,6 +218,7 @@ async def test_token_budget_stops_early_with_the_best_so_far(name: str) -> None:
 async def test_deadline_stops_calls_in_flight(name: str) -> None:
     result, _, _ = await search(name, {"max_search_seconds": 0.3}, delay_s=0.1)
     assert result.stopped_early is not None and "time budget" in result.stopped_early
+    assert result.stop == "deadline"
 
 
 def test_search_budget_ceilings_are_enforced() -> None:
