@@ -51,6 +51,8 @@ class RunState:
 
     started: bool = False
     over: asyncio.Event = field(default_factory=asyncio.Event)
+    # The trace the run is sampled into (hex), when it is traced: its latency's exemplar.
+    trace_id: str | None = None
 
     async def unwound(self) -> None:
         """Return once the run is over (at once if it never started)."""

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
 from backends.base import Backend
@@ -96,9 +97,25 @@ class Serving:
         try:
             result = await self._execute(prepared, ctx)
         except BaseException as exc:
-            self._observe(prepared.strategy.name, prepared.model, exc, started, ctx)
+            self._observe(
+                prepared.strategy.name,
+                prepared.model,
+                exc,
+                started,
+                ctx,
+                None,
+                prepared.run.trace_id,
+            )
             raise
-        self._observe(prepared.strategy.name, prepared.model, None, started, ctx, result)
+        self._observe(
+            prepared.strategy.name,
+            prepared.model,
+            None,
+            started,
+            ctx,
+            result,
+            prepared.run.trace_id,
+        )
         return result
 
     async def stream(
@@ -162,7 +179,15 @@ class Serving:
                     yield event
             for event in rendering.sse_closing(result, prepared.include_usage):
                 yield event
-            self._observe(prepared.strategy.name, prepared.model, None, started, ctx, result)
+            self._observe(
+                prepared.strategy.name,
+                prepared.model,
+                None,
+                started,
+                ctx,
+                result,
+                prepared.run.trace_id,
+            )
         except Exception as exc:
             outcome = exc
             status, body = error_response(exc)
@@ -183,7 +208,13 @@ class Serving:
                 failed = outcome
                 task.add_done_callback(
                     lambda _: self._observe(
-                        prepared.strategy.name, prepared.model, failed, started, ctx
+                        prepared.strategy.name,
+                        prepared.model,
+                        failed,
+                        started,
+                        ctx,
+                        None,
+                        prepared.run.trace_id,
                     )
                 )
         for event in rendering.sse_end():
@@ -197,6 +228,11 @@ class Serving:
     def _context(self, prepared: PreparedRequest, sink: EventSink | None) -> StrategyContext:
         deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
         self.metrics.started(prepared.strategy.name, prepared.model)
+        if self.tracer is not None:
+            # Read here, in the request's context: a stream's end is observed outside it.
+            span = trace.get_current_span().get_span_context()
+            if span.is_valid and span.trace_flags.sampled:
+                prepared.run.trace_id = format(span.trace_id, "032x")
         return StrategyContext(
             backend=prepared.deployment.backend.session(prepared.request_id, deadline),
             request_id=prepared.request_id,
@@ -237,6 +273,7 @@ class Serving:
         started: float,
         ctx: StrategyContext | None = None,
         result: StrategyResult | None = None,
+        trace_id: str | None = None,
     ) -> None:
         seconds = time.perf_counter() - started
         status = request_status(exc)
@@ -248,6 +285,7 @@ class Serving:
             spent=(ctx.usage, ctx.stats) if ctx is not None else None,
             price=self.prices.get(model),
             result=result,
+            trace_id=trace_id,
         )
         # One line per request, at DEBUG: `--access-log` is the cheap per-request line.
         if ctx is not None:

@@ -187,10 +187,15 @@ async def test_a_request_without_traceparent_starts_a_trace_and_says_which(
             json={"model": SERVED_MODEL, "messages": QUESTION, "max_tokens": 8},
         )
         refused = await client.post("/v1/chat/completions", json={"model": SERVED_MODEL})
+        scraped = await client.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
     assert reply.status_code == 200
     spans = exported.get_finished_spans()
     traces = {hex_id(s.context.trace_id, 32) for s in spans}
     assert reply.headers["x-trace-id"] in traces
+    # The request's latency links to its trace (an exemplar, which OpenMetrics carries).
+    assert f'trace_id="{reply.headers["x-trace-id"]}"' in scraped.text
     # A refused request is traced too, with its status.
     assert refused.status_code == 400
     (server,) = [

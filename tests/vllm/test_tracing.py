@@ -62,11 +62,16 @@ def check_tree(vllm: VLLMServers, gateway: str, fields: dict[str, Any]) -> list[
     assert reply.headers["x-trace-id"] == trace_id
 
     def complete(spans: list[Span]) -> bool:
-        calls = [s for s in spans if s["name"].startswith(("chat ", "verify "))]
-        vllms = [s for s in spans if s["name"] == "llm_request"]
-        server = [s for s in spans if s["name"] == "POST /v1/chat/completions"]
-        return bool(server and calls) and len(vllms) >= len(
-            [c for c in calls if c["name"].startswith("chat ")]
+        """The server span is in, and every model call's sample has its vLLM span."""
+        calls = [s for s in spans if s["name"].startswith("chat ")]
+        parents = [s["parent_span_id"] for s in spans if s["name"] == "llm_request"]
+        return (
+            any(s["name"] == "POST /v1/chat/completions" for s in spans)
+            and bool(calls)
+            and all(
+                parents.count(c["span_id"]) >= c["attributes"]["gen_ai.request.choice.count"]
+                for c in calls
+            )
         )
 
     spans = settled(vllm, trace_id, complete)
@@ -89,13 +94,14 @@ def check_tree(vllm: VLLMServers, gateway: str, fields: dict[str, Any]) -> list[
         assert span["parent_span_id"] is not None
         parent = ids[span["parent_span_id"]]
         assert parent["name"].startswith(("chat ", "verify ")), parent["name"]
-    # Each model call's tokens are the tokens vLLM reports on its own span, and together the
-    # response's usage.
+    # Each model call's tokens are the tokens vLLM reports on its own spans (one per sample: a
+    # call of n samples is n requests inside vLLM), and together the response's usage.
     calls = [s for s in spans if s["name"].startswith("chat ")]
     for call in calls:
-        (child,) = [s for s in engine if s["parent_span_id"] == call["span_id"]]
+        children = [s for s in engine if s["parent_span_id"] == call["span_id"]]
+        assert len(children) == call["attributes"]["gen_ai.request.choice.count"]
         produced = call["attributes"]["gen_ai.usage.output_tokens"]
-        assert child["attributes"]["gen_ai.usage.completion_tokens"] == produced
+        assert sum(c["attributes"]["gen_ai.usage.completion_tokens"] for c in children) == produced
     usage = reply.json()["usage"]
     assert (
         sum(c["attributes"]["gen_ai.usage.output_tokens"] for c in calls)
