@@ -27,7 +27,9 @@ from server.limit_store import LimitStore, MemoryLimitStore, RedisLimitStore
 from server.metrics import Metrics
 from server.quota import Quotas
 from server.request_id import RequestIdMiddleware
+from server.response_store import MemoryResponseStore, RedisResponseStore, ResponseStore
 from server.routes import chat, completions, health, models, responses, tokenizer
+from server.serving.background import BackgroundResponses
 from server.serving.running import Serving
 from server.settings import DRAIN_MARGIN_S, Settings
 from server.tracing import TracingMiddleware, tracer_provider
@@ -105,6 +107,12 @@ def create_app(
             app.state.quotas = _quotas(settings, keys, metrics)
             if app.state.quotas is not None:
                 stack.push_async_callback(app.state.quotas.aclose)
+            app.state.responses = BackgroundResponses(
+                app.state.serving, _response_store(settings), settings.responses.lease_s
+            )
+            # First out: background runs finish (or end) while their backends and the keys'
+            # store are still open.
+            stack.push_async_callback(app.state.responses.aclose, settings.drain_grace_s)
             yield
 
     app = FastAPI(title="ttc-server", version="0.1.0", lifespan=lifespan)
@@ -140,6 +148,15 @@ def create_app(
         return Response(encode(registry), headers={"Content-Type": content_type})
 
     return app
+
+
+def _response_store(settings: Settings) -> ResponseStore:
+    """Kept responses in Redis when given one (any replica reads them), else in this process."""
+    kept = settings.responses
+    if settings.redis_url is not None:
+        url = settings.redis_url.get_secret_value()
+        return RedisResponseStore(url, kept.ttl_s, kept.max_per_key)
+    return MemoryResponseStore(kept.ttl_s, kept.max_per_key)
 
 
 def _quotas(settings: Settings, keys: KeyRing | None, metrics: Metrics) -> Quotas | None:

@@ -8,6 +8,8 @@ own branch, and this is the whole tree with the HTTP status each maps to::
     ├── Unauthorized            401  no API key, or not one of ours (server.keys)
     ├── KeyLimitExceeded        429  within the server's limits, over its key's (server.quota)
     ├── ModelNotFound           404  the request names a model this server does not serve
+    ├── ResponseNotFound        404  no stored response of that id the caller may see
+    ├── ResponseStoreError      503  server.response_store: kept responses (Redis) unreachable
     ├── RequestTimeout          504  the whole request ran past the server's deadline
     ├── BodyTooLarge            413  the request body is over --limits.max-body-bytes
     ├── BodyTimeout             408  the request body did not arrive within --limits.body-timeout-s
@@ -54,6 +56,7 @@ from backends.errors import (
     GatewayError,
 )
 from server.protocol.errors import ErrorInfo, ErrorResponse, InvalidRequest
+from server.response_store import ResponseStoreError
 from strategies.base import InvalidParamsError, StrategyError, UnknownStrategyError
 from strategies.budget import OutOfTime
 from strategies.limits import LimitExceeded
@@ -67,6 +70,7 @@ __all__ = [
     "ModelNotFound",
     "Overloaded",
     "RequestTimeout",
+    "ResponseNotFound",
     "ServerBusy",
     "ShuttingDown",
     "Unauthorized",
@@ -88,6 +92,12 @@ class ModelNotFound(GatewayError, LookupError):
     def __init__(self, model: str, served: Sequence[str]) -> None:
         names = ", ".join(repr(name) for name in served)
         super().__init__(f"The model {model!r} does not exist; this server serves {names}.")
+
+
+class ResponseNotFound(GatewayError, LookupError):
+    """No stored response of that id that the caller may see."""
+
+    param = "response_id"
 
 
 class RequestTimeout(GatewayError, TimeoutError):
@@ -167,6 +177,8 @@ _TABLE: tuple[tuple[type[GatewayError], _Mapped], ...] = (
     (InvalidRequest, _Mapped(400, _INVALID, "invalid_value")),
     (LimitExceeded, _Mapped(400, _INVALID, "invalid_value")),
     (ModelNotFound, _Mapped(404, "not_found_error", "model_not_found")),
+    (ResponseNotFound, _Mapped(404, "not_found_error", "response_not_found")),
+    (ResponseStoreError, _Mapped(503, _UNAVAILABLE, "responses_unavailable")),
     (RequestTimeout, _Mapped(504, "timeout_error", "request_timeout")),
     (BodyTooLarge, _Mapped(413, _INVALID, "request_too_large")),
     (BodyTimeout, _Mapped(408, "timeout_error", "body_timeout")),

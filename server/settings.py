@@ -33,6 +33,7 @@ __all__ = [
     "BackendName",
     "LimitsSettings",
     "ModelPrice",
+    "ResponsesSettings",
     "ServedModel",
     "ServerSettings",
     "Settings",
@@ -126,6 +127,26 @@ class TracingSettings(BaseModel):
         default=False,
         description="Put prompts and completions on the model calls' spans. Off by default: "
         "they may hold user data.",
+    )
+
+
+class ResponsesSettings(BaseModel):
+    """Kept responses (`--responses.*`): background runs and `store: true`, in this process or
+    in Redis with `--redis-url`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl_s: float = Field(
+        default=86400.0, gt=0, description="How long a kept response lasts after its last write."
+    )
+    max_per_key: int = Field(
+        default=1000, ge=1, description="Kept responses per API key; the oldest go first."
+    )
+    lease_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a background response outlives its replica's last renewal before "
+        "a reader marks it failed.",
     )
 
 
@@ -238,6 +259,10 @@ class ServerSettings(BaseSettings):
         default_factory=ThinkingSettings,
         description="How the served model delimits its thinking (--thinking.open, .close, "
         ".opened-by-template).",
+    )
+    responses: ResponsesSettings = Field(
+        default_factory=ResponsesSettings,
+        description="Kept responses (--responses.ttl-s, .max-per-key, .lease-s).",
     )
     tracing: TracingSettings = Field(
         default_factory=TracingSettings,

@@ -22,7 +22,14 @@ from server.serving.rendering import Rendering
 from server.serving.running import Serving
 from strategies.accounting import Usage
 
-__all__ = ["ERROR_RESPONSES", "admit", "answer", "answer_whole", "run_until_disconnected"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "SSE_HEADERS",
+    "admit",
+    "answer",
+    "answer_whole",
+    "run_until_disconnected",
+]
 
 _T = TypeVar("_T")
 
@@ -31,7 +38,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 # Proxies must pass events on as they come rather than buffer the stream.
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def admit(
@@ -56,17 +63,19 @@ async def answer(
     prepared: PreparedRequest,
     render_as: Callable[[str, str, bool], Rendering],
     stream: bool,
+    finished: Callable[[], Awaitable[None]] | None = None,
 ) -> Response:
     """Stream Server-Sent Events, or run to the end and return one JSON body; `render_as` makes
     the endpoint's rendering from the response's id, the model and whether to show the trace; a
-    key is charged what the run spent, however it ends."""
+    key is charged what the run spent, however it ends. `finished` is awaited once the answer
+    is whole (before the body's end, for a stream), however the run ended."""
 
     def need() -> Estimate:
         return estimate(prepared, serving.limits)
 
     if not stream:
         rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
-        return await answer_whole(
+        whole = await answer_whole(
             request,
             prepared.model,
             need,
@@ -74,16 +83,21 @@ async def answer(
             lambda _: prepared.spent,
             rendering.body,
         )
+        if finished is not None and whole.status_code == 200:
+            await finished()
+        return whole
     held = await admit(request, prepared.model, need)
     rendering = render_as(prepared.request_id, prepared.model, prepared.with_trace)
     events: AsyncIterator[str] = serving.stream(prepared, rendering)
     after = None
+    if finished is not None:
+        events = _then(events, finished)
     if held is not None:
         events = _settling(events, *held, prepared)
         # Should the body never start (the client gone first), settle after the response.
         after = BackgroundTask(_settle_later, *held, prepared)
     return StreamingResponse(
-        events, media_type="text/event-stream", headers=_SSE_HEADERS, background=after
+        events, media_type="text/event-stream", headers=SSE_HEADERS, background=after
     )
 
 
@@ -112,6 +126,15 @@ async def answer_whole(
         # nginx's code for "client closed request": only logs will ever see it.
         return Response(status_code=499)
     return JSONResponse(body(result))
+
+
+async def _then(
+    events: AsyncIterator[str], finished: Callable[[], Awaitable[None]]
+) -> AsyncIterator[str]:
+    """`events`, then `finished` awaited before the body ends."""
+    async for event in events:
+        yield event
+    await finished()
 
 
 async def _settle_later(quotas: Quotas, claim: Claim, prepared: PreparedRequest) -> None:

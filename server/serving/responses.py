@@ -49,6 +49,7 @@ from server.protocol.responses.response import (
     ResponseUsage,
 )
 from server.serving.rendering import Rendering, sse
+from strategies.accounting import Usage
 from strategies.base import ChoiceDelta, StrategyResult
 
 __all__ = ["ResponsesRendering", "response_usage"]
@@ -112,6 +113,8 @@ class ResponsesRendering(Rendering):
         self._open: _OpenItem | None = None
         # Whether a message or a call was streamed: an answer with neither is an empty message.
         self._has_answer = False
+        # The last `response` object rendered whole (the body, or a stream's closing event).
+        self.final: dict[str, Any] | None = None
 
     def response(
         self,
@@ -155,7 +158,22 @@ class ResponsesRendering(Rendering):
             )
             for call in choice.tool_calls
         )
-        return _dump_response(self.response(status, output, result))
+        self.final = _dump_response(self.response(status, output, result))
+        return self.final
+
+    def snapshot(self, status: ResponseStatus, spent: Usage | None = None) -> dict[str, Any]:
+        """The response as it stands, in `status` (a background response queued, or cancelled
+        with what it had spent), with the output items it finished."""
+        shown = _dump_response(self.response(status, list(self._done)))
+        if spent is not None:
+            shown["usage"] = ResponseUsage(
+                input_tokens=spent.prompt_tokens,
+                output_tokens=spent.completion_tokens,
+                total_tokens=spent.prompt_tokens + spent.completion_tokens,
+                output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+                verifier_tokens=spent.verifier_tokens,
+            ).model_dump()
+        return shown
 
     def sse_opening(self, n: int) -> list[str]:
         opened = self.response("in_progress", [])
@@ -196,6 +214,7 @@ class ResponsesRendering(Rendering):
         # Usage always: the Responses API has no `stream_options.include_usage`.
         status = _status(result.choices[0].finish_reason)
         final = self.response(status, list(self._done), result)
+        self.final = _dump_response(final)
         return [self._event(ResponseLifecycleEvent, type="response.completed", response=final)]
 
     def sse_error(self, error: ErrorResponse) -> list[str]:
@@ -203,6 +222,7 @@ class ResponsesRendering(Rendering):
         failed = self.response(
             "failed", list(self._done), error={"code": info.code, "message": info.message}
         )
+        self.final = _dump_response(failed)
         return [
             self._event(ResponseErrorEvent, code=info.code, message=info.message, param=info.param),
             self._event(ResponseLifecycleEvent, type="response.failed", response=failed),

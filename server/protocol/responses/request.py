@@ -1,9 +1,11 @@
 """The `POST /v1/responses` request, and its translation into a chat prompt for the strategies.
 
-What needs a stored response (`store: true`, `previous_response_id`, `conversation`,
-`background`) is a 400, as are hosted tools, `text.format` and logprobs: the server keeps
-nothing. `input` items (messages, reasoning, function calls and their outputs) become the chat
-turns they stand for.
+`store: true` keeps the response, `background: true` runs it past its connection, and
+`previous_response_id` continues a kept one (`server.serving.background`); `conversation`,
+hosted tools and logprobs are a 400. `text.format` asks for JSON (`json_object`, or
+`json_schema` with its `name` and `schema` flat in it, as the Responses API has them). `input`
+items (messages, reasoning, function calls and their outputs) become the chat turns they stand
+for, after the turns of the response it continues.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from backends.base import ChatMessage, ChatPrompt, ToolCall, Tools
 from server.protocol.common import (
     EFFORT_MAX_TOKENS,
     GenerationRequest,
     OpenAIBaseModel,
+    ResponseFormat,
     effort_kwargs,
     text_of,
 )
@@ -137,7 +140,8 @@ class ResponsesRequest(GenerationRequest):
     reasoning: ReasoningConfig | None = None
     store: bool | None = Field(
         default=None,
-        description="Only false (or left out): this server keeps no responses.",
+        description="Keep the response for GET /v1/responses/{id} and previous_response_id "
+        "(kept only when true; a background response is always kept).",
     )
     text: TextConfig | None = None
     tool_choice: Literal["none", "auto", "required"] | FunctionToolChoice | None = None
@@ -148,6 +152,19 @@ class ResponsesRequest(GenerationRequest):
     background: bool | None = None
     conversation: str | dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
+
+    # The turns of the response `previous_response_id` names, set once they are read.
+    _history: tuple[ChatMessage, ...] = PrivateAttr(default=())
+
+    def following(self, history: tuple[ChatMessage, ...]) -> ResponsesRequest:
+        """This request, continuing the conversation whose turns are `history`."""
+        self._history = history
+        return self
+
+    @property
+    def is_kept(self) -> bool:
+        """Whether the response is kept: asked for, or run in the background."""
+        return bool(self.store or self.background)
 
     @field_validator("input")
     @classmethod
@@ -168,33 +185,26 @@ class ResponsesRequest(GenerationRequest):
         # `reasoning.effort` reaches the model as the chat endpoint's `reasoning_effort` does.
         prompt = dataclasses.replace(self._prompt(), template_kwargs=effort_kwargs(effort))
         sampling = self._sampling(max_tokens, limits, None)
+        structured = self._text_format()
+        if structured is not None:
+            sampling = dataclasses.replace(sampling, structured=structured.structured())
         if effort is not None:
             forwarded = {**sampling.forwarded, "reasoning_effort": effort}
             sampling = dataclasses.replace(sampling, forwarded=forwarded)
         return StrategyRequest(prompt, sampling, effort, self.thinking_token_budget)
 
     def _refuse_unsupported(self) -> None:
-        stateless = "this server keeps no responses; send the whole conversation in input"
         refusals: list[tuple[bool, str, str]] = [
-            (
-                self.store is True,
-                "store",
-                f"store: true is not supported: {stateless} and leave store out (or false)",
-            ),
-            (
-                self.previous_response_id is not None,
-                "previous_response_id",
-                f"previous_response_id is not supported: {stateless}",
-            ),
             (
                 self.conversation is not None,
                 "conversation",
-                f"conversation is not supported: {stateless}",
+                "conversation is not supported: continue a kept response with "
+                "previous_response_id, or send the whole conversation in input",
             ),
             (
-                bool(self.background),
-                "background",
-                f"background is not supported: it needs a stored response, and {stateless}",
+                self.background is True and self.store is False,
+                "store",
+                "a background response is kept until it is read: leave store out (or true)",
             ),
             (
                 self.prompt is not None,
@@ -226,12 +236,29 @@ class ResponsesRequest(GenerationRequest):
                 "response_format is chat's field; /v1/responses takes text.format, text only",
                 "response_format",
             )
-        text_format = (self.text.format or {}) if self.text is not None else {}
-        if text_format.get("type", "text") != "text":
+
+    def _text_format(self) -> ResponseFormat | None:
+        """`text.format` as chat's `response_format` (None: free text). The Responses API has
+        a schema's `name`, `schema` and `strict` flat in `format`."""
+        shown = dict((self.text.format or {}) if self.text is not None else {})
+        kind = shown.pop("type", "text")
+        try:
+            if kind == "text":
+                return None
+            if kind == "json_object":
+                return ResponseFormat(type="json_object")
+            if kind == "json_schema":
+                return ResponseFormat.model_validate({"type": kind, "json_schema": shown})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"][1:]) or "schema"
             raise InvalidRequest(
-                "only text output (text.format type 'text') is supported on /v1/responses",
-                "text.format",
-            )
+                f"text.format: {where}: {problem['msg']}", f"text.format.{where}"
+            ) from exc
+        raise InvalidRequest(
+            f"text.format type {kind!r} is not one of text, json_object, json_schema",
+            "text.format.type",
+        )
 
     def _effort(self) -> ReasoningEffort | None:
         effort = self.reasoning.effort if self.reasoning is not None else None
@@ -269,6 +296,9 @@ class ResponsesRequest(GenerationRequest):
         messages: list[ChatMessage] = []
         if self.instructions:
             messages.append(ChatMessage("system", self.instructions))
+        # A continued conversation's turns, after this request's instructions (the previous
+        # response's are not carried over, as OpenAI does).
+        messages.extend(m for m in self._history if m.role != "system")
         if isinstance(self.input, str):
             messages.append(ChatMessage("user", self.input))
             return ChatPrompt(tuple(messages), tools=tools)

@@ -102,7 +102,7 @@ class ResponseUsage(BaseModel):
     verifier_tokens: int = 0
 
 
-ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]
+ResponseStatus = Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
 
 
 class ResponsesResponse(ReasoningExtensions):
