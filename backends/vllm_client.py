@@ -21,12 +21,12 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import aiohttp
 import orjson
 from opentelemetry import propagate, trace
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from backends.errors import (
     BackendError,
@@ -34,6 +34,7 @@ from backends.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
+from backends.routing import checked_routing_header
 
 __all__ = [
     "JSON",
@@ -84,12 +85,13 @@ class VLLMClientSettings(BaseModel):
         default=0.05, ge=0, description="First backoff before a retry on the same replica."
     )
     retry_backoff_max_s: float = Field(default=2.0, ge=0, description="Longest backoff.")
-    routing_header: str | None = Field(
+    routing_header: Annotated[str | None, AfterValidator(checked_routing_header)] = Field(
         default=None,
         description=(
-            "Header carrying the request id on every call of a request, for a router in front "
-            "of vLLM: X-SMG-Routing-Key for SGLang's model gateway, the --session-key value of "
-            "vLLM production-stack."
+            "Header carrying the request's routing key (a random id the gateway makes per "
+            "request) on every call of a request, for a router in front of vLLM: X-Session-ID "
+            "for vllm-router, X-SMG-Routing-Key for SGLang's model gateway, the --session-key "
+            "value of vLLM production-stack."
         ),
     )
     affinity_header: str | None = Field(

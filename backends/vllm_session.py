@@ -9,9 +9,10 @@ A call vLLM did not process (refused or reset connection, 503, 429) is retried b
 the session's calls move with it. Timeouts and dropped responses are never resent, since the call
 may have run.
 
-Router mode: with `--vllm.routing-header`, every call carries the request id in that header, so
-a router in front of vLLM (SGLang's model gateway, vLLM production-stack, llm-d) keeps the
-request's calls on one replica and its prefix cache; with `--vllm.affinity-header`, the value a
+Router mode: with `--vllm.routing-header`, every call carries the request's routing key
+(`backends.routing`: made by the server per request, never the client's) in that header, so a
+router in front of vLLM (vllm-router, SGLang's model gateway, vLLM production-stack) keeps the
+request's calls on one engine and its prefix cache; with `--vllm.affinity-header`, the value a
 router sets in that response header is sent back on the request's later calls.
 """
 
@@ -26,6 +27,7 @@ import aiohttp
 
 from backends.prompts import ChatPrompt, Prompt, SamplingParams, TextPrompt, TokenPrompt
 from backends.results import Echo, Generation, PromptLogprobs, StreamEvent, Tokenized
+from backends.routing import current_routing_key, new_routing_key
 from backends.vllm_client import JSON, VLLMClient, events, loads
 from backends.vllm_replicas import Replicas
 from backends.vllm_requests import (
@@ -68,6 +70,8 @@ class VLLMSession:
         self._calls = itertools.count()
         settings = client.settings
         self._routing_header = settings.routing_header
+        # The request's key, shared with every other session of the request (a judge's too).
+        self._routing_key = current_routing_key() or new_routing_key()
         self._affinity_header = settings.affinity_header
         self._affinity: str | None = None
 
@@ -138,13 +142,14 @@ class VLLMSession:
     # HTTP
 
     def _call_headers(self) -> dict[str, str]:
-        if self._request_id is None:
-            return {}
-        # vLLM uses X-Request-Id as its engine request id, which must be unique among running
-        # requests: each call of a request gets its own, prefixed with the request's for tracing.
-        headers = {"X-Request-Id": f"{self._request_id}-{next(self._calls)}"}
+        headers = {}
+        if self._request_id is not None:
+            # vLLM uses X-Request-Id as its engine request id, which must be unique among running
+            # requests: each call gets its own, prefixed with the request's for tracing. Being
+            # per call, it is no routing key (a router hashing it would scatter the request).
+            headers["X-Request-Id"] = f"{self._request_id}-{next(self._calls)}"
         if self._routing_header:
-            headers[self._routing_header] = self._request_id
+            headers[self._routing_header] = self._routing_key
         if self._affinity_header and self._affinity is not None:
             headers[self._affinity_header] = self._affinity
         return headers

@@ -1,7 +1,8 @@
 """Every request gets an id: the client's `X-Request-Id` when it sends a sane one, else a new one.
 
 The id is echoed in the response header, forwarded to vLLM, and added to every log line
-written while the request is served.
+written while the request is served. Every request also gets a routing key of the server's own
+(`backends.routing`), never the client's id, which routers in front of vLLM hash.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backends.routing import new_routing_key, routing_key_set
 
 __all__ = ["RequestIdFilter", "RequestIdMiddleware", "current_request_id"]
 
@@ -56,6 +59,7 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with routing_key_set(new_routing_key()):
+                await self.app(scope, receive, send_with_id)
         finally:
             _current.reset(token)

@@ -2,11 +2,11 @@
 
 A request whose shape vLLM would not accept, or that misses a field the gateway relies on
 (`checks`), is answered with a 400 and recorded in `StandIn.violations`. Besides vLLM's
-generation routes it serves `/tokenize` (as the gateway counts tokens), a PRM's `/pooling` and an
-ORM's `/classify`. Prompts steer it: a user message containing TOO_LONG gets vLLM's
-context-length 400, and one containing SLOW makes it wait `slow_s` before answering. It writes
-tool calls and structured outputs (`constrained`), honours `stop` and continues an assistant
-prefix of what it writes.
+generation routes it serves `/tokenize` (as the gateway counts tokens), a PRM's `/pooling`, an
+ORM's `/classify` and `/health` (which routers probe). Prompts steer it: a user message
+containing TOO_LONG gets vLLM's context-length 400, and one containing SLOW makes it wait
+`slow_s` before answering. It writes tool calls and structured outputs (`constrained`), honours
+`stop` and continues an assistant prefix of what it writes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from bench.vllm_standin.answers import (
@@ -100,6 +100,11 @@ def create_checking_app(state: StandIn) -> FastAPI:
         state.violations.append(str(exc))
         return _error(f"stand-in rejected the request: {exc}")
 
+    @app.get("/health")
+    async def health() -> Response:
+        # As vLLM answers it; routers probe it before they send a worker any request.
+        return Response(status_code=200)
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return models_payload(state.model)
@@ -113,7 +118,7 @@ def create_checking_app(state: StandIn) -> FastAPI:
         body = await record(request)
         if (fault := state.admit()) is not None:
             return _error("injected fault", fault)
-        messages = check_chat(body, state.model)
+        messages = check_chat(body, state.model, state.options.ignored)
         text = " ".join(m["content"] for m in messages)
         prefix = messages[-1]["content"] if body.get("continue_final_message") else ""
         if (refusal := await steer(text)) is not None:
@@ -133,7 +138,7 @@ def create_checking_app(state: StandIn) -> FastAPI:
         body = await record(request)
         if (fault := state.admit()) is not None:
             return _error("injected fault", fault)
-        prompt = check_completion(body, state.model)
+        prompt = check_completion(body, state.model, state.options.ignored)
         if (refusal := await steer(prompt)) is not None:
             return refusal
         return answer(body, prompt, chat=False)

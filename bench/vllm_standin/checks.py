@@ -162,9 +162,11 @@ def _check_tools(body: Mapping[str, Any]) -> None:
         check(name in names, f"tool_choice names {name!r}, not among the tools")
 
 
-def check_chat(body: Mapping[str, Any], model: str) -> list[dict[str, Any]]:
-    """A `/v1/chat/completions` body; its messages."""
-    _check_generation(body, CHAT_FIELDS, model)
+def check_chat(
+    body: Mapping[str, Any], model: str, ignored: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
+    """A `/v1/chat/completions` body; its messages. Fields in `ignored` are let through."""
+    _check_generation(body, CHAT_FIELDS | ignored, model)
     messages: list[dict[str, Any]] = body.get("messages") or []
     check(isinstance(messages, list) and bool(messages), "messages must be a list")
     for message in messages:
@@ -176,9 +178,11 @@ def check_chat(body: Mapping[str, Any], model: str) -> list[dict[str, Any]]:
     return messages
 
 
-def check_completion(body: Mapping[str, Any], model: str) -> str:
-    """A `/v1/completions` body; its prompt."""
-    _check_generation(body, COMPLETION_FIELDS, model)
+def check_completion(
+    body: Mapping[str, Any], model: str, ignored: frozenset[str] = frozenset()
+) -> str:
+    """A `/v1/completions` body; its prompt. Fields in `ignored` are let through."""
+    _check_generation(body, COMPLETION_FIELDS | ignored, model)
     check(isinstance(body.get("prompt"), str), "prompt must be a string")
     prompt: str = body["prompt"]
     return prompt

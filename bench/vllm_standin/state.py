@@ -28,6 +28,9 @@ class Options:
     # (question, model text) pairs: a prompt containing a question is answered with its text,
     # as a reasoning model that settles (`thinking`); only the checking front end reads it.
     script: tuple[tuple[str, str], ...] = ()
+    # Generation fields the checking front end lets through, as vLLM ignores (and logs) fields
+    # it does not know: those a router in front adds to every body it forwards.
+    ignored: frozenset[str] = frozenset()
 
 
 @dataclass

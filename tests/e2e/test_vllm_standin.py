@@ -359,11 +359,23 @@ async def test_beam_search_continues_prefixes_one_request_each(
 async def test_the_routing_key_reaches_every_call_of_a_search(
     client: openai.AsyncOpenAI, replicas: tuple[StandIn, StandIn]
 ) -> None:
-    await ask(client, "beam_search", BEAMS, extra_headers={"X-Request-Id": "route-me"})
-    calls = [r for replica in replicas for r in replica.requests if r.path != "/pooling"]
-    assert len(calls) >= 2
-    # A router in front of vLLM keys on it, so every call of the request lands on one replica.
-    assert {r.headers.get(ROUTING_HEADER.lower()) for r in calls} == {"chatcmpl-route-me"}
+    # Two searches judged by llm_judge on the gateway's backend, both sent with one client id.
+    judged = BEAMS | {"verifier": "llm_judge"}
+    keys = []
+    for _ in range(2):
+        for replica in replicas:
+            replica.requests.clear()
+        await ask(client, "beam_search", judged, extra_headers={"X-Request-Id": "route-me"})
+        calls = [r for replica in replicas for r in replica.requests]
+        assert len(calls) >= 4
+        assert any(r.headers.get("x-request-id") is None for r in calls), "no judge call"
+        # A router in front of vLLM keys on it, so every call of the request, the judge's too,
+        # lands on one engine.
+        (key,) = {r.headers.get(ROUTING_HEADER.lower()) for r in calls}
+        assert key is not None and "route-me" not in key
+        keys.append(key)
+    # The server's key, not the client's id: reusing an id does not pin requests together.
+    assert keys[0] != keys[1]
 
 
 async def test_a_further_model_is_served_on_its_own_replicas(

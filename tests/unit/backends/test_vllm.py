@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import httpx
+import pydantic
 import pytest
 
 from backends.base import (
@@ -23,7 +25,9 @@ from backends.base import (
     TokenPrompt,
 )
 from backends.errors import BackendResponseError, BackendTimeout, BackendUnavailable
+from backends.routing import routing_key_set
 from backends.vllm import VLLMBackend
+from backends.vllm_client import VLLMClientSettings
 from backends.vllm_session import VLLMSession
 from tests.loopback import Handler, Loopback
 
@@ -640,10 +644,11 @@ async def test_routing_and_affinity_headers_reach_every_call(servers: Loopback) 
         routing_header="X-SMG-Routing-Key",
         affinity_header="x-session-token",
     )
-    session = shared.session("chatcmpl-7")
+    with routing_key_set("key-of-the-request"):
+        session = shared.session("chatcmpl-7")
     for _ in range(3):
         await session.generate(CHAT, SamplingParams(max_tokens=1))
-    assert [h["x-smg-routing-key"] for h in seen] == ["chatcmpl-7"] * 3
+    assert [h["x-smg-routing-key"] for h in seen] == ["key-of-the-request"] * 3
     assert [h["x-request-id"] for h in seen] == ["chatcmpl-7-0", "chatcmpl-7-1", "chatcmpl-7-2"]
     # The first call has no token yet; each later one echoes the last the router set.
     assert [h.get("x-session-token") for h in seen] == [None, "pod-1", "pod-2"]
@@ -699,3 +704,55 @@ async def test_echo_splits_the_scored_prompt_from_what_was_generated(
         assert completion.logprobs == (TokenLogprob(" big", -1.25, ((" big", -1.25),)),)
     else:
         assert (completion.text, completion.tokens, completion.logprobs) == ("", 0, ())
+
+
+async def test_the_sessions_of_one_request_share_its_routing_key(servers: Loopback) -> None:
+    seen: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json=chat_response("x"))
+
+    shared = await backend(servers, handler, routing_header="X-Session-ID")
+    # The strategy's session and a judge's (which has no request id) within one request.
+    with routing_key_set("one-request"):
+        sessions = [shared.session("chatcmpl-7"), shared.session()]
+    for each in sessions:
+        await each.generate(CHAT, SamplingParams(max_tokens=1))
+    assert [h["x-session-id"] for h in seen] == ["one-request"] * 2
+    assert [h.get("x-request-id") for h in seen] == ["chatcmpl-7-0", None]
+
+
+async def test_a_session_outside_a_request_makes_a_key_of_its_own(servers: Loopback) -> None:
+    seen: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json=chat_response("x"))
+
+    shared = await backend(servers, handler, routing_header="X-Session-ID")
+    first, second = shared.session("chatcmpl-7"), shared.session("chatcmpl-7")
+    for each in (first, first, second):
+        await each.generate(CHAT, SamplingParams(max_tokens=1))
+    keys = [h["x-session-id"] for h in seen]
+    # Never the request id: the same on one session's calls, another on the next session.
+    assert keys[0] == keys[1] != keys[2]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", key) for key in keys)
+
+
+async def test_no_routing_header_is_sent_unless_asked(servers: Loopback) -> None:
+    seen: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json=chat_response("x"))
+
+    shared = await backend(servers, handler)
+    await shared.session().generate(CHAT, SamplingParams(max_tokens=1))
+    assert not {"x-request-id", "x-session-id", "x-smg-routing-key"} & set(seen[0])
+
+
+@pytest.mark.parametrize("header", ["X-Request-Id", "x-request-id"])
+def test_the_call_id_header_cannot_be_the_routing_header(header: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match="each call's own id"):
+        VLLMClientSettings(routing_header=header)
