@@ -15,16 +15,23 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
-from backends.base import ChatMessage, ChatPrompt, ToolCall, Tools
+from backends.base import ChatMessage, ChatPrompt, Tools
 from server.protocol.common import (
     EFFORT_MAX_TOKENS,
     GenerationRequest,
     OpenAIBaseModel,
     ResponseFormat,
     effort_kwargs,
-    text_of,
 )
 from server.protocol.errors import InvalidRequest
+from server.protocol.responses.items import (
+    InputItem,
+    call_of,
+    call_output_of,
+    item_refusal,
+    message_of,
+    reasoning_text_of,
+)
 from server.protocol.tools import (
     ChatCompletionToolParam,
     FunctionDefinition,
@@ -36,45 +43,15 @@ from strategies.base import REASONING_EFFORTS, ReasoningEffort, StrategyRequest
 from strategies.limits import Limits
 
 __all__ = [
-    "ContentPart",
     "FunctionToolChoice",
     "FunctionToolParam",
-    "InputItem",
     "ReasoningConfig",
     "ResponsesRequest",
     "TextConfig",
 ]
 
-# Text parts of a message item; OpenAI's own assistant turns use `output_text`.
-_TEXT_PARTS = ("input_text", "output_text")
 # An assistant turn cut short, which vLLM continues rather than answers.
 _PARTIAL = ("in_progress", "incomplete")
-
-
-class ContentPart(OpenAIBaseModel):
-    """A part of an input item's content: text, or a kind this text-only server refuses."""
-
-    type: str
-    text: str | None = None
-
-
-class InputItem(OpenAIBaseModel):
-    """One item of `input`: a message (the default type), the reasoning of an earlier answer,
-    a `function_call` it made (`call_id`, `name`, `arguments`) or a `function_call_output`
-    (`call_id`, `output`) answering one.
-
-    Other item types (hosted tools' calls, item references) are a 400 naming the item.
-    """
-
-    type: str = "message"
-    role: str | None = None
-    content: str | list[ContentPart] | None = None
-    status: str | None = None
-    summary: list[ContentPart] | None = None
-    call_id: str | None = None
-    name: str | None = None
-    arguments: str | None = None
-    output: str | list[ContentPart] | None = None
 
 
 class FunctionToolParam(OpenAIBaseModel):
@@ -306,10 +283,10 @@ class ResponsesRequest(GenerationRequest):
         for index, item in enumerate(self.input):
             param = f"input.{index}"
             if item.type == "reasoning":
-                reasoning = (reasoning or "") + _reasoning_text(item, param)
+                reasoning = (reasoning or "") + reasoning_text_of(item, param)
                 continue
             if item.type == "function_call":
-                call = _call(item, param)
+                call = call_of(item, param)
                 previous = messages[-1] if messages else None
                 if reasoning is None and previous is not None and previous.role == "assistant":
                     # The calls of one turn are items of their own; chat has them in one message.
@@ -322,11 +299,11 @@ class ResponsesRequest(GenerationRequest):
                 reasoning = None
                 continue
             if item.type == "function_call_output":
-                message = _call_output(item, param)
+                message = call_output_of(item, param)
             elif item.type == "message":
-                message = _message(item, param, reasoning if item.role == "assistant" else None)
+                message = message_of(item, param, reasoning if item.role == "assistant" else None)
             else:
-                raise InvalidRequest(_item_refusal(item.type), param)
+                raise InvalidRequest(item_refusal(item.type), param)
             if reasoning is not None and message.role != "assistant":
                 # Reasoning with no answer after it is a turn of its own.
                 messages.append(ChatMessage("assistant", "", reasoning=reasoning))
@@ -355,60 +332,3 @@ class ResponsesRequest(GenerationRequest):
             "top_p": self.top_p,
             "user": self.user,
         }
-
-
-def _message(item: InputItem, param: str, reasoning: str | None) -> ChatMessage:
-    if item.role not in ("user", "assistant", "system", "developer"):
-        raise InvalidRequest(
-            f"{param}.role must be user, assistant, system or developer", f"{param}.role"
-        )
-    if item.content is None:
-        raise InvalidRequest(f"{param} needs content", f"{param}.content")
-    text = _text(item.content, _TEXT_PARTS, f"{param}.content")
-    # Chat templates know `system`; OpenAI's newer `developer` role means the same.
-    role = "system" if item.role == "developer" else item.role
-    return ChatMessage(role, text, reasoning=reasoning)
-
-
-def _call(item: InputItem, param: str) -> ToolCall:
-    """A `function_call` input item as the call an assistant turn made."""
-    for field, value in (("call_id", item.call_id), ("name", item.name)):
-        if not value:
-            raise InvalidRequest(f"{param} (a function_call) needs {field}", f"{param}.{field}")
-    assert item.call_id is not None and item.name is not None
-    return ToolCall(item.call_id, item.name, item.arguments or "")
-
-
-def _call_output(item: InputItem, param: str) -> ChatMessage:
-    """A `function_call_output` input item as the `tool` turn answering its call."""
-    if not item.call_id:
-        raise InvalidRequest(
-            f"{param} (a function_call_output) needs the call_id of the call it answers",
-            f"{param}.call_id",
-        )
-    if item.output is None:
-        raise InvalidRequest(f"{param} (a function_call_output) needs output", f"{param}.output")
-    text = _text(item.output, ("input_text",), f"{param}.output")
-    return ChatMessage("tool", text, tool_call_id=item.call_id)
-
-
-def _reasoning_text(item: InputItem, param: str) -> str:
-    """The text of a reasoning item: its `reasoning_text` content, else its summary."""
-    if isinstance(item.content, str):
-        raise InvalidRequest(f"{param}.content of a reasoning item is a list", f"{param}.content")
-    where = f"{param}.content" if item.content else f"{param}.summary"
-    return _text(item.content or item.summary or [], ("reasoning_text", "summary_text"), where)
-
-
-def _text(content: str | list[ContentPart], kinds: tuple[str, ...], where: str) -> str:
-    """Content given as a string, or as parts of `kinds` (another kind is a 400 naming `where`)."""
-    if isinstance(content, str):
-        return content
-    return text_of([(part.type, part.text) for part in content], kinds, where)
-
-
-def _item_refusal(kind: str) -> str:
-    return (
-        f"input items of type {kind!r} are not supported; send message, reasoning, "
-        "function_call and function_call_output items"
-    )

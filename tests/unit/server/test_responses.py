@@ -293,14 +293,14 @@ async def test_error_mid_stream_is_an_error_event_with_param_then_failed() -> No
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"store": True}, "store"),
+        ({"background": True, "store": False}, "store"),
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
         ({"conversation": "conv_1"}, "conversation"),
-        ({"background": True}, "background"),
         ({"tools": [{"type": "file_search", "vector_store_ids": ["v"]}]}, "tools.0.type"),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"n": 2}, "n"),
-        ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
+        ({"text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format.name"),
         ({"include": ["message.output_text.logprobs"]}, "include"),
         ({"truncation": "auto"}, "truncation"),
         ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
@@ -322,12 +322,19 @@ async def test_what_this_server_cannot_do_is_400_naming_the_field(
     assert backend.calls == []
 
 
-async def test_store_false_or_absent_is_served_and_store_true_says_why_not() -> None:
+async def test_store_false_or_absent_keeps_nothing_and_store_true_keeps_it() -> None:
     backend = ScriptedBackend(["4"])
-    assert (await post(backend, responses_body(store=False))).status_code == 200
-    assert (await post(backend, responses_body())).status_code == 200
-    refused = (await post(backend, responses_body(store=True))).json()["error"]
-    assert "keeps no responses" in refused["message"]
+    async with app_client(backend) as client:
+        for body in (responses_body(store=False), responses_body()):
+            answered = await client.post("/v1/responses", json=body)
+            assert answered.status_code == 200
+            kept = await client.get(f"/v1/responses/{answered.json()['id']}")
+            assert kept.status_code == 404
+            assert kept.json()["error"]["code"] == "response_not_found"
+        answered = await client.post("/v1/responses", json=responses_body(store=True))
+        kept = await client.get(f"/v1/responses/{answered.json()['id']}")
+        assert kept.status_code == 200
+        assert kept.json() == answered.json()
 
 
 async def test_an_image_part_is_400_this_model_takes_text_only() -> None:
