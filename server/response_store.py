@@ -181,8 +181,7 @@ class MemoryResponseStore:
         if record is None or record.status not in RUNNING:
             return False
         record.status = status
-        if response is not None:
-            record.response = response
+        record.response = {**(response or record.response), "status": status}
         self._touch(response_id)
         return True
 
@@ -224,8 +223,11 @@ class MemoryResponseStore:
 _ADVANCE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'in_progress' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1])
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'response', ARGV[2]) end
+local shown = ARGV[2]
+if shown == '' then shown = redis.call('HGET', KEYS[1], 'response') end
+local response = cjson.decode(shown)
+response['status'] = ARGV[1]
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'response', cjson.encode(response))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """

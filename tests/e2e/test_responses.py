@@ -7,6 +7,7 @@ are compared exactly; the model's words themselves are never asserted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -217,3 +218,40 @@ async def test_logit_bias_is_honoured_as_vllms_responses_endpoint_does(
         extra_body={"logit_bias": {"21285": 100}},
     )
     assert response.output_text == " banana" * 4
+
+
+async def test_a_background_vote_on_the_embedded_model_is_read_streamed_and_kept(
+    client: openai.AsyncOpenAI,
+) -> None:
+    """The openai SDK's background calls against the embedded default: created at once,
+    retrieved when done, its events streamed again from a number on, and continued."""
+    created = await client.responses.create(
+        model=MODEL,
+        input="What is 2 + 3? Answer with the number.",
+        max_output_tokens=24,
+        background=True,
+        extra_body={"reasoning_strategy": "majority_vote", "reasoning_params": {"n": 3}},
+    )
+    assert created.status in ("queued", "in_progress")
+    done = created
+    # Long enough for the embedded model on a loaded machine; it takes seconds alone.
+    for _ in range(3000):
+        done = await client.responses.retrieve(created.id)
+        if done.status not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.1)
+    assert done.status in ("completed", "incomplete")
+    assert done.output_text and done.usage is not None and done.usage.output_tokens > 0
+    replayed = [
+        e async for e in await client.responses.retrieve(created.id, stream=True, starting_after=1)
+    ]
+    assert replayed[0].sequence_number == 2
+    assert replayed[-1].type == "response.completed"
+    assert replayed[-1].response.output_text == done.output_text
+    follow = await client.responses.create(
+        model=MODEL,
+        input="And times two?",
+        max_output_tokens=8,
+        previous_response_id=created.id,
+    )
+    assert follow.status in ("completed", "incomplete")

@@ -38,7 +38,11 @@ async def test_a_background_response_answers_at_once_and_is_read_when_done() -> 
             model=SCRIPTED_MODEL, input="What is 2 + 2?", background=True, extra_body=VOTE
         )
         assert created.status == "queued"
-        assert backend.calls == [] or created.output == []
+        assert created.output == []
+        while not backend.calls:
+            await asyncio.sleep(0.01)
+        running = await client.responses.retrieve(created.id)
+        assert running.status == "in_progress"
         done = await until_ended(client, created.id)
         direct = await client.responses.create(
             model=SCRIPTED_MODEL, input="What is 2 + 2?", extra_body=VOTE
