@@ -25,9 +25,11 @@ from urllib.parse import urlparse
 import kubernetes_validate
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
 
 from server.keys import KeyRing
+from server.metrics import Metrics
 from server.settings import Settings
 from tests.factories import vllm_urls
 from tests.prometheus import EXTRA_FLAGS
@@ -579,3 +581,15 @@ def test_the_server_refuses_the_published_example_keys_unless_a_demo() -> None:
         Settings(api_keys=SecretStr(str(EXAMPLE_KEYS)))
     assert Settings(api_keys=SecretStr(str(EXAMPLE_KEYS)), demo=True).key_ring() is not None
     assert Settings(api_keys=SecretStr("sk-own-key")).key_ring() is not None
+
+
+def test_the_gateway_scales_on_a_load_metric_it_exports_and_keeps_one_pod_through_drains() -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in k8s_objects()}
+    scaler = objects[("HorizontalPodAutoscaler", "gateway")]["spec"]
+    (pods,) = [m["pods"] for m in scaler["metrics"] if m["type"] == "Pods"]
+    exported = {m.name for m in Metrics(CollectorRegistry()).registry.collect()}
+    assert pods["metric"]["name"] in exported
+    budget = objects[("PodDisruptionBudget", "gateway")]["spec"]
+    labels = objects[("Deployment", "gateway")]["spec"]["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= labels.items()
+    assert 1 <= budget["minAvailable"] < scaler["minReplicas"]
