@@ -107,8 +107,9 @@ def create_app(
             app.state.quotas = _quotas(settings, keys, metrics)
             if app.state.quotas is not None:
                 stack.push_async_callback(app.state.quotas.aclose)
+            kept = settings.responses
             app.state.responses = BackgroundResponses(
-                app.state.serving, _response_store(settings), settings.responses.lease_s
+                app.state.serving, _response_store(settings), kept.lease_s, kept.max_running
             )
             # First out: background runs finish (or end) while their backends and the keys'
             # store are still open.

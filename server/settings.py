@@ -142,6 +142,11 @@ class ResponsesSettings(BaseModel):
     max_per_key: int = Field(
         default=1000, ge=1, description="Kept responses per API key; the oldest go first."
     )
+    max_running: int = Field(
+        default=256,
+        ge=1,
+        description="Background responses one replica runs at once; past it, 503 overloaded.",
+    )
     lease_s: float = Field(
         default=15.0,
         gt=0,

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from backends.base import ChatMessage, ChatPrompt, ToolCall
-from server.errors import ResponseNotFound
+from server.errors import Overloaded, ResponseNotFound, ShuttingDown
 from server.protocol.errors import InvalidRequest
 from server.response_store import (
     RUNNING,
@@ -55,10 +55,13 @@ def _missing(response_id: str) -> ResponseNotFound:
 class BackgroundResponses:
     """The app's kept responses and the background runs of this replica (a lifespan object)."""
 
-    def __init__(self, serving: Serving, store: ResponseStore, lease_s: float) -> None:
+    def __init__(
+        self, serving: Serving, store: ResponseStore, lease_s: float, max_running: int = 256
+    ) -> None:
         self.serving = serving
         self.store = store
         self.lease_s = lease_s
+        self.max_running = max_running
         self._runs: dict[str, asyncio.Task[None]] = {}
         # Runs whose task has begun: one cancelled before that never runs its clean-up, so it
         # is left to find the cancel when it begins.
@@ -73,7 +76,15 @@ class BackgroundResponses:
         settle: Callable[[], Awaitable[None]],
         keep_conversation: bool,
     ) -> dict[str, Any]:
-        """Keep a queued response and start running it; what the client gets at once."""
+        """Keep a queued response and start running it; what the client gets at once. A
+        replica running `max_running` already, or draining, turns it away (503)."""
+        if self._closing:
+            raise ShuttingDown("the server is shutting down; create it on another replica")
+        if len(self._runs) >= self.max_running:
+            raise Overloaded(
+                f"this replica runs {self.max_running} background responses already; retry "
+                "later or on another replica"
+            )
         queued = rendering.snapshot("queued")
         response_id = prepared.request_id
         await self.store.create(StoredResponse(response_id, owner, "queued", queued))

@@ -207,3 +207,38 @@ async def test_text_format_asks_for_json(
     assert answered.status_code == 200, answered.text
     structured = backend.sampled[0].structured
     assert structured is not None and structured.json_schema == schema
+
+
+async def test_a_background_run_holds_its_keys_place_in_flight_until_it_ends(
+    tmp_path: Any,
+) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("- {alias: alpha, key: sk-alpha-0123456789, limits: {max_in_flight: 1}}\n")
+    settings = Settings.model_validate({"api_keys": str(keys)})
+    backend = ScriptedBackend([ANSWER], delay_s=0.5)
+    async with app_client(backend, settings=settings) as client:
+        alpha = {"Authorization": "Bearer sk-alpha-0123456789"}
+        body = {"model": SCRIPTED_MODEL, "input": "2 + 2?", "background": True}
+        created = (await client.post("/v1/responses", json=body, headers=alpha)).json()
+        refused = await client.post("/v1/responses", json=body, headers=alpha)
+        for _ in range(200):
+            shown = (await client.get(f"/v1/responses/{created['id']}", headers=alpha)).json()
+            if shown["status"] == "completed":
+                break
+            await asyncio.sleep(0.02)
+        again = await client.post("/v1/responses", json=body, headers=alpha)
+    assert refused.status_code == 429
+    assert again.status_code == 200
+
+
+async def test_a_replica_past_its_running_bound_turns_background_away() -> None:
+    backend = ScriptedBackend([ANSWER], delay_s=1.0)
+    settings = Settings.model_validate({"responses": {"max_running": 1}})
+    async with app_client(backend, settings=settings) as client:
+        body = {"model": SCRIPTED_MODEL, "input": "2 + 2?", "background": True}
+        first = await client.post("/v1/responses", json=body)
+        second = await client.post("/v1/responses", json=body)
+        await client.post(f"/v1/responses/{first.json()['id']}/cancel")
+    assert first.status_code == 200
+    assert second.status_code == 503
+    assert second.json()["error"]["code"] == "overloaded"
