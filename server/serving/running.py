@@ -97,25 +97,9 @@ class Serving:
         try:
             result = await self._execute(prepared, ctx)
         except BaseException as exc:
-            self._observe(
-                prepared.strategy.name,
-                prepared.model,
-                exc,
-                started,
-                ctx,
-                None,
-                prepared.run.trace_id,
-            )
+            self._observed(prepared, exc, started, ctx, None)
             raise
-        self._observe(
-            prepared.strategy.name,
-            prepared.model,
-            None,
-            started,
-            ctx,
-            result,
-            prepared.run.trace_id,
-        )
+        self._observed(prepared, None, started, ctx, result)
         return result
 
     async def stream(
@@ -179,15 +163,7 @@ class Serving:
                     yield event
             for event in rendering.sse_closing(result, prepared.include_usage):
                 yield event
-            self._observe(
-                prepared.strategy.name,
-                prepared.model,
-                None,
-                started,
-                ctx,
-                result,
-                prepared.run.trace_id,
-            )
+            self._observed(prepared, None, started, ctx, result)
         except Exception as exc:
             outcome = exc
             status, body = error_response(exc)
@@ -207,15 +183,7 @@ class Serving:
                 # (Awaiting it here would not do: a disconnect cancels this generator's scope.)
                 failed = outcome
                 task.add_done_callback(
-                    lambda _: self._observe(
-                        prepared.strategy.name,
-                        prepared.model,
-                        failed,
-                        started,
-                        ctx,
-                        None,
-                        prepared.run.trace_id,
-                    )
+                    lambda _: self._observed(prepared, failed, started, ctx, None)
                 )
         for event in rendering.sse_end():
             yield event
@@ -264,6 +232,18 @@ class Serving:
             if span is not None:
                 _describe(span, result)
             return result
+
+    def _observed(
+        self,
+        prepared: PreparedRequest,
+        exc: BaseException | None,
+        started: float,
+        ctx: StrategyContext,
+        result: StrategyResult | None,
+    ) -> None:
+        """`_observe` for a prepared request: its strategy, model and trace."""
+        name, model, trace_id = prepared.strategy.name, prepared.model, prepared.run.trace_id
+        self._observe(name, model, exc, started, ctx, result, trace_id)
 
     def _observe(
         self,

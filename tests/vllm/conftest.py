@@ -19,6 +19,7 @@ what the gateway's thinking controls do is what these tests see.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -136,9 +137,9 @@ def prm_verifiers(vllm: VLLMServers) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="session")
-def gateway(vllm: VLLMServers) -> Iterator[str]:
-    verifiers = prm_verifiers(vllm)
+@contextlib.contextmanager
+def generators_gateway(vllm: VLLMServers, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A gateway in front of both generator replicas, with the PRM as its `prm` verifier."""
     a, b = vllm.generators
     # No --model: the gateway learns the served name from the replicas.
     with gateway_process(
@@ -149,8 +150,15 @@ def gateway(vllm: VLLMServers) -> Iterator[str]:
         "--vllm-url",
         b.url,
         "--verifiers",
-        json.dumps(verifiers),
+        json.dumps(prm_verifiers(vllm)),
+        env=env,
     ) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def gateway(vllm: VLLMServers) -> Iterator[str]:
+    with generators_gateway(vllm) as url:
         yield url
 
 
@@ -163,18 +171,7 @@ def traced_gateway(vllm: VLLMServers) -> Iterator[str]:
         "OTEL_SERVICE_NAME": "ttc-gateway",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    a, b = vllm.generators
-    with gateway_process(
-        "--backend",
-        "vllm",
-        "--vllm-url",
-        a.url,
-        "--vllm-url",
-        b.url,
-        "--verifiers",
-        json.dumps(prm_verifiers(vllm)),
-        env=traces,
-    ) as url:
+    with generators_gateway(vllm, traces) as url:
         yield url
 
 
