@@ -136,7 +136,8 @@ async def stalled_body(url: str) -> bytes:
     )
     await writer.drain()
     try:
-        return await reader.read(4096)
+        # All of it, until the gateway closes: its headers and body may come in two reads.
+        return await reader.read(-1)
     finally:
         writer.close()
 
