@@ -148,6 +148,9 @@ def create_checking_app(state: StandIn) -> FastAPI:
             return _error(f"This model's maximum context length is {MAX_MODEL_LEN} tokens.")
         if "SLOW" in prompt:
             await asyncio.sleep(state.slow_s)
+        if state.options.latency_s:
+            # Every generation takes this long, as `--latency-ms` makes the raw front end's.
+            await asyncio.sleep(state.options.latency_s)
         return None
 
     def answer(body: dict[str, Any], prompt: str, chat: bool, prefix: str = "") -> Any:

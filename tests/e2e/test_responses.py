@@ -131,10 +131,13 @@ async def test_majority_vote_through_responses(client: openai.AsyncOpenAI) -> No
     assert usage.output_tokens_details.reasoning_tokens == sum(drawn) - chosen
 
 
-async def test_store_true_is_400_and_models_retrieve(client: openai.AsyncOpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as refused:
-        await client.responses.create(model=MODEL, input=QUESTION, store=True)
-    assert refused.value.param == "store"
+async def test_store_true_keeps_it_and_models_retrieve(client: openai.AsyncOpenAI) -> None:
+    stored = await client.responses.create(
+        model=MODEL, input=QUESTION, store=True, max_output_tokens=8
+    )
+    assert (await client.responses.retrieve(stored.id)).output_text == stored.output_text
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve("resp_never_made")
     assert (await client.models.retrieve(MODEL)).id == MODEL
     with pytest.raises(openai.NotFoundError):
         await client.models.retrieve("no-such-model")
