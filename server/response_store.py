@@ -76,6 +76,10 @@ class ResponseStore(Protocol):
         """The record, or None (never kept, expired, or dropped)."""
         ...
 
+    async def status(self, response_id: str) -> str | None:
+        """The record's status alone (None: no record)."""
+        ...
+
     async def append(self, response_id: str, events: Sequence[str]) -> None:
         """Add streamed events, in order."""
         ...
@@ -166,8 +170,12 @@ class MemoryResponseStore:
     async def get(self, response_id: str) -> StoredResponse | None:
         return self._live(response_id)
 
+    async def status(self, response_id: str) -> str | None:
+        record = self._live(response_id)
+        return record.status if record is not None else None
+
     async def append(self, response_id: str, events: Sequence[str]) -> None:
-        if self._live(response_id) is not None:
+        if self._live(response_id) is not None and events:
             self._events[response_id].extend(events)
             self._touch(response_id)
 
@@ -316,6 +324,10 @@ class RedisResponseStore:
             conversation=orjson.loads(conversation) if conversation else None,
             created=float(raw[b"created"]),
         )
+
+    async def status(self, response_id: str) -> str | None:
+        shown = await self._call(self._redis.hget(self._key(response_id), "status"))
+        return shown.decode() if shown is not None else None
 
     async def append(self, response_id: str, events: Sequence[str]) -> None:
         if not events:

@@ -191,16 +191,18 @@ class BackgroundResponses:
         keeper = asyncio.create_task(self._keep_leased(response_id, task))
         final: dict[str, Any] | None = None
         started = False
+        events = _Pending()
         try:
-            record = await self.store.get(response_id)
-            if record is not None and record.status == "cancelled":
+            if await self.store.status(response_id) == "cancelled":
                 raise asyncio.CancelledError  # before it began: nothing ran, nothing spent
             async for event in self.serving.stream(prepared, rendering):
                 if event.startswith(":"):
                     continue  # a keep-alive comment: nothing to replay
-                await self.store.append(response_id, [event])
+                if events.add(event):
+                    await self.store.append(response_id, events.take())
                 if not started:
                     started = await self.store.advance(response_id, "in_progress")
+            await self.store.append(response_id, events.take())
             final = rendering.final
         except asyncio.CancelledError:
             await prepared.run.unwound()
@@ -242,15 +244,41 @@ class BackgroundResponses:
             began = time.monotonic()
             try:
                 await self.store.renew(response_id, self.lease_s)
-                record = await self.store.get(response_id)
+                status = await self.store.status(response_id)
             except Exception:
                 logger.warning("background response %s: lease not renewed", response_id)
                 continue
-            if record is not None and record.status == "cancelled":
+            if status == "cancelled":
                 run.cancel()
                 return
             if time.monotonic() - began > every:
                 logger.warning("background response %s: the store is slow", response_id)
+
+
+class _Pending:
+    """A run's events not yet stored: the text deltas of a stream are stored together, every
+    `_BATCH_S` at most, rather than one store write each; any other event at once."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.since = time.monotonic()
+
+    def add(self, event: str) -> bool:
+        """Hold `event`; whether the held ones are due to be stored."""
+        if not self.events:
+            self.since = time.monotonic()
+        self.events.append(event)
+        delta = event.startswith(_DELTAS)
+        return not delta or time.monotonic() - self.since >= _BATCH_S
+
+    def take(self) -> list[str]:
+        taken, self.events = self.events, []
+        return taken
+
+
+# The events a stream sends most of, one per piece of text.
+_DELTAS = ("event: response.output_text.delta", "event: response.reasoning_text.delta")
+_BATCH_S = 0.05
 
 
 def conversation_of(prompt: ChatPrompt, response: dict[str, Any]) -> list[dict[str, Any]]:

@@ -53,7 +53,10 @@ async def test_a_status_moves_on_only_from_running_and_a_cancel_keeps(
 ) -> None:
     record = fresh(uuid.uuid4().hex)
     await store.create(record)
+    assert await store.status(record.id) == "queued"
+    assert await store.status("resp_never_made") is None
     assert await store.advance(record.id, "in_progress")
+    assert await store.status(record.id) == "in_progress"
     shown = await store.get(record.id)
     assert shown is not None and shown.response["status"] == "in_progress"
     assert await store.cancel(record.id)
