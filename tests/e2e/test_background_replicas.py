@@ -59,6 +59,13 @@ async def create(client: openai.AsyncOpenAI) -> Any:
     )
 
 
+async def running(a: openai.AsyncOpenAI, b: openai.AsyncOpenAI) -> Any:
+    """A search created on replica `a`, once replica `b` reads it running."""
+    created = await create(a)
+    await until(b, created.id, {"in_progress"})
+    return created
+
+
 async def until(client: openai.AsyncOpenAI, response_id: str, statuses: set[str]) -> Any:
     for _ in range(600):
         shown = await client.responses.retrieve(response_id)
@@ -94,8 +101,7 @@ async def test_a_cancel_on_one_replica_stops_the_run_on_the_other(
 ) -> None:
     (a_url, _), (b_url, _) = replicas
     async with gateway_client(a_url) as a, gateway_client(b_url) as b:
-        created = await create(a)
-        await until(b, created.id, {"in_progress"})
+        created = await running(a, b)
         cancelled = await b.responses.cancel(created.id)
         assert cancelled.status == "cancelled"
         # Replica A sees the cancel at its next lease renewal and stops calling the model.
@@ -117,8 +123,7 @@ async def test_a_replica_killed_mid_run_leaves_its_response_failed(
 ) -> None:
     (a_url, a_process), (b_url, _) = replicas
     async with gateway_client(a_url) as a, gateway_client(b_url) as b:
-        created = await create(a)
-        await until(b, created.id, {"in_progress"})
+        created = await running(a, b)
         a_process.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         failed = await until(b, created.id, {"failed", "completed"})

@@ -107,20 +107,29 @@ def generated(spans: Sequence[ReadableSpan]) -> int:
     return sum(attribute(s, "gen_ai.usage.output_tokens") for s in named(spans, "chat "))
 
 
+async def ask_in_callers_trace(
+    client: httpx.AsyncClient, max_tokens: int, strategy: str, params: dict[str, Any]
+) -> httpx.Response:
+    """A chat completion by `strategy`, sent with the caller's `traceparent`."""
+    return await client.post(
+        "/v1/chat/completions",
+        headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+        json={
+            "model": SERVED_MODEL,
+            "messages": QUESTION,
+            "max_tokens": max_tokens,
+            "reasoning_strategy": strategy,
+            "reasoning_params": params,
+        },
+    )
+
+
 async def test_a_beam_search_is_a_tree_of_steps_calls_and_verifier_calls(
     fresh: StandIn, exported: InMemorySpanExporter
 ) -> None:
     async with traced_gateway(fresh, exported) as client:
-        reply = await client.post(
-            "/v1/chat/completions",
-            headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
-            json={
-                "model": SERVED_MODEL,
-                "messages": QUESTION,
-                "max_tokens": 64,
-                "reasoning_strategy": "beam_search",
-                "reasoning_params": {"n": 4, "beam_width": 2, "verifier": "llm_judge"},
-            },
+        reply = await ask_in_callers_trace(
+            client, 64, "beam_search", {"n": 4, "beam_width": 2, "verifier": "llm_judge"}
         )
     assert reply.status_code == 200, reply.text
     spans = check_tree(exported, fresh, reply)
@@ -154,16 +163,8 @@ async def test_a_vote_in_waves_is_one_span_per_wave_and_text_only_when_asked(
     fresh: StandIn, exported: InMemorySpanExporter
 ) -> None:
     async with traced_gateway(fresh, exported, capture_text=True) as client:
-        reply = await client.post(
-            "/v1/chat/completions",
-            headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
-            json={
-                "model": SERVED_MODEL,
-                "messages": QUESTION,
-                "max_tokens": 24,
-                "reasoning_strategy": "majority_vote",
-                "reasoning_params": {"n": 8, "early_stop": {"method": "beta", "wave": 2}},
-            },
+        reply = await ask_in_callers_trace(
+            client, 24, "majority_vote", {"n": 8, "early_stop": {"method": "beta", "wave": 2}}
         )
     assert reply.status_code == 200, reply.text
     spans = check_tree(exported, fresh, reply)
